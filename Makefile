@@ -1,0 +1,39 @@
+# netstate.tcp — every target does its own set-up (scripts/setup.sh), so a fresh
+# Debian 12 machine needs nothing but `make run` or `make test` as root.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: deps run test lint units sanity integration fleet-demo bench clean
+
+deps:
+	@bash scripts/setup.sh
+
+run: deps
+	@$(PY) scripts/summary.py
+
+lint: deps
+	ruff check plugins tests benchmarks scripts
+
+units: deps
+	$(PY) -m pytest tests/unit -q
+
+sanity: deps
+	bash scripts/ansible-test.sh sanity
+
+integration: deps
+	$(PY) -m pytest tests/integration -q
+
+test: deps lint
+	bash scripts/ansible-test.sh sanity
+	bash scripts/ansible-test.sh units
+	$(PY) -m pytest -q
+
+bench: deps
+	$(PY) benchmarks/bench_engine.py
+
+clean:
+	rm -rf .build .pytest_cache
