@@ -1,0 +1,394 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The socket engine as a command for monitoring agents.
+
+Run it from an installed or checked-out collection (the directory holding ``ansible_collections``
+must be on ``sys.path``, e.g. the current directory)::
+
+    python3 -m ansible_collections.netstate.tcp.plugins.module_utils.collect --format prometheus
+
+Formats:
+
+``json``
+    the ``ansible_facts.netstate`` document (docs/facts-contract.md), one line.
+``prometheus``
+    Prometheus text exposition format 0.0.4 (node_exporter's textfile collector reads it).
+``zabbix-discovery``
+    Zabbix low-level discovery JSON, one row per listening port and protocol.
+
+Every argument is validated by argparse before anything is gathered; the command never runs a
+shell and never writes anywhere but ``--output``, which it replaces atomically. Plain Python,
+standard library only, no ``ansible`` import: the agent roles copy this file and the engine files
+next to it onto monitored hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+
+from .engine import GatherError, gather
+
+FORMATS = ("json", "prometheus", "zabbix-discovery")
+SUBSETS = ("all", "default", "min", "states", "ports", "peers", "listeners", "counters", "processes", "sockets")
+BACKENDS = ("auto", "netlink", "proc")
+PROTOCOLS = ("tcp", "udp", "all")
+TCP_STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+              "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+# What a poll needs by default: everything except the per-process walk and the raw socket list.
+DEFAULT_SUBSET = ["states", "ports", "peers", "listeners", "counters"]
+TOP_RANGE = (1, 10000)
+SAMPLE_RANGE = (0.0, 60.0)
+MAX_SOCKETS_RANGE = (0, 1000000)
+
+_NAMESPACE_RE = re.compile(r"^(host|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/[A-Za-z0-9_./-]{1,255})$")
+_METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+
+
+class UsageError(Exception):
+    """A bad argument; argparse turns it into a usage message naming the argument."""
+
+
+# ---------------------------------------------------------------------------------------------
+# argument types: each one names the value it refuses
+# ---------------------------------------------------------------------------------------------
+
+def _int_range(low: int, high: int):
+    def convert(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not an integer" % text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError("%d is outside %d..%d" % (value, low, high))
+        return value
+    return convert
+
+
+def _float_range(low: float, high: float):
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % text)
+        if math.isnan(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError("%r is outside %g..%g" % (text, low, high))
+        return value
+    return convert
+
+
+def _subset(text: str) -> list:
+    names = [part.strip() for part in text.split(",")]
+    for name in names:
+        bare = name[1:] if name.startswith("!") else name
+        if bare not in SUBSETS:
+            raise argparse.ArgumentTypeError(
+                "%r is not a subset (choose from %s, each optionally prefixed with '!')" % (name, ", ".join(SUBSETS)))
+    return names
+
+
+def _namespace(text: str) -> str:
+    if not _NAMESPACE_RE.match(text) or "/../" in text + "/":
+        raise argparse.ArgumentTypeError(
+            "%r is not a namespace (host, all, pid:N, a name under /run/netns or an absolute path)" % text)
+    return text
+
+
+def _protocol(text: str) -> str:
+    # Zabbix passes an empty string for a flexible key used without parameters.
+    if text == "":
+        return "tcp"
+    if text not in PROTOCOLS:
+        raise argparse.ArgumentTypeError("%r is not a protocol (choose from %s)" % (text, ", ".join(PROTOCOLS)))
+    return text
+
+
+def _output(text: str) -> str:
+    if not text or "\0" in text or text.endswith("/"):
+        raise argparse.ArgumentTypeError("%r is not a file name" % text)
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError("%r: directory %s does not exist" % (text, directory))
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # exit 2 like argparse, but never print help text into a metric file
+        self.exit(2, "%s: error: %s\n" % (self.prog, message))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python3 -m ansible_collections.netstate.tcp.plugins.module_utils.collect",
+        description="Print TCP socket state (ansible_facts.netstate) for monitoring agents.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--format", choices=FORMATS, default="json", help="output format (default json)")
+    parser.add_argument("--subset", type=_subset, default=None,
+                        help="comma-separated gather_subset, e.g. states,ports,!peers (default %s)"
+                        % ",".join(DEFAULT_SUBSET))
+    parser.add_argument("--top", type=_int_range(*TOP_RANGE), default=10,
+                        help="how many peers and remote ports to keep (default 10)")
+    parser.add_argument("--sample-interval", type=_float_range(*SAMPLE_RANGE), default=0.0,
+                        help="seconds between two counter samples to compute rates (default 0: no rates)")
+    parser.add_argument("--namespace", type=_namespace, default=None,
+                        help="network namespace: host (default), a name under /run/netns, pid:N, a path, or all")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="socket source (default auto)")
+    parser.add_argument("--max-sockets", type=_int_range(*MAX_SOCKETS_RANGE), default=1000,
+                        help="raw socket list limit with --subset sockets (default 1000)")
+    parser.add_argument("--protocol", type=_protocol, default="tcp",
+                        help="zabbix-discovery: listeners of this protocol: tcp (default), udp or all")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no warnings on standard error (Zabbix reads standard error into the value)")
+    parser.add_argument("--output", type=_output, default=None,
+                        help="write to this file atomically instead of standard output")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# renderers: pure functions of the fact document
+# ---------------------------------------------------------------------------------------------
+
+def render_json(facts: dict) -> str:
+    return json.dumps(facts, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _escape_label(value) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _metric_name(*parts: str) -> str:
+    return _METRIC_NAME_BAD.sub("_", "_".join(parts))
+
+
+class _Exposition:
+    """Collects samples per metric family; a family is printed once with its HELP and TYPE."""
+
+    def __init__(self) -> None:
+        self._families = {}  # name -> [help, type, {label tuple: value}]
+
+    def add(self, name: str, kind: str, help_text: str, value, labels=None) -> None:
+        if value is None or isinstance(value, (str, list, dict)):
+            return
+        family = self._families.setdefault(name, [help_text, kind, {}])
+        key = tuple(sorted((labels or {}).items()))
+        # Two sources for one series (e.g. SO_REUSEPORT listeners on the same address and port) add up.
+        family[2][key] = family[2].get(key, 0) + value
+
+    def text(self) -> str:
+        lines = []
+        for name, (help_text, kind, samples) in self._families.items():
+            lines.append("# HELP %s %s" % (name, _escape_help(help_text)))
+            lines.append("# TYPE %s %s" % (name, kind))
+            for key, value in samples.items():
+                if key:
+                    labels = ",".join('%s="%s"' % (label, _escape_label(text)) for label, text in key)
+                    lines.append("%s{%s} %s" % (name, labels, _format_value(value)))
+                else:
+                    lines.append("%s %s" % (name, _format_value(value)))
+        return "\n".join(lines) + "\n"
+
+
+def _labels(extra: dict, **labels) -> dict:
+    labels.update(extra)
+    return labels
+
+
+def _add_states(out: _Exposition, name: str, help_text: str, states: dict, labels: dict) -> None:
+    for state in TCP_STATES:
+        out.add(name, "gauge", help_text, (states or {}).get(state, 0), _labels(labels, state=state))
+
+
+def _add_document(out: _Exposition, facts: dict, extra: dict) -> None:
+    """Every series of one fact document; extra labels (the namespace) go on each of them."""
+    tcp = facts.get("tcp") or {}
+    _add_states(out, "netstate_tcp_connections", "TCP sockets by state.", tcp.get("states"), extra)
+    for family, entry in sorted((tcp.get("families") or {}).items()):
+        _add_states(out, "netstate_tcp_family_connections", "TCP sockets by address family and state.",
+                    entry.get("states"), _labels(extra, family=family))
+    for port, entry in sorted((tcp.get("local_ports") or {}).items(), key=lambda item: int(item[0])):
+        _add_states(out, "netstate_tcp_port_connections",
+                    "TCP sockets by local port that has a listener (server side) and state.",
+                    entry.get("states"), _labels(extra, port=port))
+    for port, entry in sorted((tcp.get("remote_ports") or {}).items(), key=lambda item: int(item[0])):
+        _add_states(out, "netstate_tcp_remote_port_connections",
+                    "TCP sockets by remote port of outgoing connections (top N) and state.",
+                    entry.get("states"), _labels(extra, port=port))
+    for peer in tcp.get("peers") or []:
+        out.add("netstate_tcp_peer_connections", "gauge", "TCP sockets (not LISTEN) by remote address, top N peers.",
+                peer.get("total"), _labels(extra, address=peer.get("address")))
+    ephemeral = tcp.get("ephemeral") or {}
+    out.add("netstate_tcp_ephemeral_ports", "gauge", "Size of the ephemeral port range (ip_local_port_range).",
+            ephemeral.get("size"), extra)
+    busiest = ephemeral.get("busiest")
+    if busiest:
+        where = _labels(extra, address=busiest.get("address"), port=busiest.get("port"))
+        out.add("netstate_tcp_ephemeral_busiest_connections", "gauge",
+                "Sockets from an ephemeral local port to the busiest remote address and port.",
+                busiest.get("connections"), where)
+        out.add("netstate_tcp_ephemeral_busiest_time_wait", "gauge",
+                "TIME_WAIT sockets among them.", busiest.get("time_wait"), where)
+        out.add("netstate_tcp_ephemeral_busiest_share", "gauge",
+                "Those sockets as a share (0..1) of the ephemeral port range.", busiest.get("share"), where)
+
+    udp = facts.get("udp") or {}
+    out.add("netstate_udp_sockets", "gauge", "UDP sockets.", udp.get("total"), extra)
+
+    for listener in facts.get("listeners") or []:
+        if listener.get("protocol") != "tcp":
+            continue
+        where = _labels(extra, address=listener.get("address"), port=listener.get("port"))
+        out.add("netstate_tcp_listen_queue", "gauge",
+                "Accept queue of a TCP listener now (ss Recv-Q).", listener.get("queue"), where)
+        out.add("netstate_tcp_listen_backlog", "gauge",
+                "Maximum accept queue of a TCP listener (ss Send-Q).", listener.get("backlog"), where)
+
+    counters = facts.get("counters") or {}
+    for line_field, value in sorted((counters.get("sockstat") or {}).items()):
+        out.add(_metric_name("netstate_sockstat", line_field), "gauge",
+                "/proc/net/sockstat{,6} %s." % line_field, value, extra)
+    for group, source in (("Tcp", "snmp"), ("TcpExt", "netstat")):
+        for field, value in sorted((counters.get(group) or {}).items()):
+            out.add(_metric_name("netstate_netstat", group, field), "untyped",
+                    "%s %s from /proc/net/%s." % (group, field, source), value, extra)
+    for key, value in sorted((counters.get("sysctl") or {}).items()):
+        out.add("netstate_sysctl", "gauge", "TCP-related sysctl values (null ones left out).",
+                value, _labels(extra, name=key))
+    for group, fields in sorted((counters.get("rates") or {}).items()):
+        for field, value in sorted((fields or {}).items()):
+            out.add("netstate_netstat_rate", "gauge",
+                    "Per-second rate of a cumulative counter over the sample interval.",
+                    value, _labels(extra, group=group, field=field))
+
+    for name, entry in sorted((facts.get("processes") or {}).items()):
+        _add_states(out, "netstate_process_connections", "TCP sockets by process name and state.",
+                    (entry.get("connections") or {}).get("states"), _labels(extra, process=name))
+
+
+def render_prometheus(facts: dict) -> str:
+    out = _Exposition()
+    _add_document(out, facts, {})
+    for other in facts.get("namespaces") or []:
+        _add_document(out, other, {"namespace": other.get("namespace")})
+    out.add("netstate_collector_duration_seconds", "gauge", "Time the enumeration took.",
+            (facts.get("duration_ms") or 0) / 1000.0)
+    out.add("netstate_collector_success", "gauge", "1 when the last enumeration succeeded.", 1)
+    return out.text()
+
+
+def render_failure(message: str) -> str:
+    """What the textfile collector gets when gathering failed: no stale numbers, a visible 0."""
+    out = _Exposition()
+    out.add("netstate_collector_success", "gauge", "1 when the last enumeration succeeded.", 0)
+    return "# netstate collector failed: %s\n%s" % (message.replace("\n", " "), out.text())
+
+
+def render_zabbix_discovery(facts: dict, protocol: str = "tcp") -> str:
+    """One row per (protocol, port) so every item prototype key is unique per host."""
+    rows = {}
+    for listener in facts.get("listeners") or []:
+        if protocol != "all" and listener.get("protocol") != protocol:
+            continue
+        key = (listener.get("protocol"), int(listener.get("port")))
+        row = rows.setdefault(key, {"addresses": [], "families": [], "process": None})
+        if listener.get("address") not in row["addresses"]:
+            row["addresses"].append(listener.get("address"))
+        if listener.get("family") not in row["families"]:
+            row["families"].append(listener.get("family"))
+        if row["process"] is None and listener.get("process"):
+            row["process"] = listener.get("process")
+    data = []
+    for (proto, port), row in sorted(rows.items()):
+        data.append({
+            "{#PROTOCOL}": proto,
+            "{#PORT}": str(port),
+            "{#ADDRESS}": row["addresses"][0] if row["addresses"] else "",
+            "{#ADDRESSES}": ",".join(str(address) for address in row["addresses"]),
+            "{#FAMILY}": ",".join(str(family) for family in row["families"]),
+            "{#PROCESS}": row["process"] or "",
+        })
+    return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def render(facts: dict, output_format: str, protocol: str = "tcp") -> str:
+    if output_format == "json":
+        return render_json(facts)
+    if output_format == "prometheus":
+        return render_prometheus(facts)
+    if output_format == "zabbix-discovery":
+        return render_zabbix_discovery(facts, protocol)
+    raise UsageError("unknown format %r" % output_format)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write next to the target and rename, so a reader (node_exporter) never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.format == "zabbix-discovery":
+        subset = ["listeners"]
+    else:
+        subset = args.subset or list(DEFAULT_SUBSET)
+    warnings = []
+    try:
+        facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
+                       namespace=args.namespace, backend=args.backend, max_sockets=args.max_sockets,
+                       warnings=warnings)
+    except GatherError as error:
+        sys.stderr.write("netstate collect: %s\n" % error)
+        if args.output and args.format == "prometheus":
+            write_atomically(args.output, render_failure(str(error)))
+        return 1
+    for warning in [] if args.quiet else warnings:
+        sys.stderr.write("netstate collect: warning: %s\n" % warning)
+    text = render(facts, args.format, args.protocol)
+    if args.output:
+        write_atomically(args.output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

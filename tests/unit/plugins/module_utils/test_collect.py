@@ -1,0 +1,264 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The collector's renderers and argument validation, on fact documents built by hand.
+
+The real engine on real sockets is exercised in tests/integration/test_collect.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ansible_collections.netstate.tcp.plugins.module_utils import collect
+
+STATES = collect.TCP_STATES
+
+
+def states(**counts):
+    result = dict.fromkeys(STATES, 0)
+    result.update(counts)
+    return result
+
+
+def listener(protocol, family, address, port, backlog=None, queue=None, process="nginx"):
+    return {
+        "protocol": protocol, "family": family, "address": address, "port": port,
+        "backlog": backlog, "queue": queue,
+        "saturation": None if not backlog else round(queue / backlog, 4),
+        "pid": 42, "process": process, "user": "www-data", "stime": "2026-01-01T00:00:00",
+        "connections": 0,
+    }
+
+
+@pytest.fixture
+def facts():
+    return {
+        "backend": "netlink", "namespace": "host", "kernel": "6.1.0", "duration_ms": 12.5,
+        "gather_subset": ["counters", "listeners", "peers", "ports", "states"],
+        "tcp": {
+            "total": 23,
+            "states": states(ESTABLISHED=12, TIME_WAIT=5, LISTEN=4, CLOSE_WAIT=2),
+            "families": {"ipv4": {"total": 20, "states": states(ESTABLISHED=12, TIME_WAIT=5, LISTEN=3)},
+                         "ipv6": {"total": 3, "states": states(LISTEN=1, CLOSE_WAIT=2)}},
+            "local_ports": {"8080": {"total": 9, "states": states(ESTABLISHED=6, CLOSE_WAIT=2, LISTEN=1)},
+                            "22": {"total": 3, "states": states(ESTABLISHED=1, LISTEN=2)},
+                            "443": {"total": 1, "states": states(LISTEN=1)}},
+            "remote_ports": {"5432": {"total": 5, "states": states(ESTABLISHED=5)}},
+            "peers": [{"address": "198.18.0.5", "total": 7, "states": states(ESTABLISHED=7)},
+                      {"address": "2001:db8::1", "total": 2, "states": states(CLOSE_WAIT=2)}],
+            "ephemeral": {"range": [32768, 60999], "size": 28232,
+                          "busiest": {"address": "198.18.0.9", "port": 5432, "connections": 5,
+                                      "time_wait": 0, "share": 0.0002}},
+        },
+        "udp": {"total": 1, "families": {"ipv4": 1, "ipv6": 0}},
+        "listeners": [
+            listener("tcp", "ipv4", "0.0.0.0", 22, 128, 0, "sshd"),
+            listener("tcp", "ipv6", "::", 22, 128, 0, "sshd"),
+            # two SO_REUSEPORT listeners on one address and port
+            listener("tcp", "ipv4", "0.0.0.0", 8080, 511, 3),
+            listener("tcp", "ipv4", "0.0.0.0", 8080, 511, 4),
+            listener("tcp", "ipv4", "127.0.0.1", 443, 0, 0, None),
+            listener("udp", "ipv4", "0.0.0.0", 53, process="dnsmasq"),
+        ],
+        "counters": {
+            "sockstat": {"sockets_used": 40, "TCP_inuse": 18, "TCP_tw": 5, "UDP_inuse": 1},
+            "TcpExt": {"ListenOverflows": 3, "ListenDrops": 3, "TCPTimeWaitOverflow": 0, "TW": 99},
+            "Tcp": {"ActiveOpens": 10, "PassiveOpens": 20, "CurrEstab": 12, "MaxConn": -1},
+            "sysctl": {"somaxconn": 4096, "tcp_max_orphans": None},
+        },
+    }
+
+
+def parse(text):
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def samples(family):
+    return {tuple(sorted(sample.labels.items())): sample.value for sample in family.samples}
+
+
+# ------------------------------------------------------------------------------- json
+
+def test_json_is_the_fact_document(facts):
+    text = collect.render(facts, "json")
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert json.loads(text) == facts
+
+
+# ------------------------------------------------------------------------------- prometheus
+
+def test_prometheus_parses_and_has_help_and_type_once(facts):
+    text = collect.render(facts, "prometheus")
+    families = parse(text)
+    for name in ("netstate_tcp_connections", "netstate_tcp_port_connections", "netstate_tcp_listen_queue",
+                 "netstate_tcp_listen_backlog", "netstate_tcp_peer_connections",
+                 "netstate_netstat_TcpExt_ListenOverflows", "netstate_sockstat_TCP_tw"):
+        assert name in families, name
+        assert text.count("# HELP %s " % name) == 1
+        assert text.count("# TYPE %s " % name) == 1
+    assert families["netstate_tcp_connections"].type == "gauge"
+    assert families["netstate_netstat_TcpExt_ListenOverflows"].type == "unknown"  # untyped
+
+
+def test_prometheus_states_are_zero_filled_and_exact(facts):
+    families = parse(collect.render(facts, "prometheus"))
+    got = samples(families["netstate_tcp_connections"])
+    assert got == {(("state", state),): float(facts["tcp"]["states"][state]) for state in STATES}
+    per_port = samples(families["netstate_tcp_port_connections"])
+    assert len(per_port) == 3 * len(STATES)
+    assert per_port[(("port", "8080"), ("state", "CLOSE_WAIT"))] == 2
+    assert per_port[(("port", "22"), ("state", "LISTEN"))] == 2
+    family = samples(families["netstate_tcp_family_connections"])
+    assert family[(("family", "ipv6"), ("state", "CLOSE_WAIT"))] == 2
+
+
+def test_prometheus_listeners_reuseport_adds_up_and_udp_left_out(facts):
+    families = parse(collect.render(facts, "prometheus"))
+    queue = samples(families["netstate_tcp_listen_queue"])
+    backlog = samples(families["netstate_tcp_listen_backlog"])
+    assert queue[(("address", "0.0.0.0"), ("port", "8080"))] == 7
+    assert backlog[(("address", "0.0.0.0"), ("port", "8080"))] == 1022
+    assert backlog[(("address", "::"), ("port", "22"))] == 128
+    assert not any(dict(key)["port"] == "53" for key in queue)
+    assert len(queue) == 4
+
+
+def test_prometheus_peers_counters_sysctl(facts):
+    families = parse(collect.render(facts, "prometheus"))
+    assert samples(families["netstate_tcp_peer_connections"]) == {
+        (("address", "198.18.0.5"),): 7, (("address", "2001:db8::1"),): 2}
+    assert samples(families["netstate_netstat_TcpExt_TW"]) == {(): 99}
+    assert samples(families["netstate_netstat_Tcp_MaxConn"]) == {(): -1}
+    # a null sysctl (global key not visible in a namespace) is left out, not exported as 0
+    assert samples(families["netstate_sysctl"]) == {(("name", "somaxconn"),): 4096}
+    assert samples(families["netstate_collector_success"]) == {(): 1}
+    assert samples(families["netstate_collector_duration_seconds"]) == {(): 0.0125}
+    busiest = samples(families["netstate_tcp_ephemeral_busiest_connections"])
+    assert busiest == {(("address", "198.18.0.9"), ("port", "5432")): 5}
+
+
+@pytest.mark.parametrize("hostile", ['a"b', "back\\slash", "new\nline", 'x\\"}\n{y="1', "ünïcode"])
+def test_prometheus_label_escaping_round_trips(facts, hostile):
+    facts["tcp"]["peers"] = [{"address": hostile, "total": 3, "states": states(ESTABLISHED=3)}]
+    text = collect.render(facts, "prometheus")
+    families = parse(text)
+    assert samples(families["netstate_tcp_peer_connections"]) == {(("address", hostile),): 3}
+    # every sample stays on one line
+    peer_lines = [line for line in text.splitlines() if line.startswith("netstate_tcp_peer_connections{")]
+    assert len(peer_lines) == 1
+
+
+def test_prometheus_namespaces_are_labelled(facts):
+    other = json.loads(json.dumps(facts))
+    other["namespace"] = "web"
+    other["tcp"]["states"]["ESTABLISHED"] = 77
+    facts["namespaces"] = [other]
+    got = samples(parse(collect.render(facts, "prometheus"))["netstate_tcp_connections"])
+    assert got[(("state", "ESTABLISHED"),)] == 12
+    assert got[(("namespace", "web"), ("state", "ESTABLISHED"))] == 77
+
+
+def test_failure_exposition_has_no_stale_numbers():
+    families = parse(collect.render_failure("cannot read /proc/net/netstat:\nboom"))
+    assert set(families) == {"netstate_collector_success"}
+    assert samples(families["netstate_collector_success"]) == {(): 0}
+
+
+# ------------------------------------------------------------------------------- zabbix
+
+def test_zabbix_discovery_one_row_per_port(facts):
+    rows = json.loads(collect.render(facts, "zabbix-discovery"))
+    assert [row["{#PORT}"] for row in rows] == ["22", "443", "8080"]
+    ssh = rows[0]
+    assert ssh == {"{#PROTOCOL}": "tcp", "{#PORT}": "22", "{#ADDRESS}": "0.0.0.0", "{#ADDRESSES}": "0.0.0.0,::",
+                   "{#FAMILY}": "ipv4,ipv6", "{#PROCESS}": "sshd"}
+    assert rows[1]["{#PROCESS}"] == ""
+
+
+@pytest.mark.parametrize("protocol, ports", [("udp", [("udp", "53")]),
+                                             ("all", [("tcp", "22"), ("tcp", "443"), ("tcp", "8080"),
+                                                      ("udp", "53")])])
+def test_zabbix_discovery_protocol_filter(facts, protocol, ports):
+    rows = json.loads(collect.render(facts, "zabbix-discovery", protocol))
+    assert [(row["{#PROTOCOL}"], row["{#PORT}"]) for row in rows] == ports
+
+
+def test_zabbix_discovery_empty():
+    assert json.loads(collect.render({"tcp": {}, "listeners": []}, "zabbix-discovery")) == []
+
+
+# ------------------------------------------------------------------------------- arguments
+
+def test_defaults():
+    args = collect.build_parser().parse_args([])
+    assert (args.format, args.subset, args.top, args.sample_interval, args.namespace, args.backend,
+            args.protocol, args.output, args.quiet) == ("json", None, 10, 0.0, None, "auto", "tcp", None, False)
+
+
+def test_valid_arguments(tmp_path):
+    args = collect.build_parser().parse_args([
+        "--format", "prometheus", "--subset", "all,!sockets", "--top", "3", "--sample-interval", "0.5",
+        "--namespace", "pid:1", "--backend", "proc", "--max-sockets", "0", "--protocol", "",
+        "--output", str(tmp_path / "netstate.prom"), "--quiet"])
+    assert args.subset == ["all", "!sockets"]
+    assert args.protocol == "tcp"  # what Zabbix passes for a flexible key used without parameters
+    assert (args.top, args.sample_interval, args.max_sockets) == (3, 0.5, 0)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--format", "xml"], "'xml'"),
+    (["--format", "json;id"], "'json;id'"),
+    (["--top", "0"], "0 is outside 1..10000"),
+    (["--top", "1; rm -rf /"], "'1; rm -rf /'"),
+    (["--top", "10001"], "10001"),
+    (["--sample-interval", "-1"], "'-1'"),
+    (["--sample-interval", "nan"], "'nan'"),
+    (["--sample-interval", "61"], "'61'"),
+    (["--subset", "states,$(id)"], "'$(id)'"),
+    (["--subset", "!bogus"], "'!bogus'"),
+    (["--namespace", "web;id"], "'web;id'"),
+    (["--namespace", "/run/netns/../../etc/passwd"], "/run/netns/../../etc/passwd"),
+    (["--namespace", "pid:abc"], "'pid:abc'"),
+    (["--backend", "shell"], "'shell'"),
+    (["--protocol", "tcp --output /tmp/x"], "'tcp --output /tmp/x'"),
+    (["--max-sockets", "-5"], "-5"),
+    (["--output", "/nonexistent-dir/x.prom"], "/nonexistent-dir"),
+    (["--output", ""], "''"),
+    (["--bogus"], "--bogus"),
+    (["--form", "json"], "--form"),  # no abbreviations
+    (["positional"], "positional"),
+])
+def test_bad_arguments_are_refused_naming_the_value(capsys, argv, named):
+    with pytest.raises(SystemExit) as raised:
+        collect.build_parser().parse_args(argv)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert "usage:" not in err  # no usage text that could end up in a metrics file
+
+
+# ------------------------------------------------------------------------------- atomic output
+
+def test_write_atomically(tmp_path):
+    target = tmp_path / "netstate.prom"
+    target.write_text("old\n")
+    collect.write_atomically(str(target), "new\n")
+    assert target.read_text() == "new\n"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
+    assert os.listdir(tmp_path) == ["netstate.prom"]
+
+
+def test_write_atomically_failure_leaves_target_and_no_temporary(tmp_path):
+    target = tmp_path / "netstate.prom"
+    target.mkdir()  # os.replace of a file over a directory fails
+    (target / "keep").write_text("x")
+    with pytest.raises(OSError):
+        collect.write_atomically(str(target), "new\n")
+    assert sorted(os.listdir(tmp_path)) == ["netstate.prom"]
+    assert (target / "keep").read_text() == "x"
