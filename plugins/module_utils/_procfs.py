@@ -1,0 +1,400 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Private: everything the engine reads from /proc, standard library only.
+
+Part of the engine: no ansible import, Python 3.8+. Parsers take text and return plain
+data so they can be tested on recorded or malformed input; readers take a root so tests
+can point them at a temporary tree.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import ctypes.util
+import os
+import pwd
+import socket
+import struct
+import time
+
+CLONE_NEWNET = 0x40000000
+
+
+class ProcFormatError(ValueError):
+    """A /proc file did not have the layout the kernel documents."""
+
+
+# ---------------------------------------------------------------- /proc/net/{tcp,udp}[6]
+
+def _hex_address(text, family):
+    """Turn the kernel's %08X-per-32-bit-word address into a printable address."""
+    if family == socket.AF_INET:
+        if len(text) != 8:
+            raise ProcFormatError("bad IPv4 address field %r" % text)
+        return socket.inet_ntop(socket.AF_INET, struct.pack("=I", int(text, 16)))
+    if len(text) != 32:
+        raise ProcFormatError("bad IPv6 address field %r" % text)
+    raw = b"".join(struct.pack("=I", int(text[i:i + 8], 16)) for i in range(0, 32, 8))
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def parse_proc_net(text, family):
+    """Parse /proc/net/tcp(6) or udp(6) text into tuples.
+
+    Yields (state, local_address, local_port, remote_address, remote_port, tx_queue,
+    rx_queue, uid, inode). Raises ProcFormatError on a malformed line.
+    """
+    lines = text.splitlines()
+    if not lines:
+        return
+    if not lines[0].lstrip().startswith("sl"):
+        raise ProcFormatError("missing header line")
+    for number, line in enumerate(lines[1:], 2):
+        fields = line.split()
+        if len(fields) < 10:
+            raise ProcFormatError("line %d has %d fields, expected at least 10" % (number, len(fields)))
+        try:
+            local, local_port = fields[1].split(":")
+            remote, remote_port = fields[2].split(":")
+            tx_queue, rx_queue = fields[4].split(":")
+            yield (
+                int(fields[3], 16),
+                _hex_address(local, family), int(local_port, 16),
+                _hex_address(remote, family), int(remote_port, 16),
+                int(tx_queue, 16), int(rx_queue, 16),
+                int(fields[7]), int(fields[9]),
+            )
+        except (ValueError, struct.error) as exc:
+            raise ProcFormatError("line %d: %s" % (number, exc))
+
+
+def read_text(path):
+    with open(path, "r") as handle:
+        return handle.read()
+
+
+# ---------------------------------------------------------------- counters
+
+def parse_header_pairs(text):
+    """Parse /proc/net/snmp or /proc/net/netstat: 'Prefix: names' then 'Prefix: values'.
+
+    Returns {prefix: {name: int}}.
+    """
+    result = {}
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) % 2:
+        raise ProcFormatError("odd number of lines: header and value lines must pair up")
+    for header, values in zip(lines[0::2], lines[1::2]):
+        prefix, _sep, names = header.partition(":")
+        prefix_v, _sep_v, numbers = values.partition(":")
+        if not _sep or prefix != prefix_v:
+            raise ProcFormatError("header %r does not match value line %r" % (prefix, prefix_v))
+        names = names.split()
+        numbers = numbers.split()
+        if len(names) != len(numbers):
+            raise ProcFormatError("%s: %d names but %d values" % (prefix, len(names), len(numbers)))
+        try:
+            result[prefix] = dict(zip(names, (int(n) for n in numbers)))
+        except ValueError as exc:
+            raise ProcFormatError("%s: %s" % (prefix, exc))
+    return result
+
+
+def parse_sockstat(text):
+    """Parse /proc/net/sockstat{,6}: 'TCP: inuse 3 orphan 0 ...' -> {'TCP_inuse': 3, ...}."""
+    result = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        prefix, sep, rest = line.partition(":")
+        words = rest.split()
+        if not sep or len(words) % 2:
+            raise ProcFormatError("bad sockstat line %r" % line)
+        for name, value in zip(words[0::2], words[1::2]):
+            try:
+                result["%s_%s" % (prefix.strip(), name)] = int(value)
+            except ValueError:
+                raise ProcFormatError("bad sockstat value %r in %r" % (value, line))
+    return result
+
+
+# Tcp fields of /proc/net/snmp that are gauges or settings, not cumulative counters.
+TCP_NOT_CUMULATIVE = frozenset(("RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "CurrEstab"))
+
+
+def read_counters(proc="/proc"):
+    """sockstat (both files), TcpExt and Tcp as dicts of integers named as the kernel names them."""
+    sockstat = {}
+    for name in ("sockstat", "sockstat6"):
+        try:
+            sockstat.update(parse_sockstat(read_text(os.path.join(proc, "net", name))))
+        except (IOError, OSError):
+            pass
+    netstat = parse_header_pairs(read_text(os.path.join(proc, "net", "netstat")))
+    snmp = parse_header_pairs(read_text(os.path.join(proc, "net", "snmp")))
+    return {"sockstat": sockstat, "TcpExt": netstat.get("TcpExt", {}), "Tcp": snmp.get("Tcp", {})}
+
+
+def rates(before, after, interval):
+    """Per-second rates of the cumulative counters between two read_counters() results."""
+    result = {}
+    for group in ("TcpExt", "Tcp"):
+        older = before.get(group, {})
+        result[group] = dict(
+            (name, round((value - older[name]) / interval, 3))
+            for name, value in after.get(group, {}).items()
+            if name in older and not (group == "Tcp" and name in TCP_NOT_CUMULATIVE)
+        )
+    return result
+
+
+SYSCTL_KEYS = (
+    ("tcp_max_orphans", "net/ipv4/tcp_max_orphans"),
+    ("somaxconn", "net/core/somaxconn"),
+    ("tcp_max_tw_buckets", "net/ipv4/tcp_max_tw_buckets"),
+    ("tcp_tw_reuse", "net/ipv4/tcp_tw_reuse"),
+    ("tcp_timestamps", "net/ipv4/tcp_timestamps"),
+    ("tcp_fin_timeout", "net/ipv4/tcp_fin_timeout"),
+    ("tcp_max_syn_backlog", "net/ipv4/tcp_max_syn_backlog"),
+    ("tcp_syncookies", "net/ipv4/tcp_syncookies"),
+    ("tcp_abort_on_overflow", "net/ipv4/tcp_abort_on_overflow"),
+)
+
+
+def read_sysctls(proc="/proc"):
+    """The TCP sysctls rules need; None where /proc/sys does not show a key (global keys in a netns)."""
+    result = {}
+    for name, path in SYSCTL_KEYS:
+        try:
+            result[name] = int(read_text(os.path.join(proc, "sys", path)).split()[0])
+        except (IOError, OSError, ValueError, IndexError):
+            result[name] = None
+    return result
+
+
+def read_port_range(proc="/proc"):
+    """net.ipv4.ip_local_port_range as (low, high); the kernel default when unreadable."""
+    try:
+        low, high = read_text(os.path.join(proc, "sys/net/ipv4/ip_local_port_range")).split()
+        return int(low), int(high)
+    except (IOError, OSError, ValueError):
+        return 32768, 60999
+
+
+# ---------------------------------------------------------------- processes
+
+_BOOT_TIME = []
+
+
+def boot_time(proc="/proc"):
+    if not _BOOT_TIME:
+        for line in read_text(os.path.join(proc, "stat")).splitlines():
+            if line.startswith("btime "):
+                _BOOT_TIME.append(int(line.split()[1]))
+                break
+        else:
+            _BOOT_TIME.append(0)
+    return _BOOT_TIME[0]
+
+
+def process_info(pid, proc="/proc"):
+    """{pid, process, user, stime} for one pid, or None when it has gone away."""
+    base = os.path.join(proc, str(pid))
+    try:
+        name = read_text(os.path.join(base, "comm")).rstrip("\n")
+        uid = os.stat(base).st_uid
+        stat = read_text(os.path.join(base, "stat"))
+    except (IOError, OSError):
+        return None
+    stime = None
+    try:
+        # comm may hold spaces and parentheses: fields start after the last ')'.
+        start_ticks = int(stat[stat.rindex(")") + 2:].split()[19])
+        started = boot_time(proc) + start_ticks / float(os.sysconf("SC_CLK_TCK"))
+        stime = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started))
+    except (ValueError, IndexError, OSError):
+        pass
+    return {"pid": pid, "process": name, "user": user_name(uid), "stime": stime}
+
+
+_USERS = {}
+
+
+def user_name(uid):
+    if uid is None:
+        return None
+    if uid not in _USERS:
+        try:
+            _USERS[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            _USERS[uid] = str(uid)
+    return _USERS[uid]
+
+
+def pids(proc="/proc"):
+    return sorted(int(name) for name in os.listdir(proc) if name.isdigit())
+
+
+# Listening sockets are usually opened early: looking at every process's first fds before
+# the rest finds them without reading the descriptors of busy clients and workers.
+FIRST_FDS = 32
+
+
+def map_socket_inodes(wanted, proc="/proc", full=False):
+    """Find which processes hold the socket inodes in `wanted`.
+
+    Returns (owners, denied, inode_pids) where owners maps inode -> lowest pid holding it,
+    denied counts processes whose fds could not be read (not root, or a protected process), and inode_pids (only
+    with full=True) maps every socket inode of every process -> set of pids. Without full,
+    the walk stops as soon as every wanted inode is found.
+    """
+    owners = {}
+    remaining = set(wanted)
+    denied = set()
+    inode_pids = {} if full else None
+    if not remaining and not full:
+        return owners, len(denied), inode_pids
+    later = []
+    for pid in pids(proc):
+        fd_dir = os.path.join(proc, str(pid), "fd")
+        try:
+            entries = os.scandir(fd_dir)
+        except PermissionError:
+            denied.add(pid)
+            continue
+        except (IOError, OSError):
+            continue
+        with entries:
+            complete = True
+            for position, entry in enumerate(entries):
+                if not full and position >= FIRST_FDS:
+                    complete = False
+                    break
+                if not _note(entry.path, pid, remaining, owners, inode_pids):
+                    denied.add(pid)
+                    break
+        if not remaining and not full:
+            return owners, len(denied), inode_pids
+        if not complete:
+            later.append(pid)
+    for pid in later:
+        fd_dir = os.path.join(proc, str(pid), "fd")
+        try:
+            names = os.listdir(fd_dir)
+        except (IOError, OSError):
+            continue
+        for name in names[FIRST_FDS:]:
+            if not _note(os.path.join(fd_dir, name), pid, remaining, owners, inode_pids):
+                break
+            if not remaining and not full:
+                return owners, len(denied), inode_pids
+    return owners, len(denied), inode_pids
+
+
+def _note(path, pid, remaining, owners, inode_pids):
+    """Record the socket behind one fd. False when the process's fds are unreadable."""
+    try:
+        target = os.readlink(path)
+    except PermissionError:
+        return False
+    except (IOError, OSError):
+        return True
+    if not target.startswith("socket:["):
+        return True
+    inode = int(target[8:-1])
+    if inode in remaining:
+        remaining.discard(inode)
+        owners[inode] = pid
+    elif inode in owners and pid < owners[inode]:
+        owners[inode] = pid
+    if inode_pids is not None:
+        inode_pids.setdefault(inode, set()).add(pid)
+    return True
+
+
+# ---------------------------------------------------------------- network namespaces
+
+_LIBC = []
+
+
+def _setns(fd):
+    if hasattr(os, "setns"):
+        os.setns(fd, CLONE_NEWNET)
+        return
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
+    if _LIBC[0].setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+class NetNamespace:
+    """Context manager: enter the network namespace at `path`, return to ours on exit."""
+
+    def __init__(self, path):
+        self.path = path
+        self._own = None
+
+    def __enter__(self):
+        target = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self._own = os.open("/proc/thread-self/ns/net" if os.path.exists("/proc/thread-self")
+                                else "/proc/self/ns/net", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            _setns(target)
+        except Exception:
+            if self._own is not None:
+                os.close(self._own)
+                self._own = None
+            raise
+        finally:
+            os.close(target)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            _setns(self._own)
+        finally:
+            os.close(self._own)
+        return False
+
+
+def namespace_id(path):
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def find_namespaces(proc="/proc", run_netns="/run/netns"):
+    """Every network namespace other than ours: [(label, path)], named ones first.
+
+    Named namespaces come from /run/netns; the others are found through processes and
+    labelled pid:N with the lowest pid inside.
+    """
+    seen = {namespace_id(os.path.join(proc, "self/ns/net"))}
+    found = []
+    try:
+        names = sorted(os.listdir(run_netns))
+    except (IOError, OSError):
+        names = []
+    for name in names:
+        path = os.path.join(run_netns, name)
+        try:
+            ident = namespace_id(path)
+        except (IOError, OSError):
+            continue
+        if ident not in seen:
+            seen.add(ident)
+            found.append((name, path))
+    for pid in pids(proc):
+        path = os.path.join(proc, str(pid), "ns/net")
+        try:
+            ident = namespace_id(path)
+        except (IOError, OSError):
+            continue
+        if ident not in seen:
+            seen.add(ident)
+            found.append(("pid:%d" % pid, path))
+    return found

@@ -1,0 +1,708 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The netstate engine: TCP/UDP socket facts from netlink sock_diag, /proc as fallback.
+
+Plain Python (standard library only, no ansible import, Python 3.8+): the modules, the
+collector command and the benchmarks all call gather(). One pass over each dump
+aggregates into a few counting dicts; no Python object is made per socket unless the
+raw socket list or the per-process view was asked for.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import socket
+import time
+
+from . import _netlink as netlink
+from . import _procfs as procfs
+
+# Kernel TCP state numbers (include/net/tcp_states.h).
+STATE_NAMES = (
+    None, "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "SYN_RECV",
+)
+STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+          "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+ESTABLISHED = 1
+TCP_CLOSE = 7
+LISTEN = 10
+NEW_SYN_RECV = 12
+# Every state a connection can be in (1..12); 13 (BOUND_INACTIVE) is a bound, unused socket.
+TCP_ALL_MASK = 0x1FFE
+LISTEN_MASK = 1 << LISTEN
+CONNECTION_MASK = TCP_ALL_MASK & ~LISTEN_MASK
+UDP_ALL_MASK = 0xFFFFFFFF
+
+SUBSETS = ("states", "ports", "peers", "listeners", "counters", "processes", "sockets")
+DEFAULT_SUBSET = ("states", "ports", "peers", "listeners", "counters")
+BACKENDS = ("auto", "netlink", "proc")
+DUMP_ATTEMPTS = 3
+MAX_SAMPLE_INTERVAL = 60
+
+FAMILIES = ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6"))
+V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
+
+
+class GatherError(Exception):
+    """Facts could not be gathered; the message names the option, value or file involved."""
+
+
+# ---------------------------------------------------------------- options
+
+def resolve_subset(requested):
+    """Turn gather_subset (like setup's: names, 'all', '!name') into a sorted list of names."""
+    if requested is None:
+        return sorted(DEFAULT_SUBSET)
+    if isinstance(requested, str):
+        requested = [part.strip() for part in requested.split(",") if part.strip()]
+    chosen = set()
+    excluded = set()
+    only_negations = True
+    for item in requested:
+        if not isinstance(item, str):
+            raise GatherError("gather_subset: %r is not a subset name" % (item,))
+        negate = item.startswith("!")
+        name = item[1:] if negate else item
+        if name == "all":
+            names = set(SUBSETS)
+        elif name in ("min", "default"):
+            names = {"states"} if name == "min" else set(DEFAULT_SUBSET)
+        elif name in SUBSETS:
+            names = {name}
+        else:
+            raise GatherError("gather_subset: unknown subset %r (choose from all, default, min, %s, or !name)"
+                              % (item, ", ".join(SUBSETS)))
+        if negate:
+            excluded |= names
+        else:
+            only_negations = False
+            chosen |= names
+    if only_negations:
+        chosen = set(DEFAULT_SUBSET)
+    chosen -= excluded
+    chosen.add("states")
+    return sorted(chosen)
+
+
+def _check_int(name, value, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GatherError("%s: %r is not an integer" % (name, value))
+    if value < low or (high is not None and value > high):
+        raise GatherError("%s: %r is out of range (%s..%s)" % (name, value, low, "" if high is None else high))
+    return value
+
+
+def resolve_namespace(namespace, run_netns="/run/netns", proc="/proc"):
+    """Map the namespace option to (label, path); (None, None) for our own namespace."""
+    if namespace in (None, "", "host", "self"):
+        return None, None
+    if not isinstance(namespace, str):
+        raise GatherError("namespace: %r is not a string" % (namespace,))
+    if namespace.startswith("pid:"):
+        pid = namespace[4:]
+        if not pid.isdigit():
+            raise GatherError("namespace: %r: expected pid:<number>" % namespace)
+        path = os.path.join(proc, pid, "ns/net")
+    elif namespace.startswith("/"):
+        path = namespace
+    elif "/" in namespace or namespace in (".", ".."):
+        raise GatherError("namespace: %r is not a namespace name" % namespace)
+    else:
+        path = os.path.join(run_netns, namespace)
+    if not os.path.exists(path):
+        raise GatherError("namespace: %r not found (%s does not exist)" % (namespace, path))
+    return namespace, path
+
+
+# ---------------------------------------------------------------- aggregation
+
+def _zero_states():
+    return dict.fromkeys(STATES, 0)
+
+
+def _states_from(counts):
+    """counts indexed by kernel state number -> zero-filled dict by name (NEW_SYN_RECV -> SYN_RECV)."""
+    states = _zero_states()
+    for number, count in enumerate(counts):
+        if count and 0 < number < len(STATE_NAMES):
+            states[STATE_NAMES[number]] += count
+    return states
+
+
+def _address(family, raw):
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if raw[:12] == V4_MAPPED_PREFIX:
+        return socket.inet_ntop(socket.AF_INET, raw[12:16])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+class TcpAggregate:
+    """Counts for one TCP dump, kept as integers and small dicts until finish()."""
+
+    def __init__(self, listen_ports, port_range, want_sockets=0, want_inodes=False):
+        self.listen_ports = listen_ports
+        self.low, self.high = port_range
+        self.family_states = {socket.AF_INET: [0] * 16, socket.AF_INET6: [0] * 16}
+        # server side: port -> [count per state]; peers seen from the server side
+        self.local = {}
+        self.server_peers = [None] + [{} for _ in range(15)]
+        # client side, per state: key bytes (dport, src, dst) -> count
+        self.client = [None] + [{} for _ in range(15)]
+        self.listeners = []
+        self.want_sockets = want_sockets
+        self.sockets = []
+        self.sockets_seen = 0
+        self.inode_states = {} if want_inodes else None
+
+    # The hot loop: one call per receive buffer of the connection dump.
+    def consume_netlink(self, buf, length):
+        unpack = netlink.MSG_HEAD.unpack_from
+        listen_ports = self.listen_ports
+        family_states = self.family_states
+        local = self.local
+        server_peers = self.server_peers
+        client = self.client
+        detail = self.want_sockets or self.inode_states is not None
+        off = 0
+        while off < length:
+            msg_len, msg_type = unpack(buf, off)
+            if msg_type != 20:
+                return off
+            family = buf[off + 16]
+            state = buf[off + 17]
+            family_states[family][state] += 1
+            sport = (buf[off + 20] << 8) | buf[off + 21]
+            if family == 2:
+                dst_end = off + 44
+            else:
+                dst_end = off + 56
+            if sport in listen_ports:
+                counts = local.get(sport)
+                if counts is None:
+                    counts = local[sport] = [0] * 16
+                counts[state] += 1
+                peers = server_peers[state]
+                key = buf[off + 40:dst_end]
+                peers[key] = peers.get(key, 0) + 1
+            else:
+                # dport, src, dst in one slice: one dict operation for ports, peers and ephemeral use.
+                side = client[state]
+                key = buf[off + 22:dst_end]
+                side[key] = side.get(key, 0) + 1
+            if detail:
+                self._detail(buf, off, family, state)
+            off += (msg_len + 3) & ~3
+        return None
+
+    def _detail(self, buf, off, family, state):
+        inode = int.from_bytes(buf[off + 84:off + 88], "little")
+        if self.inode_states is not None:
+            self.inode_states[inode] = state
+        self.sockets_seen += 1
+        if len(self.sockets) < self.want_sockets:
+            width = 4 if family == 2 else 16
+            self.sockets.append({
+                "protocol": "tcp", "family": "ipv4" if family == 2 else "ipv6",
+                "state": STATE_NAMES[state],
+                "local_address": _address(family, bytes(buf[off + 24:off + 24 + width])),
+                "local_port": (buf[off + 20] << 8) | buf[off + 21],
+                "remote_address": _address(family, bytes(buf[off + 40:off + 40 + width])),
+                "remote_port": (buf[off + 22] << 8) | buf[off + 23],
+                "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
+                "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
+                "inode": inode,
+                "uid": int.from_bytes(buf[off + 80:off + 84], "little"),
+            })
+
+    def consume_listeners(self, buf, length):
+        unpack = netlink.MSG_HEAD.unpack_from
+        off = 0
+        while off < length:
+            msg_len, msg_type = unpack(buf, off)
+            if msg_type != 20:
+                return off
+            family = buf[off + 16]
+            width = 4 if family == 2 else 16
+            port = (buf[off + 20] << 8) | buf[off + 21]
+            self.family_states[family][LISTEN] += 1
+            self.listeners.append({
+                "protocol": "tcp", "family": "ipv4" if family == 2 else "ipv6",
+                "address": _address(family, bytes(buf[off + 24:off + 24 + width])), "port": port,
+                "queue": int.from_bytes(buf[off + 72:off + 76], "little"),
+                "backlog": int.from_bytes(buf[off + 76:off + 80], "little"),
+                "uid": int.from_bytes(buf[off + 80:off + 84], "little"),
+                "inode": int.from_bytes(buf[off + 84:off + 88], "little"),
+            })
+            if self.inode_states is not None or self.want_sockets:
+                self._detail(buf, off, family, LISTEN)
+            off += (msg_len + 3) & ~3
+        return None
+
+    # /proc fallback: same counts from parsed lines.
+    def add_proc(self, family, entry):
+        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry
+        if state == LISTEN:
+            self.family_states[family][LISTEN] += 1
+            self.listeners.append({
+                "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
+                "address": _printable(laddr), "port": lport, "queue": rx_q, "backlog": None,
+                "uid": uid, "inode": inode,
+            })
+        else:
+            if state >= 16:
+                return
+            self.family_states[family][state] += 1
+            peer = socket.inet_pton(socket.AF_INET6 if ":" in raddr else socket.AF_INET, raddr)
+            if lport in self.listen_ports:
+                counts = self.local.setdefault(lport, [0] * 16)
+                counts[state] += 1
+                peers = self.server_peers[state]
+                peers[peer] = peers.get(peer, 0) + 1
+            else:
+                src = socket.inet_pton(socket.AF_INET6 if ":" in laddr else socket.AF_INET, laddr)
+                key = rport.to_bytes(2, "big") + src.ljust(16, b"\0") + peer
+                side = self.client[state]
+                side[key] = side.get(key, 0) + 1
+        if self.inode_states is not None:
+            self.inode_states[inode] = state
+        self.sockets_seen += 1
+        if len(self.sockets) < self.want_sockets:
+            self.sockets.append({
+                "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
+                "state": STATE_NAMES[state], "local_address": _printable(laddr), "local_port": lport,
+                "remote_address": _printable(raddr), "remote_port": rport,
+                "recv_q": rx_q, "send_q": tx_q, "inode": inode, "uid": uid,
+            })
+
+    # ------------------------------------------------------------ results
+
+    def states(self):
+        total_counts = [a + b for a, b in zip(self.family_states[socket.AF_INET], self.family_states[socket.AF_INET6])]
+        families = {}
+        for family, label in FAMILIES:
+            states = _states_from(self.family_states[family])
+            families[label] = {"total": sum(states.values()), "states": states}
+        states = _states_from(total_counts)
+        return {"total": sum(states.values()), "states": states, "families": families}
+
+    def local_ports(self):
+        result = {}
+        for port in sorted(self.listen_ports):
+            states = _states_from(self.local.get(port, ()))
+            states["LISTEN"] = sum(1 for item in self.listeners if item["port"] == port)
+            result[str(port)] = {"total": sum(states.values()), "states": states}
+        return result
+
+    def _client_rows(self):
+        """(state, dport, dst_bytes, src_bytes, count) for every distinct client-side key."""
+        for state in range(1, 16):
+            for key, count in self.client[state].items():
+                yield state, (key[0] << 8) | key[1], key[18:], key[2:18], count
+
+    def remote_ports(self, top):
+        per_port = {}
+        for state, dport, _dst, _src, count in self._client_rows():
+            per_port.setdefault(dport, [0] * 16)[state] += count
+        return _top_entries(per_port, top, key_name=None)
+
+    def peers(self, top):
+        per_peer = {}
+        for state in range(1, 16):
+            for key, count in self.server_peers[state].items():
+                per_peer.setdefault(_peer_key(key), [0] * 16)[state] += count
+        for state, _dport, dst, _src, count in self._client_rows():
+            per_peer.setdefault(_peer_key(dst), [0] * 16)[state] += count
+        return _top_entries(per_peer, top, key_name="address")
+
+    def ephemeral(self):
+        size = max(self.high - self.low + 1, 0)
+        per_destination = {}
+        for state, dport, dst, _src, count in self._client_rows():
+            entry = per_destination.setdefault((_peer_key(dst), dport), [0, 0])
+            entry[0] += count
+            if state == 6:
+                entry[1] += count
+        busiest = None
+        if per_destination:
+            (address, port), (count, time_wait) = max(
+                per_destination.items(), key=lambda item: (item[1][0], item[0]))
+            busiest = {"address": address, "port": port, "connections": count, "time_wait": time_wait,
+                       "share": round(count / size, 6) if size else None}
+        return {"range": [self.low, self.high], "size": size, "busiest": busiest}
+
+    def established_on(self, port):
+        counts = self.local.get(port)
+        return counts[ESTABLISHED] if counts else 0
+
+
+def _printable(address):
+    if address.startswith("::ffff:") and "." in address:
+        return address[7:]
+    return address
+
+
+def _peer_key(raw):
+    raw = bytes(raw)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if raw[:12] == V4_MAPPED_PREFIX:
+        return socket.inet_ntop(socket.AF_INET, raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _top_entries(per_key, top, key_name):
+    """per_key: key -> counts by state number. Top N by total (ties by key), zero-filled states."""
+    rows = []
+    for key, counts in per_key.items():
+        states = _states_from(counts)
+        rows.append((sum(states.values()), key, states))
+    rows.sort(key=lambda row: (-row[0], str(row[1])))
+    rows = rows[:top]
+    if key_name is None:
+        return dict((str(key), {"total": total, "states": states}) for total, key, states in rows)
+    return [{key_name: key, "total": total, "states": states} for total, key, states in rows]
+
+
+class UdpAggregate:
+    def __init__(self, want_sockets=0):
+        self.families = {socket.AF_INET: 0, socket.AF_INET6: 0}
+        self.listeners = []
+        self.want_sockets = want_sockets
+        self.sockets = []
+
+    def consume_netlink(self, buf, length):
+        unpack = netlink.MSG_HEAD.unpack_from
+        off = 0
+        while off < length:
+            msg_len, msg_type = unpack(buf, off)
+            if msg_type != 20:
+                return off
+            family = buf[off + 16]
+            self.families[family] += 1
+            width = 4 if family == 2 else 16
+            dport = (buf[off + 22] << 8) | buf[off + 23]
+            sport = (buf[off + 20] << 8) | buf[off + 21]
+            if (buf[off + 17] == TCP_CLOSE and dport == 0 and sport) or len(self.sockets) < self.want_sockets:
+                entry = {
+                    "protocol": "udp", "family": "ipv4" if family == 2 else "ipv6",
+                    "address": _address(family, bytes(buf[off + 24:off + 24 + width])), "port": sport,
+                    "remote_address": _address(family, bytes(buf[off + 40:off + 40 + width])), "remote_port": dport,
+                    "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
+                    "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
+                    "uid": int.from_bytes(buf[off + 80:off + 84], "little"),
+                    "inode": int.from_bytes(buf[off + 84:off + 88], "little"),
+                    "state": buf[off + 17],
+                }
+                self._keep(entry)
+            off += (msg_len + 3) & ~3
+        return None
+
+    def add_proc(self, family, entry):
+        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry
+        self.families[family] += 1
+        self._keep({
+            "protocol": "udp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
+            "address": _printable(laddr), "port": lport, "remote_address": _printable(raddr),
+            "remote_port": rport, "recv_q": rx_q, "send_q": tx_q, "uid": uid, "inode": inode, "state": state,
+        })
+
+    def _keep(self, entry):
+        if entry["state"] == TCP_CLOSE and entry["remote_port"] == 0 and entry["port"]:
+            self.listeners.append({
+                "protocol": "udp", "family": entry["family"], "address": entry["address"],
+                "port": entry["port"], "queue": None, "backlog": None, "uid": entry["uid"], "inode": entry["inode"],
+            })
+        if len(self.sockets) < self.want_sockets:
+            self.sockets.append({
+                "protocol": "udp", "family": entry["family"],
+                "state": "UNCONN" if entry["state"] == TCP_CLOSE else "ESTAB",
+                "local_address": entry["address"], "local_port": entry["port"],
+                "remote_address": entry["remote_address"], "remote_port": entry["remote_port"],
+                "recv_q": entry["recv_q"], "send_q": entry["send_q"], "inode": entry["inode"], "uid": entry["uid"],
+            })
+
+
+# ---------------------------------------------------------------- backends
+
+def _netlink_gather(tcp, udp, want_udp):
+    sock = netlink.open_socket()
+    try:
+        for family, _label in FAMILIES:
+            netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, tcp.consume_listeners, sock=sock)
+        tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
+        for family, _label in FAMILIES:
+            netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, tcp.consume_netlink, sock=sock)
+        if want_udp:
+            for family, _label in FAMILIES:
+                netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink, sock=sock)
+    finally:
+        sock.close()
+
+
+def _proc_gather(tcp, udp, want_udp, proc):
+    parsed = {}
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        path = os.path.join(proc, "net", name)
+        try:
+            text = procfs.read_text(path)
+        except (IOError, OSError) as exc:
+            if family == socket.AF_INET6:
+                continue  # IPv6 disabled
+            raise GatherError("cannot read %s: %s" % (path, exc))
+        try:
+            parsed[family] = list(procfs.parse_proc_net(text, family))
+        except procfs.ProcFormatError as exc:
+            raise GatherError("%s: %s" % (path, exc))
+    tcp.listen_ports = frozenset(e[2] for entries in parsed.values() for e in entries if e[0] == LISTEN)
+    for family, entries in parsed.items():
+        for entry in entries:
+            tcp.add_proc(family, entry)
+    if want_udp:
+        for name, family in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
+            path = os.path.join(proc, "net", name)
+            try:
+                text = procfs.read_text(path)
+            except (IOError, OSError):
+                continue
+            try:
+                for entry in procfs.parse_proc_net(text, family):
+                    udp.add_proc(family, entry)
+            except procfs.ProcFormatError as exc:
+                raise GatherError("%s: %s" % (path, exc))
+
+
+def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
+    """Run the dumps (retrying an interrupted one) and return (backend_used, tcp, udp)."""
+    port_range = procfs.read_port_range(proc)
+    if backend in ("auto", "netlink"):
+        last = None
+        for _attempt in range(DUMP_ATTEMPTS):
+            tcp = TcpAggregate(frozenset(), port_range, top_sockets, want_inodes)
+            udp = UdpAggregate(top_sockets)
+            try:
+                _netlink_gather(tcp, udp, True)
+                return "netlink", tcp, udp
+            except netlink.DumpInterrupted as exc:
+                last = exc
+                continue
+            except netlink.NetlinkUnavailable as exc:
+                if backend == "netlink":
+                    raise GatherError("backend=netlink: %s" % exc)
+                warnings.append("netlink sock_diag unavailable (%s); using /proc/net" % exc)
+                break
+            except netlink.NetlinkError as exc:
+                raise GatherError(str(exc))
+        else:
+            raise GatherError("netlink dump interrupted %d times in a row (%s): the socket table changes too fast; "
+                              "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
+    tcp = TcpAggregate(frozenset(), port_range, top_sockets, want_inodes)
+    udp = UdpAggregate(top_sockets)
+    _proc_gather(tcp, udp, True, proc)
+    return "proc", tcp, udp
+
+
+# ---------------------------------------------------------------- listeners and processes
+
+def _listeners(tcp, udp, proc, full_walk, warnings):
+    """Listener rows with process information, plus the inode -> pids map when full_walk."""
+    rows = tcp.listeners + udp.listeners
+    wanted = set(item["inode"] for item in rows if item["inode"])
+    owners, denied, inode_pids = procfs.map_socket_inodes(wanted, proc=proc, full=full_walk)
+    infos = {}
+    missing = 0
+    result = []
+    for item in sorted(rows, key=lambda r: (r["protocol"], r["port"], r["family"], r["address"])):
+        pid = owners.get(item["inode"])
+        info = None
+        if pid is not None:
+            if pid not in infos:
+                infos[pid] = procfs.process_info(pid, proc)
+            info = infos[pid]
+        if info is None:
+            missing += 1
+        backlog = item["backlog"]
+        queue = item["queue"]
+        result.append({
+            "protocol": item["protocol"], "family": item["family"], "address": item["address"],
+            "port": item["port"], "backlog": backlog, "queue": queue,
+            "saturation": round(queue / backlog, 4) if backlog else None,
+            "pid": info["pid"] if info else None,
+            "process": info["process"] if info else None,
+            "user": info["user"] if info else procfs.user_name(item["uid"]),
+            "stime": info["stime"] if info else None,
+            "connections": tcp.established_on(item["port"]) if item["protocol"] == "tcp" else None,
+            "inode": item["inode"],
+        })
+    if denied and missing:
+        why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
+        warnings.append("%s: %d listener(s) without pid/process (the file descriptors of %d process(es) are "
+                        "unreadable)" % (why, missing, denied))
+    return result, inode_pids
+
+
+def _processes(tcp, inode_pids, proc):
+    """Per process name: instance count, pids, TCP connections by state (sockets counted once per name)."""
+    result = {}
+    inodes_by_name = {}
+    for pid in procfs.pids(proc):
+        info = procfs.process_info(pid, proc)
+        if info is None:
+            continue
+        entry = result.setdefault(info["process"], {"count": 0, "pids": []})
+        entry["count"] += 1
+        entry["pids"].append(pid)
+        inodes_by_name.setdefault(info["process"], set())
+    pid_names = dict((pid, name) for name, entry in result.items() for pid in entry["pids"])
+    for inode, holders in (inode_pids or {}).items():
+        for pid in holders:
+            name = pid_names.get(pid)
+            if name is not None:
+                inodes_by_name[name].add(inode)
+    for name, entry in result.items():
+        counts = [0] * 16
+        for inode in inodes_by_name[name]:
+            state = tcp.inode_states.get(inode)
+            if state is not None:
+                counts[state] += 1
+        states = _states_from(counts)
+        entry["connections"] = {"total": sum(states.values()), "states": states}
+    return result
+
+
+# ---------------------------------------------------------------- entry point
+
+def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
+           warnings=None, proc="/proc", run_netns="/run/netns"):
+    """Gather the ansible_facts.netstate document (see docs/facts-contract.md).
+
+    warnings, when a list, receives one line per thing the caller should tell the user.
+    Raises GatherError with a message naming the option, value or file involved.
+    """
+    if warnings is None:
+        warnings = []
+    subsets = resolve_subset(subset)
+    top = _check_int("top", top, 1, 100000)
+    max_sockets = _check_int("max_sockets", max_sockets, 0)
+    if isinstance(sample_interval, bool) or not isinstance(sample_interval, (int, float)) \
+            or not 0 <= sample_interval <= MAX_SAMPLE_INTERVAL:
+        raise GatherError("sample_interval: %r must be a number of seconds from 0 to %d"
+                          % (sample_interval, MAX_SAMPLE_INTERVAL))
+    if backend not in BACKENDS:
+        raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
+    if namespace == "all":
+        facts = _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host")
+        facts["namespaces"] = []
+        for label, path in procfs.find_namespaces(proc, run_netns):
+            facts["namespaces"].append(_gather_in(path, label, subsets, top, sample_interval, backend,
+                                                  max_sockets, warnings, proc))
+        return facts
+    label, path = resolve_namespace(namespace, run_netns, proc)
+    if path is None:
+        return _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host")
+    return _gather_in(path, label, subsets, top, sample_interval, backend, max_sockets, warnings, proc)
+
+
+def _gather_in(path, label, subsets, top, sample_interval, backend, max_sockets, warnings, proc):
+    try:
+        with procfs.NetNamespace(path):
+            return _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, label)
+    except (IOError, OSError) as exc:
+        raise GatherError("namespace %s: cannot enter %s: %s" % (label, path, exc.strerror or exc))
+
+
+def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, label):
+    started = time.time()
+    want = set(subsets)
+    counters_before = None
+    if "counters" in want and sample_interval:
+        counters_before = _read_counters(proc)
+        sample_started = time.time()
+    backend_used, tcp, udp = _collect_sockets(
+        backend, max_sockets if "sockets" in want else 0, "processes" in want, proc, warnings)
+    facts = {
+        "backend": backend_used,
+        "namespace": label,
+        "kernel": os.uname()[2],
+        "gather_subset": subsets,
+    }
+    facts["tcp"] = tcp.states()
+    facts["udp"] = {
+        "total": udp.families[socket.AF_INET] + udp.families[socket.AF_INET6],
+        "families": {"ipv4": udp.families[socket.AF_INET], "ipv6": udp.families[socket.AF_INET6]},
+    }
+    if "ports" in want:
+        facts["tcp"]["local_ports"] = tcp.local_ports()
+        facts["tcp"]["remote_ports"] = tcp.remote_ports(top)
+        facts["tcp"]["ephemeral"] = tcp.ephemeral()
+    if "peers" in want:
+        facts["tcp"]["peers"] = tcp.peers(top)
+    if "listeners" in want or "processes" in want:
+        listeners, inode_pids = _listeners(tcp, udp, proc, "processes" in want, warnings)
+        if "listeners" in want:
+            for item in listeners:
+                del item["inode"]
+            facts["listeners"] = listeners
+        if "processes" in want:
+            facts["processes"] = _processes(tcp, inode_pids, proc)
+    if "counters" in want:
+        if counters_before is not None:
+            remaining = sample_interval - (time.time() - sample_started)
+            if remaining > 0:
+                time.sleep(remaining)
+            counters = _read_counters(proc)
+            interval = time.time() - sample_started
+            counters["interval"] = round(interval, 3)
+            counters["rates"] = procfs.rates(counters_before, counters, interval)
+        else:
+            counters = _read_counters(proc)
+        counters["sysctl"] = procfs.read_sysctls(proc)
+        facts["counters"] = counters
+    if "sockets" in want:
+        facts["sockets"] = (tcp.sockets + udp.sockets)[:max_sockets]
+        facts["sockets_truncated"] = tcp.sockets_seen + len(udp.sockets) > max_sockets
+    facts["duration_ms"] = round((time.time() - started) * 1000, 1)
+    return facts
+
+
+def _read_counters(proc):
+    try:
+        return procfs.read_counters(proc)
+    except (IOError, OSError) as exc:
+        raise GatherError("cannot read kernel counters: %s" % exc)
+    except procfs.ProcFormatError as exc:
+        raise GatherError("kernel counters: %s" % exc)
+
+
+# ---------------------------------------------------------------- listener_facts shape
+
+def _lstart(iso):
+    """ISO start time -> the 'ps -o lstart' text community.general.listen_ports_facts returns."""
+    if not iso:
+        return None
+    try:
+        return time.strftime("%a %b %e %H:%M:%S %Y", time.strptime(iso, "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def listen_facts(facts):
+    """Split the listeners of a gather() document into listen_ports_facts' tcp_listen / udp_listen.
+
+    Keys of community.general.listen_ports_facts (address, port, protocol, pid, name, user,
+    stime) plus family, backlog, queue and connections.
+    """
+    result = {"tcp_listen": [], "udp_listen": []}
+    for item in facts.get("listeners", []):
+        result["%s_listen" % item["protocol"]].append({
+            "address": item["address"], "port": item["port"], "protocol": item["protocol"],
+            "pid": item["pid"], "name": item["process"], "user": item["user"], "stime": _lstart(item["stime"]),
+            "family": item["family"], "backlog": item["backlog"], "queue": item["queue"],
+            "connections": item["connections"],
+        })
+    return result

@@ -1,0 +1,327 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: connection_facts
+short_description: TCP and UDP connection facts from the kernel's socket tables
+version_added: 0.1.0
+description:
+  - Counts every TCP socket by state, family, local port, remote port and peer address, lists listeners with their
+    process and accept queue, and reads the kernel's TCP counters, in one pass over the socket table.
+  - Reads the socket table through netlink C(NETLINK_SOCK_DIAG) (C(inet_diag_req_v2)) and falls back to
+    C(/proc/net/tcp), C(/proc/net/tcp6), C(/proc/net/udp) and C(/proc/net/udp6) when netlink is refused.
+  - Needs nothing but Python on the target. Runs as an unprivileged user too; then the process of a listener is
+    unknown where its file descriptors are unreadable, and the module warns once.
+  - Every C(states) dictionary in the result holds all eleven TCP states, zeros included; C(NEW_SYN_RECV)
+    request sockets are counted as C(SYN_RECV).
+  - Can be listed in C(FACTS_MODULES) next to M(ansible.builtin.setup); it then takes its options from
+    C(module_defaults).
+author:
+  - netstate.tcp developers
+extends_documentation_fragment:
+  - netstate.tcp.attributes
+  - netstate.tcp.attributes.INFO_MODULE
+  - netstate.tcp.attributes.FACTS
+  - netstate.tcp.attributes.LINUX
+options:
+  gather_subset:
+    description:
+      - What to gather, like M(ansible.builtin.setup)'s O(ansible.builtin.setup#module:gather_subset).
+      - V(states) (always gathered) counts sockets by state and family, and UDP sockets by family.
+      - V(ports) adds RV(ansible_facts.netstate.tcp.local_ports), RV(ansible_facts.netstate.tcp.remote_ports) and
+        RV(ansible_facts.netstate.tcp.ephemeral).
+      - V(peers) adds RV(ansible_facts.netstate.tcp.peers).
+      - V(listeners) adds RV(ansible_facts.netstate.listeners) with process, user and accept queue.
+      - V(counters) adds RV(ansible_facts.netstate.counters) (sockstat, TcpExt, Tcp, TCP sysctls).
+      - V(processes) adds RV(ansible_facts.netstate.processes); it reads every process's file descriptors.
+      - V(sockets) adds the raw socket list RV(ansible_facts.netstate.sockets), at most O(max_sockets) entries.
+      - V(default) is V(states), V(ports), V(peers), V(listeners) and V(counters); V(all) is every subset;
+        V(min) is V(states). Prefix a name with V(!) to leave it out; a list of exclusions only starts from
+        V(default).
+    type: list
+    elements: str
+    default: [default]
+  top:
+    description:
+      - How many entries RV(ansible_facts.netstate.tcp.peers) and RV(ansible_facts.netstate.tcp.remote_ports) hold
+        at most, busiest first.
+    type: int
+    default: 10
+  sample_interval:
+    description:
+      - When above V(0), the kernel counters are read twice this many seconds apart and
+        RV(ansible_facts.netstate.counters.rates) holds the per-second rates of the cumulative ones.
+      - At most V(60) seconds.
+    type: float
+    default: 0
+  namespace:
+    description:
+      - The network namespace to gather from. Unset or V(host) means the module's own namespace.
+      - A name under C(/run/netns) (as made by C(ip netns add)), V(pid:N) for the namespace of process N, or an
+        absolute path to a namespace file such as C(/proc/1234/ns/net).
+      - V(all) gathers the module's own namespace and then every other namespace found in C(/run/netns) and
+        through C(/proc/*/ns/net); each one is a full document in RV(ansible_facts.netstate.namespaces).
+      - Entering another namespace needs root (C(CAP_SYS_ADMIN)).
+    type: str
+  backend:
+    description:
+      - V(auto) uses netlink and falls back to C(/proc/net) when netlink is refused (with a warning).
+      - V(netlink) fails instead of falling back; V(proc) reads C(/proc/net) only (no listener backlog there).
+    type: str
+    choices: [auto, netlink, proc]
+    default: auto
+  max_sockets:
+    description:
+      - With the V(sockets) subset, the most raw sockets returned.
+        RV(ansible_facts.netstate.sockets_truncated) says when there were more.
+    type: int
+    default: 1000
+notes:
+  - The fact document is a public contract; M(netstate.tcp.listener_facts), the health rules, the fleet report and
+    the collector for monitoring agents all read the same shape.
+  - The busiest listeners' processes are found through C(/proc/PID/fd); the walk stops as soon as every listener is
+    found unless O(gather_subset) includes V(processes).
+seealso:
+  - module: netstate.tcp.listener_facts
+  - module: community.general.listen_ports_facts
+"""
+
+EXAMPLES = r"""
+- name: Gather TCP connection facts
+  netstate.tcp.connection_facts:
+
+- name: Show the state counts
+  ansible.builtin.debug:
+    var: ansible_facts.netstate.tcp.states
+
+- name: Count connections on port 80 exactly (not 8080, not addresses containing 80)
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.netstate.tcp.local_ports['80'].total | default(0) }}"
+
+- name: Gather counters with rates over two seconds, and the per-process view
+  netstate.tcp.connection_facts:
+    gather_subset: [default, processes]
+    sample_interval: 2
+
+- name: Gather from a named network namespace
+  netstate.tcp.connection_facts:
+    namespace: blue
+
+- name: Gather from every network namespace on the host (containers included)
+  netstate.tcp.connection_facts:
+    namespace: all
+
+# ansible.cfg: [defaults] facts_modules = ansible.builtin.setup, netstate.tcp.connection_facts
+- name: Gather with the play's fact gathering
+  hosts: all
+  gather_facts: true
+  module_defaults:
+    netstate.tcp.connection_facts:
+      top: 5
+  tasks:
+    - name: Show the busiest peer
+      ansible.builtin.debug:
+        var: ansible_facts.netstate.tcp.peers[0]
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts added to the host.
+  returned: always
+  type: dict
+  contains:
+    netstate:
+      description: The connection facts.
+      returned: always
+      type: dict
+      contains:
+        backend:
+          description: Where the socket table was read, V(netlink) or V(proc).
+          returned: always
+          type: str
+          sample: netlink
+        namespace:
+          description: The network namespace gathered, V(host) for the module's own.
+          returned: always
+          type: str
+          sample: host
+        kernel:
+          description: The kernel release.
+          returned: always
+          type: str
+          sample: 6.1.0-18-amd64
+        duration_ms:
+          description: How long gathering took, in milliseconds.
+          returned: always
+          type: float
+          sample: 12.5
+        gather_subset:
+          description: The subsets gathered.
+          returned: always
+          type: list
+          elements: str
+          sample: [counters, listeners, peers, ports, states]
+        tcp:
+          description: TCP sockets.
+          returned: always
+          type: dict
+          contains:
+            total:
+              description: Number of TCP sockets in any state.
+              returned: always
+              type: int
+              sample: 120
+            states:
+              description: Sockets per state; all eleven states, zeros included.
+              returned: always
+              type: dict
+              sample: {ESTABLISHED: 100, SYN_SENT: 0, SYN_RECV: 0, FIN_WAIT1: 0, FIN_WAIT2: 2, TIME_WAIT: 10,
+                       CLOSE: 0, CLOSE_WAIT: 5, LAST_ACK: 0, LISTEN: 3, CLOSING: 0}
+            families:
+              description: The same counts per address family, keys V(ipv4) and V(ipv6), each C({total, states}).
+              returned: always
+              type: dict
+            local_ports:
+              description:
+                - One entry per port that has a TCP listener, keyed by the port number as a string.
+                - Each C({total, states}) counts every socket whose local port is that port (the server side,
+                  TIME_WAIT and CLOSE_WAIT included, the listeners themselves as LISTEN).
+              returned: when O(gather_subset) includes V(ports)
+              type: dict
+              sample: {"8080": {total: 58, states: {ESTABLISHED: 50, CLOSE_WAIT: 7, LISTEN: 1}}}
+            remote_ports:
+              description:
+                - The O(top) busiest remote ports of outgoing (client side) sockets, keyed by port as a string,
+                  each C({total, states}).
+              returned: when O(gather_subset) includes V(ports)
+              type: dict
+              sample: {"5432": {total: 20, states: {ESTABLISHED: 20}}}
+            peers:
+              description:
+                - The O(top) remote addresses with the most non-LISTEN sockets, busiest first, each
+                  C({address, total, states}). IPv4-mapped IPv6 addresses are shown as IPv4.
+              returned: when O(gather_subset) includes V(peers)
+              type: list
+              elements: dict
+              sample: [{address: 198.18.0.5, total: 40, states: {ESTABLISHED: 40}}]
+            ephemeral:
+              description:
+                - The ephemeral port range and the destination that uses most of it.
+                - C(range) is C(net.ipv4.ip_local_port_range) as two integers, C(size) the number of ports in it.
+                - C(busiest) is the remote C({address, port}) with the most outgoing sockets, with C(connections),
+                  C(time_wait) (how many of them are in TIME_WAIT) and C(share) (connections / size); null when
+                  there is no outgoing socket. A share near 1 means new connections to that destination fail with
+                  "cannot assign requested address".
+              returned: when O(gather_subset) includes V(ports)
+              type: dict
+              sample: {range: [32768, 60999], size: 28232, busiest: {address: 198.18.0.5, port: 80,
+                       connections: 900, time_wait: 850, share: 0.031879}}
+        udp:
+          description: UDP socket counts, C(total) and C(families) (V(ipv4), V(ipv6)).
+          returned: always
+          type: dict
+          sample: {total: 4, families: {ipv4: 3, ipv6: 1}}
+        listeners:
+          description:
+            - TCP sockets in LISTEN and bound, unconnected UDP sockets, sorted by protocol and port.
+            - C(queue) is the accept queue now and C(backlog) its maximum (ss's Recv-Q and Send-Q of a listener);
+              C(saturation) is C(queue / backlog). All three are null for UDP; C(backlog) is null with the proc
+              backend.
+            - C(pid), C(process) and C(stime) are null where the process is unknown (not root);
+              C(user) then is the socket's owner.
+            - C(connections) counts ESTABLISHED sockets on the listener's port (null for UDP).
+          returned: when O(gather_subset) includes V(listeners)
+          type: list
+          elements: dict
+          sample: [{protocol: tcp, family: ipv4, address: 0.0.0.0, port: 8080, backlog: 128, queue: 0,
+                    saturation: 0.0, pid: 1234, process: nginx, user: www-data, stime: "2026-11-26T03:58:31",
+                    connections: 57}]
+        counters:
+          description:
+            - C(sockstat) from C(/proc/net/sockstat) and C(/proc/net/sockstat6) as C(<LINE>_<field>), for example
+              C(TCP_tw) and C(TCP_orphan).
+            - C(TcpExt) from C(/proc/net/netstat) and C(Tcp) from C(/proc/net/snmp), named as the kernel names them.
+            - C(sysctl) holds the TCP settings rules need (C(tcp_max_orphans), C(somaxconn),
+              C(tcp_max_tw_buckets), C(tcp_tw_reuse), C(tcp_timestamps), C(tcp_fin_timeout),
+              C(tcp_max_syn_backlog), C(tcp_syncookies), C(tcp_abort_on_overflow)); null where C(/proc/sys) does
+              not show the key, as for global keys inside a network namespace.
+            - With O(sample_interval) also C(interval) (seconds measured) and C(rates) (per second, C(TcpExt) and
+              the cumulative C(Tcp) counters).
+          returned: when O(gather_subset) includes V(counters)
+          type: dict
+          sample: {sockstat: {TCP_inuse: 3, TCP_tw: 10}, TcpExt: {ListenOverflows: 0}, Tcp: {ActiveOpens: 10},
+                   sysctl: {tcp_max_orphans: 65536}}
+        processes:
+          description:
+            - Per process name, C(count) (instances), C(pids) and C(connections) (C({total, states}) of the TCP
+              sockets its processes hold, each socket once).
+          returned: when O(gather_subset) includes V(processes)
+          type: dict
+          sample: {nginx: {count: 5, pids: [100, 101], connections: {total: 57, states: {ESTABLISHED: 57}}}}
+        sockets:
+          description:
+            - Raw sockets, TCP then UDP, each C({protocol, family, state, local_address, local_port,
+              remote_address, remote_port, recv_q, send_q, inode, uid}), at most O(max_sockets).
+          returned: when O(gather_subset) includes V(sockets)
+          type: list
+          elements: dict
+        sockets_truncated:
+          description: Whether there were more sockets than O(max_sockets).
+          returned: when O(gather_subset) includes V(sockets)
+          type: bool
+        namespaces:
+          description: With O(namespace=all), one full document like this one per other network namespace, each
+            labelled in C(namespace) (its name, or V(pid:N)).
+          returned: when O(namespace=all)
+          type: list
+          elements: dict
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            gather_subset=dict(type="list", elements="str", default=["default"]),
+            top=dict(type="int", default=10),
+            sample_interval=dict(type="float", default=0),
+            namespace=dict(type="str"),
+            backend=dict(type="str", default="auto", choices=["auto", "netlink", "proc"]),
+            max_sockets=dict(type="int", default=1000),
+        ),
+        supports_check_mode=True,
+    )
+    warnings = []
+    try:
+        facts = gather(
+            subset=module.params["gather_subset"],
+            top=module.params["top"],
+            sample_interval=module.params["sample_interval"],
+            namespace=module.params["namespace"],
+            backend=module.params["backend"],
+            max_sockets=module.params["max_sockets"],
+            warnings=warnings,
+        )
+    except GatherError as exc:
+        module.fail_json(msg=str(exc))
+    except Exception as exc:  # a facts module must never end in a traceback
+        module.fail_json(msg="unexpected error gathering connection facts: %s" % exc, exception=traceback.format_exc())
+    for warning in warnings:
+        module.warn(warning)
+    module.exit_json(ansible_facts={"netstate": facts})
+
+
+if __name__ == "__main__":
+    main()
