@@ -144,11 +144,11 @@ def rates(before, after, interval):
     result = {}
     for group in ("TcpExt", "Tcp"):
         older = before.get(group, {})
-        result[group] = dict(
-            (name, round((value - older[name]) / interval, 3))
+        result[group] = {
+            name: round((value - older[name]) / interval, 3)
             for name, value in after.get(group, {}).items()
             if name in older and not (group == "Tcp" and name in TCP_NOT_CUMULATIVE)
-        )
+        }
     return result
 
 

@@ -178,10 +178,7 @@ class TcpAggregate:
             state = buf[off + 17]
             family_states[family][state] += 1
             sport = (buf[off + 20] << 8) | buf[off + 21]
-            if family == 2:
-                dst_end = off + 44
-            else:
-                dst_end = off + 56
+            dst_end = off + 44 if family == 2 else off + 56
             if sport in listen_ports:
                 counts = local.get(sport)
                 if counts is None:
@@ -365,7 +362,7 @@ def _top_entries(per_key, top, key_name):
     rows.sort(key=lambda row: (-row[0], str(row[1])))
     rows = rows[:top]
     if key_name is None:
-        return dict((str(key), {"total": total, "states": states}) for total, key, states in rows)
+        return {str(key): {"total": total, "states": states} for total, key, states in rows}
     return [{key_name: key, "total": total, "states": states} for total, key, states in rows]
 
 
@@ -512,7 +509,7 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
 def _listeners(tcp, udp, proc, full_walk, warnings):
     """Listener rows with process information, plus the inode -> pids map when full_walk."""
     rows = tcp.listeners + udp.listeners
-    wanted = set(item["inode"] for item in rows if item["inode"])
+    wanted = {item["inode"] for item in rows if item["inode"]}
     owners, denied, inode_pids = procfs.map_socket_inodes(wanted, proc=proc, full=full_walk)
     infos = {}
     missing = 0
@@ -558,7 +555,7 @@ def _processes(tcp, inode_pids, proc):
         entry["count"] += 1
         entry["pids"].append(pid)
         inodes_by_name.setdefault(info["process"], set())
-    pid_names = dict((pid, name) for name, entry in result.items() for pid in entry["pids"])
+    pid_names = {pid: name for name, entry in result.items() for pid in entry["pids"]}
     for inode, holders in (inode_pids or {}).items():
         for pid in holders:
             name = pid_names.get(pid)
