@@ -23,7 +23,9 @@ standard library only, no ``ansible`` import: the agent roles copy this file and
 next to it onto monitored hosts.
 """
 
-from __future__ import annotations
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
 
 import argparse
 import json
@@ -365,10 +367,7 @@ def write_atomically(path: str, text: str) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.format == "zabbix-discovery":
-        subset = ["listeners"]
-    else:
-        subset = args.subset or list(DEFAULT_SUBSET)
+    subset = ["listeners"] if args.format == "zabbix-discovery" else args.subset or list(DEFAULT_SUBSET)
     warnings = []
     try:
         facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
