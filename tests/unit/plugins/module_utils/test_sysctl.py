@@ -1,0 +1,398 @@
+"""Unit tests of the sysctl engine on a temporary /proc/sys and sysctl.d tree (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from ansible_collections.netstate.tcp.plugins.module_utils._sysctl import (
+    KNOWLEDGE,
+    REFUSED,
+    SysctlEngine,
+    SysctlError,
+    normalize_value,
+    parse_sysctl_text,
+)
+
+PROC_VALUES = {
+    "net/ipv4/tcp_tw_reuse": "2",
+    "net/ipv4/tcp_timestamps": "1",
+    "net/ipv4/tcp_fin_timeout": "60",
+    "net/ipv4/tcp_max_tw_buckets": "131072",
+    "net/ipv4/ip_local_port_range": "32768\t60999",
+    "net/ipv4/ip_local_reserved_ports": "",
+    "net/ipv4/tcp_max_syn_backlog": "512",
+    "net/ipv4/tcp_keepalive_probes": "9",
+    "net/ipv4/tcp_keepalive_time": "7200",
+    "net/ipv4/tcp_syncookies": "1",
+    "net/ipv4/tcp_mem": "287898\t383867\t575796",
+    "net/ipv4/tcp_max_orphans": "131072",
+    "net/ipv4/tcp_ecn": "2",
+    "net/core/somaxconn": "4096",
+}
+
+
+class Tree(object):
+    """A fake root: proc/sys plus the sysctl.d directories, and an engine pointed at it."""
+
+    def __init__(self, root):
+        self.root = str(root)
+        self.proc = os.path.join(self.root, "proc", "sys")
+        for rel, value in PROC_VALUES.items():
+            self.set_live(rel, value)
+        self.dirs = [os.path.join(self.root, d) for d in
+                     ("etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d")]
+        for directory in self.dirs:
+            os.makedirs(directory)
+        self.conf = os.path.join(self.root, "etc", "sysctl.conf")
+        self.ours = os.path.join(self.dirs[0], "60-netstate-tcp.conf")
+        self.engine = SysctlEngine(proc_sys=self.proc, sysctl_dirs=self.dirs, sysctl_conf=self.conf,
+                                   kernel_release="6.18.0-test")
+
+    def set_live(self, rel, value):
+        path = os.path.join(self.proc, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(value + "\n")
+
+    def live(self, rel):
+        with open(os.path.join(self.proc, rel)) as handle:
+            return handle.read().strip()
+
+    def write(self, path, text):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write(text)
+
+    def read(self, path):
+        with open(path) as handle:
+            return handle.read()
+
+    def snapshot(self):
+        """Every file under the tree with its content and mode."""
+        files = {}
+        for dirpath, _dirs, names in os.walk(self.root):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    files[path] = ("link", os.readlink(path))
+                    continue
+                with open(path, "rb") as handle:
+                    files[path] = (handle.read(), stat.S_IMODE(os.stat(path).st_mode))
+        return files
+
+    def run(self, settings, **kwargs):
+        kwargs.setdefault("path", self.ours)
+        return self.engine.run(settings, **kwargs)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return Tree(tmp_path)
+
+
+def test_short_and_dotted_keys_apply_live_and_persist(tree):
+    result = tree.run({"tcp_tw_reuse": 1, "net.core.somaxconn": "8192", "ip_local_port_range": [16384, 65535],
+                       "net/ipv4/tcp_fin_timeout": 30})
+    assert result["changed"] is True
+    assert result["file_changed"] is True
+    assert sorted(result["live_changed"]) == sorted(["net.ipv4.tcp_tw_reuse", "net.core.somaxconn",
+                                                     "net.ipv4.ip_local_port_range", "net.ipv4.tcp_fin_timeout"])
+    assert tree.live("net/ipv4/tcp_tw_reuse") == "1"
+    assert tree.live("net/core/somaxconn") == "8192"
+    assert tree.live("net/ipv4/ip_local_port_range") == "16384 65535"
+    assert tree.live("net/ipv4/tcp_fin_timeout") == "30"
+    content = tree.read(tree.ours)
+    assert content.startswith("# Managed by netstate.tcp.sysctl")
+    assert "net.ipv4.tcp_tw_reuse = 1\n" in content
+    assert "net.ipv4.ip_local_port_range = 16384 65535\n" in content
+    assert stat.S_IMODE(os.stat(tree.ours).st_mode) == 0o644
+    key = result["keys"]["net.ipv4.tcp_tw_reuse"]
+    assert key["before"] == "2" and key["after"] == "1" and key["changed"] is True
+    assert key["boot"] == {"value": "1", "file": tree.ours}
+    assert key["scope"] == "netns" and "timestamps" in key["advice"]
+    assert result["keys"]["net.ipv4.ip_local_port_range"]["before"] == "32768 60999"
+    # tcp_fin_timeout below 60 is allowed but explained
+    assert any("does not shorten TIME_WAIT" in w for w in result["warnings"])
+
+    again = tree.run({"tcp_tw_reuse": "1", "somaxconn": 8192, "ip_local_port_range": "16384   65535",
+                      "tcp_fin_timeout": 30})
+    assert again["changed"] is False
+    assert again["file_changed"] is False and again["live_changed"] == []
+
+
+def test_check_mode_changes_nothing_and_predicts(tree):
+    before = tree.snapshot()
+    result = tree.run({"tcp_tw_reuse": 1, "somaxconn": 1024}, check_mode=True)
+    assert tree.snapshot() == before
+    assert result["changed"] is True
+    assert result["keys"]["net.ipv4.tcp_tw_reuse"]["after"] == "1"
+    assert result["keys"]["net.core.somaxconn"]["boot"]["value"] == "1024"
+    file_diff, live_diff = result["diff"]
+    assert file_diff["before"] == "" and "net.core.somaxconn = 1024" in file_diff["after"]
+    assert live_diff["before"] == "net.ipv4.tcp_tw_reuse = 2\nnet.core.somaxconn = 4096\n"
+    assert live_diff["after"] == "net.ipv4.tcp_tw_reuse = 1\nnet.core.somaxconn = 1024\n"
+
+
+def test_persist_false_and_apply_false(tree):
+    result = tree.run({"tcp_tw_reuse": 1}, persist=False)
+    assert result["file_changed"] is False and not os.path.exists(tree.ours)
+    assert tree.live("net/ipv4/tcp_tw_reuse") == "1"
+    assert [d["before_header"] for d in result["diff"]] == ["live values (/proc/sys)"]
+    result = tree.run({"tcp_keepalive_probes": 5}, apply=False)
+    assert result["live_changed"] == [] and tree.live("net/ipv4/tcp_keepalive_probes") == "9"
+    assert "net.ipv4.tcp_keepalive_probes = 5" in tree.read(tree.ours)
+
+
+@pytest.mark.parametrize("key,value,reason", [
+    ("tcp_tw_reuse", 3, "must be one of 0, 1, 2"),
+    ("tcp_tw_reuse", "yes", "not an integer"),
+    ("tcp_timestamps", [1], "expected an integer"),
+    ("ip_local_port_range", "60000 50000", "low port must be below high port"),
+    ("ip_local_port_range", "40000 40000", "low port must be below high port"),
+    ("ip_local_port_range", "1000 2000", "within 1024..65535"),
+    ("ip_local_port_range", [1024, 70000], "within 1024..65535"),
+    ("ip_local_port_range", "32768", "expected two ports"),
+    ("ip_local_port_range", [1, 2, 3], "expected two ports"),
+    ("ip_local_reserved_ports", "8080,70000", "outside 1..65535"),
+    ("ip_local_reserved_ports", "9100-9000", "low > high"),
+    ("ip_local_reserved_ports", "8080,,9090", "empty element"),
+    ("somaxconn", -1, "at least 0"),
+    ("tcp_fin_timeout", 0, "at least 1"),
+    ("tcp_keepalive_probes", 200, "at most 127"),
+    ("tcp_mem", "3 2 1", "non-decreasing"),
+    ("tcp_mem", "1 2", "three integers"),
+    ("net.ipv4.tcp_ecn", {"a": 1}, "expected a string or an integer"),
+    ("net.ipv4.tcp_no_such_key", 1, "does not exist in this kernel (6.18.0-test)"),
+    ("no_such_key", 1, "no such key under net.ipv4 or net.core"),
+    ("vm.swappiness", 10, "only net.ipv4.* and net.core.* keys"),
+    ("tcp_tw_reuse_delay", 100, "appeared in Linux 6.14"),
+    ("tcp_tw_recycle", 1, "removed in Linux 4.12"),
+    ("net.ipv4.tcp_tw_recycle", 0, "behind NAT"),
+    ("tcp_max_tw_buckets", 1000, "never to lower it"),
+    ("bad key!", 1, "not a sysctl key name"),
+])
+def test_each_invalid_setting_is_named_and_nothing_changes(tree, key, value, reason):
+    tree.write(tree.ours, "net.ipv4.tcp_keepalive_probes = 7\n")
+    before = tree.snapshot()
+    with pytest.raises(SysctlError) as caught:
+        # valid settings around the bad one: all or nothing
+        tree.run({"tcp_keepalive_time": 600, key: value, "tcp_syncookies": 2})
+    message = str(caught.value)
+    assert "nothing was changed" in message
+    assert "%s=%s" % (key, value) in message
+    assert reason in message
+    assert tree.snapshot() == before
+
+
+def test_every_problem_is_reported_in_one_error(tree):
+    before = tree.snapshot()
+    with pytest.raises(SysctlError) as caught:
+        tree.run({"tcp_tw_reuse": 9, "somaxconn": 1024, "tcp_tw_recycle": 1,
+                  "ip_local_port_range": "5000 4000", "net.ipv4.tcp_missing": 1})
+    message = str(caught.value)
+    for fragment in ("tcp_tw_reuse=9", "tcp_tw_recycle=1", "ip_local_port_range=5000 4000",
+                     "net.ipv4.tcp_missing=1"):
+        assert fragment in message
+    assert "somaxconn" not in message
+    assert tree.snapshot() == before
+
+
+def test_same_key_twice_is_an_error(tree):
+    with pytest.raises(SysctlError, match="given twice"):
+        tree.run({"tcp_tw_reuse": 1, "net.ipv4.tcp_tw_reuse": 1})
+
+
+def test_relative_path_is_refused(tree):
+    with pytest.raises(SysctlError, match="path=etc/x.conf: must be an absolute"):
+        tree.run({"tcp_tw_reuse": 1}, path="etc/x.conf")
+
+
+def test_lowering_tw_buckets_needs_force(tree):
+    result = tree.run({"tcp_max_tw_buckets": 1000}, force=True)
+    assert tree.live("net/ipv4/tcp_max_tw_buckets") == "1000"
+    assert any("never to lower it" in w and "force" in w for w in result["warnings"])
+    # raising is always fine
+    tree.run({"tcp_max_tw_buckets": 200000})
+    assert tree.live("net/ipv4/tcp_max_tw_buckets") == "200000"
+
+
+def test_reuse_without_timestamps_warns(tree):
+    tree.set_live("net/ipv4/tcp_timestamps", "0")
+    result = tree.run({"tcp_tw_reuse": 1})
+    assert any("tcp_tw_reuse=1 has no effect while tcp_timestamps=0" in w for w in result["warnings"])
+    result = tree.run({"tcp_timestamps": 1})
+    assert not any("no effect" in w for w in result["warnings"])
+    result = tree.run({"tcp_tw_reuse": 0, "tcp_timestamps": 0})
+    assert not any("no effect" in w for w in result["warnings"])
+
+
+def test_port_range_parity_warning(tree):
+    result = tree.run({"ip_local_port_range": "20000 30000"})
+    assert any("same parity" in w and "20000 30001" in w for w in result["warnings"])
+    result = tree.run({"ip_local_port_range": "20000 30001"})
+    assert not any("parity" in w for w in result["warnings"])
+
+
+def test_global_key_invisible_in_namespace_is_skipped(tree):
+    os.unlink(os.path.join(tree.proc, "net/ipv4/tcp_max_orphans"))
+    result = tree.run({"tcp_max_orphans": 4096, "tcp_tw_reuse": 1})
+    assert result["skipped_keys"] == ["net.ipv4.tcp_max_orphans"]
+    assert result["keys"]["net.ipv4.tcp_max_orphans"]["skipped"] is True
+    assert any(w.startswith("net.ipv4.tcp_max_orphans is global") for w in result["warnings"])
+    assert "tcp_max_orphans" not in tree.read(tree.ours)
+    assert tree.live("net/ipv4/tcp_tw_reuse") == "1"
+    # visible (host namespace): applied like any other key
+    tree.set_live("net/ipv4/tcp_max_orphans", "131072")
+    result = tree.run({"tcp_max_orphans": 4096})
+    assert result["skipped_keys"] == [] and tree.live("net/ipv4/tcp_max_orphans") == "4096"
+
+
+def test_unknown_key_present_in_kernel_is_accepted(tree):
+    result = tree.run({"tcp_ecn": 1})
+    assert tree.live("net/ipv4/tcp_ecn") == "1"
+    assert result["keys"]["net.ipv4.tcp_ecn"]["advice"] is None
+
+
+def test_other_keys_in_our_file_are_kept_and_null_removes(tree):
+    tree.write(tree.ours, "# old\nnet.ipv4.tcp_keepalive_probes=5\nnet/core/somaxconn = 2048\n")
+    os.chmod(tree.ours, 0o600)
+    result = tree.run({"tcp_tw_reuse": 1, "somaxconn": None})
+    content = tree.read(tree.ours)
+    assert "net.ipv4.tcp_keepalive_probes = 5\n" in content
+    assert "somaxconn" not in content
+    assert "net.ipv4.tcp_tw_reuse = 1\n" in content
+    assert result["removed"] == ["net.core.somaxconn"]
+    assert tree.live("net/core/somaxconn") == "4096"  # removal leaves the live value alone
+    assert stat.S_IMODE(os.stat(tree.ours).st_mode) == 0o600  # an existing file keeps its mode
+    tree.run({"tcp_tw_reuse": None, "tcp_keepalive_probes": None})
+    assert not os.path.exists(tree.ours)  # nothing left: the drop-in is removed
+
+
+def test_reserved_ports_are_compared_in_kernel_form(tree):
+    result = tree.run({"ip_local_reserved_ports": "9101,9000-9100,8080"})
+    assert tree.live("net/ipv4/ip_local_reserved_ports") == "8080,9000-9101"
+    assert result["keys"]["net.ipv4.ip_local_reserved_ports"]["after"] == "8080,9000-9101"
+    assert tree.run({"ip_local_reserved_ports": [8080, "9000-9101"]})["changed"] is False
+
+
+def test_boot_order_scan(tree):
+    etc, run, _local, usr = tree.dirs
+    tree.write(os.path.join(run, "10-early.conf"), "net.ipv4.tcp_tw_reuse = 0\n")
+    tree.write(os.path.join(usr, "70-vendor.conf"), "net.ipv4.tcp_fin_timeout = 15\nnet.core.somaxconn=128\n")
+    # same basename in /etc masks the vendor file: only its somaxconn line counts
+    tree.write(os.path.join(etc, "70-vendor.conf"), "-net/core/somaxconn = 256\n")
+    tree.write(os.path.join(usr, "80-glob.conf"), "net.ipv4.tcp_keepalive_*=300\n")
+    tree.write(os.path.join(etc, "not-a-conf.txt"), "net.ipv4.tcp_tw_reuse = 0\n")
+    tree.write(tree.conf, "; sysctl.conf is read last\nnet.ipv4.ip_local_port_range = 20000 30001\n")
+    result = tree.run({"tcp_tw_reuse": 1, "tcp_fin_timeout": 30, "somaxconn": 1024,
+                       "tcp_keepalive_probes": 4, "ip_local_port_range": "16384 65535"})
+    keys = result["keys"]
+    assert keys["net.ipv4.tcp_tw_reuse"]["boot"] == {"value": "1", "file": tree.ours}
+    assert keys["net.ipv4.tcp_fin_timeout"]["boot"] == {"value": "30", "file": tree.ours}
+    assert keys["net.core.somaxconn"]["boot"] == {"value": "256", "file": os.path.join(etc, "70-vendor.conf")}
+    assert keys["net.ipv4.tcp_keepalive_probes"]["boot"] == {"value": "300",
+                                                             "file": os.path.join(usr, "80-glob.conf")}
+    assert keys["net.ipv4.ip_local_port_range"]["boot"] == {"value": "20000 30001", "file": tree.conf}
+    overrides = [w for w in result["warnings"] if "wins at boot" in w]
+    assert len(overrides) == 3
+    assert any(w.startswith("net.core.somaxconn: %s sets 256" % os.path.join(etc, "70-vendor.conf"))
+               for w in overrides)
+    assert any(w.startswith("net.ipv4.ip_local_port_range: %s" % tree.conf) for w in overrides)
+
+
+def test_override_with_same_value_is_not_a_warning(tree):
+    tree.write(os.path.join(tree.dirs[0], "99-local.conf"), "net.ipv4.tcp_tw_reuse = 1\n")
+    result = tree.run({"tcp_tw_reuse": 1})
+    assert result["keys"]["net.ipv4.tcp_tw_reuse"]["boot"]["file"].endswith("99-local.conf")
+    assert not any("wins at boot" in w for w in result["warnings"])
+
+
+def test_path_outside_boot_dirs_warns(tree):
+    path = os.path.join(tree.root, "elsewhere", "x.conf")
+    result = tree.run({"tcp_tw_reuse": 1}, path=path)
+    assert os.path.exists(path)
+    assert any("not in a directory read at boot" in w for w in result["warnings"])
+    assert result["keys"]["net.ipv4.tcp_tw_reuse"]["boot"] == {"value": None, "file": None}
+
+
+def _read_only_proc_file(tree, rel):
+    """A file in the tree that refuses writes, for root too: a link to a read-only kernel sysctl."""
+    path = os.path.join(tree.proc, rel)
+    os.unlink(path) if os.path.exists(path) else None
+    if os.geteuid() == 0:
+        # root ignores file modes on ordinary files; /proc/sys honours the table's 0444
+        os.symlink("/proc/sys/net/ipv4/tcp_available_ulp", path)
+    else:
+        with open(path, "w") as handle:
+            handle.write("espintcp mptcp\n")
+        os.chmod(path, 0o444)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/net/ipv4/tcp_available_ulp"),
+                    reason="needs Linux /proc/sys")
+def test_failed_live_write_restores_everything(tree):
+    tree.write(tree.ours, "net.ipv4.tcp_keepalive_probes = 7\n")
+    os.chmod(tree.ours, 0o640)
+    _read_only_proc_file(tree, "net/ipv4/tcp_available_ulp")
+    before = tree.snapshot()
+    with pytest.raises(SysctlError) as caught:
+        tree.run({"tcp_tw_reuse": 1, "somaxconn": 1024, "net.ipv4.tcp_available_ulp": "tls",
+                  "tcp_fin_timeout": 20})
+    message = str(caught.value)
+    assert message.startswith("net.ipv4.tcp_available_ulp=tls: cannot set it live")
+    assert "restored 2 value(s) already written and the previous %s" % tree.ours in message
+    assert tree.snapshot() == before  # live values, file content and mode
+    assert tree.live("net/ipv4/tcp_tw_reuse") == "2"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/sys/net/ipv4/tcp_available_ulp"),
+                    reason="needs Linux /proc/sys")
+def test_failed_live_write_removes_a_new_file(tree):
+    _read_only_proc_file(tree, "net/ipv4/tcp_available_ulp")
+    with pytest.raises(SysctlError, match="tcp_available_ulp"):
+        tree.run({"tcp_tw_reuse": 1, "net.ipv4.tcp_available_ulp": "tls"})
+    assert not os.path.exists(tree.ours)
+    assert tree.live("net/ipv4/tcp_tw_reuse") == "2"
+
+
+def test_unwritable_drop_in_fails_before_live_changes(tree):
+    blocker = os.path.join(tree.root, "blocker")
+    tree.write(blocker, "a file where a directory should be\n")
+    with pytest.raises(SysctlError, match="cannot write the drop-in, nothing was changed"):
+        tree.run({"tcp_tw_reuse": 1}, path=os.path.join(blocker, "60.conf"))
+    assert tree.live("net/ipv4/tcp_tw_reuse") == "2"
+
+
+def test_parse_sysctl_text():
+    text = ("# comment\n; comment\n\n  net.ipv4.tcp_tw_reuse=1 \n-net/ipv4/conf/eth0.100/rp_filter = 2\n"
+            "garbage line\nnet.core.somaxconn =  4096  \n")
+    assert parse_sysctl_text(text) == [
+        ("net.ipv4.tcp_tw_reuse", "1"),
+        ("net.ipv4.conf.eth0/100.rp_filter", "2"),
+        ("net.core.somaxconn", "4096"),
+    ]
+
+
+def test_knowledge_table_covers_the_issue():
+    required = ["tcp_tw_reuse", "tcp_tw_reuse_delay", "tcp_fin_timeout", "tcp_max_tw_buckets",
+                "ip_local_port_range", "ip_local_reserved_ports", "somaxconn", "tcp_max_syn_backlog",
+                "tcp_syncookies", "tcp_timestamps", "tcp_keepalive_time", "tcp_keepalive_intvl",
+                "tcp_keepalive_probes", "tcp_max_orphans", "tcp_abort_on_overflow"]
+    shorts = {name.rsplit(".", 1)[-1]: spec for name, spec in KNOWLEDGE.items()}
+    for short in required:
+        spec = shorts[short]
+        assert spec.advice and spec.since and spec.scope in ("netns", "global")
+    assert shorts["tcp_max_orphans"].scope == "global" and shorts["tcp_mem"].scope == "global"
+    assert "net.ipv4.tcp_tw_recycle" in REFUSED
+
+
+def test_normalize_value_forms():
+    spec = KNOWLEDGE["net.ipv4.ip_local_port_range"]
+    assert normalize_value(spec, [16384, 65535]) == "16384 65535"
+    assert normalize_value(spec, "16384\t65535") == "16384 65535"
+    assert normalize_value(KNOWLEDGE["net.ipv4.tcp_abort_on_overflow"], True) == "1"
+    assert normalize_value(KNOWLEDGE["net.ipv4.ip_local_reserved_ports"], "") == ""
+    assert normalize_value(None, ["4096", 87380, 6291456]) == "4096 87380 6291456"
