@@ -1,0 +1,107 @@
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of netstate.tcp.health_check: evaluates health rules on the controller.
+
+Documentation lives in plugins/modules/health_check.py; the rule engine in
+plugins/plugin_utils/_health_rules.py. The target only runs netstate.tcp.connection_facts, and
+only when the host has no ansible_facts.netstate yet (or gather=always).
+"""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as engine
+
+FACTS_MODULE = "netstate.tcp.connection_facts"
+
+ARGUMENT_SPEC = {
+    # rules, extra_rules and thresholds are raw: the engine validates them and names rule and field
+    "rules": {"type": "raw"},
+    "extra_rules": {"type": "raw", "default": []},
+    "thresholds": {"type": "raw", "default": {}},
+    "fail_on": {"type": "str", "default": "critical", "choices": list(engine.SEVERITIES)},
+    "facts": {"type": "dict"},
+    "gather": {"type": "str", "default": "auto", "choices": ["auto", "always", "never"]},
+    "gather_args": {"type": "dict", "default": {}},
+    "sample_interval": {"type": "float", "default": 1.0},
+    "validate_only": {"type": "bool", "default": False},
+    "thresholds_by_host": {"type": "raw"},
+}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+
+    def run(self, tmp=None, task_vars=None):
+        self._supports_check_mode = True  # rules only read facts: check mode behaves the same
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        del tmp
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        if args["thresholds_by_host"] is not None and not args["validate_only"]:
+            raise AnsibleActionFail("thresholds_by_host: only valid with validate_only=true")
+        if args["sample_interval"] < 0:
+            raise AnsibleActionFail(f"sample_interval: must be 0 or more seconds, got {args['sample_interval']}")
+        try:
+            rules = engine.build_rules(args["rules"], args["extra_rules"], args["thresholds"])
+            if args["validate_only"]:
+                return self._validated(result, args, rules)
+        except engine.HealthRuleError as exc:
+            raise AnsibleActionFail(to_text(exc)) from None
+
+        facts, source = self._facts(args, rules, task_vars)
+        if facts is None:
+            return source  # the failed connection_facts result, as the module returned it
+        results = engine.evaluate(rules, facts)
+        summary = engine.summarize(results, args["fail_on"])
+        result.update(
+            changed=False,
+            healthy=summary["healthy"],
+            failed=not summary["healthy"],
+            msg=summary["msg"],
+            fail_on=args["fail_on"],
+            facts_source=source,
+            rules=[rule.name for rule in rules],
+            results=results,
+            violations=summary["violations"],
+            summary=summary["counts"],
+        )
+        return result
+
+    def _validated(self, result, args, rules):
+        by_host = args["thresholds_by_host"]
+        if by_host is not None:
+            if not isinstance(by_host, dict):
+                raise AnsibleActionFail(f"thresholds_by_host: must be a mapping of host to thresholds, got {by_host!r}")
+            for host in sorted(by_host, key=str):
+                engine.build_rules(args["rules"], args["extra_rules"], by_host[host],
+                                   threshold_source=f"thresholds of host {host}")
+        result.update(changed=False, rules=[rule.name for rule in rules],
+                      rule_definitions=[rule.as_dict() for rule in rules],
+                      msg=f"{len(rules)} health rules valid")
+        return result
+
+    def _facts(self, args, rules, task_vars):
+        """(facts, source) or (None, failed module result)."""
+        if args["facts"] is not None:
+            return args["facts"], "argument"
+        known = (task_vars.get("ansible_facts") or {}).get("netstate")
+        if known is not None and args["gather"] != "always":
+            return known, "host_facts"
+        if args["gather"] == "never":
+            raise AnsibleActionFail("ansible_facts.netstate is not set and gather=never: run "
+                                    f"{FACTS_MODULE} first or pass facts")
+        module_args = dict(args["gather_args"])
+        if engine.needs_rates(rules):
+            module_args.setdefault("sample_interval", args["sample_interval"])
+        gathered = self._execute_module(module_name=FACTS_MODULE, module_args=module_args, task_vars=task_vars)
+        if gathered.get("failed") or gathered.get("unreachable"):
+            gathered["msg"] = f"{FACTS_MODULE} failed: {gathered.get('msg', 'no message')}"
+            return None, gathered
+        facts = (gathered.get("ansible_facts") or {}).get("netstate")
+        if facts is None:
+            raise AnsibleActionFail(f"{FACTS_MODULE} returned no ansible_facts.netstate")
+        return facts, "gathered"

@@ -1,0 +1,76 @@
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of netstate.tcp.health_report: one fleet report per run, written on the controller.
+
+Documentation lives in plugins/modules/health_report.py; rendering in
+plugins/plugin_utils/_health_report.py. Runs once per play (BYPASS_HOST_LOOP) and never
+connects to a host.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report_engine
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as rules_engine
+
+ARGUMENT_SPEC = {
+    "hosts": {"type": "list", "elements": "str", "required": True},
+    "result_var": {"type": "str", "default": "netstate_health_result"},
+    "dest": {"type": "path", "required": True},
+    "formats": {"type": "list", "elements": "str", "default": ["junit", "json", "markdown"],
+                "choices": sorted(report_engine.FORMATS)},
+    "fail_on": {"type": "str", "default": "critical", "choices": list(rules_engine.SEVERITIES)},
+    "rule_names": {"type": "list", "elements": "str", "default": []},
+    "title": {"type": "str", "default": "netstate.tcp health"},
+}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    BYPASS_HOST_LOOP = True  # one report for the whole play, whatever host runs it
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+    _requires_connection = False
+
+    def run(self, tmp=None, task_vars=None):
+        self._supports_check_mode = True
+        task_vars = task_vars or {}
+        result = super().run(tmp, task_vars)
+        del tmp
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        hostvars = task_vars.get("hostvars") or {}
+        registered = {}
+        for host in args["hosts"]:
+            if host not in hostvars:
+                raise AnsibleActionFail(f"hosts: {host!r} is not in the inventory")
+            registered[host] = hostvars[host].get(args["result_var"])
+        report = report_engine.build_report(registered, args["rule_names"], args["fail_on"], args["title"])
+        dest = os.path.abspath(os.path.expanduser(args["dest"]))
+        paths = {name: os.path.join(dest, report_engine.FORMATS[name]) for name in args["formats"]}
+        changed = False
+        try:
+            if not self._task.check_mode:
+                os.makedirs(dest, exist_ok=True)
+            elif not os.path.isdir(dest):
+                changed = True
+            for name, path in paths.items():
+                text = report_engine.RENDERERS[name](report)
+                if changed and self._task.check_mode:
+                    continue
+                changed |= report_engine.write_if_changed(path, text, self._task.check_mode)
+        except OSError as exc:
+            raise AnsibleActionFail(f"dest: cannot write the report into {dest}: {to_text(exc)}") from None
+        markdown = report_engine.render_markdown(report)
+        result.update(
+            changed=changed,
+            healthy=report["healthy"],
+            totals=report["totals"],
+            paths=paths,
+            markdown=markdown,
+            summary_lines=markdown.rstrip("\n").splitlines(),
+            hosts={entry["host"]: entry["status"] for entry in report["hosts"]},
+        )
+        return result

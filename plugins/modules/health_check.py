@@ -1,0 +1,278 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Documentation only: the work is done on the controller by plugins/action/health_check.py.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: health_check
+short_description: Gate on TCP health thresholds written as data
+version_added: 0.1.0
+description:
+  - Evaluates health rules against C(ansible_facts.netstate) (the document set by M(netstate.tcp.connection_facts))
+    on the controller and fails the host when a rule at or above O(fail_on) is violated, with one line per
+    violation naming the rule, the subject (port, listener, destination) and the value.
+  - A rule is C({name, query, max and/or min, severity, description, each, label}). O(rules[].query) is a
+    JMESPath expression over C(ansible_facts.netstate); with O(rules[].each) it runs once per element of an
+    object or list and the violation names that element.
+  - JMESPath has no arithmetic; these functions are added for rules - V(div(a, b)), V(sub(a, b)),
+    V(add(a, b)), V(mul(a, b)) (a null argument gives null, division by zero gives null) and
+    V(format(template, value)) for labels (Python C(str.format) fields, for example V(format('{address}:{port}', @))).
+  - Every rule, threshold override and O(fail_on) is validated before facts are used or gathered; an invalid rule
+    fails with one error naming the rule and the field.
+  - Uses C(ansible_facts.netstate) when the host already has it; otherwise runs M(netstate.tcp.connection_facts)
+    on the host, sampled for O(sample_interval) seconds when a rule reads C(counters.rates).
+  - The built-in rules and their thresholds are documented in C(docs/health.md) and
+    C(plugins/plugin_utils/health_builtin_rules.yml).
+author:
+  - netstate.tcp developers
+options:
+  rules:
+    description:
+      - The rules to evaluate. When omitted, the built-in rules.
+      - Give V([]) to evaluate only O(extra_rules).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Unique name, letters, digits, V(_), V(.), V(-); used in messages, reports and O(thresholds).
+        type: str
+        required: true
+      query:
+        description: JMESPath expression giving a number (or null, reported as no data).
+        type: str
+        required: true
+      max:
+        description: Violated when the value is above it. At least one of O(rules[].max) and O(rules[].min).
+        type: float
+      min:
+        description: Violated when the value is below it.
+        type: float
+      severity:
+        description: Severity of a violation.
+        type: str
+        choices: [warning, critical]
+        default: critical
+      description:
+        description: What the rule means; shown in reports.
+        type: str
+      each:
+        description:
+          - JMESPath expression giving an object or a list; O(rules[].query) runs on each element.
+          - For an object the key names the element; for a list O(rules[].label) does (default V(#index)).
+        type: str
+      label:
+        description:
+          - JMESPath expression naming the subject of a result. It runs on the list element, on the object key
+            for an object O(rules[].each), or on the whole facts for a rule without O(rules[].each).
+        type: str
+  extra_rules:
+    description: Rules appended to O(rules) (or to the built-ins). Same format as O(rules).
+    type: list
+    elements: dict
+    default: []
+  thresholds:
+    description:
+      - Rule name to new threshold. A number replaces O(rules[].max) (O(rules[].min) when the rule has only a
+        minimum); a mapping sets any of C(max), C(min) (null removes that bound), C(severity), and C(enabled)
+        (V(false) drops the rule).
+      - An unknown rule name is an error.
+    type: dict
+    default: {}
+  fail_on:
+    description:
+      - Lowest severity that fails the host. Results whose query cannot be evaluated (not a number, a type
+        error) always fail the host.
+    type: str
+    choices: [warning, critical]
+    default: critical
+  facts:
+    description: Evaluate this C(netstate) document instead of the host's facts (no connection to the host).
+    type: dict
+  gather:
+    description:
+      - V(auto) uses C(ansible_facts.netstate) when set and gathers otherwise; V(always) gathers fresh facts;
+        V(never) fails when the host has no C(ansible_facts.netstate).
+    type: str
+    choices: [auto, always, never]
+    default: auto
+  gather_args:
+    description: Extra options for M(netstate.tcp.connection_facts) when this action gathers (for example C(namespace)).
+    type: dict
+    default: {}
+  sample_interval:
+    description:
+      - Seconds M(netstate.tcp.connection_facts) samples counters for when this action gathers and a rule reads
+        C(counters.rates). Ignored when facts are already known.
+    type: float
+    default: 1.0
+  validate_only:
+    description:
+      - Only validate O(rules), O(extra_rules), O(thresholds) and O(thresholds_by_host); never contacts the host.
+      - Used by the P(netstate.tcp.health#role) role on localhost before any host is contacted.
+    type: bool
+    default: false
+  thresholds_by_host:
+    description:
+      - With O(validate_only), host name to that host's O(thresholds), each validated against the rules.
+    type: dict
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.conn
+  - ansible.builtin.action_common_attributes.flow
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  check_mode:
+    support: full
+    details: Only reads facts; check mode behaves the same as a normal run.
+  connection:
+    support: full
+  delegation:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: linux
+seealso:
+  - module: netstate.tcp.connection_facts
+  - module: netstate.tcp.health_report
+  - name: JMESPath specification
+    description: The query language of rules.
+    link: https://jmespath.org/specification.html
+"""
+
+EXAMPLES = r"""
+- name: Gate on the built-in rules
+  netstate.tcp.health_check:
+
+- name: Gate on warnings too, with a lower CLOSE_WAIT limit on this host
+  netstate.tcp.health_check:
+    fail_on: warning
+    thresholds:
+      close_wait_per_port: 20
+      syn_recv_total: {max: 1000, severity: critical}
+      orphans_share: {enabled: false}
+
+- name: Add a rule per remote port and collect results without failing
+  netstate.tcp.health_check:
+    extra_rules:
+      - name: postgres_connections
+        description: Client connections to PostgreSQL servers.
+        query: tcp.remote_ports."5432".total
+        max: 400
+        severity: warning
+      - name: listener_connections
+        each: listeners[?protocol=='tcp']
+        label: format('{address}:{port} ({process})', @)
+        query: connections
+        max: 10000
+  register: health
+  failed_when: false
+
+- name: Validate rules on the controller only
+  netstate.tcp.health_check:
+    extra_rules: "{{ my_rules }}"
+    validate_only: true
+  run_once: true
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+healthy:
+  description: No rule violated at or above O(fail_on) and no rule failed to evaluate.
+  returned: unless O(validate_only)
+  type: bool
+  sample: false
+msg:
+  description: One line per violation at or above O(fail_on) after a heading line, or a one-line summary.
+  returned: always
+  type: str
+  sample: |-
+    1 health rule violation(s) at or above critical:
+    critical: close_wait_per_port [port 8080]: 5000 > max 100
+rules:
+  description: Names of the effective rules, in evaluation order.
+  returned: always
+  type: list
+  elements: str
+  sample: [time_wait_ephemeral_share, close_wait_per_port]
+rule_definitions:
+  description: The effective rules after O(thresholds), as mappings.
+  returned: when O(validate_only)
+  type: list
+  elements: dict
+results:
+  description:
+    - Every rule's result. A rule without O(rules[].each) gives one; a rule with O(rules[].each) gives one per
+      violating element, or one for its worst element when none violates.
+  returned: unless O(validate_only)
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Rule name.
+      type: str
+      sample: close_wait_per_port
+    value:
+      description: The query's value; null when the facts did not hold it.
+      type: raw
+      sample: 5000
+    threshold:
+      description: The bound compared against (the violated one, or C(max) when both hold).
+      type: float
+      sample: 100
+    bound:
+      description: Which bound RV(results[].threshold) is.
+      type: str
+      sample: max
+    severity:
+      description: The rule's severity.
+      type: str
+      sample: critical
+    ok:
+      description: True for C(ok) and C(no_data).
+      type: bool
+      sample: false
+    status:
+      description: V(ok), V(no_data) (null value), V(warning), V(critical) (violated, by severity) or V(error).
+      type: str
+      sample: critical
+    subject:
+      description: The element named by O(rules[].label) or the object key; null for a rule without a subject.
+      type: str
+      sample: port 8080
+    message:
+      description: One line naming status, rule, subject and value.
+      type: str
+      sample: "critical: close_wait_per_port [port 8080]: 5000 > max 100"
+violations:
+  description: The results that are not ok (any severity, and errors).
+  returned: unless O(validate_only)
+  type: list
+  elements: dict
+summary:
+  description: Number of results per status.
+  returned: unless O(validate_only)
+  type: dict
+  sample: {ok: 6, no_data: 0, warning: 1, critical: 1, error: 0}
+facts_source:
+  description: V(host_facts), V(gathered) or V(argument).
+  returned: unless O(validate_only)
+  type: str
+  sample: gathered
+fail_on:
+  description: The O(fail_on) used.
+  returned: unless O(validate_only)
+  type: str
+  sample: critical
+"""

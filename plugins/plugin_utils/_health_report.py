@@ -1,0 +1,188 @@
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fleet report of netstate.tcp health results (private: not a public API of the collection).
+
+Plain Python on the controller, no ``ansible`` import. Turns the registered results of
+netstate.tcp.health_check for every host of a play into one report (JSON), a JUnit XML (one
+testcase per host x rule: failures for violations at or above fail_on, errors for hosts that
+could not be checked and rules that could not be evaluated) and a Markdown summary table.
+Output is deterministic (no timestamps), so an unchanged fleet gives unchanged files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
+from typing import Any
+
+from . import _health_rules as rules_engine
+
+HOST_STATUSES = ("passed", "failed", "error", "unreachable")
+FORMATS = {"junit": "health.junit.xml", "json": "health.json", "markdown": "health.md"}
+
+
+def _host_entry(host: str, registered: Any, default_fail_on: str) -> dict:
+    """Classify one host's registered health_check result."""
+    entry = {"host": host, "status": "error", "fail_on": default_fail_on, "rules": [], "results": [],
+             "counts": dict.fromkeys(rules_engine.STATUSES, 0), "message": ""}
+    if not isinstance(registered, Mapping):
+        entry.update(status="unreachable", message="no health result: the host was unreachable or failed "
+                                                   "before the check")
+        return entry
+    if registered.get("unreachable"):
+        entry.update(status="unreachable", message=_one_line(registered.get("msg", "unreachable")))
+        return entry
+    if registered.get("skipped"):
+        entry.update(status="error", message="the health check was skipped on this host")
+        return entry
+    if "results" not in registered or "healthy" not in registered:
+        entry.update(status="error", message=_one_line(registered.get("msg", "no health results")))
+        return entry
+    fail_on = registered.get("fail_on") or default_fail_on
+    results = [dict(result) for result in registered["results"]]
+    for result in results:
+        entry["counts"][result["status"]] += 1
+    failing = [result for result in results if rules_engine.is_failing(result, fail_on)]
+    entry.update(
+        status="passed" if not failing else "failed",
+        fail_on=fail_on,
+        rules=list(registered.get("rules") or dict.fromkeys(result["name"] for result in results)),
+        results=results,
+        message="\n".join(result["message"] for result in failing),
+    )
+    return entry
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def build_report(registered_by_host: Mapping, rule_names: list | None = None, fail_on: str = "critical",
+                 title: str = "netstate.tcp health") -> dict:
+    """The JSON report: one entry per host (sorted by name) and fleet totals."""
+    rules_engine.check_fail_on(fail_on)
+    hosts = [_host_entry(str(host), registered_by_host[host], fail_on)
+             for host in sorted(registered_by_host, key=str)]
+    names = list(rule_names or [])
+    for entry in hosts:
+        for name in entry["rules"]:
+            if name not in names:
+                names.append(name)
+    for entry in hosts:
+        if entry["status"] in ("error", "unreachable") and not entry["rules"]:
+            entry["rules"] = list(names)
+    totals = {status: sum(1 for entry in hosts if entry["status"] == status) for status in HOST_STATUSES}
+    return {"title": title, "fail_on": fail_on, "rules": names, "totals": totals,
+            "healthy": totals["passed"] == len(hosts), "hosts": hosts}
+
+
+def _testcase_outcome(entry: dict, name: str) -> tuple:
+    """(kind, message, text) for one host x rule: kind is passed, failure, error or skipped."""
+    if entry["status"] in ("error", "unreachable"):
+        return "error", entry["message"], entry["message"]
+    mine = [result for result in entry["results"] if result["name"] == name]
+    text = "\n".join(result["message"] for result in mine)
+    errors = [result for result in mine if result["status"] == "error"]
+    if errors:
+        return "error", errors[0]["message"], text
+    failing = [result for result in mine if rules_engine.is_failing(result, entry["fail_on"])]
+    if failing:
+        return "failure", failing[0]["message"], text
+    if mine and all(result["status"] == "no_data" for result in mine):
+        return "skipped", mine[0]["message"], text
+    return "passed", "", text
+
+
+def render_junit(report: dict) -> str:
+    """JUnit XML: a testsuite per host, a testcase per rule (classname = host, name = rule)."""
+    root = ElementTree.Element("testsuites", name=report["title"])
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for entry in report["hosts"]:
+        suite = ElementTree.SubElement(root, "testsuite", name=entry["host"], hostname=entry["host"])
+        counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+        for name in entry["rules"] or ["health_check"]:
+            kind, message, text = _testcase_outcome(entry, name)
+            case = ElementTree.SubElement(suite, "testcase", classname=entry["host"], name=name, time="0")
+            counts["tests"] += 1
+            if kind == "failure":
+                counts["failures"] += 1
+                severity = next(result["severity"] for result in entry["results"]
+                                if result["name"] == name and rules_engine.is_failing(result, entry["fail_on"]))
+                ElementTree.SubElement(case, "failure", message=message, type=severity).text = text
+            elif kind == "error":
+                counts["errors"] += 1
+                ElementTree.SubElement(case, "error", message=message, type=entry["status"]).text = text
+            elif kind == "skipped":
+                counts["skipped"] += 1
+                ElementTree.SubElement(case, "skipped", message=message)
+            if text and kind != "error":
+                ElementTree.SubElement(case, "system-out").text = text
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+        suite.set("time", "0")
+    for key, value in totals.items():
+        root.set(key, str(value))
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
+def render_json(report: dict) -> str:
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", "<br>")
+
+
+def render_markdown(report: dict) -> str:
+    """A summary table: one row per host, its violations (all severities) in the last column."""
+    totals = report["totals"]
+    hosts = report["hosts"]
+    bad = len(hosts) - totals["passed"]
+    headline = (f"## {report['title']}: {totals['passed']} of {len(hosts)} hosts passed"
+                f"{f', {bad} not' if bad else ''} (fail_on: {report['fail_on']})")
+    lines = [headline, "",
+             "| Host | Result | Critical | Warning | Error | No data | OK | Violations |",
+             "|------|--------|---------:|--------:|------:|--------:|---:|------------|"]
+    for entry in hosts:
+        if entry["status"] in ("error", "unreachable"):
+            lines.append(f"| {_cell(entry['host'])} | {entry['status'].upper()} | - | - | - | - | - | "
+                         f"{_cell(entry['message'])} |")
+            continue
+        counts = entry["counts"]
+        violations = [result["message"] for result in entry["results"] if not result["ok"]]
+        lines.append(f"| {_cell(entry['host'])} | {'FAILED' if entry['status'] == 'failed' else 'passed'} "
+                     f"| {counts['critical']} | {counts['warning']} | {counts['error']} | {counts['no_data']} "
+                     f"| {counts['ok']} | {_cell(chr(10).join(violations)) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+RENDERERS = {"junit": render_junit, "json": render_json, "markdown": render_markdown}
+
+
+def write_if_changed(path: str, text: str, check_mode: bool = False) -> bool:
+    """Atomically replace ``path`` when its content differs; returns whether it (would have) changed."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    if check_mode:
+        return True
+    directory = os.path.dirname(path) or "."
+    handle, temporary = tempfile.mkstemp(prefix=".health-", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return True
