@@ -1,0 +1,111 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Shared test set-up: the collection on ANSIBLE_COLLECTIONS_PATH, private network namespaces.
+
+Tests that need root and namespaces carry @pytest.mark.netns: they skip without root,
+except under CI=true, where a missing prerequisite is a failure.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(ROOT, ".build", "collections")
+LINK = os.path.join(COLLECTIONS, "ansible_collections", "netstate", "tcp")
+SUPPORT = os.path.join(ROOT, "tests", "support")
+
+if not os.path.islink(LINK):
+    os.makedirs(os.path.dirname(LINK), exist_ok=True)
+    os.symlink("../../../..", LINK)
+os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
+os.environ.setdefault("ANSIBLE_CONFIG", os.path.join(ROOT, "ansible.cfg"))
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition, reason):
+    """Skip when a prerequisite is missing; under CI=true fail instead."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail("CI=true but %s" % reason)
+    pytest.skip(reason)
+
+
+def netns_prerequisites():
+    require(os.geteuid() == 0, "needs root for network namespaces")
+    require(shutil.which("ip") is not None, "needs iproute2 (ip)")
+    require(shutil.which("ss") is not None, "needs iproute2 (ss)")
+
+
+@pytest.fixture(autouse=True)
+def _netns_guard(request):
+    if request.node.get_closest_marker("netns") is not None:
+        netns_prerequisites()
+
+
+class Namespace:
+    """A private network namespace with loopback up, removed on close()."""
+
+    def __init__(self, prefix="nst"):
+        self.name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.run(["ip", "link", "set", "lo", "up"])
+        self.path = "/run/netns/" + self.name
+        self.processes = []
+
+    def run(self, cmd, **kwargs):
+        kwargs.setdefault("check", True)
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        return subprocess.run(["ip", "netns", "exec", self.name] + list(cmd), **kwargs)
+
+    def sysctl(self, key, value):
+        self.run(["sysctl", "-q", "-w", "%s=%s" % (key, value)])
+
+    def hold_mix(self, spec, tmp_path):
+        """Build a socket mix (tests/support/sockmix.py) inside the namespace; returns its READY data."""
+        spec_file = tmp_path / ("mix-%s.json" % uuid.uuid4().hex[:6])
+        spec_file.write_text(json.dumps(spec))
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.name, sys.executable, os.path.join(SUPPORT, "sockmix.py"), str(spec_file)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.processes.append(proc)
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            proc.kill()
+            raise RuntimeError("sockmix did not start: %r" % line)
+        return json.loads(line[6:])
+
+    def close(self):
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.stdin.close()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+@pytest.fixture
+def netns():
+    """A fresh private network namespace per test."""
+    netns_prerequisites()
+    namespace = Namespace()
+    try:
+        yield namespace
+    finally:
+        namespace.close()

@@ -1,0 +1,245 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The engine against `ss` on real sockets in a private network namespace.
+
+Every aggregate of the fact document is computed a second, independent way from `ss`
+output taken just before and just after gathering; the mix is held steady, so both
+snapshots must agree with the facts exactly. Both backends (netlink and /proc) run.
+"""
+
+import pytest
+
+from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from tests.support.ss_oracle import Snapshot
+
+pytestmark = pytest.mark.netns
+
+# A mix with every state the engine must tell apart; port 80 next to 8080 and 8081 so a
+# "grep 80" style mistake would show.
+MIX = {
+    "listeners": [
+        {"address": "127.0.0.1", "port": 80, "backlog": 64},
+        {"address": "0.0.0.0", "port": 8080, "backlog": 128},
+        {"address": "::1", "port": 9090, "backlog": 32},
+        {"address": "::", "port": 7070, "backlog": 16},
+        {"address": "127.0.0.1", "port": 5432, "backlog": 100},
+    ],
+    "established": [
+        {"to": ["127.0.0.1", 80], "from": "127.0.0.2", "count": 7},
+        {"to": ["0.0.0.0", 8080], "from": "127.0.0.3", "count": 12},
+        {"to": ["0.0.0.0", 8080], "from": "127.0.0.4", "count": 3},
+        {"to": ["::1", 9090], "count": 5},
+        {"to": ["::", 7070], "from": "127.0.0.5", "count": 4},
+        {"to": ["127.0.0.1", 5432], "from": "127.0.0.6", "count": 9},
+    ],
+    "time_wait": [{"to": ["127.0.0.1", 5432], "from": "127.0.0.7", "count": 25}],
+    "server_time_wait": [{"to": ["0.0.0.0", 8080], "from": "127.0.0.8", "count": 6}],
+    "close_wait": [{"to": ["127.0.0.1", 80], "from": "127.0.0.9", "count": 11}],
+    "accept_full": [{"address": "127.0.0.1", "port": 8081, "backlog": 2, "clients": 6}],
+    "udp": [{"address": "0.0.0.0", "port": 5353}, {"address": "::", "port": 5353}, {"address": "127.0.0.1", "port": 69}],
+    "udp_connected": [{"to": ["127.0.0.1", 69]}],
+}
+
+
+def gather_between(ns, **options):
+    before = Snapshot(ns.name)
+    facts = engine.gather(namespace=ns.name, **options)
+    after = Snapshot(ns.name)
+    return before, facts, after
+
+
+def assert_same(name, value, before, after):
+    assert value == before == after, "%s: facts %r, ss before %r, ss after %r" % (name, value, before, after)
+
+
+@pytest.fixture(scope="module")
+def mix_ns(tmp_path_factory):
+    from tests.conftest import Namespace, netns_prerequisites
+
+    netns_prerequisites()
+    ns = Namespace()
+    try:
+        ns.sysctl("net.ipv4.tcp_tw_reuse", 0)
+        built = ns.hold_mix(MIX, tmp_path_factory.mktemp("mix"))
+        ns.built = built
+        yield ns
+    finally:
+        ns.close()
+
+
+@pytest.mark.parametrize("backend", ["netlink", "proc"])
+def test_states_and_families_match_ss(mix_ns, backend):
+    before, facts, after = gather_between(mix_ns, backend=backend)
+    assert facts["backend"] == backend
+    assert facts["namespace"] == mix_ns.name
+    assert_same("states", facts["tcp"]["states"], before.states(), after.states())
+    assert_same("total", facts["tcp"]["total"], len(before.tcp), len(after.tcp))
+    assert_same("families", facts["tcp"]["families"], before.families(), after.families())
+    # the mix really holds every state it was built for
+    states = facts["tcp"]["states"]
+    assert states["ESTABLISHED"] >= 2 * 40 and states["TIME_WAIT"] >= 31 and states["CLOSE_WAIT"] == 11
+    assert states["FIN_WAIT2"] == 11 and states["LISTEN"] == 6 and states["SYN_SENT"] >= 1
+    assert set(states) == set(engine.STATES)
+
+
+@pytest.mark.parametrize("backend", ["netlink", "proc"])
+def test_ports_match_ss(mix_ns, backend):
+    before, facts, after = gather_between(mix_ns, backend=backend, top=50)
+    assert_same("local_ports", facts["tcp"]["local_ports"], before.local_ports(), after.local_ports())
+    # 80 is counted exactly: not 8080, not 8081, not addresses containing 80
+    assert facts["tcp"]["local_ports"]["80"]["states"]["ESTABLISHED"] == 7
+    assert facts["tcp"]["local_ports"]["80"]["states"]["CLOSE_WAIT"] == 11
+    assert facts["tcp"]["local_ports"]["8080"]["states"]["TIME_WAIT"] == 6
+    assert_same("remote_ports", facts["tcp"]["remote_ports"], before.remote_ports(), after.remote_ports())
+
+
+@pytest.mark.parametrize("backend", ["netlink", "proc"])
+def test_peers_match_ss(mix_ns, backend):
+    before, facts, after = gather_between(mix_ns, backend=backend, top=3)
+    peers = facts["tcp"]["peers"]
+    assert len(peers) == 3
+    totals = [p["total"] for p in peers]
+    assert totals == sorted(totals, reverse=True)
+    for entry in peers:
+        expect_before = before.peers()[entry["address"]]
+        expect_after = after.peers()[entry["address"]]
+        assert_same("peer %s" % entry["address"], {"total": entry["total"], "states": entry["states"]},
+                    expect_before, expect_after)
+    # no address outside the top 3 has more sockets than the third
+    assert max(v["total"] for a, v in before.peers().items() if a not in {p["address"] for p in peers}) <= totals[-1]
+    # IPv4-mapped peers of the dual-stack listener are shown as IPv4
+    assert not any(p["address"].startswith("::ffff:") for p in peers)
+
+
+@pytest.mark.parametrize("backend", ["netlink", "proc"])
+def test_ephemeral_busiest_matches_ss(mix_ns, backend):
+    before, facts, after = gather_between(mix_ns, backend=backend)
+    ephemeral = facts["tcp"]["ephemeral"]
+    low, high = [int(v) for v in mix_ns.run(["sysctl", "-n", "net.ipv4.ip_local_port_range"]).stdout.split()]
+    assert ephemeral["range"] == [low, high] and ephemeral["size"] == high - low + 1
+    busiest = ephemeral["busiest"]
+    (address, port), count = before.busiest_destination().most_common(1)[0]
+    assert (busiest["address"], busiest["port"], busiest["connections"]) == (address, port, count)
+    assert after.busiest_destination()[(address, port)] == count
+    assert busiest["time_wait"] == 25
+    assert busiest["share"] == round(count / ephemeral["size"], 6)
+
+
+def test_listeners_match_ss(mix_ns):
+    before, facts, after = gather_between(mix_ns)
+    expected = before.listeners()
+    assert expected == after.listeners()
+    tcp = [item for item in facts["listeners"] if item["protocol"] == "tcp"]
+    assert len(tcp) == len(expected)
+    for item in tcp:
+        oracle = expected[(item["address"], item["port"])]
+        assert item["queue"] == oracle["queue"], item
+        assert item["backlog"] == oracle["backlog"], item
+        assert item["pid"] == oracle["pid"] == mix_ns.built["pid"], item
+        assert item["process"] == oracle["process"], item
+        assert item["connections"] == oracle["connections"], item
+        assert item["user"] == "root" and item["stime"]
+    full = [item for item in tcp if item["port"] == 8081][0]
+    # Linux lets the accept queue hold backlog + 1 before it drops SYNs
+    assert full["backlog"] == 2 and full["queue"] == 3 and full["saturation"] == 1.5
+
+
+def test_udp_matches_ss(mix_ns):
+    before, facts, after = gather_between(mix_ns)
+    assert_same("udp", facts["udp"], before.udp_totals(), after.udp_totals())
+    udp = sorted((item["address"], item["port"]) for item in facts["listeners"] if item["protocol"] == "udp")
+    assert_same("udp listeners", udp, before.udp_listeners(), after.udp_listeners())
+    assert all(item["queue"] is None and item["backlog"] is None
+               for item in facts["listeners"] if item["protocol"] == "udp")
+
+
+def test_counters_are_the_kernels(mix_ns):
+    facts = engine.gather(namespace=mix_ns.name, sample_interval=0.5)
+    counters = facts["counters"]
+    nstat = {}
+    for line in mix_ns.run(["cat", "/proc/net/netstat"]).stdout.splitlines()[0:2]:
+        nstat.setdefault("names", line.split()[1:]) if "names" not in nstat else nstat.setdefault("values", line.split()[1:])
+    kernel = dict(zip(nstat["names"], (int(v) for v in nstat["values"])))
+    assert set(counters["TcpExt"]) == set(kernel)
+    # the never-accepted clients keep retrying their SYNs: overflows only grow
+    assert 0 < counters["TcpExt"]["ListenOverflows"] <= kernel["ListenOverflows"]
+    sockstat = mix_ns.run(["cat", "/proc/net/sockstat"]).stdout
+    assert "TCP: inuse %d " % counters["sockstat"]["TCP_inuse"] in sockstat
+    assert counters["interval"] >= 0.5 and "ActiveOpens" in counters["rates"]["Tcp"]
+    assert "CurrEstab" not in counters["rates"]["Tcp"]
+    assert counters["sysctl"]["tcp_tw_reuse"] == 0  # set in this namespace only
+
+
+def test_processes_view(mix_ns):
+    facts = engine.gather(namespace=mix_ns.name, subset=["min", "processes"])
+    holder = [entry for entry in facts["processes"].values() if mix_ns.built["pid"] in entry["pids"]]
+    assert len(holder) == 1
+    snapshot = Snapshot(mix_ns.name)
+    # the mix process holds every socket of the namespace that still has a descriptor: not the
+    # TIME_WAIT and FIN_WAIT2 orphans, nor the connections waiting in accept queues
+    with_fd = {s: n for s, n in snapshot.states().items() if s not in ("TIME_WAIT", "FIN_WAIT2")}
+    with_fd["ESTABLISHED"] -= sum(item["queue"] for item in snapshot.listeners().values())
+    held = holder[0]["connections"]["states"]
+    for state, count in with_fd.items():
+        assert held[state] == count, (state, held, with_fd)
+
+
+def test_raw_sockets_and_truncation(mix_ns):
+    facts = engine.gather(namespace=mix_ns.name, subset=["min", "sockets"], max_sockets=10)
+    assert len(facts["sockets"]) == 10 and facts["sockets_truncated"] is True
+    facts = engine.gather(namespace=mix_ns.name, subset=["min", "sockets"], max_sockets=100000)
+    snapshot = Snapshot(mix_ns.name)
+    assert facts["sockets_truncated"] is False
+    tcp = [(s["local_address"], s["local_port"], s["remote_address"], s["remote_port"], s["state"])
+           for s in facts["sockets"] if s["protocol"] == "tcp"]
+    oracle = [(r["local"], r["lport"], r["peer"] if r["peer"] != "*" else r["peer"], r["pport"], r["state"])
+              for r in snapshot.tcp]
+    assert sorted(t[1:2] + t[3:] for t in tcp) == sorted(o[1:2] + o[3:] for o in oracle)
+
+
+def test_namespace_all_labels_each(mix_ns):
+    facts = engine.gather(namespace="all", subset=["min"])
+    assert facts["namespace"] == "host"
+    labels = {doc["namespace"]: doc for doc in facts["namespaces"]}
+    assert mix_ns.name in labels
+    assert labels[mix_ns.name]["tcp"]["states"] == Snapshot(mix_ns.name).states()
+
+
+def test_interrupted_netlink_falls_back_only_when_auto(mix_ns, monkeypatch):
+    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
+
+    def refuse(*_args, **_kwargs):
+        raise _netlink.NetlinkUnavailable("refused for the test")
+
+    monkeypatch.setattr(_netlink, "open_socket", refuse)
+    warnings = []
+    facts = engine.gather(namespace=mix_ns.name, warnings=warnings)
+    assert facts["backend"] == "proc" and "unavailable" in warnings[0]
+    assert facts["tcp"]["states"] == Snapshot(mix_ns.name).states()
+    with pytest.raises(engine.GatherError, match="backend=netlink"):
+        engine.gather(namespace=mix_ns.name, backend="netlink")
+
+
+def test_dump_interrupted_is_retried_then_reported(mix_ns, monkeypatch):
+    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
+
+    real_dump = _netlink.dump
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise _netlink.DumpInterrupted("the socket table changed during the dump")
+        return real_dump(*args, **kwargs)
+
+    monkeypatch.setattr(_netlink, "dump", flaky)
+    facts = engine.gather(namespace=mix_ns.name)
+    assert facts["backend"] == "netlink" and facts["tcp"]["states"] == Snapshot(mix_ns.name).states()
+
+    def always(*_args, **_kwargs):
+        raise _netlink.DumpInterrupted("the socket table changed during the dump")
+
+    monkeypatch.setattr(_netlink, "dump", always)
+    with pytest.raises(engine.GatherError, match="interrupted 3 times"):
+        engine.gather(namespace=mix_ns.name)

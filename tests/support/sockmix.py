@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Build a known mix of real sockets and hold it until standard input closes.
+
+Run inside a private network namespace (`ip netns exec NS python3 sockmix.py SPEC.json`).
+The spec (JSON) lists what to build; every address must be a loopback one. Prints one
+line `READY {...}` with the pid and what was built, then waits; closing stdin (or
+SIGTERM) ends it and the kernel tears everything down with the namespace.
+
+Spec keys, all optional:
+  listeners:    [{"address": "127.0.0.1", "port": 8080, "backlog": 128}]
+  established:  [{"to": ["127.0.0.1", 8080], "from": "127.0.0.2", "count": 10}]
+  time_wait:    [{"to": [...], "from": ..., "count": n}]   client closes first: client side TIME_WAIT
+  server_time_wait: [{"to": [...], "count": n}]             server closes first: TIME_WAIT on the listener port
+  close_wait:   [{"to": [...], "count": n}]                 client closes, server never does: CLOSE_WAIT + FIN_WAIT2
+  accept_full:  [{"address": ..., "port": ..., "backlog": 2, "clients": 6}]   never accepted
+  udp:          [{"address": "0.0.0.0", "port": 5353}]     bound, unconnected
+  udp_connected: [{"to": ["127.0.0.1", 5353]}]
+Addresses containing ':' are IPv6.
+"""
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+
+HELD = []
+
+
+def family_of(address):
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def listen(address, port, backlog):
+    sock = socket.socket(family_of(address), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family_of(address) == socket.AF_INET6 and address == "::":
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((address, port))
+    sock.listen(backlog)
+    HELD.append(sock)
+    return sock
+
+
+LISTENERS = {}
+
+
+def listener_for(to):
+    key = (to[0], to[1])
+    if key not in LISTENERS:
+        raise SystemExit("sockmix: no listener declared for %s:%s" % key)
+    return LISTENERS[key]
+
+
+def connect_pair(to, source=None):
+    """Connect a client to a declared listener and accept it: (client, server)."""
+    server_sock = listener_for(to)
+    address = to[0]
+    if address in ("0.0.0.0",):
+        address = "127.0.0.1"
+    if address == "::":
+        # a dual-stack listener: IPv4 clients reach it as IPv4-mapped peers
+        address = "127.0.0.1" if source and family_of(source) == socket.AF_INET else "::1"
+    client = socket.socket(family_of(address), socket.SOCK_STREAM)
+    if source:
+        client.bind((source, 0))
+    client.connect((address, to[1]))
+    server, _peer = server_sock.accept()
+    return client, server
+
+
+def wait_state(check, timeout=5.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def build(spec):
+    built = {}
+    for item in spec.get("listeners", []):
+        LISTENERS[(item["address"], item["port"])] = listen(item["address"], item["port"], item.get("backlog", 128))
+    built["listeners"] = len(LISTENERS)
+
+    count = 0
+    for item in spec.get("established", []):
+        for _ in range(item["count"]):
+            client, server = connect_pair(item["to"], item.get("from"))
+            HELD.extend((client, server))
+            count += 1
+    built["established_pairs"] = count
+
+    count = 0
+    for item in spec.get("time_wait", []):
+        for _ in range(item["count"]):
+            client, server = connect_pair(item["to"], item.get("from"))
+            client.close()
+            server.recv(1)  # EOF: the client's FIN arrived
+            server.close()
+            count += 1
+    built["time_wait"] = count
+
+    count = 0
+    for item in spec.get("server_time_wait", []):
+        for _ in range(item["count"]):
+            client, server = connect_pair(item["to"], item.get("from"))
+            server.close()
+            client.recv(1)
+            client.close()
+            count += 1
+    built["server_time_wait"] = count
+
+    count = 0
+    for item in spec.get("close_wait", []):
+        for _ in range(item["count"]):
+            client, server = connect_pair(item["to"], item.get("from"))
+            client.close()
+            server.recv(1)
+            HELD.append(server)  # never closed: CLOSE_WAIT; the client's orphan waits in FIN_WAIT2
+            count += 1
+    built["close_wait"] = count
+
+    count = 0
+    for item in spec.get("accept_full", []):
+        listen(item["address"], item["port"], item.get("backlog", 2))
+        address = item["address"]
+        if address == "0.0.0.0":
+            address = "127.0.0.1"
+        for _ in range(item["clients"]):
+            client = socket.socket(family_of(address), socket.SOCK_STREAM)
+            client.setblocking(False)
+            try:
+                client.connect((address, item["port"]))
+            except BlockingIOError:
+                pass
+            HELD.append(client)
+            count += 1
+    built["accept_full_clients"] = count
+
+    for item in spec.get("udp", []):
+        sock = socket.socket(family_of(item["address"]), socket.SOCK_DGRAM)
+        if family_of(item["address"]) == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((item["address"], item["port"]))
+        HELD.append(sock)
+    for item in spec.get("udp_connected", []):
+        sock = socket.socket(family_of(item["to"][0]), socket.SOCK_DGRAM)
+        sock.connect(tuple(item["to"]))
+        HELD.append(sock)
+    built["udp"] = len(spec.get("udp", [])) + len(spec.get("udp_connected", []))
+    # Let the handshakes of the never-accepted clients settle (queued or dropped SYNs).
+    time.sleep(0.3)
+    return built
+
+
+def main():
+    with open(sys.argv[1]) as handle:
+        spec = json.load(handle)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    built = build(spec)
+    built["pid"] = os.getpid()
+    sys.stdout.write("READY %s\n" % json.dumps(built))
+    sys.stdout.flush()
+    while True:
+        ready, _w, _x = select.select([sys.stdin], [], [], 3600)
+        if ready and not sys.stdin.readline():
+            return
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The independent oracle: run `ss` and compute every aggregate from its text output.
+
+Nothing here imports the engine; the aggregates are computed the plain way, from rows.
+"""
+
+import re
+import subprocess
+from collections import Counter, defaultdict
+
+SS_STATES = {
+    "ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
+    "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "UNCONN": "CLOSE", "CLOSE-WAIT": "CLOSE_WAIT",
+    "LAST-ACK": "LAST_ACK", "LISTEN": "LISTEN", "CLOSING": "CLOSING",
+}
+ALL_STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+              "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+
+
+def split_endpoint(text):
+    """'127.0.0.1:80' / '[::1]:80' / '[::ffff:1.2.3.4]:80' / '*:80' / '0.0.0.0%lo:80' -> (address, port, v6)."""
+    host, _sep, port = text.rpartition(":")
+    v6 = host.startswith("[")
+    host = host.strip("[]")
+    host = host.split("%", 1)[0]
+    if host == "*":
+        # ss prints a dual-stack (not IPV6_V6ONLY) IPv6 socket bound to [::] as '*'
+        host, v6 = "::", True
+    port = 0 if port == "*" else int(port)
+    return host, port, v6 or ":" in host
+
+
+def plain(address):
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
+
+
+def run_ss(args, netns=None):
+    cmd = ["ss", "-H", "-n"] + args
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + cmd
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
+USERS = re.compile(r'users:\(\("([^"]*)",pid=(\d+),fd=(\d+)\)')
+
+
+def rows(text, with_process=False):
+    result = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        state = SS_STATES.get(fields[0], fields[0])
+        local, lport, v6 = split_endpoint(fields[3])
+        peer, pport, _pv6 = split_endpoint(fields[4])
+        row = {"state": state, "recv_q": int(fields[1]), "send_q": int(fields[2]),
+               "local": plain(local), "lport": lport, "peer": plain(peer), "pport": pport,
+               "family": "ipv6" if v6 else "ipv4"}
+        if with_process:
+            match = USERS.search(line)
+            row["process"] = match.group(1) if match else None
+            row["pid"] = int(match.group(2)) if match else None
+        result.append(row)
+    return result
+
+
+def zero_states():
+    return dict.fromkeys(ALL_STATES, 0)
+
+
+def states_of(items):
+    states = zero_states()
+    for row in items:
+        states[row["state"]] += 1
+    return states
+
+
+class Snapshot:
+    """Every aggregate connection_facts computes, from one run of ss."""
+
+    def __init__(self, netns=None, top=10):
+        self.tcp = rows(run_ss(["-t", "-a"], netns))
+        self.udp = rows(run_ss(["-u", "-a"], netns))
+        self.listen = rows(run_ss(["-t", "-l", "-p"], netns), with_process=True)
+        self.top = top
+
+    def states(self):
+        return states_of(self.tcp)
+
+    def families(self):
+        return {fam: {"total": sum(1 for r in self.tcp if r["family"] == fam),
+                      "states": states_of([r for r in self.tcp if r["family"] == fam])}
+                for fam in ("ipv4", "ipv6")}
+
+    def listen_ports(self):
+        return {r["lport"] for r in self.tcp if r["state"] == "LISTEN"}
+
+    def local_ports(self):
+        ports = self.listen_ports()
+        return {str(p): {"total": sum(1 for r in self.tcp if r["lport"] == p),
+                         "states": states_of([r for r in self.tcp if r["lport"] == p])} for p in ports}
+
+    def _client_side(self):
+        ports = self.listen_ports()
+        return [r for r in self.tcp if r["state"] != "LISTEN" and r["lport"] not in ports]
+
+    def remote_ports(self):
+        grouped = defaultdict(list)
+        for r in self._client_side():
+            grouped[r["pport"]].append(r)
+        return {str(p): {"total": len(v), "states": states_of(v)} for p, v in grouped.items()}
+
+    def peers(self):
+        grouped = defaultdict(list)
+        for r in self.tcp:
+            if r["state"] != "LISTEN":
+                grouped[r["peer"]].append(r)
+        return {a: {"total": len(v), "states": states_of(v)} for a, v in grouped.items()}
+
+    def busiest_destination(self):
+        counts = Counter((r["peer"], r["pport"]) for r in self._client_side())
+        return counts
+
+    def udp_totals(self):
+        return {"total": len(self.udp),
+                "families": {f: sum(1 for r in self.udp if r["family"] == f) for f in ("ipv4", "ipv6")}}
+
+    def udp_listeners(self):
+        return sorted((r["local"], r["lport"]) for r in self.udp if r["state"] == "CLOSE" and r["pport"] == 0)
+
+    def listeners(self):
+        """{(address, port): {queue, backlog, pid, process, established}}"""
+        established = Counter(r["lport"] for r in self.tcp if r["state"] == "ESTABLISHED")
+        result = {}
+        for r in self.listen:
+            result[(r["local"], r["lport"])] = {
+                "queue": r["recv_q"], "backlog": r["send_q"], "pid": r["pid"], "process": r["process"],
+                "connections": established[r["lport"]],
+            }
+        return result
