@@ -37,7 +37,8 @@ MIX = {
     "server_time_wait": [{"to": ["0.0.0.0", 8080], "from": "127.0.0.8", "count": 6}],
     "close_wait": [{"to": ["127.0.0.1", 80], "from": "127.0.0.9", "count": 11}],
     "accept_full": [{"address": "127.0.0.1", "port": 8081, "backlog": 2, "clients": 6}],
-    "udp": [{"address": "0.0.0.0", "port": 5353}, {"address": "::", "port": 5353}, {"address": "127.0.0.1", "port": 69}],
+    "udp": [{"address": "0.0.0.0", "port": 5353}, {"address": "::", "port": 5353},
+            {"address": "127.0.0.1", "port": 69}],
     "udp_connected": [{"to": ["127.0.0.1", 69]}],
 }
 
@@ -157,10 +158,8 @@ def test_udp_matches_ss(mix_ns):
 def test_counters_are_the_kernels(mix_ns):
     facts = engine.gather(namespace=mix_ns.name, sample_interval=0.5)
     counters = facts["counters"]
-    nstat = {}
-    for line in mix_ns.run(["cat", "/proc/net/netstat"]).stdout.splitlines()[0:2]:
-        nstat.setdefault("names", line.split()[1:]) if "names" not in nstat else nstat.setdefault("values", line.split()[1:])
-    kernel = dict(zip(nstat["names"], (int(v) for v in nstat["values"])))
+    names, values = mix_ns.run(["cat", "/proc/net/netstat"]).stdout.splitlines()[0:2]
+    kernel = dict(zip(names.split()[1:], (int(v) for v in values.split()[1:])))
     assert set(counters["TcpExt"]) == set(kernel)
     # the never-accepted clients keep retrying their SYNs: overflows only grow
     assert 0 < counters["TcpExt"]["ListenOverflows"] <= kernel["ListenOverflows"]

@@ -120,8 +120,7 @@ class Snapshot:
         return {a: {"total": len(v), "states": states_of(v)} for a, v in grouped.items()}
 
     def busiest_destination(self):
-        counts = Counter((r["peer"], r["pport"]) for r in self._client_side())
-        return counts
+        return Counter((r["peer"], r["pport"]) for r in self._client_side())
 
     def udp_totals(self):
         return {"total": len(self.udp),
