@@ -25,7 +25,12 @@ if not os.path.islink(LINK):
     os.makedirs(os.path.dirname(LINK), exist_ok=True)
     os.symlink("../../../..", LINK)
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
+# ansible-playbook and ansible-test of the virtualenv running the tests
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 os.environ.setdefault("ANSIBLE_CONFIG", os.path.join(ROOT, "ansible.cfg"))
+# Local runs use the test interpreter (interpreter discovery may find a broken shim);
+# fleet inventories set ansible_python_interpreter per host, which wins over this.
+os.environ.setdefault("ANSIBLE_PYTHON_INTERPRETER", sys.executable)
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
 if ROOT not in sys.path:
