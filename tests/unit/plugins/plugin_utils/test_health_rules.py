@@ -1,0 +1,426 @@
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The health rule engine: every validation error, the built-in rules and evaluation.
+
+Real JMESPath and the real built-in rule file; fact documents are built by hand in the shape
+of docs/facts-contract.md. Real sockets are in tests/integration/test_health_role.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+
+import pytest
+import yaml
+
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
+
+STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+          "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+BUILTIN_NAMES = ["time_wait_ephemeral_share", "close_wait_per_port", "syn_recv_total", "accept_queue_saturation",
+                 "accept_queue_full", "listen_overflows_rate", "listen_drops_rate", "orphans_share",
+                 "time_wait_overflow_rate"]
+
+
+def states(**counts):
+    result = dict.fromkeys(STATES, 0)
+    result.update(counts)
+    return result
+
+
+def listener(port, queue, backlog, process="nginx", pid=1234, protocol="tcp", address="0.0.0.0"):
+    return {"protocol": protocol, "family": "ipv4", "address": address, "port": port,
+            "backlog": backlog if protocol == "tcp" else None, "queue": queue if protocol == "tcp" else None,
+            "saturation": round(queue / backlog, 4) if protocol == "tcp" and backlog else None,
+            "pid": pid, "process": process, "user": "www-data", "stime": "2026-11-26T03:58:31", "connections": 3}
+
+
+@pytest.fixture
+def facts():
+    """A healthy host: a web server on 8080, sshd on 22, sampled counters."""
+    return {
+        "backend": "netlink", "namespace": "host", "kernel": "6.1.0", "duration_ms": 3.2,
+        "gather_subset": ["counters", "listeners", "peers", "ports", "states"],
+        "tcp": {
+            "total": 12, "states": states(ESTABLISHED=8, TIME_WAIT=2, LISTEN=2, SYN_RECV=1),
+            "families": {"ipv4": {"total": 12, "states": states(ESTABLISHED=8, TIME_WAIT=2, LISTEN=2)},
+                         "ipv6": {"total": 0, "states": states()}},
+            "local_ports": {"22": {"total": 2, "states": states(ESTABLISHED=1, LISTEN=1)},
+                            "8080": {"total": 8, "states": states(ESTABLISHED=6, LISTEN=1, CLOSE_WAIT=1)}},
+            "remote_ports": {"5432": {"total": 2, "states": states(ESTABLISHED=1, TIME_WAIT=1)}},
+            "peers": [{"address": "198.18.0.5", "total": 2, "states": states(ESTABLISHED=1, TIME_WAIT=1)}],
+            "ephemeral": {"range": [32768, 60999], "size": 28232,
+                          "busiest": {"address": "198.18.0.5", "port": 5432, "connections": 2, "time_wait": 1,
+                                      "share": 0.0001}},
+        },
+        "udp": {"total": 1, "families": {"ipv4": 1, "ipv6": 0}},
+        "listeners": [listener(22, 0, 128, process="sshd", pid=700), listener(8080, 2, 511),
+                      listener(5353, None, None, process="avahi", protocol="udp")],
+        "counters": {
+            "sockstat": {"sockets_used": 20, "TCP_inuse": 10, "TCP_orphan": 3, "TCP_tw": 2},
+            "TcpExt": {"ListenOverflows": 7, "ListenDrops": 7, "TCPTimeWaitOverflow": 0},
+            "Tcp": {"ActiveOpens": 10, "PassiveOpens": 20, "CurrEstab": 8},
+            "sysctl": {"tcp_max_orphans": 65536, "somaxconn": 4096, "tcp_max_tw_buckets": 65536},
+            "interval": 1.0,
+            "rates": {"TcpExt": {"ListenOverflows": 0.0, "ListenDrops": 0.0, "TCPTimeWaitOverflow": 0.0},
+                      "Tcp": {"ActiveOpens": 2.0}},
+        },
+    }
+
+
+def rule(**fields):
+    base = {"name": "r", "query": "tcp.total", "max": 10}
+    base.update(fields)
+    return base
+
+
+def by_name(results, name):
+    return [result for result in results if result["name"] == name]
+
+
+# --- validation: one error naming the rule and the field ---------------------------------------
+
+@pytest.mark.parametrize("rules, where, rule_name, field, problem", [
+    ("close_wait", "rules", None, None, "must be a list of rules, got str"),
+    ({"name": "x"}, "rules", None, None, "must be a list of rules, got dict"),
+    (["not a rule"], "rules[0]", None, None, "must be a mapping, got str"),
+    ([{"query": "tcp.total", "max": 1}], "rules[0]", None, "name", "is required"),
+    ([rule(name="")], "rules[0]", None, "name", "must match"),
+    ([rule(name="two words")], "rules[0]", None, "name", "must match"),
+    ([rule(name=5)], "rules[0]", None, "name", "must match"),
+    ([rule(), rule(name="r2", maxx=3)], "rules[1]", "r2", "maxx", "unknown field (allowed: name, description"),
+    ([{"name": "r", "max": 1}], "rules[0]", "r", "query", "is required"),
+    ([rule(query="")], "rules[0]", "r", "query", "must be a non-empty JMESPath string"),
+    ([rule(query=["tcp.total"])], "rules[0]", "r", "query", "must be a non-empty JMESPath string"),
+    ([rule(query="tcp.states[")], "rules[0]", "r", "query", "invalid JMESPath 'tcp.states['"),
+    ([rule(query="tcp..total")], "rules[0]", "r", "query", "invalid JMESPath"),
+    ([rule(each="listeners[?protocol=='tcp'")], "rules[0]", "r", "each", "invalid JMESPath"),
+    ([rule(each="listeners", label="format('{port}'")], "rules[0]", "r", "label", "invalid JMESPath"),
+    ([rule(query="dvi(tcp.total, `2`)")], "rules[0]", "r", "query", "unknown function dvi() (known: abs, add"),
+    ([rule(query="div(tcp.total)")], "rules[0]", "r", "query", "function div() takes 2 argument(s), got 1"),
+    ([rule(query="max_by(listeners, &port, `1`).port")], "rules[0]", "r", "query", "max_by() takes 2"),
+    ([rule(label="format('x')")], "rules[0]", "r", "label", "function format() takes 2 argument(s), got 1"),
+    ([rule(max="ten")], "rules[0]", "r", "max", "must be a number, got 'ten'"),
+    ([rule(max=True)], "rules[0]", "r", "max", "must be a number, got True"),
+    ([rule(max=[10])], "rules[0]", "r", "max", "must be a number, got list [10]"),
+    ([rule(max=math.nan)], "rules[0]", "r", "max", "must be a finite number"),
+    ([rule(max="inf")], "rules[0]", "r", "max", "must be a finite number"),
+    ([rule(max=None, min="low")], "rules[0]", "r", "min", "must be a number, got 'low'"),
+    ([rule(max=None)], "rules[0]", "r", "max", "a rule needs max and/or min"),
+    ([rule(max=1, min=5)], "rules[0]", "r", "min", "5 is above max 1"),
+    ([rule(severity="major")], "rules[0]", "r", "severity", "must be one of warning, critical, got 'major'"),
+    ([rule(description=["a"])], "rules[0]", "r", "description", "must be a string"),
+    ([rule(), rule(query="tcp.states.LISTEN")], "rules[1]", "r", "name", "duplicate name, already used by rules[0]"),
+])
+def test_validation_error_names_rule_and_field(rules, where, rule_name, field, problem):
+    with pytest.raises(health.HealthRuleError) as raised:
+        health.validate_rules(rules)
+    error = raised.value
+    assert (error.where, error.rule, error.field) == (where, rule_name, field)
+    assert problem in error.problem
+    text = str(error)
+    assert text.startswith(where)
+    if rule_name:
+        assert f"rule '{rule_name}'" in text
+    if field:
+        assert f"field '{field}'" in text
+
+
+def test_duplicate_across_rules_and_extra_rules():
+    with pytest.raises(health.HealthRuleError) as raised:
+        health.build_rules([rule(name="a")], [rule(name="b"), rule(name="a")])
+    assert str(raised.value) == "extra_rules[1]: rule 'a': field 'name': duplicate name, already used by rules[0]"
+
+
+def test_extra_rule_duplicating_a_builtin():
+    with pytest.raises(health.HealthRuleError) as raised:
+        health.build_rules(None, [rule(name="syn_recv_total")])
+    assert str(raised.value) == ("extra_rules[0]: rule 'syn_recv_total': field 'name': duplicate name, "
+                                 "already used by built-in rules")
+
+
+@pytest.mark.parametrize("thresholds, rule_name, field, problem", [
+    ([1], None, None, "must be a mapping of rule name to threshold"),
+    ({"close_wait": 5}, "close_wait", None, "no such rule (known: accept_queue_full, accept_queue_saturation"),
+    ({"syn_recv_total": "many"}, "syn_recv_total", "max", "must be a number, got 'many'"),
+    ({"syn_recv_total": None}, "syn_recv_total", "max", "must be a number or a mapping"),
+    ({"syn_recv_total": {"maximum": 3}}, "syn_recv_total", "maximum", "unknown field (allowed: max, min"),
+    ({"syn_recv_total": {"severity": "page"}}, "syn_recv_total", "severity", "must be one of warning, critical"),
+    ({"syn_recv_total": {"enabled": "no"}}, "syn_recv_total", "enabled", "must be true or false, got 'no'"),
+    ({"syn_recv_total": {"min": 300}}, "syn_recv_total", "min", "300 is above max 256"),
+    ({"syn_recv_total": {"max": None}}, "syn_recv_total", "max", "a rule needs max and/or min"),
+    ({"orphans_share": {"max": [1]}}, "orphans_share", "max", "must be a number, got list"),
+])
+def test_threshold_errors_name_rule_and_field(thresholds, rule_name, field, problem):
+    with pytest.raises(health.HealthRuleError) as raised:
+        health.build_rules(None, [], thresholds, threshold_source="netstate_health_thresholds")
+    error = raised.value
+    assert (error.where, error.rule, error.field) == ("netstate_health_thresholds", rule_name, field)
+    assert problem in error.problem
+
+
+@pytest.mark.parametrize("value", ["warn", None, "Critical"])
+def test_fail_on_must_be_a_severity(value):
+    with pytest.raises(health.HealthRuleError, match=r"^fail_on: must be one of warning, critical"):
+        health.check_fail_on(value)
+
+
+def test_numeric_strings_are_thresholds():
+    rules = health.validate_rules([rule(max="10"), rule(name="s", max=" 0.5 ", min="-1")])
+    assert (rules[0].max, type(rules[0].max)) == (10, int)
+    assert (rules[1].max, rules[1].min) == (0.5, -1)
+
+
+# --- built-in rules ----------------------------------------------------------------------------
+
+def test_builtin_rules_load_and_validate():
+    rules = health.load_builtin_rules()
+    assert [item.name for item in rules] == BUILTIN_NAMES
+    assert {item.severity for item in rules} == {"warning", "critical"}
+    assert all(item.description for item in rules)
+    assert health.needs_rates(rules)
+    assert [item.name for item in rules if item.uses_rates] == [
+        "listen_overflows_rate", "listen_drops_rate", "time_wait_overflow_rate"]
+
+
+def test_builtin_rules_file_is_plain_rule_data():
+    with open(health.BUILTIN_RULES_PATH, encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    assert [item["name"] for item in raw] == BUILTIN_NAMES
+    assert all(set(item) <= set(health.RULE_FIELDS) for item in raw)
+
+
+def test_docs_list_every_builtin_rule_with_its_threshold():
+    with open(os.path.join(ROOT, "docs", "health.md"), encoding="utf-8") as handle:
+        text = handle.read()
+    for item in health.load_builtin_rules():
+        row = re.search(rf"^\| `{item.name}` \|.*$", text, re.MULTILINE)
+        assert row, f"docs/health.md has no table row for {item.name}"
+        bound = "max" if item.max is not None else "min"
+        assert f"{bound} {health.format_value(getattr(item, bound))}" in row.group(0)
+        assert item.severity in row.group(0)
+
+
+def test_healthy_host_passes_every_builtin(facts):
+    results = health.evaluate(health.build_rules(), facts)
+    assert [result["name"] for result in results] == BUILTIN_NAMES
+    assert all(result["status"] == "ok" for result in results), [r["message"] for r in results if not r["ok"]]
+    summary = health.summarize(results, "critical")
+    assert summary["healthy"] and summary["counts"]["ok"] == 9
+    assert summary["msg"] == "9 health results, none at or above critical"
+
+
+def test_worst_element_is_reported_when_every_element_passes(facts):
+    results = health.evaluate(health.build_rules(), facts)
+    close_wait = by_name(results, "close_wait_per_port")
+    assert close_wait == [{"name": "close_wait_per_port", "value": 1, "threshold": 100, "bound": "max",
+                           "severity": "critical", "ok": True, "status": "ok", "subject": "port 8080",
+                           "message": "ok: close_wait_per_port [port 8080]: 1 (max 100)"}]
+    saturation = by_name(results, "accept_queue_saturation")[0]
+    assert saturation["subject"] == "0.0.0.0:8080 1234/nginx"
+    assert saturation["value"] == pytest.approx(2 / 511)
+
+
+def test_close_wait_leak_fails_naming_the_port(facts):
+    facts["tcp"]["local_ports"]["9000"] = {"total": 5001, "states": states(CLOSE_WAIT=5000, LISTEN=1)}
+    facts["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 101
+    results = health.evaluate(health.build_rules(), facts)
+    violations = by_name(results, "close_wait_per_port")
+    assert [(r["subject"], r["value"], r["status"]) for r in violations] == [
+        ("port 8080", 101, "critical"), ("port 9000", 5000, "critical")]
+    summary = health.summarize(results, "critical")
+    assert not summary["healthy"]
+    assert summary["msg"].splitlines() == [
+        "2 health rule violation(s) at or above critical:",
+        "critical: close_wait_per_port [port 8080]: 101 > max 100",
+        "critical: close_wait_per_port [port 9000]: 5000 > max 100",
+    ]
+
+
+def test_full_accept_queue_is_critical_naming_listener_and_process(facts):
+    facts["listeners"].append(listener(8443, 129, 128, process="java", pid=4242, address="::"))
+    results = health.evaluate(health.build_rules(), facts)
+    full = by_name(results, "accept_queue_full")
+    assert [(r["status"], r["subject"]) for r in full] == [("critical", ":::8443 4242/java")]
+    assert full[0]["message"] == "critical: accept_queue_full [:::8443 4242/java]: 1.008 > max 1"
+    assert [r["status"] for r in by_name(results, "accept_queue_saturation")] == ["warning"]
+
+
+def test_queue_at_backlog_is_saturated_but_not_full(facts):
+    # the kernel's queue is full only beyond the backlog (sk_acceptq_is_full: queue > backlog)
+    facts["listeners"][1].update(queue=511, backlog=511)
+    results = health.evaluate(health.build_rules(), facts)
+    assert by_name(results, "accept_queue_full")[0]["status"] == "ok"
+    assert by_name(results, "accept_queue_saturation")[0]["status"] == "warning"
+
+
+def test_time_wait_flood_warns_naming_the_destination(facts):
+    facts["tcp"]["ephemeral"]["busiest"].update(connections=9100, time_wait=9000, port=80, address="198.18.0.9")
+    results = health.evaluate(health.build_rules(), facts)
+    result = by_name(results, "time_wait_ephemeral_share")[0]
+    assert (result["status"], result["subject"]) == ("warning", "198.18.0.9:80")
+    assert result["value"] == pytest.approx(9000 / 28232)
+    assert health.summarize(results, "critical")["healthy"]
+    assert not health.summarize(results, "warning")["healthy"]
+
+
+def test_no_outgoing_connection_gives_no_data(facts):
+    facts["tcp"]["ephemeral"]["busiest"] = None
+    result = by_name(health.evaluate(health.build_rules(), facts), "time_wait_ephemeral_share")[0]
+    assert (result["status"], result["ok"], result["value"], result["subject"]) == ("no_data", True, None, None)
+
+
+def test_rate_rules_read_sampled_rates_and_have_no_data_without_them(facts):
+    facts["counters"]["rates"]["TcpExt"].update(ListenOverflows=12.5, TCPTimeWaitOverflow=3.0)
+    results = health.evaluate(health.build_rules(), facts)
+    assert [r["status"] for r in results if r["name"].endswith("_rate")] == ["warning", "ok", "warning"]
+    del facts["counters"]["rates"], facts["counters"]["interval"]
+    results = health.evaluate(health.build_rules(), facts)
+    assert [r["status"] for r in results if r["name"].endswith("_rate")] == ["no_data"] * 3
+
+
+def test_orphans_against_tcp_max_orphans(facts):
+    facts["counters"]["sockstat"]["TCP_orphan"] = 40000
+    assert by_name(health.evaluate(health.build_rules(), facts), "orphans_share")[0]["status"] == "warning"
+    facts["counters"]["sysctl"]["tcp_max_orphans"] = None  # not visible inside a namespace
+    assert by_name(health.evaluate(health.build_rules(), facts), "orphans_share")[0]["status"] == "no_data"
+
+
+def test_syn_recv_total(facts):
+    facts["tcp"]["states"]["SYN_RECV"] = 257
+    assert by_name(health.evaluate(health.build_rules(), facts), "syn_recv_total")[0]["status"] == "warning"
+
+
+# --- thresholds --------------------------------------------------------------------------------
+
+def test_thresholds_override_builtins(facts):
+    rules = health.build_rules(None, [], {
+        "close_wait_per_port": 0,                          # number: replaces max
+        "syn_recv_total": {"max": 0, "severity": "critical"},
+        "orphans_share": {"enabled": False},
+        "accept_queue_saturation": "0.001",
+    })
+    assert "orphans_share" not in [item.name for item in rules]
+    results = health.evaluate(rules, facts)
+    statuses = {r["name"]: (r["status"], r["threshold"]) for r in results if not r["ok"]}
+    assert statuses == {"close_wait_per_port": ("critical", 0), "syn_recv_total": ("critical", 0),
+                        "accept_queue_saturation": ("warning", 0.001)}
+
+
+def test_number_override_replaces_min_of_a_min_only_rule(facts):
+    rules = health.build_rules([rule(name="listeners", query="length(listeners)", max=None, min=1)], [],
+                               {"listeners": 5})
+    assert (rules[0].min, rules[0].max) == (5, None)
+    result = health.evaluate(rules, facts)[0]
+    assert result["message"] == "critical: listeners: 3 < min 5"
+    assert (result["bound"], result["threshold"]) == ("min", 5)
+
+
+def test_override_can_drop_a_bound():
+    rules = health.build_rules([rule(max=10, min=1)], [], {"r": {"max": None}})
+    assert (rules[0].max, rules[0].min) == (None, 1)
+
+
+def test_overrides_do_not_change_the_original_rules():
+    original = health.build_rules()
+    health.apply_thresholds(original, {"syn_recv_total": 1})
+    assert [item.max for item in original if item.name == "syn_recv_total"] == [256]
+
+
+# --- evaluation edge cases ---------------------------------------------------------------------
+
+def test_each_over_a_list_names_elements_by_label_or_index(facts):
+    rules = health.validate_rules([
+        rule(name="labelled", each="listeners[?protocol=='tcp']", label="process", query="queue", max=1),
+        rule(name="indexed", each="listeners[?protocol=='tcp']", query="queue", max=1),
+        rule(name="numeric_label", each="listeners", label="port", query="port", max=100),
+    ])
+    results = health.evaluate(rules, facts)
+    assert [(r["name"], r["subject"]) for r in results] == [
+        ("labelled", "nginx"), ("indexed", "#1"), ("numeric_label", "8080"), ("numeric_label", "5353")]
+
+
+def test_each_over_nothing_is_ok(facts):
+    facts["listeners"] = []
+    result = by_name(health.evaluate(health.build_rules(), facts), "accept_queue_full")[0]
+    assert (result["status"], result["value"], result["message"]) == (
+        "ok", None, "ok: accept_queue_full: nothing to check (max 1)")
+
+
+def test_min_rule_each_reports_the_lowest(facts):
+    rules = health.validate_rules([rule(each="listeners[?protocol=='tcp']", label="process",
+                                        query="backlog", max=None, min=100)])
+    assert health.evaluate(rules, facts)[0]["subject"] == "sshd"
+
+
+@pytest.mark.parametrize("fields, detail", [
+    ({"query": "kernel"}, "query returned str '6.1.0', expected a number"),
+    ({"query": "tcp.states"}, "query returned dict"),
+    ({"query": "tcp.total > `3`"}, "query returned bool True, expected a number"),
+    ({"each": "tcp.total"}, "each returned int, expected an object or a list"),
+    ({"query": "div(kernel, `2`)"}, "invalid type for value: 6.1.0"),
+    ({"label": "format('{', @)"}, "format('{')"),
+])
+def test_unevaluable_rules_are_errors_that_always_fail(facts, fields, detail):
+    results = health.evaluate(health.validate_rules([rule(severity="warning", **fields)]), facts)
+    assert [r["status"] for r in results] == ["error"]
+    assert detail in results[0]["message"]
+    assert results[0]["message"].startswith("error: r")
+    assert not health.summarize(results, "critical")["healthy"]
+
+
+def test_functions():
+    def value(expression, data=None):
+        return health.evaluate(health.validate_rules([rule(query=expression)]), data or {})[0]["value"]
+
+    assert value("div(`7`, `2`)") == 3.5
+    assert value("div(`7`, `0`)") is None
+    assert value("div(missing, `2`)") is None
+    assert value("sub(`7`, `2`)") == 5
+    assert value("add(`7`, `2`)") == 9
+    assert value("mul(`7`, `2`)") == 14
+    assert value("mul(missing, `2`)") is None
+    labels = health.validate_rules([
+        rule(name="a", label="format('{address}:{port} {pid}/{process}', @)"),
+        rule(name="b", label="format('{}', missing)"),
+        rule(name="c", label="format('port {}', tcp.total)"),
+    ])
+    results = health.evaluate(labels, {"address": "::1", "port": 80, "pid": None, "process": None,
+                                       "tcp": {"total": 4.0}})
+    assert [r["subject"] for r in results] == ["::1:80 -/-", None, "port 4"]
+
+
+def test_tagged_subclasses_are_plain_for_jmespath(facts):
+    class TaggedStr(str):
+        pass
+
+    class TaggedDict(dict):
+        pass
+
+    tagged = copy.deepcopy(facts)
+    tagged["listeners"][1] = TaggedDict(tagged["listeners"][1], process=TaggedStr("nginx"), protocol=TaggedStr("tcp"))
+    rules = health.validate_rules([rule(each="listeners[?protocol=='tcp']", label="format('{process}', @)",
+                                        query="div(queue, backlog)", max=0.001)])
+    results = health.evaluate(rules, tagged)
+    assert [(r["subject"], r["status"]) for r in results] == [("nginx", "critical")]
+
+
+def test_fail_on_warning_and_messages(facts):
+    facts["tcp"]["states"]["SYN_RECV"] = 1000
+    results = health.evaluate(health.build_rules(), facts)
+    assert health.summarize(results, "critical")["msg"] == (
+        "9 health results, none at or above critical (1 below it)")
+    summary = health.summarize(results, "warning")
+    assert summary["msg"].splitlines() == ["1 health rule violation(s) at or above warning:",
+                                           "warning: syn_recv_total: 1000 > max 256"]
+    assert [r["name"] for r in summary["violations"]] == ["syn_recv_total"]
+
+
+@pytest.mark.parametrize("value, text", [(5000, "5000"), (1.0, "1"), (0.031914, "0.03191"), (123456.7, "123457"),
+                                         (None, "None"), (True, "True")])
+def test_format_value(value, text):
+    assert health.format_value(value) == text
