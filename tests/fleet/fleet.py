@@ -1,0 +1,782 @@
+#!/usr/bin/env python3
+"""A fleet of real SSH hosts for tests: podman containers from a minimal Debian 12 image.
+
+Command line (as root)::
+
+    python3 tests/fleet/fleet.py up --hosts 3 --inventory /tmp/fleet.ini
+    ansible all -i /tmp/fleet.ini -m ansible.builtin.ping
+    python3 tests/fleet/fleet.py status
+    python3 tests/fleet/fleet.py down
+
+Importable::
+
+    from fleet import Fleet
+    fleet = Fleet(name="demo")
+    fleet.up(5)                        # idempotent; builds/caches the image, starts hosts, writes the inventory
+    fleet.exec("h01", "ss -tan")       # CompletedProcess, via podman exec
+    load = fleet.loadgen("h02", "time_wait", count=2000)
+    print(load.info)                   # what the load generator built (its READY line)
+    load.stop()
+    fleet.down()                       # removes hosts, network and every file the fleet made
+
+What a fleet is made of
+    * one podman bridge network ``nsf-<name>`` over a /27 slice of 198.18.0.0/24 (eight fleets at
+      most, so several engineers can run fleets at once); ``--internal``: no route out of it, no DNS.
+    * hosts ``h01``..``hNN`` (containers ``nsf-<name>-hNN``), addresses .2 upwards in the slice, each
+      running sshd as its container command (no systemd) with a key the harness generates.
+    * containers run in a user namespace (uid 0 inside is an unprivileged uid outside) with
+      ``--cap-add NET_ADMIN`` and ``--security-opt unmask=/proc/sys``: that is the least podman needs
+      so that root in a host can write its own net.* sysctls and addresses, while kernel-wide
+      sysctls (vm.*, kernel.*) stay out of reach.
+    * the load generator (loadgen.py) is mounted read-only at /usr/local/lib/netstate-fleet/loadgen.py.
+
+Everything lives under the state directory (env NETSTATE_FLEET_STATE_DIR, default
+/var/lib/netstate-fleet) and /run/netstate-fleet: our own containers.conf and storage.conf (given
+to podman through CONTAINERS_CONF / CONTAINERS_STORAGE_CONF), podman storage, network configs,
+the debootstrap package cache and one directory per fleet (key, state.json). Nothing in /etc is
+touched. The image ``localhost/netstate-fleet:<recipe hash>`` is rebuilt only when
+image/recipe.sh or NETSTATE_FLEET_EXTRA_PACKAGES changes.
+
+Environment: NETSTATE_FLEET_NAME (fleet name, default "netstate"), NETSTATE_FLEET_STATE_DIR,
+NETSTATE_FLEET_MIRROR (default http://deb.debian.org/debian), NETSTATE_FLEET_EXTRA_PACKAGES
+(comma separated Debian packages added to the image).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+HERE = Path(__file__).resolve().parent
+RECIPE = HERE / "image" / "recipe.sh"
+LOADGEN = HERE / "loadgen.py"
+
+FLEET_NETWORK = ipaddress.ip_network("198.18.0.0/24")
+SLICE_PREFIX = 27                     # 8 fleets of up to 29 hosts each
+MAX_HOSTS = 2 ** (32 - SLICE_PREFIX) - 3  # minus network, gateway, broadcast
+IMAGE_REPO = "localhost/netstate-fleet"
+LABEL = "netstate.fleet"
+# Container root is this uid/gid outside; the same map for every host and fleet.
+ID_MAP_BASE = 2_000_000
+ID_MAP_SIZE = 65536
+REMOTE_LOADGEN = "/usr/local/lib/netstate-fleet/loadgen.py"
+RUN_DIR = Path("/run/netstate-fleet")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+SSHD_COMMAND = (
+    "test -f /etc/ssh/ssh_host_ed25519_key || "
+    "ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key </dev/null; "
+    "exec /usr/sbin/sshd -D -e"
+)
+REQUIRED_TOOLS = {            # command -> Debian package
+    "podman": "podman",
+    "runc": "runc",
+    "debootstrap": "debootstrap",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+}
+INVENTORY_MARK = "netstate-fleet inventory"
+
+
+class FleetError(RuntimeError):
+    """A fleet operation failed; the message says what and how to fix it."""
+
+
+def log(message: str) -> None:
+    print("fleet: " + message, file=sys.stderr, flush=True)
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("NETSTATE_FLEET_STATE_DIR", "/var/lib/netstate-fleet"))
+
+
+def default_name() -> str:
+    return os.environ.get("NETSTATE_FLEET_NAME", "netstate")
+
+
+def recipe_hash() -> str:
+    """The image tag: changes whenever the build recipe or the extra package list changes."""
+    digest = hashlib.sha256(RECIPE.read_bytes())
+    digest.update(b"\0" + os.environ.get("NETSTATE_FLEET_EXTRA_PACKAGES", "").encode())
+    return digest.hexdigest()[:16]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock shared by every fleet.py on the machine (image build, subnet choice)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_if_changed(path: Path, text: str, mode: int = 0o644) -> None:
+    if path.exists() and path.read_text() == text:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+
+
+class Podman:
+    """podman with our own containers.conf and storage.conf; nothing in /etc is read or written."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.containers_conf = root / "containers.conf"
+        self.storage_conf = root / "storage.conf"
+
+    def configure(self) -> None:
+        run = RUN_DIR
+        for directory in (self.root, self.root / "storage", self.root / "networks", run):
+            directory.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(self.containers_conf, (
+            "# written by tests/fleet/fleet.py\n"
+            "[containers]\n"
+            "default_ulimits = []\n"          # podman's default nofile/nproc limits fail here
+            "log_driver = \"k8s-file\"\n"
+            "[engine]\n"
+            "cgroup_manager = \"cgroupfs\"\n"  # no systemd
+            "events_logger = \"file\"\n"
+            f"events_logfile_path = \"{self.root}/events.log\"\n"
+            "runtime = \"runc\"\n"
+            f"tmp_dir = \"{run}/libpod\"\n"
+            "[network]\n"
+            "network_backend = \"netavark\"\n"
+            f"network_config_dir = \"{self.root}/networks\"\n"
+        ))
+        _write_if_changed(self.storage_conf, (
+            "# written by tests/fleet/fleet.py\n"
+            "[storage]\n"
+            "driver = \"overlay\"\n"
+            f"graphroot = \"{self.root}/storage\"\n"
+            f"runroot = \"{run}/storage\"\n"
+        ))
+
+    @property
+    def env(self) -> Dict[str, str]:
+        env = dict(os.environ)
+        env["CONTAINERS_CONF"] = str(self.containers_conf)
+        env["CONTAINERS_STORAGE_CONF"] = str(self.storage_conf)
+        return env
+
+    def command(self, *args: str) -> List[str]:
+        return ["podman", "--runtime", "runc", *args]
+
+    def run(self, *args: str, check: bool = True, input: Optional[bytes] = None,
+            timeout: Optional[float] = 300) -> subprocess.CompletedProcess:
+        result = subprocess.run(self.command(*args), env=self.env, input=input,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+        if check and result.returncode != 0:
+            raise FleetError("podman {} failed ({}): {}".format(
+                " ".join(args[:3]), result.returncode, result.stderr.decode(errors="replace").strip()))
+        return result
+
+    def text(self, *args: str) -> str:
+        return self.run(*args).stdout.decode().strip()
+
+    def popen(self, *args: str, **kwargs: Any) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*args), env=self.env, **kwargs)
+
+
+def ensure_prerequisites(install: bool = True) -> None:
+    """Root, podman, runc, debootstrap and ssh; installs the missing packages with apt-get."""
+    if sys.platform != "linux":
+        raise FleetError("the fleet needs Linux (podman containers); this is " + sys.platform)
+    if os.geteuid() != 0:
+        raise FleetError("the fleet needs root: podman runs rootful here (networks, user "
+                         "namespaces, debootstrap); run as root or with sudo")
+    missing = sorted({package for tool, package in REQUIRED_TOOLS.items() if not shutil.which(tool)})
+    if not missing:
+        return
+    if not install or not shutil.which("apt-get"):
+        raise FleetError("missing commands from Debian packages {}; install them with "
+                         "apt-get install {}".format(", ".join(missing), " ".join(missing)))
+    log("installing " + " ".join(missing) + " with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
+        result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise FleetError("{} failed: {}".format(" ".join(command),
+                                                      result.stdout.decode(errors="replace")[-2000:]))
+    still = sorted(tool for tool in REQUIRED_TOOLS if not shutil.which(tool))
+    if still:
+        raise FleetError("still missing after apt-get install: " + ", ".join(still))
+
+
+class LoadHandle:
+    """A running load generator on one host. Use .stop() (or a with block) to end it."""
+
+    def __init__(self, fleet: "Fleet", host: str, scenario: str, process: subprocess.Popen,
+                 run_id: str, timeout: float) -> None:
+        self.fleet = fleet
+        self.host = host
+        self.scenario = scenario
+        self.run_id = run_id
+        self.process = process
+        self.lines: List[str] = []
+        self.info: Dict[str, Any] = {}
+        self._ready = threading.Event()
+        self._stderr = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
+        if not self._ready.wait(timeout) or not self.info:
+            self._kill()
+            raise FleetError("load generator {} on {} did not get ready within {}s: {}".format(
+                scenario, host, timeout, self.output()))
+
+    def _read(self) -> None:
+        # Always drain stdout, so the generator never blocks on a full pipe.
+        for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(line)
+            if line.startswith("READY "):
+                self.info = json.loads(line[len("READY "):])
+                self._ready.set()
+        self._ready.set()
+
+    def _read_stderr(self) -> None:
+        self._stderr = self.process.stderr.read()
+
+    def output(self) -> str:
+        self._stderr_reader.join(timeout=1)
+        return "\n".join(self.lines + [self._stderr.decode(errors="replace").strip()]).strip()
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def _kill(self) -> None:
+        self.fleet.exec(self.host, "kill -KILL $(cat /run/netstate-loadgen/{}.pid) 2>/dev/null; "
+                        "true".format(self.run_id), check=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait(5)
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM the generator (it tears down what it built) and wait; returns its exit code."""
+        if self.process.poll() is None:
+            self.fleet.exec(self.host, "kill -TERM $(cat /run/netstate-loadgen/{}.pid) 2>/dev/null; "
+                            "true".format(self.run_id), check=False)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._kill()
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+    def __enter__(self) -> "LoadHandle":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Fleet:
+    """N SSH hosts in podman containers; see the module docstring."""
+
+    def __init__(self, name: Optional[str] = None, root: Optional[Path] = None,
+                 owner_pid: Optional[int] = None) -> None:
+        self.name = name or default_name()
+        if not NAME_RE.match(self.name):
+            raise FleetError("fleet name {!r} is invalid: use 1-16 of a-z, 0-9 and '-', starting "
+                             "with a letter".format(self.name))
+        self.root = Path(root) if root else state_dir()
+        self.podman = Podman(self.root)
+        self.dir = self.root / "fleets" / self.name
+        self.run_dir = RUN_DIR / self.name
+        self.key = self.dir / "id_ed25519"
+        self.owner_pid = owner_pid
+        self.network = "nsf-" + self.name
+        self.state: Dict[str, Any] = self._load()
+
+    # ---------------------------------------------------------------- state
+    def _load(self) -> Dict[str, Any]:
+        path = self.dir / "state.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        return {}
+
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(self.dir / "state.json", json.dumps(self.state, indent=2, sort_keys=True))
+
+    @property
+    def inventory(self) -> Optional[Path]:
+        path = self.state.get("inventory")
+        return Path(path) if path else None
+
+    @property
+    def hosts(self) -> List[str]:
+        return [host["name"] for host in self.state.get("hosts", [])]
+
+    def _host(self, host: str) -> Dict[str, str]:
+        for entry in self.state.get("hosts", []):
+            if entry["name"] == host:
+                return entry
+        raise FleetError("fleet {} has no host {!r} (hosts: {})".format(
+            self.name, host, ", ".join(self.hosts) or "none, run up first"))
+
+    def address(self, host: str) -> str:
+        return self._host(host)["address"]
+
+    def container(self, host: str) -> str:
+        return self._host(host)["container"]
+
+    @property
+    def subnet(self) -> Optional[str]:
+        return self.state.get("subnet")
+
+    # ---------------------------------------------------------------- image
+    def image(self) -> str:
+        return "{}:{}".format(IMAGE_REPO, recipe_hash())
+
+    def ensure_image(self) -> str:
+        """Builds the image with debootstrap + podman import unless the cached one is current."""
+        tag = self.image()
+        with _locked(self.root / "image.lock"):
+            if self.podman.run("image", "exists", tag, check=False).returncode == 0:
+                return tag
+            log("building image {} (debootstrap bookworm, about a minute)".format(tag))
+            started = time.monotonic()
+            build = self.root / "build"
+            shutil.rmtree(build, ignore_errors=True)
+            rootfs = build / "rootfs"
+            rootfs.parent.mkdir(parents=True)
+            mirror = os.environ.get("NETSTATE_FLEET_MIRROR", "http://deb.debian.org/debian")
+            extra = os.environ.get("NETSTATE_FLEET_EXTRA_PACKAGES", "")
+            result = subprocess.run(
+                ["sh", str(RECIPE), str(rootfs), mirror, str(self.root / "debootstrap-cache"), extra],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            if result.returncode != 0:
+                shutil.rmtree(build, ignore_errors=True)
+                raise FleetError("image build failed (recipe {}):\n{}".format(
+                    RECIPE, result.stdout.decode(errors="replace")[-3000:]))
+            tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
+                                   stdout=subprocess.PIPE)
+            imported = subprocess.run(self.podman.command("import", "-", tag), stdin=tar.stdout,
+                                      env=self.podman.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            tar.stdout.close()
+            tar.wait()
+            shutil.rmtree(build, ignore_errors=True)
+            if imported.returncode != 0 or tar.returncode != 0:
+                raise FleetError("podman import failed: " + imported.stderr.decode(errors="replace"))
+            # Older recipes' images: drop them unless a container still uses one.
+            for line in self.podman.text("images", "--format", "{{.Repository}}:{{.Tag}}",
+                                         IMAGE_REPO).splitlines():
+                if line != tag:
+                    self.podman.run("rmi", line, check=False)
+            log("image built in {:.0f}s".format(time.monotonic() - started))
+        return tag
+
+    # ---------------------------------------------------------------- network
+    def _used_slices(self) -> Dict[str, str]:
+        """subnet -> owner (fleet name or 'host'), for every /27 of 198.18.0.0/24 in use."""
+        used: Dict[str, str] = {}
+        fleets = self.root / "fleets"
+        for path in sorted(fleets.glob("*/state.json")) if fleets.exists() else []:
+            with contextlib.suppress(ValueError, OSError):
+                state = json.loads(path.read_text())
+                if state.get("subnet"):
+                    used[state["subnet"]] = state.get("name", path.parent.name)
+        # Addresses the machine already routes (other tools' bridges) are taken too.
+        routes = subprocess.run(["ip", "-4", "route", "show"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL).stdout.decode()
+        for line in routes.splitlines():
+            with contextlib.suppress(ValueError):
+                net = ipaddress.ip_network(line.split()[0], strict=False)
+                for candidate in FLEET_NETWORK.subnets(new_prefix=SLICE_PREFIX):
+                    if net.overlaps(candidate) and str(candidate) not in used:
+                        used.setdefault(str(candidate), "route " + str(net))
+        return used
+
+    def _reap_abandoned(self) -> None:
+        """Fleets whose owning test session died (owner_pid gone) give their slice back."""
+        for path in sorted((self.root / "fleets").glob("*/state.json")):
+            with contextlib.suppress(ValueError, OSError):
+                state = json.loads(path.read_text())
+                pid = state.get("owner_pid")
+                if pid and state.get("name") != self.name and not _pid_alive(int(pid)):
+                    log("removing abandoned fleet {} (its test session {} is gone)".format(
+                        state["name"], pid))
+                    Fleet(state["name"], root=self.root)._remove()
+
+    def _allocate_subnet(self) -> str:
+        for attempt in range(2):
+            used = self._used_slices()
+            for candidate in FLEET_NETWORK.subnets(new_prefix=SLICE_PREFIX):
+                if str(candidate) not in used:
+                    return str(candidate)
+            if attempt == 0:
+                self._reap_abandoned()
+        raise FleetError("every /{} slice of {} is in use ({}); remove one with "
+                         "`fleet.py down --name NAME`".format(
+                             SLICE_PREFIX, FLEET_NETWORK,
+                             ", ".join("{}={}".format(k, v) for k, v in sorted(used.items()))))
+
+    def _ensure_network(self) -> None:
+        subnet = ipaddress.ip_network(self.state["subnet"])
+        if self.podman.run("network", "exists", self.network, check=False).returncode == 0:
+            current = self.podman.text("network", "inspect", "--format",
+                                       "{{range .Subnets}}{{.Subnet}}{{end}}", self.network)
+            if current == str(subnet):
+                return
+            # Left over from a fleet whose state was lost: rebuild it on the subnet we hold.
+            self.podman.run("network", "rm", "-f", self.network)
+        self.podman.run("network", "create", "--internal", "--disable-dns",
+                        "--subnet", str(subnet), "--gateway", str(subnet[1]),
+                        "--label", "{}={}".format(LABEL, self.name), self.network)
+
+    # ---------------------------------------------------------------- hosts
+    def _ensure_key(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                            "netstate-fleet-" + self.name, "-f", str(self.key)],
+                           check=True, stdin=subprocess.DEVNULL)
+        # sshd's StrictModes wants authorized_keys owned by root *inside* the user namespace.
+        authorized = self.dir / "authorized_keys"
+        shutil.copyfile(str(self.key) + ".pub", authorized)
+        os.chown(authorized, ID_MAP_BASE, ID_MAP_BASE)
+        authorized.chmod(0o600)
+        # The load generator is mounted read-only; a copy so edits to the repo mid-run do not matter.
+        shutil.copyfile(LOADGEN, self.dir / "loadgen.py")
+        (self.dir / "loadgen.py").chmod(0o644)
+
+    def _containers(self) -> Dict[str, str]:
+        """container name -> status (running, exited, created...) for this fleet."""
+        out = self.podman.text("ps", "-a", "--filter", "label={}={}".format(LABEL, self.name),
+                               "--format", "{{.Names}} {{.State}}")
+        return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+
+    def _create_host(self, entry: Dict[str, str], image: str) -> None:
+        self.podman.run(
+            "run", "-d", "--name", entry["container"], "--hostname", entry["name"],
+            "--network", self.network, "--ip", entry["address"],
+            "--uidmap", "0:{}:{}".format(ID_MAP_BASE, ID_MAP_SIZE),
+            "--gidmap", "0:{}:{}".format(ID_MAP_BASE, ID_MAP_SIZE),
+            "--cap-add", "NET_ADMIN", "--security-opt", "unmask=/proc/sys",
+            "--pull", "never", "--label", "{}={}".format(LABEL, self.name),
+            "--stop-timeout", "2",
+            "-v", "{}:/root/.ssh/authorized_keys:ro".format(self.dir / "authorized_keys"),
+            "-v", "{}:{}:ro".format(self.dir / "loadgen.py", REMOTE_LOADGEN),
+            image, "sh", "-c", SSHD_COMMAND)
+
+    def ssh_args(self) -> List[str]:
+        return ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
+                "-o", "ControlPath={}/cp/%C".format(self.run_dir)]
+
+    def ssh(self, host: str, command: str, check: bool = True,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        """Runs a shell command on host over SSH, as Ansible would reach it."""
+        result = subprocess.run(["ssh", "-i", str(self.key), *self.ssh_args(),
+                                 "root@" + self.address(host), command],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise FleetError("ssh {} {!r} failed ({}): {}".format(host, command, result.returncode,
+                                                                   result.stderr.strip()))
+        return result
+
+    def _close_master(self, host: str) -> None:
+        """Ends the SSH ControlMaster to host: a stopped host must look unreachable, not hang."""
+        entry = self._host(host)
+        subprocess.run(["ssh", *self.ssh_args(), "-O", "exit", "root@" + entry["address"]],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+
+    def _wait_ssh(self, hosts: Sequence[str], timeout: float = 60) -> None:
+        def wait(host: str) -> None:
+            deadline = time.monotonic() + timeout
+            address = self.address(host)
+            while True:
+                with contextlib.suppress(OSError):
+                    with socket.create_connection((address, 22), timeout=2):
+                        pass
+                    if self.ssh(host, "true", check=False, timeout=15).returncode == 0:
+                        return
+                if time.monotonic() > deadline:
+                    logs = self.podman.run("logs", "--tail", "20", self.container(host), check=False)
+                    raise FleetError("host {} ({}) does not answer SSH after {}s; container log:\n{}"
+                                     .format(host, address, timeout, logs.stdout.decode(errors="replace")
+                                             + logs.stderr.decode(errors="replace")))
+                time.sleep(0.3)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(wait, hosts))
+
+    def up(self, hosts: int = 5, inventory: Optional[Union[str, Path]] = None) -> "Fleet":
+        """Starts (or reconciles to) `hosts` hosts and writes the inventory; idempotent."""
+        if not 1 <= hosts <= MAX_HOSTS:
+            raise FleetError("hosts must be between 1 and {} (one /{} slice), got {}".format(
+                MAX_HOSTS, SLICE_PREFIX, hosts))
+        ensure_prerequisites()
+        started = time.monotonic()
+        self.podman.configure()
+        image = self.ensure_image()
+        with _locked(self.root / "fleets.lock"):
+            self.state = self._load()
+            if not self.state.get("subnet"):
+                self.state = {"name": self.name, "subnet": self._allocate_subnet()}
+            self.state["network"] = self.network
+            self.state["owner_pid"] = self.owner_pid
+            if inventory is not None:
+                self.state["inventory"] = str(Path(inventory).resolve())
+            elif not self.state.get("inventory"):
+                self.state["inventory"] = str(self.dir / "inventory.ini")
+            subnet = ipaddress.ip_network(self.state["subnet"])
+            self.state["hosts"] = [
+                {"name": "h{:02d}".format(i), "container": "nsf-{}-h{:02d}".format(self.name, i),
+                 "address": str(subnet[i + 1])} for i in range(1, hosts + 1)]
+            self._save()
+            self._ensure_network()
+        self._ensure_key()
+        (self.run_dir / "cp").mkdir(parents=True, exist_ok=True)
+
+        existing = self._containers()
+        wanted = {entry["container"] for entry in self.state["hosts"]}
+        for container in sorted(set(existing) - wanted):
+            self.podman.run("rm", "-f", "-t", "0", container)
+
+        def ensure(entry: Dict[str, str]) -> None:
+            status = existing.get(entry["container"])
+            if status is None:
+                self._create_host(entry, image)
+            elif status != "running":
+                self.podman.run("start", entry["container"])
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(ensure, self.state["hosts"]))
+        self._wait_ssh(self.hosts)
+        self.write_inventory()
+        log("fleet {}: {} hosts up on {} in {:.1f}s, inventory {}".format(
+            self.name, hosts, self.subnet, time.monotonic() - started, self.inventory))
+        return self
+
+    def write_inventory(self) -> Path:
+        path = self.inventory
+        assert path is not None
+        common = " ".join(self.ssh_args())
+        host_vars = {entry["name"]: {"ansible_host": entry["address"],
+                                     "netstate_fleet_container": entry["container"]}
+                     for entry in self.state["hosts"]}
+        group_vars = {
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_ssh_common_args": common,
+            "netstate_fleet_name": self.name,
+        }
+        if path.suffix in (".yml", ".yaml"):
+            document = {"all": {"children": {"fleet": {"hosts": host_vars, "vars": group_vars}}}}
+            # JSON is YAML; no PyYAML needed on the controller for this.
+            text = "# {} for fleet {}\n{}\n".format(INVENTORY_MARK, self.name,
+                                                   json.dumps(document, indent=2))
+        else:
+            lines = ["# {} for fleet {}".format(INVENTORY_MARK, self.name), "[fleet]"]
+            for host, variables in host_vars.items():
+                lines.append(host + " " + " ".join("{}={}".format(k, v) for k, v in variables.items()))
+            lines.append("")
+            lines.append("[fleet:vars]")
+            for key, value in group_vars.items():
+                lines.append("{}={}".format(key, "'{}'".format(value) if " " in value else value))
+            text = "\n".join(lines) + "\n"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_if_changed(path, text, mode=0o600)
+        return path
+
+    def _remove(self) -> List[str]:
+        removed: List[str] = []
+        if shutil.which("podman"):
+            self.podman.configure()
+            for container in sorted(self._containers()):
+                self.podman.run("rm", "-f", "-t", "0", container)
+                removed.append("container " + container)
+            if self.podman.run("network", "exists", self.network, check=False).returncode == 0:
+                self.podman.run("network", "rm", "-f", self.network)
+                removed.append("network " + self.network)
+        for socket_path in sorted((self.run_dir / "cp").glob("*")):
+            subprocess.run(["ssh", "-o", "ControlPath=" + str(socket_path), "-O", "exit", "x"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+        inventory = self.inventory
+        if inventory and inventory.exists() and INVENTORY_MARK in inventory.read_text()[:200]:
+            inventory.unlink()
+            removed.append("inventory " + str(inventory))
+        for directory in (self.run_dir, self.dir):
+            if directory.exists():
+                shutil.rmtree(directory)
+                removed.append("directory " + str(directory))
+        self.state = {}
+        return removed
+
+    def down(self) -> List[str]:
+        """Removes the fleet's hosts, network, inventory and state; idempotent. Returns what went."""
+        if os.geteuid() != 0:
+            raise FleetError("fleet down needs root (the fleet's podman containers belong to root)")
+        with _locked(self.root / "fleets.lock"):
+            removed = self._remove()
+        log("fleet {}: {}".format(self.name, "removed " + ", ".join(removed) if removed
+                                  else "nothing to remove"))
+        return removed
+
+    # ---------------------------------------------------------------- per host
+    def exec(self, host: str, command: Union[str, Sequence[str]], check: bool = True,
+             timeout: float = 120) -> subprocess.CompletedProcess:
+        """Runs command in host through podman exec (a str goes through sh -c); text output."""
+        argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
+        result = subprocess.run(self.podman.command("exec", self.container(host), *argv),
+                                env=self.podman.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise FleetError("{} on {} failed ({}): {}".format(
+                argv, host, result.returncode, (result.stderr or result.stdout).strip()))
+        return result
+
+    def stop_host(self, host: str) -> None:
+        """Stops host: it keeps its address in the inventory but no longer answers (unreachable)."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._close_master(host)
+        self.podman.run("stop", "-t", "2", self.container(host))
+
+    def start_host(self, host: str) -> None:
+        self.podman.run("start", self.container(host))
+        self._wait_ssh([host])
+
+    def restart_host(self, host: str) -> None:
+        self.stop_host(host)
+        self.start_host(host)
+
+    def is_running(self, host: str) -> bool:
+        out = self.podman.run("inspect", "--format", "{{.State.Running}}", self.container(host),
+                              check=False)
+        return out.stdout.decode().strip() == "true"
+
+    def loadgen(self, host: str, scenario: str, ready_timeout: float = 180,
+                **params: Any) -> LoadHandle:
+        """Starts loadgen.py SCENARIO on host; returns once it printed READY (see .info).
+
+        Keyword parameters become options: loadgen(h, "established", count=100, port=8080)
+        runs ``loadgen.py established --count 100 --port 8080``; True adds a bare flag.
+        """
+        run_id = uuid.uuid4().hex[:12]
+        argv = ["python3", REMOTE_LOADGEN, scenario, "--id", run_id]
+        for key, value in params.items():
+            if value is None or value is False:
+                continue
+            argv.append("--" + key.replace("_", "-"))
+            if value is not True:
+                argv.append(",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+        process = self.podman.popen("exec", "-i", self.container(host), *argv,
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+        return LoadHandle(self, host, scenario, process, run_id, ready_timeout)
+
+
+def list_fleets(root: Optional[Path] = None) -> List[Dict[str, Any]]:
+    fleets = (Path(root) if root else state_dir()) / "fleets"
+    out = []
+    for path in sorted(fleets.glob("*/state.json")) if fleets.exists() else []:
+        with contextlib.suppress(ValueError, OSError):
+            out.append(json.loads(path.read_text()))
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--name", default=None,
+                        help="fleet name (default: $NETSTATE_FLEET_NAME or 'netstate')")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start hosts and write the inventory (idempotent)")
+    up.add_argument("--hosts", type=int, default=5, help="number of hosts (1-%d)" % MAX_HOSTS)
+    up.add_argument("--inventory", help="inventory path (.ini, or .yml/.yaml for YAML); default "
+                                        "STATE_DIR/fleets/NAME/inventory.ini")
+    down = sub.add_parser("down", help="remove the fleet's hosts, network and files (idempotent)")
+    down.add_argument("--all", action="store_true", help="every fleet on this machine")
+    down.add_argument("--purge", action="store_true",
+                      help="with --all: also the cached image, podman storage and the state dir")
+    sub.add_parser("status", help="list fleets and their hosts")
+    sub.add_parser("image", help="build the host image if its recipe changed")
+    args = parser.parse_args(argv)
+    # So that a Ctrl-C during `up` still lets `down` clean up afterwards.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        if args.command == "up":
+            fleet = Fleet(args.name).up(args.hosts, args.inventory)
+            print(fleet.inventory)
+        elif args.command == "down":
+            names = [f["name"] for f in list_fleets()] if args.all else [args.name or default_name()]
+            for name in names:
+                Fleet(name).down()
+            if args.purge:
+                if not args.all:
+                    raise FleetError("--purge needs --all (the image and storage are shared)")
+                purge()
+        elif args.command == "status":
+            for state in list_fleets():
+                running = Fleet(state["name"])._containers() if shutil.which("podman") else {}
+                print("{} {} inventory={} owner_pid={}".format(
+                    state["name"], state.get("subnet"), state.get("inventory"), state.get("owner_pid")))
+                for host in state.get("hosts", []):
+                    print("  {} {} {}".format(host["name"], host["address"],
+                                              running.get(host["container"], "missing")))
+        elif args.command == "image":
+            ensure_prerequisites()
+            fleet = Fleet(args.name)
+            fleet.podman.configure()
+            print(fleet.ensure_image())
+    except FleetError as error:
+        print("fleet: error: {}".format(error), file=sys.stderr)
+        return 1
+    return 0
+
+
+def purge(root: Optional[Path] = None) -> None:
+    """Removes the cached image, our podman storage and the whole state directory."""
+    root = Path(root) if root else state_dir()
+    if list_fleets(root):
+        raise FleetError("fleets remain; run down --all first")
+    if shutil.which("podman") and root.exists():
+        podman = Podman(root)
+        podman.configure()
+        podman.run("rmi", "--all", "--force", check=False)
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    log("purged " + str(root))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
