@@ -227,6 +227,7 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
+    error = None
     try:
         result = SysctlEngine().run(
             module.params["settings"],
@@ -237,7 +238,10 @@ def main() -> None:
             check_mode=module.check_mode,
         )
     except SysctlError as exc:
-        module.fail_json(msg=str(exc))
+        error = str(exc)
+    if error is not None:
+        # outside the except block: the message names the key and value, the engine's traceback is noise
+        module.fail_json(msg=error)
     for warning in result.pop("warnings"):
         module.warn(warning)
     diff = result.pop("diff")
