@@ -1,0 +1,281 @@
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The health playbook and role on localhost, against real sockets in private namespaces.
+
+Each inventory host is localhost (ansible_connection=local) gathering from its own network
+namespace (netstate_health_gather_args.namespace), which holds a real socket mix built by
+tests/support/sockmix.py: a healthy host, a CLOSE_WAIT leak on one port (twice: once with a
+per-host threshold override from the inventory), a full accept queue and a TIME_WAIT flood
+towards one destination. The JUnit report is parsed with ElementTree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+
+import pytest
+import yaml
+
+BIN = os.path.dirname(sys.executable)
+PLAYBOOK = os.path.join(BIN, "ansible-playbook")
+ANSIBLE = os.path.join(BIN, "ansible")
+TARGET_PYTHON = "/usr/bin/python3"
+RULE_NAMES = ["time_wait_ephemeral_share", "close_wait_per_port", "syn_recv_total", "accept_queue_saturation",
+              "accept_queue_full", "listen_overflows_rate", "listen_drops_rate", "orphans_share",
+              "time_wait_overflow_rate"]
+
+MIXES = {
+    "healthy": {"listeners": [{"address": "127.0.0.1", "port": 8080, "backlog": 128}],
+                "established": [{"to": ["127.0.0.1", 8080], "count": 5}]},
+    "leak": {"listeners": [{"address": "127.0.0.1", "port": 8080, "backlog": 128},
+                           {"address": "127.0.0.1", "port": 9090, "backlog": 128}],
+             "established": [{"to": ["127.0.0.1", 9090], "count": 3}],
+             "close_wait": [{"to": ["127.0.0.1", 8080], "count": 150}]},
+    "full": {"listeners": [{"address": "127.0.0.1", "port": 8080, "backlog": 128}],
+             "accept_full": [{"address": "127.0.0.1", "port": 9000, "backlog": 2, "clients": 6}]},
+    # 300 TIME_WAIT towards 127.0.0.1:8080 in an ephemeral range of 1000 ports: share 0.3 > 0.25
+    "flood": {"listeners": [{"address": "127.0.0.1", "port": 8080, "backlog": 512}],
+              "time_wait": [{"to": ["127.0.0.1", 8080], "count": 300}]},
+}
+
+
+@pytest.fixture(scope="module")
+def namespaces(tmp_path_factory):
+    from tests.conftest import Namespace, netns_prerequisites
+
+    netns_prerequisites()
+    made = {}
+    try:
+        for name, mix in MIXES.items():
+            made[name] = Namespace(prefix="nsh")
+            if name == "flood":
+                made[name].sysctl("net.ipv4.ip_local_port_range", "40000 40999")
+            made[name].built = made[name].hold_mix(mix, tmp_path_factory.mktemp(name))
+        yield made
+    finally:
+        for namespace in made.values():
+            namespace.close()
+
+
+def inventory(path, hosts):
+    """hosts: name -> host variables; every host is localhost over the local connection."""
+    data = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": TARGET_PYTHON},
+                    "hosts": hosts}}
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def run_playbook(inventory_path, *extra, check=False):
+    command = [PLAYBOOK, "netstate.tcp.health", "-i", inventory_path, *extra]
+    if check:
+        command.append("--check")
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done.elapsed = time.monotonic() - started
+    return done
+
+
+def holder(namespace):
+    """PID/PROCESS of the process holding a namespace's socket mix, as netstat -p names it."""
+    pid = namespace.built["pid"]
+    with open(f"/proc/{pid}/comm", encoding="utf-8") as handle:
+        return f"{pid}/{handle.read().strip()}"
+
+
+def junit(report_dir):
+    root = ElementTree.parse(os.path.join(report_dir, "health.junit.xml")).getroot()
+    cases = {}
+    for case in root.iter("testcase"):
+        kind = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
+        cases[(case.get("classname"), case.get("name"))] = (kind, case)
+    return root, cases
+
+
+@pytest.fixture(scope="module")
+def fleet_run(namespaces, tmp_path_factory):
+    """One run of the playbook over the mixed fleet of namespaces."""
+    tmp = tmp_path_factory.mktemp("health")
+    hosts = {name: {"netstate_health_gather_args": {"namespace": namespaces[name].name}} for name in MIXES}
+    hosts["leak_tolerated"] = {"netstate_health_gather_args": {"namespace": namespaces["leak"].name},
+                               "netstate_health_thresholds": {"close_wait_per_port": 500}}
+    path = inventory(tmp / "inventory.yml", hosts)
+    report_dir = str(tmp / "report")
+    done = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}")
+    return done, report_dir, path, namespaces
+
+
+
+@pytest.mark.netns
+def test_mixed_fleet_exit_code_and_one_line_per_violation(fleet_run):
+    done, _report_dir, _path, namespaces = fleet_run
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "critical: close_wait_per_port [port 8080]: 150 > max 100" in done.stdout
+    assert f"critical: accept_queue_full [127.0.0.1:9000 {holder(namespaces['full'])}]: 1.5 > max 1" in done.stdout
+    failed = sorted(line.split("[")[1].split("]")[0] for line in done.stdout.splitlines()
+                    if line.startswith("fatal: [") and "FAILED!" in line)
+    assert failed == ["full", "leak"]
+    recap = {line.split()[0]: line for line in done.stdout.split("PLAY RECAP")[1].strip().splitlines()}
+    assert "failed=0" in recap["healthy"] and "failed=0" in recap["flood"] and "failed=0" in recap["leak_tolerated"]
+
+
+@pytest.mark.netns
+def test_mixed_fleet_junit_has_exactly_the_expected_failures(fleet_run):
+    _done, report_dir, _path, namespaces = fleet_run
+    root, cases = junit(report_dir)
+    assert len(cases) == 5 * len(RULE_NAMES)
+    assert {name for _host, name in cases} == set(RULE_NAMES)
+    failures = sorted(key for key, (kind, _case) in cases.items() if kind == "failure")
+    assert failures == [("full", "accept_queue_full"), ("leak", "close_wait_per_port")]
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("45", "2", "0")
+    leak = cases[("leak", "close_wait_per_port")][1].find("failure")
+    assert leak.get("message") == "critical: close_wait_per_port [port 8080]: 150 > max 100"
+    assert leak.get("type") == "critical"
+    full = cases[("full", "accept_queue_full")][1].find("failure")
+    listener = f"127.0.0.1:9000 {holder(namespaces['full'])}"
+    assert full.get("message") == f"critical: accept_queue_full [{listener}]: 1.5 > max 1"
+    # the TIME_WAIT flood warns (below fail_on: passes, with the warning in system-out)
+    kind, case = cases[("flood", "time_wait_ephemeral_share")]
+    assert kind == "passed"
+    assert case.find("system-out").text == "warning: time_wait_ephemeral_share [127.0.0.1:8080]: 0.3 > max 0.25"
+    # the per-host override from the inventory: same namespace as leak, passes
+    kind, case = cases[("leak_tolerated", "close_wait_per_port")]
+    assert kind == "passed"
+    assert case.find("system-out").text == "ok: close_wait_per_port [port 8080]: 150 (max 500)"
+    # rates were sampled: the rate rules have data on every host; only tcp_max_orphans, a global
+    # sysctl, is not visible inside a namespace (null in the facts), so orphans_share is skipped
+    skipped = sorted(key for key, (kind, _case) in cases.items() if kind == "skipped")
+    assert skipped == [(host, "orphans_share") for host in sorted(namespaces) + ["leak_tolerated"]]
+
+
+@pytest.mark.netns
+def test_mixed_fleet_json_and_markdown(fleet_run):
+    done, report_dir, _path, _namespaces = fleet_run
+    with open(os.path.join(report_dir, "health.json"), encoding="utf-8") as handle:
+        data = json.load(handle)
+    assert data["totals"] == {"passed": 3, "failed": 2, "error": 0, "unreachable": 0}
+    statuses = {entry["host"]: entry["status"] for entry in data["hosts"]}
+    assert statuses == {"flood": "passed", "full": "failed", "healthy": "passed", "leak": "failed",
+                        "leak_tolerated": "passed"}
+    healthy = next(entry for entry in data["hosts"] if entry["host"] == "healthy")
+    assert healthy["counts"] == {"ok": len(RULE_NAMES) - 1, "no_data": 1, "warning": 0, "critical": 0, "error": 0}
+    with open(os.path.join(report_dir, "health.md"), encoding="utf-8") as handle:
+        markdown = handle.read()
+    assert markdown.startswith("## netstate.tcp health: 3 of 5 hosts passed, 2 not (fail_on: critical)\n")
+    assert "| leak | FAILED | 1 |" in markdown
+    # the summary is printed by the playbook too
+    assert "## netstate.tcp health: 3 of 5 hosts passed, 2 not (fail_on: critical)" in done.stdout
+
+
+@pytest.mark.netns
+def test_second_run_changes_no_report_and_check_mode_writes_nothing(namespaces, tmp_path):
+    path = inventory(tmp_path / "inventory.yml",
+                     {"healthy": {"netstate_health_gather_args": {"namespace": namespaces["healthy"].name}}})
+    report_dir = str(tmp_path / "report")
+    checked = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}", check=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert not os.path.exists(report_dir)
+    first = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "changed: [healthy" in first.stdout.split("Write the fleet health report")[1].split("TASK")[0]
+    second = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}")
+    assert second.returncode == 0
+    assert "ok: [healthy" in second.stdout.split("Write the fleet health report")[1].split("TASK")[0]
+    assert "changed=0" in second.stdout.split("PLAY RECAP")[1]
+
+
+@pytest.mark.netns
+def test_fail_on_warning_fails_the_flood(namespaces, tmp_path):
+    path = inventory(tmp_path / "inventory.yml",
+                     {"flood": {"netstate_health_gather_args": {"namespace": namespaces["flood"].name}}})
+    report_dir = str(tmp_path / "report")
+    done = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}", "-e", "netstate_health_fail_on=warning")
+    assert done.returncode == 2
+    assert "warning: time_wait_ephemeral_share [127.0.0.1:8080]: 0.3 > max 0.25" in done.stdout
+    _root, cases = junit(report_dir)
+    kind, case = cases[("flood", "time_wait_ephemeral_share")]
+    assert kind == "failure" and case.find("failure").get("type") == "warning"
+
+
+@pytest.mark.netns
+def test_facts_already_gathered_are_used(namespaces, tmp_path):
+    """health_check uses ansible_facts.netstate when present (the rate rules then have no data)."""
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Facts first, then the check", "hosts": "all", "gather_facts": False,
+        "tasks": [
+            {"name": "Gather", "netstate.tcp.connection_facts": {"namespace": namespaces["leak"].name}},
+            {"name": "Check", "netstate.tcp.health_check": {}, "register": "health", "ignore_errors": True},
+            {"name": "Check a given document", "netstate.tcp.health_check": {
+                "facts": "{{ ansible_facts.netstate | combine({'tcp': ansible_facts.netstate.tcp"
+                         " | combine({'local_ports': {}})}) }}"},
+             "register": "given"},
+            {"name": "Keep", "ansible.builtin.copy": {"content": "{{ [health, given] | to_json }}",
+                                                      "dest": str(tmp_path / "out.json")}},
+        ]}]))
+    path = inventory(tmp_path / "inventory.yml", {"leak": {}})
+    done = subprocess.run([PLAYBOOK, "-i", path, str(playbook)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    health, given = json.loads((tmp_path / "out.json").read_text())
+    assert health["facts_source"] == "host_facts"
+    assert health["failed"] and not health["healthy"]
+    assert health["msg"] == ("1 health rule violation(s) at or above critical:\n"
+                             "critical: close_wait_per_port [port 8080]: 150 > max 100")
+    assert [r["status"] for r in health["results"] if r["name"].endswith("_rate")] == ["no_data"] * 3
+    assert given["facts_source"] == "argument" and given["healthy"]
+
+
+@pytest.mark.parametrize("argument, message", [
+    ({"extra_rules": [{"name": "x", "query": "tcp.states[", "max": 1}]},
+     "extra_rules[0]: rule 'x': field 'query': invalid JMESPath 'tcp.states['"),
+    ({"thresholds": {"syn_recv_total": "many"}}, "thresholds: rule 'syn_recv_total': field 'max': must be a number"),
+    ({"gather": "never"}, "ansible_facts.netstate is not set and gather=never"),
+    ({"fail_on": "sometimes"}, "value of fail_on must be one of: warning, critical, got: sometimes"),
+])
+def test_action_errors_are_one_clear_line(argument, message, tmp_path):
+    path = inventory(tmp_path / "inventory.yml", {"h1": {}})
+    done = subprocess.run([ANSIBLE, "all", "-i", path, "-m", "netstate.tcp.health_check", "-a", json.dumps(argument)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stdout + done.stderr
+
+
+UNREACHABLE = {f"down{index}": {"ansible_host": f"198.18.0.{250 + index}", "ansible_connection": "ssh",
+                                "ansible_ssh_common_args": "-o ConnectTimeout=1"} for index in range(5)}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"netstate_health_extra_rules": [{"name": "x", "query": "tcp.states[", "max": 1}]},
+     "extra_rules[0]: rule 'x': field 'query': invalid JMESPath 'tcp.states['"),
+    ({"netstate_health_extra_rules": [{"name": "x", "query": "tcp.total", "max": "lots"}]},
+     "extra_rules[0]: rule 'x': field 'max': must be a number, got 'lots'"),
+    ({"netstate_health_rules": [{"name": "x", "query": "tcp.total", "max": 1, "treshold": 2}]},
+     "rules[0]: rule 'x': field 'treshold': unknown field"),
+    ({"netstate_health_extra_rules": [{"name": "syn_recv_total", "query": "tcp.total", "max": 1}]},
+     "extra_rules[0]: rule 'syn_recv_total': field 'name': duplicate name, already used by built-in rules"),
+])
+def test_bad_rules_fail_before_any_host_is_contacted(extra, message, tmp_path):
+    """Nothing answers on 198.18.0.250-254: any connection attempt would show as UNREACHABLE."""
+    path = inventory(tmp_path / "inventory.yml", UNREACHABLE)
+    done = run_playbook(path, "-e", json.dumps(extra), "-e", f"netstate_health_report_dir={tmp_path / 'report'}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stdout
+    assert "UNREACHABLE" not in done.stdout and "unreachable=1" not in done.stdout
+    assert done.stdout.count("FAILED!") == 1  # one error, not one per host
+    assert not (tmp_path / "report").exists()
+    assert done.elapsed < 30
+
+
+def test_bad_threshold_of_one_host_fails_before_any_host_is_contacted(tmp_path):
+    hosts = dict(UNREACHABLE)
+    hosts["down3"] = dict(hosts["down3"], netstate_health_thresholds={"close_wait_per_port": {"max": "many"}})
+    path = inventory(tmp_path / "inventory.yml", hosts)
+    done = run_playbook(path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert ("thresholds of host down3: rule 'close_wait_per_port': field 'max': must be a number, got 'many'"
+            in done.stdout)
+    assert "UNREACHABLE" not in done.stdout
