@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl
+from tests.conftest import require
 
 pytestmark = pytest.mark.netns
 
@@ -111,24 +112,15 @@ print(json.dumps({"ok": ok, "errors": errors, "first_error": first_error,
 """
 
 
-def _require(condition: bool, reason: str) -> None:
-    if not condition:
-        if os.environ.get("CI") == "true":
-            pytest.fail("netns prerequisite missing under CI=true: " + reason)
-        pytest.skip(reason)
-
-
 def _prerequisites() -> None:
-    _require(os.geteuid() == 0, "needs root for ip netns")
-    _require(shutil.which("ip") is not None, "needs iproute2 (ip)")
-    _require(shutil.which("ansible-playbook") is not None or
-             os.path.exists(os.path.join(os.path.dirname(sys.executable), "ansible-playbook")),
-             "needs ansible-playbook next to the test interpreter")
+    require(os.geteuid() == 0, "needs root for ip netns")
+    require(shutil.which("ip") is not None and shutil.which("ss") is not None, "needs iproute2 (ip, ss)")
+    require(_ansible_playbook() is not None, "needs ansible-playbook next to the test interpreter")
 
 
 def _ansible_playbook() -> str:
     local = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    return local if os.path.exists(local) else shutil.which("ansible-playbook")
+    return local if os.path.exists(local) else shutil.which("ansible-playbook")  # type: ignore[return-value]
 
 
 def _env() -> dict:
@@ -164,7 +156,7 @@ def _make_ns(name: str) -> str:
 
 
 @pytest.fixture
-def netns():
+def sysctl_ns():
     _prerequisites()
     name = _make_ns("nst-sysctl-%d" % os.getpid())
     host = host_values()
@@ -176,7 +168,7 @@ def netns():
 
 
 @pytest.fixture
-def netns_pair():
+def veth_pair():
     """(client, server) namespaces joined by a veth pair, addresses from 198.18.0.0/24 only."""
     _prerequisites()
     client = _make_ns("nst-twc-%d" % os.getpid())
@@ -212,26 +204,26 @@ def run_module(ns: str, tmp_path: Path, settings: dict, *flags: str, **options) 
     return json.loads(out.read_text()), proc.stdout + proc.stderr
 
 
-def test_module_changes_the_namespace_only(netns, tmp_path):
+def test_module_changes_the_namespace_only(sysctl_ns, tmp_path):
     path = tmp_path / "sysctl.d" / "60-netstate-tcp.conf"
     settings = {"tcp_tw_reuse": 1, "ip_local_port_range": [20000, 29999], "net.core.somaxconn": 1024,
                 "tcp_fin_timeout": 45, "tcp_max_orphans": 12345}
-    defaults = {rel: read_ns(netns, rel) for rel in HOST_KEYS if "orphans" not in rel}
+    defaults = {rel: read_ns(sysctl_ns, rel) for rel in HOST_KEYS if "orphans" not in rel}
 
-    preview, output = run_module(netns, tmp_path, settings, "--check", "--diff")
+    preview, output = run_module(sysctl_ns, tmp_path, settings, "--check", "--diff")
     assert preview["changed"] is True and not preview.get("failed")
-    assert {rel: read_ns(netns, rel) for rel in defaults} == defaults, "check mode changed a live value"
+    assert {rel: read_ns(sysctl_ns, rel) for rel in defaults} == defaults, "check mode changed a live value"
     assert not path.exists(), "check mode wrote the drop-in"
     for key in ("net.ipv4.tcp_tw_reuse", "net.ipv4.ip_local_port_range", "net.core.somaxconn",
                 "net.ipv4.tcp_fin_timeout"):
         assert "+%s = " % key in output and "-%s = " % key in output, key  # --diff shows each key
 
-    result, output = run_module(netns, tmp_path, settings, "--diff")
+    result, output = run_module(sysctl_ns, tmp_path, settings, "--diff")
     assert result["changed"] is True and result["file_changed"] is True
-    assert read_ns(netns, "net/ipv4/tcp_tw_reuse") == "1"
-    assert read_ns(netns, "net/ipv4/ip_local_port_range") == "20000 29999"
-    assert read_ns(netns, "net/core/somaxconn") == "1024"
-    assert read_ns(netns, "net/ipv4/tcp_fin_timeout") == "45"
+    assert read_ns(sysctl_ns, "net/ipv4/tcp_tw_reuse") == "1"
+    assert read_ns(sysctl_ns, "net/ipv4/ip_local_port_range") == "20000 29999"
+    assert read_ns(sysctl_ns, "net/core/somaxconn") == "1024"
+    assert read_ns(sysctl_ns, "net/ipv4/tcp_fin_timeout") == "45"
     # a global key is invisible in a private namespace: skipped, named, never written
     assert result["skipped_keys"] == ["net.ipv4.tcp_max_orphans"]
     assert "net.ipv4.tcp_max_orphans is global" in output
@@ -239,50 +231,50 @@ def test_module_changes_the_namespace_only(netns, tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     assert result["keys"]["net.ipv4.tcp_tw_reuse"]["before"] == defaults["net/ipv4/tcp_tw_reuse"]
 
-    again, _ = run_module(netns, tmp_path, settings)
+    again, _ = run_module(sysctl_ns, tmp_path, settings)
     assert again["changed"] is False, again
 
 
-def test_kernel_rejection_restores_values_and_file(netns, tmp_path):
+def test_kernel_rejection_restores_values_and_file(sysctl_ns, tmp_path):
     path = tmp_path / "sysctl.d" / "60-netstate-tcp.conf"
     path.parent.mkdir()
     path.write_text("net.ipv4.tcp_keepalive_time = 600\n")
     path.chmod(0o640)
-    reuse, somaxconn = read_ns(netns, "net/ipv4/tcp_tw_reuse"), read_ns(netns, "net/core/somaxconn")
+    reuse, somaxconn = read_ns(sysctl_ns, "net/ipv4/tcp_tw_reuse"), read_ns(sysctl_ns, "net/core/somaxconn")
     # tcp_ecn is not in the knowledge table: only the kernel can say 9 is out of range (it takes 0..2)
-    result, _ = run_module(netns, tmp_path, {"tcp_tw_reuse": 1, "somaxconn": 1024, "net.ipv4.tcp_ecn": 9})
+    result, _ = run_module(sysctl_ns, tmp_path, {"tcp_tw_reuse": 1, "somaxconn": 1024, "net.ipv4.tcp_ecn": 9})
     assert result["failed"] is True
     assert result["msg"].startswith("net.ipv4.tcp_ecn=9: cannot set it live: Invalid argument")
     assert "restored 2 value(s) already written and the previous %s" % path in result["msg"]
     # ansible-core 2.19 marks every failure with "exception: (traceback unavailable)"; no real traceback here
     assert "module_stderr" not in result and "Traceback" not in result.get("exception", "")
-    assert read_ns(netns, "net/ipv4/tcp_tw_reuse") == reuse
-    assert read_ns(netns, "net/core/somaxconn") == somaxconn
+    assert read_ns(sysctl_ns, "net/ipv4/tcp_tw_reuse") == reuse
+    assert read_ns(sysctl_ns, "net/core/somaxconn") == somaxconn
     assert path.read_text() == "net.ipv4.tcp_keepalive_time = 600\n"
     assert oct(path.stat().st_mode & 0o777) == "0o640"
 
 
-def test_invalid_settings_change_nothing(netns, tmp_path):
+def test_invalid_settings_change_nothing(sysctl_ns, tmp_path):
     path = tmp_path / "sysctl.d" / "60-netstate-tcp.conf"
-    before = {rel: read_ns(netns, rel) for rel in HOST_KEYS if "orphans" not in rel}
-    result, _ = run_module(netns, tmp_path, {"tcp_tw_reuse": 1, "tcp_tw_recycle": 1,
+    before = {rel: read_ns(sysctl_ns, rel) for rel in HOST_KEYS if "orphans" not in rel}
+    result, _ = run_module(sysctl_ns, tmp_path, {"tcp_tw_reuse": 1, "tcp_tw_recycle": 1,
                                              "ip_local_port_range": "50000 40000", "somaxconn": 1024})
     assert result["failed"] is True
     assert "tcp_tw_recycle=1: refused: tcp_tw_recycle was removed in Linux 4.12" in result["msg"]
     assert "NAT" in result["msg"]
     assert "ip_local_port_range=50000 40000" in result["msg"]
-    assert {rel: read_ns(netns, rel) for rel in before} == before
+    assert {rel: read_ns(sysctl_ns, rel) for rel in before} == before
     assert not path.exists()
 
 
-def test_tw_buckets_not_lowered_without_force(netns, tmp_path):
-    current = int(read_ns(netns, "net/ipv4/tcp_max_tw_buckets"))
-    result, _ = run_module(netns, tmp_path, {"tcp_max_tw_buckets": current // 2}, persist=False)
+def test_tw_buckets_not_lowered_without_force(sysctl_ns, tmp_path):
+    current = int(read_ns(sysctl_ns, "net/ipv4/tcp_max_tw_buckets"))
+    result, _ = run_module(sysctl_ns, tmp_path, {"tcp_max_tw_buckets": current // 2}, persist=False)
     assert result["failed"] is True and "never to lower it" in result["msg"]
-    assert int(read_ns(netns, "net/ipv4/tcp_max_tw_buckets")) == current
-    result, output = run_module(netns, tmp_path, {"tcp_max_tw_buckets": current // 2}, persist=False, force=True)
+    assert int(read_ns(sysctl_ns, "net/ipv4/tcp_max_tw_buckets")) == current
+    result, output = run_module(sysctl_ns, tmp_path, {"tcp_max_tw_buckets": current // 2}, persist=False, force=True)
     assert result["changed"] is True and "done anyway: force" in output
-    assert int(read_ns(netns, "net/ipv4/tcp_max_tw_buckets")) == current // 2
+    assert int(read_ns(sysctl_ns, "net/ipv4/tcp_max_tw_buckets")) == current // 2
 
 
 def _time_wait_to_server(ns: str) -> int:
@@ -297,8 +289,8 @@ def _load(client: str, count: int, rate: float) -> dict:
 
 
 @pytest.mark.slow
-def test_proof_tw_reuse_lets_the_same_load_through(netns_pair, tmp_path):
-    client, server = netns_pair
+def test_proof_tw_reuse_lets_the_same_load_through(veth_pair, tmp_path):
+    client, server = veth_pair
     ports = PORTS[1] - PORTS[0] + 1
     inside(client, "sysctl", "-qw", "net.ipv4.ip_local_port_range=%d %d" % PORTS)
     inside(client, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=0")
@@ -312,9 +304,10 @@ def test_proof_tw_reuse_lets_the_same_load_through(netns_pair, tmp_path):
     count = ports + ports // 2
 
     holder = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c", SERVER, SERVER_ADDRESS,
-                               str(SERVER_PORT)], stdout=subprocess.PIPE, text=True)
+                               str(SERVER_PORT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "READY"
+        ready = holder.stdout.readline().strip()
+        assert ready == "READY", holder.stderr.read() if holder.poll() is not None else ready
 
         first = _load(client, count, rate)
         print("tcp_tw_reuse=0:", first)
