@@ -1,0 +1,171 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fleet fixtures: one podman fleet of real SSH hosts per test session (tests/fleet/fleet.py).
+
+Using the fleet in a test file of your own (tests/fleet/test_<yours>.py)::
+
+    import pytest
+    pytestmark = pytest.mark.fleet          # every fleet test carries the marker
+
+    def test_something(fleet, loads, ansible_playbook):
+        host = fleet.hosts[0]                           # "h01" .. "h05"
+        load = loads.start(host, "close_wait", count=50)  # stopped for you after the test
+        assert load.info["expect"]["CLOSE_WAIT"] == 50
+        result = ansible_playbook("netstate.tcp.health", "-l", host)  # plain subprocess
+        assert result.returncode == 0, result.stdout
+        print(fleet.exec(host, "ss -tan").stdout)        # podman exec, the oracle side
+
+Fixtures
+    fleet               session scope: the Fleet (fleet.py), up once with NETSTATE_FLEET_HOSTS hosts
+                        (default 5), torn down at the end. ``fleet.inventory`` is its Ansible
+                        inventory (group ``fleet``); ``fleet.address(h)``, ``fleet.exec(h, cmd)``,
+                        ``fleet.ssh(h, cmd)``, ``fleet.stop_host(h)`` / ``start_host`` / ``restart_host``,
+                        ``fleet.loadgen(h, scenario, **params)``.
+    loads               per test: ``loads.start(host, scenario, **params)`` starts a load generator
+                        (tests/fleet/loadgen.py) and stops it when the test ends, pass or fail.
+    ansible_playbook    per test: ``ansible_playbook(playbook, *args, env=None, timeout=600)`` runs
+                        ansible-playbook against the fleet inventory; returns a CompletedProcess
+                        (stdout and stderr merged into .stdout).
+
+Rules for sharing the one session fleet (every fleet test file runs on the same hosts)
+    * Stop every load generator you start (use ``loads``, or ``with fleet.loadgen(...)``).
+      Stopping resets its connections and drops its TIME_WAIT sockets (ss -K), so it leaves
+      nothing behind; use ports of your own when you run several at once.
+    * A host you stop comes back up after your test (the fixture starts it); do not remove hosts.
+    * Anything else you change on a host (sysctls, files, packages, services) you undo, or you
+      call ``fleet.restart_host(h)`` at the end: a restarted host gets a fresh network namespace,
+      so its net.* sysctls and addresses are back to the defaults.
+    * Never assert exact whole-host totals that another test's leftovers could change: compare
+      with ``ss`` run on the host before and after (see test_gather.py), or count your own ports.
+
+Prerequisites: root and podman (fleet.py installs podman, runc and debootstrap with apt-get
+when CI=true). Without them fleet tests skip and say why; under CI=true they fail instead.
+NETSTATE_FLEET_NAME picks the fleet name (default ``pt<pid>``, so parallel sessions by different
+people get their own network slice of 198.18.0.0/24); NETSTATE_FLEET_KEEP=1 leaves the fleet up
+after the session for debugging (``python3 tests/fleet/fleet.py --name NAME down`` removes it).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import fleet as fleet_module  # noqa: E402  (tests/fleet/fleet.py)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _require(condition, reason):
+    """Skip when a prerequisite is missing; under CI=true fail instead."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail("CI=true but the fleet cannot run: " + reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items):
+    # A test that uses the fleet is a fleet test, marker or not (so -m 'not fleet' leaves it out).
+    for item in items:
+        if "fleet" in getattr(item, "fixturenames", ()) and item.get_closest_marker("fleet") is None:
+            item.add_marker(pytest.mark.fleet)
+
+
+@pytest.fixture(scope="session")
+def fleet():
+    """The session's fleet of real SSH hosts; see the module docstring."""
+    _require(sys.platform.startswith("linux"), "the fleet needs Linux")
+    _require(os.geteuid() == 0, "the fleet needs root (rootful podman, networks, user namespaces)")
+    _require(IN_CI or shutil.which("podman") is not None,
+             "podman is not installed (fleet.py installs it when CI=true, or run "
+             "`python3 tests/fleet/fleet.py up` once as root)")
+    try:
+        hosts = int(os.environ.get("NETSTATE_FLEET_HOSTS", "5"))
+    except ValueError:
+        pytest.fail("NETSTATE_FLEET_HOSTS must be a number, got %r" % os.environ["NETSTATE_FLEET_HOSTS"])
+    name = os.environ.get("NETSTATE_FLEET_NAME") or "pt%d" % os.getpid()
+    the_fleet = fleet_module.Fleet(name=name, owner_pid=os.getpid())
+    try:
+        the_fleet.up(hosts)
+    except fleet_module.FleetError as error:
+        the_fleet.down()
+        pytest.fail("fleet up failed: %s" % error, pytrace=False)
+    try:
+        yield the_fleet
+    finally:
+        if os.environ.get("NETSTATE_FLEET_KEEP") != "1":
+            the_fleet.down()
+
+
+class Loads:
+    """Load generators started by one test, all stopped at its end."""
+
+    def __init__(self, fleet):
+        self.fleet = fleet
+        self.handles = []
+
+    def start(self, host, scenario, **params):
+        handle = self.fleet.loadgen(host, scenario, **params)
+        self.handles.append(handle)
+        return handle
+
+    def stop_all(self):
+        while self.handles:
+            self.handles.pop().stop()
+
+
+@pytest.fixture
+def loads(fleet):
+    tracker = Loads(fleet)
+    try:
+        yield tracker
+    finally:
+        tracker.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _hosts_back_up(request):
+    """After a fleet test, any host it stopped is started again for the next test."""
+    yield
+    if "fleet" not in request.fixturenames:
+        return
+    the_fleet = request.getfixturevalue("fleet")
+    for host in the_fleet.hosts:
+        if not the_fleet.is_running(host):
+            the_fleet.start_host(host)
+
+
+def playbook_env(extra=None):
+    """Environment for ansible-playbook: this checkout's collection and ansible.cfg."""
+    env = dict(os.environ)
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(ROOT, ".build", "collections"))
+    env.setdefault("ANSIBLE_CONFIG", os.path.join(ROOT, "ansible.cfg"))
+    # Fleet hosts have their own interpreter in the inventory; the controller's is for localhost.
+    env.pop("ANSIBLE_PYTHON_INTERPRETER", None)
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def ansible_playbook(fleet):
+    """ansible-playbook PLAYBOOK ARGS... -i <fleet inventory>, as a plain subprocess."""
+    binary = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    if not os.path.exists(binary):
+        binary = shutil.which("ansible-playbook") or "ansible-playbook"
+
+    def run(playbook, *args, env=None, timeout=600, inventory=None):
+        command = [binary, "-i", str(inventory or fleet.inventory), str(playbook)] + [str(a) for a in args]
+        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=playbook_env(env), timeout=timeout, cwd=ROOT)
+
+    return run
