@@ -258,8 +258,31 @@ def map_socket_inodes(wanted, proc="/proc", full=False):
     inode_pids = {} if full else None
     if not remaining and not full:
         return owners, len(denied), inode_pids
-    later = []
+    # Processes of the namespace being gathered usually hold its sockets: walk them first, so
+    # a listener whose owner is unreadable does not make us read every other namespace's fds
+    # before the ones we need.
+    try:
+        here = namespace_id(os.path.join(proc, "self/ns/net"))
+    except (IOError, OSError):
+        here = None
+    local_pids, other_pids = [], []
     for pid in pids(proc):
+        try:
+            same = here is None or namespace_id(os.path.join(proc, str(pid), "ns/net")) == here
+        except (IOError, OSError):
+            same = False
+        (local_pids if same else other_pids).append(pid)
+    for group in (local_pids, other_pids):
+        done = _walk(group, proc, full, remaining, owners, inode_pids, denied)
+        if done:
+            break
+    return owners, len(denied), inode_pids
+
+
+def _walk(group, proc, full, remaining, owners, inode_pids, denied):
+    """Walk the fds of the pids in group: the first few of each, then the rest. True when done."""
+    later = []
+    for pid in group:
         fd_dir = os.path.join(proc, str(pid), "fd")
         try:
             entries = os.scandir(fd_dir)
@@ -278,7 +301,7 @@ def map_socket_inodes(wanted, proc="/proc", full=False):
                     denied.add(pid)
                     break
         if not remaining and not full:
-            return owners, len(denied), inode_pids
+            return True
         if not complete:
             later.append(pid)
     for pid in later:
@@ -291,8 +314,8 @@ def map_socket_inodes(wanted, proc="/proc", full=False):
             if not _note(os.path.join(fd_dir, name), pid, remaining, owners, inode_pids):
                 break
             if not remaining and not full:
-                return owners, len(denied), inode_pids
-    return owners, len(denied), inode_pids
+                return True
+    return False
 
 
 def _note(path, pid, remaining, owners, inode_pids):
