@@ -71,10 +71,10 @@ class Namespace:
         self.processes = []
 
     def run(self, cmd, **kwargs):
-        kwargs.setdefault("check", True)
+        check = kwargs.pop("check", True)
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
-        return subprocess.run(["ip", "netns", "exec", self.name] + list(cmd), **kwargs)
+        return subprocess.run(["ip", "netns", "exec", self.name] + list(cmd), check=check, **kwargs)
 
     def sysctl(self, key, value):
         self.run(["sysctl", "-q", "-w", "%s=%s" % (key, value)])

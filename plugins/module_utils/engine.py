@@ -151,9 +151,9 @@ class TcpAggregate:
         self.family_states = {socket.AF_INET: [0] * 16, socket.AF_INET6: [0] * 16}
         # server side: port -> [count per state]; peers seen from the server side
         self.local = {}
-        self.server_peers = [None] + [{} for _ in range(15)]
+        self.server_peers = [None] + [{} for _state in range(15)]
         # client side, per state: key bytes (dport, src, dst) -> count
-        self.client = [None] + [{} for _ in range(15)]
+        self.client = [None] + [{} for _state in range(15)]
         self.listeners = []
         self.want_sockets = want_sockets
         self.sockets = []

@@ -24,7 +24,7 @@ description:
   - Can be listed in C(FACTS_MODULES) next to M(ansible.builtin.setup); it then takes its options from
     C(module_defaults).
 author:
-  - netstate.tcp developers
+  - netstate.tcp developers (@netstate-tcp)
 extends_documentation_fragment:
   - netstate.tcp.attributes
   - netstate.tcp.attributes.INFO_MODULE
@@ -56,8 +56,8 @@ options:
     default: 10
   sample_interval:
     description:
-      - When above V(0), the kernel counters are read twice this many seconds apart and
-        RV(ansible_facts.netstate.counters.rates) holds the per-second rates of the cumulative ones.
+      - When above V(0), the kernel counters are read twice this many seconds apart and C(rates) in
+        RV(ansible_facts.netstate.counters) holds the per-second rates of the cumulative ones.
       - At most V(60) seconds.
     type: float
     default: 0

@@ -21,7 +21,7 @@ description:
   - Run as an unprivileged user, listeners whose process is unreadable have null C(pid), C(name) and C(stime)
     and the module warns once; C(user) is then the socket's owner.
 author:
-  - netstate.tcp developers
+  - netstate.tcp developers (@netstate-tcp)
 extends_documentation_fragment:
   - netstate.tcp.attributes
   - netstate.tcp.attributes.INFO_MODULE

@@ -91,7 +91,7 @@ def build(spec):
 
     count = 0
     for item in spec.get("established", []):
-        for _ in range(item["count"]):
+        for _index in range(item["count"]):
             client, server = connect_pair(item["to"], item.get("from"))
             HELD.extend((client, server))
             count += 1
@@ -99,7 +99,7 @@ def build(spec):
 
     count = 0
     for item in spec.get("time_wait", []):
-        for _ in range(item["count"]):
+        for _index in range(item["count"]):
             client, server = connect_pair(item["to"], item.get("from"))
             client.close()
             server.recv(1)  # EOF: the client's FIN arrived
@@ -109,7 +109,7 @@ def build(spec):
 
     count = 0
     for item in spec.get("server_time_wait", []):
-        for _ in range(item["count"]):
+        for _index in range(item["count"]):
             client, server = connect_pair(item["to"], item.get("from"))
             server.close()
             client.recv(1)
@@ -119,7 +119,7 @@ def build(spec):
 
     count = 0
     for item in spec.get("close_wait", []):
-        for _ in range(item["count"]):
+        for _index in range(item["count"]):
             client, server = connect_pair(item["to"], item.get("from"))
             client.close()
             server.recv(1)
@@ -133,7 +133,7 @@ def build(spec):
         address = item["address"]
         if address == "0.0.0.0":
             address = "127.0.0.1"
-        for _ in range(item["clients"]):
+        for _index in range(item["clients"]):
             client = socket.socket(family_of(address), socket.SOCK_STREAM)
             client.setblocking(False)
             try:
