@@ -48,7 +48,6 @@ after the session for debugging (``python3 tests/fleet/fleet.py --name NAME down
 
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -59,6 +58,7 @@ if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
 import fleet as fleet_module  # noqa: E402  (tests/fleet/fleet.py)
+from fleetcheck import run_playbook  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -143,29 +143,11 @@ def _hosts_back_up(request):
             the_fleet.start_host(host)
 
 
-def playbook_env(extra=None):
-    """Environment for ansible-playbook: this checkout's collection and ansible.cfg."""
-    env = dict(os.environ)
-    env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(ROOT, ".build", "collections"))
-    env.setdefault("ANSIBLE_CONFIG", os.path.join(ROOT, "ansible.cfg"))
-    # Fleet hosts have their own interpreter in the inventory; the controller's is for localhost.
-    env.pop("ANSIBLE_PYTHON_INTERPRETER", None)
-    env["ANSIBLE_NOCOLOR"] = "1"
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    env.update(extra or {})
-    return env
-
-
 @pytest.fixture
 def ansible_playbook(fleet):
     """ansible-playbook PLAYBOOK ARGS... -i <fleet inventory>, as a plain subprocess."""
-    binary = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    if not os.path.exists(binary):
-        binary = shutil.which("ansible-playbook") or "ansible-playbook"
 
     def run(playbook, *args, env=None, timeout=600, inventory=None):
-        command = [binary, "-i", str(inventory or fleet.inventory), str(playbook)] + [str(a) for a in args]
-        return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=playbook_env(env), timeout=timeout, cwd=ROOT)
+        return run_playbook(fleet, playbook, *args, env=env, timeout=timeout, inventory=inventory)
 
     return run

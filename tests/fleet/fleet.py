@@ -478,9 +478,8 @@ class Fleet:
 
     def _containers(self) -> Dict[str, str]:
         """container name -> status (running, exited, created...) for this fleet."""
-        out = self.podman.text("ps", "-a", "--filter", "label={}={}".format(LABEL, self.name),
-                               "--format", "{{.Names}} {{.State}}")
-        return dict(line.split(None, 1) for line in out.splitlines() if line.strip())
+        out = self.podman.text("ps", "-a", "--filter", "label={}={}".format(LABEL, self.name), "--format", "json")
+        return {entry["Names"][0]: entry["State"] for entry in json.loads(out or "[]")}
 
     def _create_host(self, entry: Dict[str, str], image: str) -> None:
         self.podman.run(
@@ -570,7 +569,7 @@ class Fleet:
         existing = self._containers()
         wanted = {entry["container"] for entry in self.state["hosts"]}
         for container in sorted(set(existing) - wanted):
-            self.podman.run("rm", "-f", "-t", "0", container)
+            self._remove_container(container)
 
         def ensure(entry: Dict[str, str]) -> None:
             status = existing.get(entry["container"])
@@ -619,12 +618,23 @@ class Fleet:
         _write_if_changed(path, text, mode=0o600)
         return path
 
+    def _remove_container(self, container: str, attempts: int = 6) -> None:
+        """podman rm -f, retried: a container mount another process's new mount namespace still
+        holds for a moment (other fleets starting in parallel) makes the first removal fail busy."""
+        for attempt in range(attempts):
+            result = self.podman.run("rm", "-f", "-t", "0", container, check=False)
+            if result.returncode == 0:
+                return
+            time.sleep(0.5 * (attempt + 1))
+        raise FleetError("cannot remove container {}: {}".format(
+            container, result.stderr.decode(errors="replace").strip()))
+
     def _remove(self) -> List[str]:
         removed: List[str] = []
         if shutil.which("podman"):
             self.podman.configure()
             for container in sorted(self._containers()):
-                self.podman.run("rm", "-f", "-t", "0", container)
+                self._remove_container(container)
                 removed.append("container " + container)
             if self.podman.run("network", "exists", self.network, check=False).returncode == 0:
                 self.podman.run("network", "rm", "-f", self.network)
