@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Private helper of benchmarks/bench_engine.py: time one in-process call in a fresh process.
+
+    python _inproc.py {engine|floor|floor_raw|psutil} COLLECTIONS_DIR [GATHER_SUBSET,...]
+    python _inproc.py profile COLLECTIONS_DIR   (cProfile of one warm engine.gather(), as text)
+
+Runs the call once to warm up (imports, first page faults), then once more timed, and prints
+one JSON line: {"seconds": ..., "cpu": ..., ...} for the timed call. The caller measures this
+process's peak RSS, so every in-process figure is "a Python process doing only this". It
+inherits the caller's network namespace.
+"""
+
+import json
+import socket
+import struct
+import sys
+import time
+
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST_DUMP = 0x1 | 0x300
+NLMSG_DONE = 3
+TCP_ALL_STATES = 0x1FFE  # TCP states 1..12 (NEW_SYN_RECV included), as the engine asks
+HEADER = struct.Struct("=IHHII")
+DONE = HEADER.size + 4
+
+
+def engine_call(collections, subset=None):
+    sys.path.insert(0, collections)
+    from ansible_collections.netstate.tcp.plugins.module_utils import engine
+
+    def call():
+        return engine.gather(subset=subset)
+
+    def summary(doc):
+        tcp = doc["tcp"]
+        return {"total": tcp["total"], "states": tcp["states"],
+                "families": {name: family["total"] for name, family in tcp["families"].items()},
+                "backend": doc.get("backend"), "listeners": len(doc.get("listeners") or [])}
+    return call, summary
+
+
+def floor_call(collections, _subset=None):
+    """The engine's own bare dump (receives every buffer, parses nothing), IPv4 and IPv6."""
+    sys.path.insert(0, collections)
+    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
+    if hasattr(_netlink, "dump_raw"):
+        def call():
+            return sum(_netlink.dump_raw(family, socket.IPPROTO_TCP, TCP_ALL_STATES)
+                       for family in (socket.AF_INET, socket.AF_INET6))
+    else:
+        def call():
+            return sum(len(chunk) for family in (socket.AF_INET, socket.AF_INET6)
+                       for chunk in _netlink.dump_chunks(family, socket.IPPROTO_TCP, TCP_ALL_STATES))
+    return call, lambda received: {"bytes": received}
+
+
+def floor_raw_call(_collections, _subset=None):
+    """The benchmark's own bare dump: one reused 1 MiB buffer, no extensions, parses nothing."""
+    buffer = bytearray(1 << 20)
+
+    def dump(family):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            # inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid
+            request = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, TCP_ALL_STATES) + bytes(48)
+            sock.send(HEADER.pack(HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0)
+                      + request)
+            received = 0
+            while True:
+                length = sock.recv_into(buffer)
+                received += length
+                if length >= DONE and struct.unpack_from("=IH", buffer, length - DONE) == (DONE, NLMSG_DONE):
+                    return received
+        finally:
+            sock.close()
+
+    def call():
+        return dump(socket.AF_INET) + dump(socket.AF_INET6)
+    return call, lambda received: {"bytes": received}
+
+
+def psutil_call(_collections, _subset=None):
+    import psutil
+
+    def call():
+        return psutil.net_connections(kind="tcp")
+
+    def summary(connections):
+        states = {}
+        for connection in connections:
+            states[connection.status] = states.get(connection.status, 0) + 1
+        return {"total": len(connections), "states": states}
+    return call, summary
+
+
+CALLS = {"engine": engine_call, "floor": floor_call, "floor_raw": floor_raw_call, "psutil": psutil_call}
+
+
+def profile(collections):
+    import cProfile
+    import pstats
+    call, _summary = engine_call(collections)
+    call()
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.runcall(call)
+    print("one warm engine.gather() under cProfile: %.0f ms (profiling slows Python code down)"
+          % ((time.perf_counter() - started) * 1000))
+    stats = pstats.Stats(profiler, stream=sys.stdout).strip_dirs()
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(25)
+
+
+def main():
+    what, collections = sys.argv[1], sys.argv[2]
+    subset = sys.argv[3].split(",") if len(sys.argv) > 3 else None
+    if what == "profile":
+        profile(collections)
+        return
+    call, summary = CALLS[what](collections, subset)
+    call()  # warm-up
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    result = call()
+    seconds = time.perf_counter() - started
+    answer = {"seconds": seconds, "cpu": time.process_time() - cpu_started}
+    answer.update(summary(result))
+    print(json.dumps(answer))
+
+
+if __name__ == "__main__":
+    main()
