@@ -238,7 +238,7 @@ def _parse_port_list(value: Any) -> List[Tuple[int, int]]:
             merged[-1][1] = max(merged[-1][1], high)
         else:
             merged.append([low, high])
-    return [(low, high) for low, high in merged]
+    return [(pair[0], pair[1]) for pair in merged]
 
 
 def normalize_value(spec: Optional[KeySpec], value: Any) -> str:

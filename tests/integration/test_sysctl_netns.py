@@ -231,7 +231,7 @@ def test_module_changes_the_namespace_only(sysctl_ns, tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     assert result["keys"]["net.ipv4.tcp_tw_reuse"]["before"] == defaults["net/ipv4/tcp_tw_reuse"]
 
-    again, _ = run_module(sysctl_ns, tmp_path, settings)
+    again, _output = run_module(sysctl_ns, tmp_path, settings)
     assert again["changed"] is False, again
 
 
@@ -242,7 +242,7 @@ def test_kernel_rejection_restores_values_and_file(sysctl_ns, tmp_path):
     path.chmod(0o640)
     reuse, somaxconn = read_ns(sysctl_ns, "net/ipv4/tcp_tw_reuse"), read_ns(sysctl_ns, "net/core/somaxconn")
     # tcp_ecn is not in the knowledge table: only the kernel can say 9 is out of range (it takes 0..2)
-    result, _ = run_module(sysctl_ns, tmp_path, {"tcp_tw_reuse": 1, "somaxconn": 1024, "net.ipv4.tcp_ecn": 9})
+    result, _output = run_module(sysctl_ns, tmp_path, {"tcp_tw_reuse": 1, "somaxconn": 1024, "net.ipv4.tcp_ecn": 9})
     assert result["failed"] is True
     assert result["msg"].startswith("net.ipv4.tcp_ecn=9: cannot set it live: Invalid argument")
     assert "restored 2 value(s) already written and the previous %s" % path in result["msg"]
@@ -257,8 +257,8 @@ def test_kernel_rejection_restores_values_and_file(sysctl_ns, tmp_path):
 def test_invalid_settings_change_nothing(sysctl_ns, tmp_path):
     path = tmp_path / "sysctl.d" / "60-netstate-tcp.conf"
     before = {rel: read_ns(sysctl_ns, rel) for rel in HOST_KEYS if "orphans" not in rel}
-    result, _ = run_module(sysctl_ns, tmp_path, {"tcp_tw_reuse": 1, "tcp_tw_recycle": 1,
-                                             "ip_local_port_range": "50000 40000", "somaxconn": 1024})
+    settings = {"tcp_tw_reuse": 1, "tcp_tw_recycle": 1, "ip_local_port_range": "50000 40000", "somaxconn": 1024}
+    result, _output = run_module(sysctl_ns, tmp_path, settings)
     assert result["failed"] is True
     assert "tcp_tw_recycle=1: refused: tcp_tw_recycle was removed in Linux 4.12" in result["msg"]
     assert "NAT" in result["msg"]
@@ -269,7 +269,7 @@ def test_invalid_settings_change_nothing(sysctl_ns, tmp_path):
 
 def test_tw_buckets_not_lowered_without_force(sysctl_ns, tmp_path):
     current = int(read_ns(sysctl_ns, "net/ipv4/tcp_max_tw_buckets"))
-    result, _ = run_module(sysctl_ns, tmp_path, {"tcp_max_tw_buckets": current // 2}, persist=False)
+    result, _output = run_module(sysctl_ns, tmp_path, {"tcp_max_tw_buckets": current // 2}, persist=False)
     assert result["failed"] is True and "never to lower it" in result["msg"]
     assert int(read_ns(sysctl_ns, "net/ipv4/tcp_max_tw_buckets")) == current
     result, output = run_module(sysctl_ns, tmp_path, {"tcp_max_tw_buckets": current // 2}, persist=False, force=True)
