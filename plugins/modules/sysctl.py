@@ -36,7 +36,7 @@ description:
     so several tasks can share it; a key set to V(null) is removed from it (its live value is left alone).
     The file is rewritten in canonical form, C(key = value) per line under a header comment."
 author:
-  - netstate.tcp developers
+  - netstate.tcp developers (@netstate-tcp)
 extends_documentation_fragment:
   - netstate.tcp.attributes
   - netstate.tcp.attributes.LINUX
