@@ -17,13 +17,18 @@ import uuid
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(ROOT, ".build", "collections")
-LINK = os.path.join(COLLECTIONS, "ansible_collections", "netstate", "tcp")
 SUPPORT = os.path.join(ROOT, "tests", "support")
-
-if not os.path.islink(LINK):
-    os.makedirs(os.path.dirname(LINK), exist_ok=True)
-    os.symlink("../../../..", LINK)
+if ROOT.split(os.sep)[-3:] == ["ansible_collections", "netstate", "tcp"]:
+    # Already laid out as a collection (ansible-test, an installed collection): use it as it is.
+    COLLECTIONS = os.path.dirname(os.path.dirname(os.path.dirname(ROOT)))
+else:
+    COLLECTIONS = os.path.join(ROOT, ".build", "collections")
+    LINK = os.path.join(COLLECTIONS, "ansible_collections", "netstate", "tcp")
+    if not os.path.islink(LINK):
+        os.makedirs(os.path.dirname(LINK), exist_ok=True)
+        os.symlink("../../../..", LINK)
+    if COLLECTIONS not in sys.path:
+        sys.path.insert(0, COLLECTIONS)
 os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
 # ansible-playbook and ansible-test of the virtualenv running the tests
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -31,8 +36,6 @@ os.environ.setdefault("ANSIBLE_CONFIG", os.path.join(ROOT, "ansible.cfg"))
 # Local runs use the test interpreter (interpreter discovery may find a broken shim);
 # fleet inventories set ansible_python_interpreter per host, which wins over this.
 os.environ.setdefault("ANSIBLE_PYTHON_INTERPRETER", sys.executable)
-if COLLECTIONS not in sys.path:
-    sys.path.insert(0, COLLECTIONS)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
