@@ -1,0 +1,544 @@
+# Copyright: netstate.tcp developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The monitoring agents on real fleet hosts: zabbix_agent and node_exporter from Debian packages.
+
+The hosts' bridge is internal (no route out), so apt on the hosts goes through a small forward proxy
+this module runs on the bridge's gateway address; it forwards http://deb.debian.org only. The agents
+are queried from the controller over 198.18.0.0/24: Zabbix with zabbix_utils.Getter (the Zabbix
+protocol), node_exporter over HTTP parsed with prometheus_client's parser. `ss` on each host is the
+oracle. The template's JSONPath preprocessing is applied by a small evaluator below that covers the
+JSONPath forms the template uses (checked: an unknown form fails the test).
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import ipaddress
+import json
+import re
+import socketserver
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from zabbix_utils import Getter
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "roles" / "zabbix_agent" / "files" / "netstate_tcp_zabbix_template.yaml"
+MODULE_UTILS = "/usr/local/lib/netstate/ansible_collections/netstate/tcp/plugins/module_utils"
+STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+          "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+SS_STATES = {
+    "ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
+    "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "UNCONN": "CLOSE", "CLOSE-WAIT": "CLOSE_WAIT",
+    "LAST-ACK": "LAST_ACK", "LISTEN": "LISTEN", "CLOSING": "CLOSING",
+}
+WEB_PORT = 18080
+FULL_PORT = 18090
+
+
+# ------------------------------------------------------------------------------ apt through the gateway
+
+class _AptProxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    allowed = ("deb.debian.org",)
+    request_headers = ("If-Modified-Since", "If-None-Match", "Range", "If-Range", "Accept")
+    response_headers = ("Content-Type", "Last-Modified", "ETag", "Content-Range", "Accept-Ranges", "Date")
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self, head=False):
+        url = urllib.parse.urlsplit(self.path)
+        if url.scheme != "http" or url.hostname not in self.allowed or url.port not in (None, 80):
+            self.send_error(403, "only http://deb.debian.org is forwarded")
+            return
+        upstream = http.client.HTTPConnection(url.hostname, 80, timeout=120)
+        try:
+            headers = {name: self.headers[name] for name in self.request_headers if self.headers.get(name)}
+            upstream.request("HEAD" if head else "GET", url.path + ("?" + url.query if url.query else ""),
+                             headers=headers)
+            response = upstream.getresponse()
+            body = b"" if head else response.read()
+            self.send_response(response.status, response.reason)
+            for name in self.response_headers:
+                if response.getheader(name):
+                    self.send_header(name, response.getheader(name))
+            self.send_header("Content-Length", response.getheader("Content-Length", "0") if head else str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError as error:
+            self.send_error(502, str(error))
+        finally:
+            upstream.close()
+
+    def do_HEAD(self):
+        self.do_GET(head=True)
+
+
+class _ProxyServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+
+
+@pytest.fixture(scope="module")
+def agent_hosts(fleet):
+    """Two hosts for the agents, apt pointed at our proxy; restarted afterwards (services stop)."""
+    hosts = fleet.hosts[-2:]
+    gateway = str(ipaddress.ip_network(fleet.subnet)[1])
+    server = _ProxyServer((gateway, 0), _AptProxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    proxy = 'Acquire::http::Proxy "http://%s:%d/";' % (gateway, server.server_address[1])
+    for host in hosts:
+        fleet.exec(host, "echo '%s' > /etc/apt/apt.conf.d/01netstate-test-proxy" % proxy)
+    try:
+        yield {"hosts": hosts, "gateway": gateway}
+    finally:
+        for host in hosts:
+            fleet.exec(host, "rm -f /etc/apt/apt.conf.d/01netstate-test-proxy /etc/cron.d/netstate-tcp-textfile",
+                       check=False)
+            fleet.restart_host(host)
+        server.shutdown()
+        server.server_close()
+
+
+# ------------------------------------------------------------------------------ ss, the oracle
+
+def split_endpoint(text):
+    address, _, port = text.rpartition(":")
+    address = address.strip("[]").split("%", 1)[0]
+    if address.startswith("::ffff:") and "." in address:
+        address = address[len("::ffff:"):]
+    return address, int(port)
+
+
+def ss_view(fleet, host, exclude=()):
+    """ss's counts; sockets (not listeners) on an excluded local port - the agent answering us - left out."""
+    out = fleet.exec(host, "ss -H -n -t -a").stdout
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    rows = [row for row in rows if row[0] == "LISTEN" or split_endpoint(row[3])[1] not in exclude]
+    states = Counter(SS_STATES[row[0]] for row in rows)
+    listeners = [dict(zip(("address", "port"), split_endpoint(row[3])), queue=int(row[1]), backlog=int(row[2]))
+                 for row in rows if row[0] == "LISTEN"]
+    ports = {listener["port"] for listener in listeners}
+    per_port = {str(port): Counter() for port in ports}
+    for row in rows:
+        port = split_endpoint(row[3])[1]
+        if port in ports:
+            per_port[str(port)][SS_STATES[row[0]]] += 1
+    return {"states": states, "listeners": listeners, "per_port": per_port}
+
+
+def stable(fleet, host, produce, exclude=(), attempts=6):
+    """produce() between two identical ss views."""
+    for _ in range(attempts):
+        before = ss_view(fleet, host, exclude)
+        value = produce()
+        after = ss_view(fleet, host, exclude)
+        if before == after:
+            return before, value
+        time.sleep(0.5)
+    pytest.fail("sockets on %s kept changing around the query" % host)
+
+
+def facts_without(facts, port):
+    """The facts' state counts without the sockets (not listeners) on one local port, as ss_view(exclude)."""
+    states = Counter(facts["tcp"]["states"])
+    for state, count in facts["tcp"]["local_ports"].get(str(port), {"states": {}})["states"].items():
+        if state != "LISTEN":
+            states[state] -= count
+    return +states
+
+
+# ------------------------------------------------------------------------------ JSONPath (Zabbix subset)
+
+_FILTER = re.compile(r"^\[\?\((.*)\)\]")
+_CONDITION = re.compile(r"^@\.(\w+)\s*==\s*(?:'([^']*)'|(-?\d+))$")
+
+
+def jsonpath(document, path):
+    """Evaluate the JSONPath forms the template uses; raises LookupError where Zabbix fails."""
+    assert path.startswith("$"), path
+    rest = path[1:]
+    values, many = [document], False
+    while rest:
+        match = re.match(r"^\.(\w+)\(\)$", rest)
+        if match:  # functions: sum(), max()
+            numbers = values
+            if not numbers or not all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers):
+                raise LookupError("%s over %r" % (match.group(1), numbers))
+            return {"sum": sum, "max": max}[match.group(1)](numbers)
+        match = re.match(r"^\.(\w+)", rest) or re.match(r"^\['([^']+)'\]", rest)
+        if match:
+            key = match.group(1)
+            values = [value[key] for value in values if isinstance(value, dict) and key in value]
+            rest = rest[match.end():]
+            if not values and not many:
+                raise LookupError(path)
+            continue
+        match = re.match(r"^\[(\d+)\]", rest)
+        if match:
+            index = int(match.group(1))
+            values = [value[index] for value in values if isinstance(value, list) and len(value) > index]
+            if not values:
+                raise LookupError(path)
+            rest = rest[match.end():]
+            continue
+        match = _FILTER.match(rest)
+        if match:
+            conditions = []
+            for part in match.group(1).split("&&"):
+                condition = _CONDITION.match(part.strip())
+                assert condition, "JSONPath form not covered by the test's evaluator: " + part
+                name, text, number = condition.groups()
+                conditions.append((name, text if text is not None else int(number)))
+            values = [item for value in values if isinstance(value, list) for item in value
+                      if all(isinstance(item, dict) and item.get(name) == want for name, want in conditions)]
+            many = True
+            rest = rest[match.end():]
+            continue
+        raise AssertionError("JSONPath form not covered by the test's evaluator: " + rest)
+    if many:
+        return values
+    if values[0] is None:
+        raise LookupError(path + " is null")
+    return values[0]
+
+
+def preprocess(item, document, macros=None):
+    """The item's value from the master document: JSONPath, error handler; rate steps left out."""
+    steps = item["preprocessing"]
+    assert steps[0]["type"] == "JSONPATH"
+    path = steps[0]["parameters"][0]
+    for macro, value in (macros or {}).items():
+        path = path.replace(macro, value)
+    try:
+        value = jsonpath(document, path)
+    except LookupError:
+        handler = steps[0].get("error_handler")
+        if handler == "CUSTOM_VALUE":
+            return float(steps[0]["error_handler_params"])
+        if handler == "DISCARD_VALUE":
+            return None
+        raise
+    for step in steps[1:]:
+        if step["type"] == "MULTIPLIER":
+            value = value * float(step["parameters"][0])
+    return value
+
+
+def template():
+    return yaml.safe_load(TEMPLATE.read_text())["zabbix_export"]["templates"][0]
+
+
+# ------------------------------------------------------------------------------ zabbix
+
+def write_playbook(tmp_path, role, variables):
+    playbook = tmp_path / ("%s.yml" % role)
+    playbook.write_text(yaml.safe_dump([{
+        "name": "netstate.tcp.%s on the fleet" % role, "hosts": "all", "gather_facts": False,
+        "tasks": [{"name": "Apply the role", "ansible.builtin.include_role": {"name": "netstate.tcp.%s" % role},
+                   "vars": variables}]}]))
+    return playbook
+
+
+def recap(stdout):
+    return {host: {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", counts)}
+            for host, counts in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, re.M)}
+
+
+ZABBIX_VARS = {
+    "netstate_zabbix_agent_flavor": "{{ 'agent2' if inventory_hostname == netstate_test_agent2_host else 'agentd' }}",
+}
+
+
+@pytest.fixture(scope="module")
+def zabbix(fleet, agent_hosts, tmp_path_factory):
+    hosts = agent_hosts["hosts"]
+    variables = dict(ZABBIX_VARS, netstate_zabbix_agent_server=["127.0.0.1", agent_hosts["gateway"]])
+    playbook = write_playbook(tmp_path_factory.mktemp("zabbix"), "zabbix_agent", variables)
+    from fleetcheck import run_playbook
+    started = time.time()
+    first = run_playbook(fleet, playbook, "-l", ",".join(hosts), "-e", "netstate_test_agent2_host=" + hosts[1])
+    assert first.returncode == 0, first.stdout[-5000:]
+    elapsed = time.time() - started
+    second = run_playbook(fleet, playbook, "-l", ",".join(hosts), "-e", "netstate_test_agent2_host=" + hosts[1])
+    assert second.returncode == 0, second.stdout[-5000:]
+    return {"hosts": hosts, "flavors": {hosts[0]: "zabbix-agent", hosts[1]: "zabbix-agent2"},
+            "first": first, "second": second, "first_seconds": elapsed}
+
+
+def getter(fleet, host):
+    return Getter(host=fleet.address(host), port=10050, timeout=20)
+
+
+def agent_value(fleet, host, key):
+    response = getter(fleet, host).get(key)
+    assert response.value is not None, "%s on %s: %s" % (key, host, response.error)
+    return response.value
+
+
+def test_zabbix_agents_installed_from_packages(fleet, zabbix):
+    for host, package in zabbix["flavors"].items():
+        status = fleet.exec(host, "dpkg-query -W -f '${Status} ${Version}' " + package).stdout
+        assert status.startswith("install ok installed 1:6.0"), status
+        assert agent_value(fleet, host, "agent.version").startswith("6.0")
+        config = fleet.exec(host, "cat /etc/zabbix/zabbix_agent*.conf").stdout
+        assert "UnsafeUserParameters=0" in config
+
+
+def test_zabbix_second_run_changes_nothing(zabbix):
+    for host in zabbix["hosts"]:
+        assert recap(zabbix["second"].stdout)[host]["changed"] == 0, zabbix["second"].stdout[-3000:]
+        assert recap(zabbix["first"].stdout)[host]["changed"] > 0
+
+
+def test_master_item_matches_ss(fleet, zabbix, loads):
+    for host in zabbix["hosts"]:
+        loads.start(host, "established", port=WEB_PORT, count=25)
+        # our own query is a socket on port 10050 while the agent answers, then TIME_WAIT: left out on both sides
+        view, value = stable(fleet, host, lambda host=host: agent_value(fleet, host, "netstate.tcp.json"),
+                             exclude=(10050,))
+        facts = json.loads(value)
+        assert facts["tcp"]["local_ports"]["10050"]["states"]["ESTABLISHED"] >= 1  # it did see our query
+        assert facts_without(facts, 10050) == view["states"]
+        assert facts["tcp"]["local_ports"][str(WEB_PORT)]["states"]["ESTABLISHED"] == 25
+        assert {port: {s: c for s, c in entry["states"].items() if c}
+                for port, entry in facts["tcp"]["local_ports"].items() if port != "10050"} == \
+            {port: dict(counts) for port, counts in view["per_port"].items() if port != "10050"}
+        assert sorted((item["address"], item["port"], item["backlog"]) for item in facts["listeners"]
+                      if item["protocol"] == "tcp") == \
+            sorted((item["address"], item["port"], item["backlog"]) for item in view["listeners"])
+
+
+def test_discovery_lists_each_listening_port(fleet, zabbix, loads):
+    for host in zabbix["hosts"]:
+        loads.start(host, "established", port=WEB_PORT, count=5)
+        view, value = stable(fleet, host, lambda host=host: agent_value(fleet, host, "netstate.tcp.discovery[tcp]"),
+                             exclude=(10050,))
+        rows = json.loads(value)
+        assert sorted(int(row["{#PORT}"]) for row in rows) == sorted({item["port"] for item in view["listeners"]})
+        assert {WEB_PORT, 10050, 22} <= {int(row["{#PORT}"]) for row in rows}
+        assert all(row["{#PROTOCOL}"] == "tcp" for row in rows)
+
+
+HOSTILE = [
+    "netstate.tcp.json[;touch /tmp/netstate-pwned]",
+    "netstate.tcp.discovery[tcp;touch /tmp/netstate-pwned]",
+    "netstate.tcp.discovery[$(touch /tmp/netstate-pwned)]",
+    "netstate.tcp.discovery[`touch /tmp/netstate-pwned`]",
+    "netstate.tcp.discovery[tcp --output /tmp/netstate-pwned]",
+    "netstate.tcp.discovery[tcp\ntouch /tmp/netstate-pwned]",
+]
+
+
+def test_hostile_parameters_are_rejected_and_run_nothing(fleet, zabbix):
+    for host in zabbix["hosts"]:
+        for key in HOSTILE:
+            response = getter(fleet, host).get(key)
+            if response.value is not None:  # reached the collector: argparse refused the one argument
+                assert "error: argument --protocol" in response.value, (host, key, response.value)
+            else:
+                assert response.error, (host, key)
+        assert fleet.exec(host, "ls /tmp/netstate-pwned", check=False).returncode != 0
+
+
+def test_template_preprocessing_on_the_real_master_value(fleet, zabbix, loads):
+    tpl = template()
+    host = zabbix["hosts"][0]
+    loads.start(host, "established", port=WEB_PORT, count=12)
+    loads.start(host, "accept_full", port=FULL_PORT, backlog=2, clients=6)
+    view, value = stable(fleet, host, lambda: agent_value(fleet, host, "netstate.tcp.json"), exclude=(10050,))
+    document = json.loads(value)
+    dependent = {item["key"]: item for item in tpl["items"] if item.get("type") == "DEPENDENT"}
+    assert all(item["master_item"]["key"] == "netstate.tcp.json" for item in dependent.values())
+    on_agent_port = document["tcp"]["local_ports"]["10050"]["states"]
+    for state in STATES:
+        got = preprocess(dependent["netstate.tcp.state[%s]" % state], document)
+        expected = view["states"].get(state, 0) + (on_agent_port[state] if state != "LISTEN" else 0)
+        assert got == expected, state
+    assert preprocess(dependent["netstate.tcp.total"], document) == document["tcp"]["total"]
+    for item in dependent.values():  # every dependent item evaluates on a real document
+        preprocess(item, document)
+    rule = next(rule for rule in tpl["discovery_rules"] if rule["key"] == "netstate.tcp.discovery[tcp]")
+    rows = json.loads(agent_value(fleet, host, "netstate.tcp.discovery[tcp]"))
+    ports = {row["{#PORT}"] for row in rows}
+    assert str(FULL_PORT) in ports and str(WEB_PORT) in ports
+    listeners = {}
+    for listener in view["listeners"]:
+        listeners.setdefault(str(listener["port"]), []).append(listener)
+    for port in ports - {"10050"}:
+        macros = {"{#PORT}": port}
+        for prototype in rule["item_prototypes"]:
+            got = preprocess(prototype, document, macros)
+            key = prototype["key"]
+            if key.startswith("netstate.tcp.port.state["):
+                state = key.split(",")[1].rstrip("]")
+                assert got == view["per_port"][port].get(state, 0), (port, key)
+            elif key.startswith("netstate.tcp.port.total["):
+                assert got == sum(view["per_port"][port].values()), (port, key)
+            elif key.startswith("netstate.tcp.listen.queue["):
+                assert got == sum(item["queue"] for item in listeners[port]), (port, key)
+            elif key.startswith("netstate.tcp.listen.backlog["):
+                assert got == sum(item["backlog"] for item in listeners[port]), (port, key)
+            elif key.startswith("netstate.tcp.listen.saturation["):
+                assert got == pytest.approx(max(item["queue"] / item["backlog"] for item in listeners[port]),
+                                            abs=1e-3), (port, key)
+    full = preprocess(next(p for p in rule["item_prototypes"] if p["key"].startswith("netstate.tcp.listen.saturation")),
+                      document, {"{#PORT}": str(FULL_PORT)})
+    assert full > 1  # the accept_full scenario's queue is beyond its backlog: the trigger's case
+
+
+# Counts opens of the compiled collector module: each run of the collector opens it exactly once.
+WATCH = r'''
+import ctypes, os, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+for path in (sys.argv[1], sys.argv[1] + "/__pycache__"):
+    assert libc.inotify_add_watch(fd, path.encode(), 0x20) >= 0, path  # IN_OPEN
+print("watching", flush=True)
+end, opens = time.time() + float(sys.argv[2]), 0
+while time.time() < end:
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        time.sleep(0.01); continue
+    offset = 0
+    while offset < len(data):
+        _, _, _, length = struct.unpack_from("iIII", data, offset)
+        name = data[offset + 16:offset + 16 + length].rstrip(b"\0").decode()
+        opens += name.startswith("collect.")
+        offset += 16 + length
+print(opens)
+'''
+
+
+def test_one_enumeration_per_interval_with_every_item_polled(fleet, zabbix):
+    """Poll every agent item of the template on its schedule (interval shortened to 3 s by its macro)."""
+    tpl = template()
+    macros = {macro["macro"]: macro["value"] for macro in tpl["macros"]}
+    macros["{$NETSTATE.INTERVAL}"] = "3s"
+    agent_keys = [(item["key"], item["delay"]) for item in tpl["items"] if item.get("type", "ZABBIX_PASSIVE") ==
+                  "ZABBIX_PASSIVE"]
+    agent_keys += [(rule["key"], rule["delay"]) for rule in tpl["discovery_rules"]]
+    collector_keys = {"netstate.tcp.json", "netstate.tcp.discovery[tcp]"}
+    assert {key for key, _ in agent_keys} >= collector_keys
+    assert sum(1 for key, _ in agent_keys if key.startswith("netstate.")) == 2  # the rest is dependent
+    host = zabbix["hosts"][0]
+    intervals = 4
+    result = {}
+
+    def watch():
+        result["out"] = fleet.exec(host, ["python3", "-c", WATCH, MODULE_UTILS, str(intervals * 3 + 2)],
+                                   timeout=60).stdout
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    time.sleep(1.5)  # the watcher is set up
+    polls = Counter()
+    last = {}
+    start = time.time()
+    while time.time() - start < intervals * 3 - 0.5:
+        for key, delay in agent_keys:
+            seconds = {"s": 1, "m": 60, "h": 3600}[macros.get(delay, delay)[-1]] * int(macros.get(delay, delay)[:-1])
+            if key not in last or time.time() - last[key] >= seconds:
+                last[key] = time.time()
+                getter(fleet, host).get(key)
+                polls[key] += 1
+        time.sleep(0.05)
+    watcher.join()
+    opens = int(result["out"].split()[-1])
+    assert polls["netstate.tcp.json"] == intervals
+    assert polls["netstate.tcp.discovery[tcp]"] == 1
+    # one enumeration per interval, plus the discovery rule's own (hourly) run; dependent items cost nothing
+    assert opens == polls["netstate.tcp.json"] + polls["netstate.tcp.discovery[tcp]"], (opens, polls)
+
+
+# ------------------------------------------------------------------------------ node_exporter
+
+@pytest.fixture(scope="module")
+def node_exporter(fleet, agent_hosts, tmp_path_factory):
+    hosts = agent_hosts["hosts"]
+    playbook = write_playbook(tmp_path_factory.mktemp("node_exporter"), "node_exporter", {})
+    from fleetcheck import run_playbook
+    first = run_playbook(fleet, playbook, "-l", ",".join(hosts))
+    assert first.returncode == 0, first.stdout[-5000:]
+    second = run_playbook(fleet, playbook, "-l", ",".join(hosts))
+    assert second.returncode == 0, second.stdout[-5000:]
+    return {"hosts": hosts, "first": first, "second": second}
+
+
+def scrape(fleet, host):
+    with urllib.request.urlopen("http://%s:9100/metrics" % fleet.address(host), timeout=20) as response:
+        text = response.read().decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return values
+
+
+def refresh_textfile(fleet, host):
+    """Run the exact command the role scheduled in cron."""
+    line = fleet.exec(host, "grep -v '^#' /etc/cron.d/netstate-tcp-textfile | grep python3").stdout.strip()
+    command = line.split(None, 6)[6]
+    fleet.exec(host, command)
+
+
+def test_node_exporter_second_run_changes_nothing(node_exporter):
+    for host in node_exporter["hosts"]:
+        assert recap(node_exporter["second"].stdout)[host]["changed"] == 0, node_exporter["second"].stdout[-3000:]
+
+
+def test_node_exporter_scrape_matches_ss(fleet, node_exporter, loads):
+    for host in node_exporter["hosts"]:
+        loads.start(host, "established", port=WEB_PORT, count=20)
+        status = fleet.exec(host, "dpkg-query -W -f '${Status} ${Version}' prometheus-node-exporter").stdout
+        assert status.startswith("install ok installed 1.5"), status
+
+        def both(host=host):
+            refresh_textfile(fleet, host)
+            return scrape(fleet, host)
+
+        view, values = stable(fleet, host, both, exclude=(9100,))
+        # tcpstat counts the scrape's own connection to 9100: ESTABLISHED while node_exporter answers
+        tcpstat = {dict(key)["state"]: value for key, value in values["node_tcp_connection_states"].items()}
+        scrape_connections = tcpstat["established"] - view["states"].get("ESTABLISHED", 0)
+        assert scrape_connections in (0, 1), tcpstat
+        for state in ("listen", "time_wait", "close_wait", "syn_recv"):
+            assert tcpstat.get(state, 0) == view["states"].get(state.upper(), 0), state
+        per_port = values["netstate_tcp_port_connections"]
+        for port, counts in view["per_port"].items():
+            if port == "9100":
+                continue
+            for state in STATES:
+                assert per_port[(("port", port), ("state", state))] == counts.get(state, 0), (host, port, state)
+        assert per_port[(("port", str(WEB_PORT)), ("state", "ESTABLISHED"))] == 20
+        queue = values["netstate_tcp_listen_queue"]
+        assert {(dict(key)["address"], int(dict(key)["port"])) for key in queue} == \
+            {(item["address"], item["port"]) for item in view["listeners"]}
+        assert values["netstate_collector_success"][()] == 1
+        assert "node_netstat_TcpExt_TCPTimeWaitOverflow" in values and "node_netstat_TcpExt_TW" in values
+
+
+def test_textfile_is_refreshed_by_cron(fleet, node_exporter):
+    host = node_exporter["hosts"][0]
+    path = "/var/lib/prometheus/node-exporter/netstate_tcp.prom"
+    before = float(fleet.exec(host, "stat -c %Y " + path).stdout)
+    deadline = time.time() + 75
+    while time.time() < deadline:
+        if float(fleet.exec(host, "stat -c %Y " + path).stdout) > before:
+            break
+        time.sleep(3)
+    else:
+        pytest.fail("cron did not rewrite %s within 75 s" % path)
+    assert scrape(fleet, host)["netstate_collector_success"][()] == 1
