@@ -30,7 +30,7 @@ description:
   - The built-in rules and their thresholds are documented in C(docs/health.md) and
     C(plugins/plugin_utils/health_builtin_rules.yml).
 author:
-  - netstate.tcp developers
+  - netstate.tcp developers (@netstate-tcp)
 options:
   rules:
     description:
@@ -130,6 +130,9 @@ attributes:
     support: full
   async:
     support: none
+  become:
+    support: full
+    details: Only used when the action runs M(netstate.tcp.connection_facts) on the host.
   bypass_host_loop:
     support: none
   check_mode:

@@ -21,9 +21,9 @@ description:
     with its message in C(system-out); a rule whose value was null is C(skipped); a rule that could not be
     evaluated, and every rule of a host that was unreachable or failed before the check, is an C(error)."
   - Runs once per play whatever host it is given to (it bypasses the host loop) and never connects to a host.
-  - Output has no timestamps, so an unchanged fleet leaves the files unchanged (RV(changed) is false).
+  - Output has no timestamps, so an unchanged fleet leaves the files unchanged (C(changed) is false).
 author:
-  - netstate.tcp developers
+  - netstate.tcp developers (@netstate-tcp)
 options:
   hosts:
     description:

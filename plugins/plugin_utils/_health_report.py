@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 from collections.abc import Mapping
 from typing import Any
 

@@ -20,9 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jmespath
-from jmespath import exceptions as jmespath_exceptions
-from jmespath import functions as jmespath_functions
+try:
+    import jmespath
+    from jmespath import exceptions as jmespath_exceptions
+    from jmespath import functions as jmespath_functions
+except ImportError:  # the action plugins say so in one line; the engine needs it for everything else
+    jmespath = None
 
 SEVERITIES = ("warning", "critical")  # ascending
 STATUSES = ("ok", "no_data", "warning", "critical", "error")
@@ -52,40 +55,6 @@ def _nullable_number(*values: Any) -> bool:
     return any(value is None for value in values)
 
 
-class HealthFunctions(jmespath_functions.Functions):
-    """JMESPath functions for health rules: arithmetic that propagates null, and labels."""
-
-    @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
-    def _func_div(self, dividend, divisor):
-        if _nullable_number(dividend, divisor) or divisor == 0:
-            return None
-        return dividend / divisor
-
-    @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
-    def _func_sub(self, minuend, subtrahend):
-        return None if _nullable_number(minuend, subtrahend) else minuend - subtrahend
-
-    @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
-    def _func_add(self, left, right):
-        return None if _nullable_number(left, right) else left + right
-
-    @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
-    def _func_mul(self, left, right):
-        return None if _nullable_number(left, right) else left * right
-
-    @jmespath_functions.signature({"types": ["string"]}, {"types": []})
-    def _func_format(self, template, value):
-        """format('{address}:{port}', obj) or format('port {}', scalar); null value gives null."""
-        if value is None:
-            return None
-        try:
-            if isinstance(value, dict):
-                return template.format_map(_LabelFields(value))
-            return template.format(_label_text(value))
-        except (IndexError, KeyError, ValueError) as exc:
-            raise jmespath_exceptions.JMESPathError(f"format({template!r}): {exc}") from None
-
-
 class _LabelFields(dict):
     def __getitem__(self, key):
         return _label_text(dict.get(self, key))
@@ -102,9 +71,45 @@ def _label_text(value: Any) -> str:
     return str(value)
 
 
-_FUNCTIONS = HealthFunctions()
-_OPTIONS = jmespath.Options(custom_functions=_FUNCTIONS)
-_BUILTIN_FUNCTIONS = jmespath_functions.Functions.FUNCTION_TABLE
+if jmespath is not None:
+    class HealthFunctions(jmespath_functions.Functions):
+        """JMESPath functions for health rules: arithmetic that propagates null, and labels."""
+
+        @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
+        def _func_div(self, dividend, divisor):
+            if _nullable_number(dividend, divisor) or divisor == 0:
+                return None
+            return dividend / divisor
+
+        @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
+        def _func_sub(self, minuend, subtrahend):
+            return None if _nullable_number(minuend, subtrahend) else minuend - subtrahend
+
+        @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
+        def _func_add(self, left, right):
+            return None if _nullable_number(left, right) else left + right
+
+        @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
+        def _func_mul(self, left, right):
+            return None if _nullable_number(left, right) else left * right
+
+        @jmespath_functions.signature({"types": ["string"]}, {"types": []})
+        def _func_format(self, template, value):
+            """format('{address}:{port}', obj) or format('port {}', scalar); null value gives null."""
+            if value is None:
+                return None
+            try:
+                if isinstance(value, dict):
+                    return template.format_map(_LabelFields(value))
+                return template.format(_label_text(value))
+            except (IndexError, KeyError, ValueError) as exc:
+                raise jmespath_exceptions.JMESPathError(f"format({template!r}): {exc}") from None
+
+    _FUNCTIONS = HealthFunctions()
+    _OPTIONS = jmespath.Options(custom_functions=_FUNCTIONS)
+else:  # pragma: no cover - jmespath is a controller requirement
+    HealthFunctions = None
+    _OPTIONS = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +270,9 @@ def validate_rule(raw: Any, where: str) -> Rule:
 
 def validate_rules(rules: Any, source: str = "rules") -> list[Rule]:
     """Validate a list of rule mappings; duplicate names are an error."""
+    if jmespath is None:
+        raise HealthRuleError(source, "health rules need the jmespath Python library on the controller "
+                                      "(pip install jmespath)")
     if rules is None:
         return []
     if not isinstance(rules, (list, tuple)):

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -75,7 +75,7 @@ def run_playbook(inventory_path, *extra, check=False):
     if check:
         command.append("--check")
     started = time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     done.elapsed = time.monotonic() - started
     return done
 
@@ -107,7 +107,6 @@ def fleet_run(namespaces, tmp_path_factory):
     report_dir = str(tmp / "report")
     done = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}")
     return done, report_dir, path, namespaces
-
 
 
 @pytest.mark.netns
@@ -218,7 +217,8 @@ def test_facts_already_gathered_are_used(namespaces, tmp_path):
                                                       "dest": str(tmp_path / "out.json")}},
         ]}]))
     path = inventory(tmp_path / "inventory.yml", {"leak": {}})
-    done = subprocess.run([PLAYBOOK, "-i", path, str(playbook)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([PLAYBOOK, "-i", path, str(playbook)], capture_output=True, text=True, timeout=120,
+                          check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     health, given = json.loads((tmp_path / "out.json").read_text())
     assert health["facts_source"] == "host_facts"
@@ -239,7 +239,7 @@ def test_facts_already_gathered_are_used(namespaces, tmp_path):
 def test_action_errors_are_one_clear_line(argument, message, tmp_path):
     path = inventory(tmp_path / "inventory.yml", {"h1": {}})
     done = subprocess.run([ANSIBLE, "all", "-i", path, "-m", "netstate.tcp.health_check", "-a", json.dumps(argument)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert message in done.stdout + done.stderr
 
