@@ -164,6 +164,9 @@ class Podman:
             "# written by tests/fleet/fleet.py\n"
             "[containers]\n"
             "default_ulimits = []\n"          # podman's default nofile/nproc limits fail here
+            # Every host's root is the same unprivileged uid outside: a session keyring per
+            # container and exec would soon pass that uid's kernel key quota (kernel.keys.maxkeys).
+            "keyring = false\n"
             "log_driver = \"k8s-file\"\n"
             "[engine]\n"
             "cgroup_manager = \"cgroupfs\"\n"  # no systemd
