@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Private helper of benchmarks/bench_engine.py: time one in-process call in a fresh process.
 
     python _inproc.py {engine|floor|floor_raw|psutil} COLLECTIONS_DIR [GATHER_SUBSET,...]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Private helper of benchmarks/bench_engine.py: one worker process that holds sockets.
 
 It runs inside the benchmark's network namespace (it inherits it from bench_engine.py) and is
@@ -122,7 +121,7 @@ class Worker:
         for group in groups:
             family = _family(group["family"])
             target = (group["address"], int(group["port"]))
-            for _ in range(int(group["count"])):
+            for _number in range(int(group["count"])):
                 sock = self._client(family, group.get("source"))
                 sock.connect(target)
                 if group.get("half_close"):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of the netstate engine against the tools operators use today (issue 2).
 
 Run as root (make bench):  python3 benchmarks/bench_engine.py [--write-doc] [--sizes 10000,100000,180000]
@@ -86,7 +85,7 @@ def log(message):
 
 
 def run(argv, check=True, **kwargs):
-    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False, **kwargs)
     if check and result.returncode != 0:
         raise BenchError("%s failed (%d): %s" % (" ".join(argv), result.returncode, result.stderr.strip()))
     return result
@@ -202,7 +201,7 @@ class Worker:
         self.proc.stdin.flush()
 
     def receive(self, timeout=300):
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        ready = select.select([self.proc.stdout], [], [], timeout)[0]
         if not ready:
             raise BenchError("worker %s did not answer within %ds" % (self.name, timeout))
         line = self.proc.stdout.readline()
@@ -521,9 +520,9 @@ def check_engine_against_ss(runner, engine_tool, size_label):
         if value is None or not low <= value <= high:
             problems.append("%s: engine %s, ss before/after %d..%d" % (name, value, low, high))
     if problems:
-        bar = "!" * 78
+        banner = "!" * 78
         log("\n%s\n!!! MISMATCH at %s: engine totals differ from ss -tan\n!!! %s\n%s"
-            % (bar, size_label, "\n!!! ".join(problems), bar))
+            % (banner, size_label, "\n!!! ".join(problems), banner))
     else:
         log("check %s: engine = ss (total %d; %s)" % (size_label, engine["total"], ", ".join(
             "%s %d" % (name, count) for name, count in engine["states"].items() if count)))
@@ -733,6 +732,18 @@ def mib(value):
     return "n/a" if value is None else "%.1f" % value
 
 
+def cell(text):
+    """Markdown table cell: a literal | (as in `ss -tan | awk`) would end the cell."""
+    return text.replace("|", "\\|")
+
+
+def cpu_ratio(results, size, numerator, denominator):
+    try:
+        return results[size][numerator]["cpu_ms"] / results[size][denominator]["cpu_ms"]
+    except (KeyError, ZeroDivisionError):
+        return None
+
+
 def render(report):
     sockets, listeners, info = report["sockets"], report.get("listeners"), report["machine"]
     sizes = sorted(sockets["sizes"])
@@ -746,19 +757,22 @@ def render(report):
             continue
         cells = ["%.1f" % sockets["sizes"][size][key]["median_ms"] for size in sizes]
         big = sockets["sizes"][largest][key]
-        lines.append("| %s | %s | %.1f | %s |" % (sockets["labels"][key], " | ".join(cells), big["cpu_ms"],
+        lines.append("| %s | %s | %.1f | %s |" % (cell(sockets["labels"][key]), " | ".join(cells), big["cpu_ms"],
                                                   mib(big["rss_mib"])))
     lines.append("| sockets seen by `ss -tan` | %s | | |" % " | ".join(
         str(sockets["sizes"][size]["ss_total"]) for size in sizes))
-    lines += ["", "| Ratio (medians) | %s |" % " | ".join(heads), "|---|" + "---:|" * len(sizes)]
+    lines += ["", "| Ratio (medians) | %s | same, CPU time @%s |" % (" | ".join(heads), heads[-1][1:]),
+              "|---|" + "---:|" * (len(sizes) + 1)]
     for name, numerator, denominator in (
             ("connection_facts process / `ss -tan \\| awk`", "module", "ss_awk"),
             ("connection_facts process / `netstat -ant \\| awk`", "module", "netstat_awk"),
             ("engine / floor (`_netlink.dump_raw`)", "engine", "floor"),
             ("engine / floor (bench recv loop)", "engine", "floor_raw"),
+            ("engine, default subset minus listeners / floor (`_netlink.dump_raw`)", "engine_no_listeners", "floor"),
             ("psutil / engine", "psutil", "engine"),
             ("AnsiballZ process / engine in-process", "module", "engine")):
         values = [ratio(sockets["sizes"], size, numerator, denominator) for size in sizes]
+        values.append(cpu_ratio(sockets["sizes"], largest, numerator, denominator))
         lines.append("| %s | %s |" % (name, " | ".join("%.2f" % value if value else "n/a" for value in values)))
     if listeners:
         lines += ["", "| ~%d TCP listeners (+48 UDP) | median ms | min ms | max ms | runs | peak RSS MiB "
@@ -772,7 +786,7 @@ def render(report):
     lines += ["", "| Target | Measured | Result |", "|---|---:|---|"]
     for target in report["targets"]:
         value = "n/a" if target["value"] is None else "%.2f%s" % (target["value"], target["unit"])
-        lines.append("| %s | %s | %s |" % (target["target"], value, "PASS" if target["pass"] else "**FAIL**"))
+        lines.append("| %s | %s | %s |" % (cell(target["target"]), value, "PASS" if target["pass"] else "**FAIL**"))
     checks = report["sockets"]["checks"]
     bad = [check for check in checks if not check["ok"]]
     lines += ["", "Correctness on the side: the engine's total, per-state and per-family counts lay between "
@@ -805,7 +819,7 @@ def write_doc(table):
 # ---------------------------------------------------------------- main
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--sizes", default="10000,100000,180000",
                         type=lambda text: sorted(int(part) for part in text.split(",")),
                         help="total TCP sockets to build, comma separated (default: %(default)s)")
@@ -820,8 +834,16 @@ def parse_args(argv):
                              "(all tools get the same; default: %(default)s)")
     parser.add_argument("--profile", action="store_true",
                         help="also print a cProfile of engine.gather() at the largest size")
+    parser.add_argument("--from-json", metavar="RESULTS",
+                        help="measure nothing: print (and with --write-doc, write) the table of a saved "
+                             "benchmarks/results/bench-*.json")
     parser.add_argument("--write-doc", action="store_true", help="write the table into docs/performance.md")
     return parser.parse_args(argv)
+
+
+def integer_sizes(mapping):
+    """JSON turned the socket sizes (dict keys) into strings."""
+    return {int(key) if key.isdigit() else key: value for key, value in mapping.items()}
 
 
 def raise_exit(signum, _frame):
@@ -834,6 +856,13 @@ def raise_timeout(_signum, _frame):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as handle:
+            table = render(json.load(handle, object_hook=integer_sizes))
+        print(table)
+        if args.write_doc:
+            write_doc(table)
+        return 0
     if os.geteuid() != 0:
         sys.exit("bench_engine.py needs root (network namespaces, sysctls)")
     for tool in ("ip", "ss", "netstat", "awk"):
