@@ -14,6 +14,8 @@ deps:
 
 run: deps
 	@$(PY) scripts/summary.py
+	@echo
+	@bash scripts/run_health_local.sh
 
 lint: deps
 	ruff check plugins tests benchmarks scripts
@@ -34,6 +36,7 @@ test: deps lint
 
 bench: deps
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_health.py
 
 clean:
 	rm -rf .build .pytest_cache
