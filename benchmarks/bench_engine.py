@@ -868,6 +868,8 @@ def main(argv=None):
     for tool in ("ip", "ss", "netstat", "awk"):
         if not shutil.which(tool):
             sys.exit("bench_engine.py needs %s (Debian: iproute2, net-tools, gawk/mawk)" % tool)
+    # Also when started in the background, where the shell leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, raise_exit)
     signal.signal(signal.SIGHUP, raise_exit)
     signal.signal(signal.SIGALRM, raise_timeout)
