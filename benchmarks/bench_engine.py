@@ -67,6 +67,7 @@ HOT_SHARE = 0.80           # of the IPv4 connections, to two hot ports per serve
 PAIR_CAPACITY = 14500      # connections per client worker (and per server worker, + listeners)
 COLD_LISTENERS = 45        # per server worker, on 127.0.0.1
 STUCK_PORT, STUCK_CONNECTIONS = 9999, 100   # a listener nobody accepts from (full-ish queue)
+LISTENERS_APPROX = 300     # listeners of the big phase, counted off each size before the connections
 TIME_WAIT_PORT = 8080
 PEER_SOURCES = 1000        # client addresses 127.1.x.y, Zipf-weighted
 V6_SOURCES = 20            # fd00:0:0:b::N/128 on lo, plus ::1
@@ -257,7 +258,7 @@ class SocketMix:
         pairs_needed = self.plan(max_size)["pairs"] + self.plan(max_size)["half_pairs"]
         self.pair_count = max(2, math.ceil(pairs_needed / PAIR_CAPACITY))
         self.servers, self.clients = [], []
-        self.connected = [0] * self.pair_count   # connections (est + half) per pair so far
+        self.connected = [0] * self.pair_count   # connections (est + half) per pair its server accepted
         self.half = [0] * self.pair_count
         self.v4_sources = ["127.1.%d.%d" % (index // 250, index % 250 + 1) for index in range(PEER_SOURCES)]
         self.v4_weights = zipf_weights(PEER_SOURCES)
@@ -268,10 +269,9 @@ class SocketMix:
 
     @staticmethod
     def plan(size):
-        listeners = 0  # filled by the caller's count; a few hundred, small next to the size
         time_wait = int(size * TIME_WAIT_SHARE)
         half_pairs = int(size * HALF_CLOSED_SHARE)
-        pairs = max(0, (size - listeners - time_wait - 2 * half_pairs - 2 * STUCK_CONNECTIONS - 300) // 2)
+        pairs = max(0, (size - LISTENERS_APPROX - time_wait - 2 * half_pairs - 2 * STUCK_CONNECTIONS) // 2)
         return {"time_wait": time_wait, "half_pairs": half_pairs, "pairs": pairs}
 
     @staticmethod
@@ -338,13 +338,13 @@ class SocketMix:
             busy.append((index, more, more_half))
         for index, more, more_half in busy:
             self.clients[index].receive(timeout=600)
-            self.connected[index] += more + (STUCK_CONNECTIONS if index == 0 and self.connected[0] == 0 else 0)
+            self.connected[index] += more
             self.half[index] += more_half
         deadline = time.monotonic() + 120
         for index in range(self.pair_count):
             while True:
                 status = self.servers[index].call("status")
-                expected = self.connected[index] - (STUCK_CONNECTIONS if index == 0 else 0)
+                expected = self.connected[index]
                 if status["accepted"] >= expected:
                     break
                 if time.monotonic() > deadline:
@@ -451,9 +451,9 @@ class Tool:
     """One thing to time. kind: 'process' (wall and CPU time of the whole process) or 'inproc'
     (the child's own timing of one warm call; RSS is still the whole child's peak)."""
 
-    def __init__(self, key, label, argv, kind="process", env=None, timeout=180, check=None):
+    def __init__(self, key, label, argv, kind="process", env=None, timeout=180, check=None, reps=None):
         self.key, self.label, self.argv, self.kind = key, label, argv, kind
-        self.env, self.timeout, self.check = env, timeout, check
+        self.env, self.timeout, self.check, self.reps = env, timeout, check, reps
 
     def measure(self, runner):
         result = runner.run(self.argv, self.timeout, self.env)
@@ -561,7 +561,7 @@ def round_robin(runner, tools, reps, before_each=None, label=""):
     samples = {tool.key: [] for tool in tools}
     for repetition in range(reps):
         for tool in tools:
-            if repetition >= getattr(tool, "reps", reps):
+            if tool.reps is not None and repetition >= tool.reps:
                 continue
             if before_each:
                 before_each()
@@ -581,8 +581,7 @@ def listener_phase(args, runner, workers, payloads, namespaces):
                 [TARGET_PYTHON, payloads["netstate.tcp.listener_facts"]], check=module_facts_check("listen"))
     theirs = Tool("listen_ports_facts", "community.general.listen_ports_facts",
                   [TARGET_PYTHON, payloads["community.general.listen_ports_facts"]],
-                  check=module_facts_check("listen"), timeout=600)
-    theirs.reps = args.slow_reps
+                  check=module_facts_check("listen"), timeout=600, reps=args.slow_reps)
     results = round_robin(runner, [ours, theirs], args.reps, label="listeners")
     results["ss_tcp_listeners"] = oracle
     for key in ("listener_facts", "listen_ports_facts"):
