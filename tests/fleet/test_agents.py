@@ -116,6 +116,8 @@ def agent_hosts(fleet):
 def split_endpoint(text):
     address, _, port = text.rpartition(":")
     address = address.strip("[]").split("%", 1)[0]
+    if address == "*":  # ss's name for an IPv6 wildcard listener that takes IPv4 too (not V6ONLY)
+        address = "::"
     if address.startswith("::ffff:") and "." in address:
         address = address[len("::ffff:"):]
     return address, int(port)
