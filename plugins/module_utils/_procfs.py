@@ -239,25 +239,28 @@ def pids(proc="/proc"):
     return sorted(int(name) for name in os.listdir(proc) if name.isdigit())
 
 
-# Listening sockets are usually opened early: looking at every process's first fds before
-# the rest finds them without reading the descriptors of busy clients and workers.
-FIRST_FDS = 32
+# Listening sockets are usually opened early, so they sit at low descriptor numbers even in
+# servers that hold thousands of accepted connections. The walk probes every process's
+# descriptors breadth-first in growing windows of numbers and stops as soon as every wanted
+# inode is found; only what is left after the last window is listed.
+FD_WINDOWS = (64, 512, 4096)
 
 
 def map_socket_inodes(wanted, proc="/proc", full=False):
     """Find which processes hold the socket inodes in `wanted`.
 
     Returns (owners, denied, inode_pids) where owners maps inode -> lowest pid holding it,
-    denied counts processes whose fds could not be read (not root, or a protected process), and inode_pids (only
-    with full=True) maps every socket inode of every process -> set of pids. Without full,
-    the walk stops as soon as every wanted inode is found.
+    denied counts processes whose fds could not be read (not root, or a protected
+    process), and inode_pids (only with full=True) maps every socket inode of every
+    process -> set of pids. Without full, the walk stops as soon as every wanted inode
+    is found.
     """
     owners = {}
     remaining = set(wanted)
     denied = set()
     inode_pids = {} if full else None
     if not remaining and not full:
-        return owners, len(denied), inode_pids
+        return owners, 0, inode_pids
     # Processes of the namespace being gathered usually hold its sockets: walk them first, so
     # a listener whose owner is unreadable does not make us read every other namespace's fds
     # before the ones we need.
@@ -272,71 +275,134 @@ def map_socket_inodes(wanted, proc="/proc", full=False):
         except (IOError, OSError):
             same = False
         (local_pids if same else other_pids).append(pid)
-    for group in (local_pids, other_pids):
-        done = _walk(group, proc, full, remaining, owners, inode_pids, denied)
-        if done:
-            break
+    walk = _FdWalk(proc, remaining, owners, inode_pids, denied)
+    try:
+        for group in (local_pids, other_pids):
+            if walk.run(group, full):
+                break
+    finally:
+        walk.close()
     return owners, len(denied), inode_pids
 
 
-def _walk(group, proc, full, remaining, owners, inode_pids, denied):
-    """Walk the fds of the pids in group: the first few of each, then the rest. True when done."""
-    later = []
-    for pid in group:
-        fd_dir = os.path.join(proc, str(pid), "fd")
-        try:
-            entries = os.scandir(fd_dir)
-        except PermissionError:
-            denied.add(pid)
-            continue
-        except (IOError, OSError):
-            continue
-        with entries:
-            complete = True
-            for position, entry in enumerate(entries):
-                if not full and position >= FIRST_FDS:
-                    complete = False
-                    break
-                if not _note(entry.path, pid, remaining, owners, inode_pids):
-                    denied.add(pid)
-                    break
-        if not remaining and not full:
-            return True
-        if not complete:
-            later.append(pid)
-    for pid in later:
-        fd_dir = os.path.join(proc, str(pid), "fd")
-        try:
-            names = os.listdir(fd_dir)
-        except (IOError, OSError):
-            continue
-        for name in names[FIRST_FDS:]:
-            if not _note(os.path.join(fd_dir, name), pid, remaining, owners, inode_pids):
-                break
-            if not remaining and not full:
+class _FdWalk:
+    def __init__(self, proc, remaining, owners, inode_pids, denied):
+        self.proc = proc
+        self.remaining = remaining
+        self.owners = owners
+        self.inode_pids = inode_pids
+        self.denied = denied
+        self.dirs = {}
+
+    def close(self):
+        for dir_fd in self.dirs.values():
+            os.close(dir_fd)
+        self.dirs.clear()
+
+    def _open(self, group):
+        opened = []
+        for pid in group:
+            try:
+                self.dirs[pid] = os.open(os.path.join(self.proc, str(pid), "fd"),
+                                         os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+            except PermissionError:
+                self.denied.add(pid)
+                continue
+            except (IOError, OSError):
+                continue
+            opened.append(pid)
+        return opened
+
+    def run(self, group, full):
+        """Walk the fds of the pids in group. True when every wanted inode was found."""
+        active = self._open(group)
+        low = 0
+        if not full:
+            for high in FD_WINDOWS:
+                still = []
+                for pid in active:
+                    state = self._probe(pid, low, high)
+                    if state is None:
+                        continue  # unreadable or gone
+                    if not self.remaining:
+                        return True
+                    if state:
+                        still.append(pid)
+                active = still
+                low = high
+        for pid in active:
+            self._rest(pid, low)
+            if not self.remaining and not full:
                 return True
-    return False
+        return not self.remaining and not full
 
+    def _probe(self, pid, low, high):
+        """readlink fds low..high-1 of pid. None when unreadable, else whether it may have more."""
+        dir_fd = self.dirs[pid]
+        readlink = os.readlink
+        more = False
+        for number in range(low, high):
+            try:
+                target = readlink(str(number), dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue
+            except PermissionError:
+                self.denied.add(pid)
+                return None
+            except (IOError, OSError):
+                return None
+            more = True
+            if target.startswith("socket:["):
+                self._note(int(target[8:-1]), pid)
+                if not self.remaining and self.inode_pids is None:
+                    return True
+        # A process whose window held nothing may still have higher fds (dup2, closed low fds):
+        # keep it unless its descriptor table is no larger than the window.
+        return more or self._fd_size(pid) > high
 
-def _note(path, pid, remaining, owners, inode_pids):
-    """Record the socket behind one fd. False when the process's fds are unreadable."""
-    try:
-        target = os.readlink(path)
-    except PermissionError:
-        return False
-    except (IOError, OSError):
-        return True
-    if not target.startswith("socket:["):
-        return True
-    inode = int(target[8:-1])
-    if inode in remaining:
-        remaining.discard(inode)
-        owners[inode] = pid
-    elif inode in owners and pid < owners[inode]:
-        owners[inode] = pid
-    if inode_pids is not None:
-        inode_pids.setdefault(inode, set()).add(pid)
-    return True
+    def _fd_size(self, pid):
+        try:
+            with open(os.path.join(self.proc, str(pid), "status")) as handle:
+                for line in handle:
+                    if line.startswith("FDSize:"):
+                        return int(line.split()[1])
+        except (IOError, OSError, ValueError):
+            pass
+        return 0
+
+    def _rest(self, pid, low):
+        dir_fd = self.dirs[pid]
+        try:
+            names = os.listdir(dir_fd)
+        except PermissionError:
+            self.denied.add(pid)
+            return
+        except (IOError, OSError):
+            return
+        readlink = os.readlink
+        for name in names:
+            if int(name) < low:
+                continue
+            try:
+                target = readlink(name, dir_fd=dir_fd)
+            except PermissionError:
+                self.denied.add(pid)
+                return
+            except (IOError, OSError):
+                continue
+            if target.startswith("socket:["):
+                self._note(int(target[8:-1]), pid)
+                if not self.remaining and self.inode_pids is None:
+                    return
+
+    def _note(self, inode, pid):
+        if inode in self.remaining:
+            self.remaining.discard(inode)
+            self.owners[inode] = pid
+        elif inode in self.owners and pid < self.owners[inode]:
+            self.owners[inode] = pid
+        if self.inode_pids is not None:
+            self.inode_pids.setdefault(inode, set()).add(pid)
 
 
 # ---------------------------------------------------------------- network namespaces

@@ -54,19 +54,12 @@ def assert_same(name, value, before, after):
     assert value == before == after, "%s: facts %r, ss before %r, ss after %r" % (name, value, before, after)
 
 
-@pytest.fixture(scope="module")
-def mix_ns(tmp_path_factory):
-    from tests.conftest import Namespace, netns_prerequisites
-
-    netns_prerequisites()
-    ns = Namespace()
-    try:
-        ns.sysctl("net.ipv4.tcp_tw_reuse", 0)
-        built = ns.hold_mix(MIX, tmp_path_factory.mktemp("mix"))
-        ns.built = built
-        yield ns
-    finally:
-        ns.close()
+@pytest.fixture
+def mix_ns(netns, tmp_path):
+    """A fresh namespace and mix per test: TIME_WAIT lasts 60 s, so a shared mix would age with the suite."""
+    netns.sysctl("net.ipv4.tcp_tw_reuse", 0)
+    netns.built = netns.hold_mix(MIX, tmp_path)
+    return netns
 
 
 @pytest.mark.parametrize("backend", ["netlink", "proc"])
