@@ -35,7 +35,7 @@ test: deps lint
 	$(PY) -m pytest -q
 
 bench: deps
-	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 	$(PY) benchmarks/bench_health.py
 
 clean:
