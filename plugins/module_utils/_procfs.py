@@ -463,27 +463,19 @@ def find_namespaces(proc="/proc", run_netns="/run/netns"):
     labelled pid:N with the lowest pid inside.
     """
     seen = {namespace_id(os.path.join(proc, "self/ns/net"))}
-    found = []
     try:
         names = sorted(os.listdir(run_netns))
     except (IOError, OSError):
         names = []
-    for name in names:
-        path = os.path.join(run_netns, name)
+    candidates = [(name, os.path.join(run_netns, name)) for name in names]
+    candidates += [("pid:%d" % pid, os.path.join(proc, str(pid), "ns/net")) for pid in pids(proc)]
+    found = []
+    for label, path in candidates:
         try:
             ident = namespace_id(path)
         except (IOError, OSError):
             continue
         if ident not in seen:
             seen.add(ident)
-            found.append((name, path))
-    for pid in pids(proc):
-        path = os.path.join(proc, str(pid), "ns/net")
-        try:
-            ident = namespace_id(path)
-        except (IOError, OSError):
-            continue
-        if ident not in seen:
-            seen.add(ident)
-            found.append(("pid:%d" % pid, path))
+            found.append((label, path))
     return found

@@ -142,6 +142,41 @@ def _address(family, raw):
     return socket.inet_ntop(socket.AF_INET6, raw)
 
 
+def each_message(buf, length, visit):
+    """Call visit(buf, off) for every sock_diag message of a receive buffer.
+
+    Returns the offset of the first control message (NLMSG_DONE/ERROR) or None, as
+    netlink.dump() expects of a consumer. The TCP connection loop does the same walk
+    inline, because it runs once per socket on busy hosts.
+    """
+    unpack = netlink.MSG_HEAD.unpack_from
+    off = 0
+    while off < length:
+        msg_len, msg_type = unpack(buf, off)
+        if msg_type != netlink.SOCK_DIAG_BY_FAMILY:
+            return off
+        visit(buf, off)
+        off += (msg_len + 3) & ~3
+    return None
+
+
+def decode_message(buf, off):
+    """Every field of one inet_diag_msg, for the few sockets kept whole (listeners, raw lists)."""
+    family = buf[off + 16]
+    width = 4 if family == socket.AF_INET else 16
+    return {
+        "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": buf[off + 17],
+        "local_address": _address(family, bytes(buf[off + 24:off + 24 + width])),
+        "local_port": (buf[off + 20] << 8) | buf[off + 21],
+        "remote_address": _address(family, bytes(buf[off + 40:off + 40 + width])),
+        "remote_port": (buf[off + 22] << 8) | buf[off + 23],
+        "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
+        "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
+        "uid": int.from_bytes(buf[off + 80:off + 84], "little"),
+        "inode": int.from_bytes(buf[off + 84:off + 88], "little"),
+    }
+
+
 class TcpAggregate:
     """Counts for one TCP dump, kept as integers and small dicts until finish()."""
 
@@ -193,53 +228,32 @@ class TcpAggregate:
                 key = buf[off + 22:dst_end]
                 side[key] = side.get(key, 0) + 1
             if detail:
-                self._detail(buf, off, family, state)
+                self._detail(buf, off, state)
             off += (msg_len + 3) & ~3
         return None
 
-    def _detail(self, buf, off, family, state):
-        inode = int.from_bytes(buf[off + 84:off + 88], "little")
+    def _detail(self, buf, off, state):
+        decoded = decode_message(buf, off)
         if self.inode_states is not None:
-            self.inode_states[inode] = state
+            self.inode_states[decoded["inode"]] = state
         self.sockets_seen += 1
         if len(self.sockets) < self.want_sockets:
-            width = 4 if family == 2 else 16
-            self.sockets.append({
-                "protocol": "tcp", "family": "ipv4" if family == 2 else "ipv6",
-                "state": STATE_NAMES[state],
-                "local_address": _address(family, bytes(buf[off + 24:off + 24 + width])),
-                "local_port": (buf[off + 20] << 8) | buf[off + 21],
-                "remote_address": _address(family, bytes(buf[off + 40:off + 40 + width])),
-                "remote_port": (buf[off + 22] << 8) | buf[off + 23],
-                "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
-                "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
-                "inode": inode,
-                "uid": int.from_bytes(buf[off + 80:off + 84], "little"),
-            })
+            decoded["state"] = STATE_NAMES[state]
+            self.sockets.append(decoded)
 
     def consume_listeners(self, buf, length):
-        unpack = netlink.MSG_HEAD.unpack_from
-        off = 0
-        while off < length:
-            msg_len, msg_type = unpack(buf, off)
-            if msg_type != 20:
-                return off
-            family = buf[off + 16]
-            width = 4 if family == 2 else 16
-            port = (buf[off + 20] << 8) | buf[off + 21]
-            self.family_states[family][LISTEN] += 1
-            self.listeners.append({
-                "protocol": "tcp", "family": "ipv4" if family == 2 else "ipv6",
-                "address": _address(family, bytes(buf[off + 24:off + 24 + width])), "port": port,
-                "queue": int.from_bytes(buf[off + 72:off + 76], "little"),
-                "backlog": int.from_bytes(buf[off + 76:off + 80], "little"),
-                "uid": int.from_bytes(buf[off + 80:off + 84], "little"),
-                "inode": int.from_bytes(buf[off + 84:off + 88], "little"),
-            })
-            if self.inode_states is not None or self.want_sockets:
-                self._detail(buf, off, family, LISTEN)
-            off += (msg_len + 3) & ~3
-        return None
+        return each_message(buf, length, self._add_listener)
+
+    def _add_listener(self, buf, off):
+        decoded = decode_message(buf, off)
+        self.family_states[buf[off + 16]][LISTEN] += 1
+        self.listeners.append({
+            "protocol": "tcp", "family": decoded["family"], "address": decoded["local_address"],
+            "port": decoded["local_port"], "queue": decoded["recv_q"], "backlog": decoded["send_q"],
+            "uid": decoded["uid"], "inode": decoded["inode"],
+        })
+        if self.inode_states is not None or self.want_sockets:
+            self._detail(buf, off, LISTEN)
 
     # /proc fallback: same counts from parsed lines.
     def add_proc(self, family, entry):
@@ -374,55 +388,34 @@ class UdpAggregate:
         self.sockets = []
 
     def consume_netlink(self, buf, length):
-        unpack = netlink.MSG_HEAD.unpack_from
-        off = 0
-        while off < length:
-            msg_len, msg_type = unpack(buf, off)
-            if msg_type != 20:
-                return off
-            family = buf[off + 16]
-            self.families[family] += 1
-            width = 4 if family == 2 else 16
-            dport = (buf[off + 22] << 8) | buf[off + 23]
-            sport = (buf[off + 20] << 8) | buf[off + 21]
-            if (buf[off + 17] == TCP_CLOSE and dport == 0 and sport) or len(self.sockets) < self.want_sockets:
-                entry = {
-                    "protocol": "udp", "family": "ipv4" if family == 2 else "ipv6",
-                    "address": _address(family, bytes(buf[off + 24:off + 24 + width])), "port": sport,
-                    "remote_address": _address(family, bytes(buf[off + 40:off + 40 + width])), "remote_port": dport,
-                    "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
-                    "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
-                    "uid": int.from_bytes(buf[off + 80:off + 84], "little"),
-                    "inode": int.from_bytes(buf[off + 84:off + 88], "little"),
-                    "state": buf[off + 17],
-                }
-                self._keep(entry)
-            off += (msg_len + 3) & ~3
-        return None
+        return each_message(buf, length, self._add_message)
+
+    def _add_message(self, buf, off):
+        self.families[buf[off + 16]] += 1
+        # Only bound, unconnected sockets (listeners) and the raw list need decoding.
+        unconnected = buf[off + 17] == TCP_CLOSE and not buf[off + 22] and not buf[off + 23]
+        if unconnected or len(self.sockets) < self.want_sockets:
+            self._keep(decode_message(buf, off))
 
     def add_proc(self, family, entry):
         state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry
         self.families[family] += 1
         self._keep({
-            "protocol": "udp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
-            "address": _printable(laddr), "port": lport, "remote_address": _printable(raddr),
-            "remote_port": rport, "recv_q": rx_q, "send_q": tx_q, "uid": uid, "inode": inode, "state": state,
+            "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": state,
+            "local_address": _printable(laddr), "local_port": lport, "remote_address": _printable(raddr),
+            "remote_port": rport, "recv_q": rx_q, "send_q": tx_q, "uid": uid, "inode": inode,
         })
 
     def _keep(self, entry):
-        if entry["state"] == TCP_CLOSE and entry["remote_port"] == 0 and entry["port"]:
+        if entry["state"] == TCP_CLOSE and entry["remote_port"] == 0 and entry["local_port"]:
             self.listeners.append({
-                "protocol": "udp", "family": entry["family"], "address": entry["address"],
-                "port": entry["port"], "queue": None, "backlog": None, "uid": entry["uid"], "inode": entry["inode"],
+                "protocol": "udp", "family": entry["family"], "address": entry["local_address"],
+                "port": entry["local_port"], "queue": None, "backlog": None, "uid": entry["uid"],
+                "inode": entry["inode"],
             })
         if len(self.sockets) < self.want_sockets:
-            self.sockets.append({
-                "protocol": "udp", "family": entry["family"],
-                "state": "UNCONN" if entry["state"] == TCP_CLOSE else "ESTAB",
-                "local_address": entry["address"], "local_port": entry["port"],
-                "remote_address": entry["remote_address"], "remote_port": entry["remote_port"],
-                "recv_q": entry["recv_q"], "send_q": entry["send_q"], "inode": entry["inode"], "uid": entry["uid"],
-            })
+            raw = dict(entry, protocol="udp", state="UNCONN" if entry["state"] == TCP_CLOSE else "ESTAB")
+            self.sockets.append(raw)
 
 
 # ---------------------------------------------------------------- backends
