@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: netstate.tcp developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Health over a fleet: the netstate.tcp.health playbook against the naive playbook.
@@ -92,7 +91,7 @@ def timed(command: list, env: dict) -> tuple:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--hosts", type=int, default=20)
     parser.add_argument("--forks", type=int, default=10)
     parser.add_argument("--name", default=os.environ.get("NETSTATE_FLEET_NAME", "bench"))

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -23,7 +22,7 @@ def gather(args):
                ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0")
     cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local", "-o",
            "-m", "netstate.tcp.connection_facts", "-a", args]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     # one line per host with -o: "localhost | SUCCESS => {...}"
     try:
         result = json.loads(run.stdout.split("=>", 1)[1])
@@ -78,8 +77,8 @@ def main():
                  for p, v in sorted(tcp["remote_ports"].items(), key=lambda kv: -kv[1]["total"])]))
     print()
     print("Top peers")
-    print(table(["address", "sockets", "states"], [(p["address"], p["total"], nonzero(p["states"]))
-                                                  for p in tcp["peers"]]))
+    peers = [(p["address"], p["total"], nonzero(p["states"])) for p in tcp["peers"]]
+    print(table(["address", "sockets", "states"], peers))
     print()
     print("Listeners (queue = accept queue now, backlog = its maximum)")
     print(table(["proto", "address", "port", "queue", "backlog", "conns", "pid", "process", "user"],

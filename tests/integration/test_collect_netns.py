@@ -113,7 +113,7 @@ def netns():
 def run_collector(netns_name, *args, check=True, inside=True):
     prefix = ["ip", "netns", "exec", netns_name] if inside else []
     result = subprocess.run(prefix + [sys.executable, "-m", MODULE, *args], cwd=str(COLLECTIONS_ROOT),
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -125,7 +125,7 @@ def ss(netns_name, *args):
 
 
 def split_endpoint(text):
-    address, _, port = text.rpartition(":")
+    address, _sep, port = text.rpartition(":")
     address = address.strip("[]")
     if "%" in address:
         address = address.split("%", 1)[0]
@@ -147,7 +147,7 @@ def ss_view(netns_name):
     per_port = {str(port): Counter() for port in ports}
     peers = Counter()
     for row in rows:
-        _, local_port = split_endpoint(row[3])
+        _address, local_port = split_endpoint(row[3])
         if local_port in ports:
             per_port[str(local_port)][SS_STATES[row[0]]] += 1
         if row[0] != "LISTEN":
@@ -158,7 +158,7 @@ def ss_view(netns_name):
 
 def stable(netns_name, produce):
     """Run produce() between two identical ss views (retry a few times if sockets moved)."""
-    for _ in range(5):
+    for _attempt in range(5):
         before = ss_view(netns_name)
         value = produce()
         after = ss_view(netns_name)
@@ -248,7 +248,7 @@ def test_zabbix_discovery_lists_each_listening_port(netns):
     assert all(row["{#PROTOCOL}"] == "tcp" for row in rows)
     udp = json.loads(run_collector(netns, "--format", "zabbix-discovery", "--protocol", "udp").stdout)
     assert [(row["{#PROTOCOL}"], row["{#PORT}"], row["{#ADDRESSES}"]) for row in udp] == \
-        [("udp", "5353", ",".join(sorted({address for address, _ in view["udp"]}, key=lambda a: ":" in a)))]
+        [("udp", "5353", ",".join(sorted({address for address, _port in view["udp"]}, key=lambda a: ":" in a)))]
 
 
 def test_output_file_from_outside_the_namespace(netns, tmp_path):
@@ -269,7 +269,7 @@ def test_failure_is_reported_and_marks_the_textfile(netns, tmp_path):
                            "--output", str(target), check=False, inside=False)
     assert result.returncode == 1
     assert "no-such-namespace-here" in result.stderr
-    _, values = parse_prometheus(target.read_text())
+    _types, values = parse_prometheus(target.read_text())
     assert values == {"netstate_collector_success": {(): 0.0}}
 
 
