@@ -19,11 +19,12 @@ def gather(args):
     env = dict(os.environ,
                ANSIBLE_COLLECTIONS_PATH=os.path.join(HERE, ".build", "collections"),
                ANSIBLE_CONFIG=os.path.join(HERE, "ansible.cfg"),
-               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0")
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "localhost", "-c", "local", "-o",
-           "-m", "netstate.tcp.connection_facts", "-a", args]
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable, ANSIBLE_LOCALHOST_WARNING="0",
+               ANSIBLE_STDOUT_CALLBACK="ansible.builtin.minimal", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    cmd = [ansible, "localhost", "-c", "local", "-m", "netstate.tcp.connection_facts", "-a", args]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    # one line per host with -o: "localhost | SUCCESS => {...}"
+    # the minimal callback prints "localhost | SUCCESS => {...}"
     try:
         result = json.loads(run.stdout.split("=>", 1)[1])
     except (ValueError, IndexError):
