@@ -194,6 +194,7 @@ class TcpAggregate:
         self.sockets = []
         self.sockets_seen = 0
         self.inode_states = {} if want_inodes else None
+        self._client_summary = None
 
     # The hot loop: one call per receive buffer of the connection dump.
     def consume_netlink(self, buf, length):
@@ -310,40 +311,62 @@ class TcpAggregate:
             result[str(port)] = {"total": sum(states.values()), "states": states}
         return result
 
-    def _client_rows(self):
-        """(state, dport, dst_bytes, src_bytes, count) for every distinct client-side key."""
-        for state in range(1, 16):
-            for key, count in self.client[state].items():
-                yield state, (key[0] << 8) | key[1], key[18:], key[2:18], count
+    def _client_side(self):
+        """One pass over the client-side keys: counts by remote port, by peer and by destination.
+
+        Keys stay raw bytes here; an address is turned into text once per distinct address.
+        Returns (per_port, per_peer, per_destination) with per_peer keyed by raw address and
+        per_destination keyed by (raw address, port) -> [connections, time_wait].
+        """
+        if self._client_summary is None:
+            per_port = {}
+            per_peer = {}
+            per_destination = {}
+            for state in range(1, 16):
+                for key, count in self.client[state].items():
+                    dport = (key[0] << 8) | key[1]
+                    dst = _plain_raw(key[18:])
+                    counts = per_port.get(dport)
+                    if counts is None:
+                        counts = per_port[dport] = [0] * 16
+                    counts[state] += count
+                    counts = per_peer.get(dst)
+                    if counts is None:
+                        counts = per_peer[dst] = [0] * 16
+                    counts[state] += count
+                    entry = per_destination.get((dst, dport))
+                    if entry is None:
+                        entry = per_destination[(dst, dport)] = [0, 0]
+                    entry[0] += count
+                    if state == 6:
+                        entry[1] += count
+            self._client_summary = (per_port, per_peer, per_destination)
+        return self._client_summary
 
     def remote_ports(self, top):
-        per_port = {}
-        for state, dport, _dst, _src, count in self._client_rows():
-            per_port.setdefault(dport, [0] * 16)[state] += count
-        return _top_entries(per_port, top, key_name=None)
+        return _top_entries(self._client_side()[0], top, key_name=None)
 
     def peers(self, top):
-        per_peer = {}
+        per_raw = {}
         for state in range(1, 16):
             for key, count in self.server_peers[state].items():
-                per_peer.setdefault(_peer_key(key), [0] * 16)[state] += count
-        for state, _dport, dst, _src, count in self._client_rows():
-            per_peer.setdefault(_peer_key(dst), [0] * 16)[state] += count
+                counts = per_raw.setdefault(_plain_raw(key), [0] * 16)
+                counts[state] += count
+        for raw, client_counts in self._client_side()[1].items():
+            counts = per_raw.setdefault(raw, [0] * 16)
+            for state, count in enumerate(client_counts):
+                counts[state] += count
+        per_peer = {_peer_key(raw): counts for raw, counts in per_raw.items()}
         return _top_entries(per_peer, top, key_name="address")
 
     def ephemeral(self):
         size = max(self.high - self.low + 1, 0)
-        per_destination = {}
-        for state, dport, dst, _src, count in self._client_rows():
-            entry = per_destination.setdefault((_peer_key(dst), dport), [0, 0])
-            entry[0] += count
-            if state == 6:
-                entry[1] += count
+        per_destination = self._client_side()[2]
         busiest = None
         if per_destination:
-            (address, port), (count, time_wait) = max(
+            (raw, port), (count, time_wait) = max(
                 per_destination.items(), key=lambda item: (item[1][0], item[0]))
-            busiest = {"address": address, "port": port, "connections": count, "time_wait": time_wait,
+            busiest = {"address": _peer_key(raw), "port": port, "connections": count, "time_wait": time_wait,
                        "share": round(count / size, 6) if size else None}
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
 
@@ -356,6 +379,13 @@ def _printable(address):
     if address.startswith("::ffff:") and "." in address:
         return address[7:]
     return address
+
+
+def _plain_raw(raw):
+    """An IPv4-mapped IPv6 address as its 4 IPv4 bytes, so both forms count as one peer."""
+    if len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX:
+        return raw[12:]
+    return raw
 
 
 def _peer_key(raw):
