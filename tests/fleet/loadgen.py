@@ -487,8 +487,9 @@ def count_time_wait(address, port):
 
 
 def wait_time_wait(address, port, count, timeout):
-    """Waits until the flood's TIME_WAIT sockets are all there, or their number stops growing
-    (a connection the kernel handled otherwise); returns how many there are."""
+    """Waits until the flood's TIME_WAIT sockets are all there, or their number stops growing;
+    returns how many there are. On a busy host about 1% of them can be gone at once: a reset
+    (TcpOutRsts) ends a TIME_WAIT socket (tcp_rfc1337=0), so READY reports what is there."""
     deadline = time.monotonic() + timeout
     last, since = -1, time.monotonic()
     while True:
