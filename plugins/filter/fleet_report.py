@@ -270,7 +270,7 @@ def render_markdown(report: Mapping) -> str:
     header = (["#", "Host", "Status", "Pressure", "Worst", "TCP"] + [short for _state, short in TABLE_STATES]
               + ["Busiest port", "Top peer", "Fullest accept queue", "TIME_WAIT port share", "Backend"])
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines.append("|" + "|".join("---" for _column in header) + "|")
     for row in report["rows"]:
         states = row["states"] or {}
         port = row["busiest_port"]

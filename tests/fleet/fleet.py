@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A fleet of real SSH hosts for tests: podman containers from a minimal Debian 12 image.
 
 Command line (as root)::
@@ -199,7 +198,7 @@ class Podman:
     def run(self, *args: str, check: bool = True, input: Optional[bytes] = None,
             timeout: Optional[float] = 300) -> subprocess.CompletedProcess:
         result = subprocess.run(self.command(*args), env=self.env, input=input,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise FleetError("podman {} failed ({}): {}".format(
                 " ".join(args[:3]), result.returncode, result.stderr.decode(errors="replace").strip()))
@@ -229,10 +228,10 @@ def ensure_prerequisites(install: bool = True) -> None:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for command in (["apt-get", "update", "-qq"],
                     ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
-        result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
         if result.returncode != 0:
-            raise FleetError("{} failed: {}".format(" ".join(command),
-                                                      result.stdout.decode(errors="replace")[-2000:]))
+            output = result.stdout.decode(errors="replace")[-2000:]
+            raise FleetError("{} failed: {}".format(" ".join(command), output))
     still = sorted(tool for tool in REQUIRED_TOOLS if not shutil.which(tool))
     if still:
         raise FleetError("still missing after apt-get install: " + ", ".join(still))
@@ -383,7 +382,7 @@ class Fleet:
             extra = os.environ.get("NETSTATE_FLEET_EXTRA_PACKAGES", "")
             result = subprocess.run(
                 ["sh", str(RECIPE), str(rootfs), mirror, str(self.root / "debootstrap-cache"), extra],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
             if result.returncode != 0:
                 shutil.rmtree(build, ignore_errors=True)
                 raise FleetError("image build failed (recipe {}):\n{}".format(
@@ -391,7 +390,7 @@ class Fleet:
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
                                    stdout=subprocess.PIPE)
             imported = subprocess.run(self.podman.command("import", "-", tag), stdin=tar.stdout,
-                                      env=self.podman.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                      env=self.podman.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
             tar.stdout.close()
             tar.wait()
             shutil.rmtree(build, ignore_errors=True)
@@ -417,7 +416,7 @@ class Fleet:
                     used[state["subnet"]] = state.get("name", path.parent.name)
         # Addresses the machine already routes (other tools' bridges) are taken too.
         routes = subprocess.run(["ip", "-4", "route", "show"], stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL).stdout.decode()
+                                stderr=subprocess.DEVNULL, check=False).stdout.decode()
         for line in routes.splitlines():
             with contextlib.suppress(ValueError):
                 net = ipaddress.ip_network(line.split()[0], strict=False)
@@ -509,17 +508,17 @@ class Fleet:
         result = subprocess.run(["ssh", "-i", str(self.key), *self.ssh_args(),
                                  "root@" + self.address(host), command],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                timeout=timeout)
+                                timeout=timeout, check=False)
         if check and result.returncode != 0:
-            raise FleetError("ssh {} {!r} failed ({}): {}".format(host, command, result.returncode,
-                                                                   result.stderr.strip()))
+            raise FleetError("ssh {} {!r} failed ({}): {}".format(
+                host, command, result.returncode, result.stderr.strip()))
         return result
 
     def _close_master(self, host: str) -> None:
         """Ends the SSH ControlMaster to host: a stopped host must look unreachable, not hang."""
         entry = self._host(host)
         subprocess.run(["ssh", *self.ssh_args(), "-O", "exit", "root@" + entry["address"]],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
 
     def _wait_ssh(self, hosts: Sequence[str], timeout: float = 60) -> None:
         def wait(host: str) -> None:
@@ -606,8 +605,8 @@ class Fleet:
         if path.suffix in (".yml", ".yaml"):
             document = {"all": {"children": {"fleet": {"hosts": host_vars, "vars": group_vars}}}}
             # JSON is YAML; no PyYAML needed on the controller for this.
-            text = "# {} for fleet {}\n{}\n".format(INVENTORY_MARK, self.name,
-                                                   json.dumps(document, indent=2))
+            text = "# {} for fleet {}\n{}\n".format(
+                INVENTORY_MARK, self.name, json.dumps(document, indent=2))
         else:
             lines = ["# {} for fleet {}".format(INVENTORY_MARK, self.name), "[fleet]"]
             for host, variables in host_vars.items():
@@ -644,7 +643,7 @@ class Fleet:
                 removed.append("network " + self.network)
         for socket_path in sorted((self.run_dir / "cp").glob("*")):
             subprocess.run(["ssh", "-o", "ControlPath=" + str(socket_path), "-O", "exit", "x"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10, check=False)
         inventory = self.inventory
         if inventory and inventory.exists() and INVENTORY_MARK in inventory.read_text()[:200]:
             inventory.unlink()
@@ -673,7 +672,7 @@ class Fleet:
         argv = ["sh", "-c", command] if isinstance(command, str) else list(command)
         result = subprocess.run(self.podman.command("exec", self.container(host), *argv),
                                 env=self.podman.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, timeout=timeout)
+                                text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise FleetError("{} on {} failed ({}): {}".format(
                 argv, host, result.returncode, (result.stderr or result.stdout).strip()))
@@ -729,7 +728,7 @@ def list_fleets(root: Optional[Path] = None) -> List[Dict[str, Any]]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--name", default=None,
                         help="fleet name (default: $NETSTATE_FLEET_NAME or 'netstate')")
     sub = parser.add_subparsers(dest="command", required=True)

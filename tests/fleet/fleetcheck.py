@@ -37,7 +37,7 @@ def run_playbook(fleet, playbook, *args, env=None, timeout=600, inventory=None):
     """ansible-playbook -i <fleet inventory> PLAYBOOK ARGS as a plain subprocess (stderr into stdout)."""
     command = [ansible_binary(), "-i", str(inventory or fleet.inventory), str(playbook)] + [str(a) for a in args]
     return subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=playbook_env(env), timeout=timeout, cwd=ROOT)
+                          env=playbook_env(env), timeout=timeout, cwd=ROOT, check=False)
 
 
 class HostSnapshot(Snapshot):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Socket load generator for fleet hosts: builds a named TCP/UDP scenario and holds it until SIGTERM.
 
 Standard library only, Python 3.8+. Runs on a host (fleet.py mounts it at
@@ -122,9 +121,9 @@ def connect(address, port, source=None, timeout=10.0):
 def parse_target(text):
     """'ADDR:PORT' or '[V6]:PORT' -> (address, port)."""
     if text.startswith("["):
-        address, _, port = text[1:].partition("]:")
+        address, _sep, port = text[1:].partition("]:")
     else:
-        address, _, port = text.rpartition(":")
+        address, _sep, port = text.rpartition(":")
     try:
         ipaddress.ip_address(address)
         port_number = int(port)
@@ -241,7 +240,7 @@ def hold_pairs(held, ready, listener, quota, address, port, sources, shutdown_cl
             clients += 1
         while accepted < quota:
             try:
-                sock, _ = listener.accept()
+                sock, _peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 break
             held.append(sock)
@@ -261,11 +260,11 @@ def run_sink(held, ready, listener):
     selector.register(listener, selectors.EVENT_READ)
     held.append(listener)
     while True:
-        for key, _ in selector.select(1.0):
+        for key, _events in selector.select(1.0):
             if key.fileobj is listener:
                 while True:
                     try:
-                        sock, _ = listener.accept()
+                        sock, _peer = listener.accept()
                     except (BlockingIOError, InterruptedError):
                         break
                     sock.setblocking(False)
@@ -313,7 +312,7 @@ class Scenario(object):
             return
         plen = 32 if ip.version == 4 else 128
         result = subprocess.run(["ip", "addr", "add", "{}/{}".format(address, plen), "dev", "lo"],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
         output = result.stdout.decode(errors="replace").strip()
         if result.returncode != 0 and "File exists" not in output:
             raise LoadError("cannot add {} to lo: {}".format(address, output))
@@ -327,10 +326,10 @@ class Scenario(object):
         self.sockets = []
         for ss_filter in self.kill_filters:
             subprocess.run(["ss", "-K", "-tan"] + ss_filter, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+                           stderr=subprocess.DEVNULL, check=False)
         for address in self.lo_addresses:
             subprocess.run(["ip", "addr", "del", address, "dev", "lo"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         self.lo_addresses = []
 
 
@@ -363,7 +362,7 @@ class Peers(Scenario):
         weights = list(range(len(a.sources), 0, -1))
         per_source = [a.count * w // sum(weights) for w in weights]
         per_source[0] += a.count - sum(per_source)
-        sequence = [s for s, n in zip(a.sources, per_source) for _ in range(n)]
+        sequence = [s for s, n in zip(a.sources, per_source) for _copy in range(n)]
         # Each worker gets a run of the sequence; pairs() cycles through the given sources.
         offset = 0
         for quota in split_quota(a.count, self.per_worker):
@@ -405,21 +404,21 @@ class AcceptFull(Scenario):
             held.append(sock)
             selector.register(sock, selectors.EVENT_WRITE)
 
-        for _ in range(clients):
+        for _client in range(clients):
             open_one()
         # Ready once the queue has filled: backlog + 1 connects completed (or a short wait).
         deadline = time.monotonic() + 5
         completed = 0
         while time.monotonic() < deadline and completed < clients:
             events = selector.select(0.5)
-            for key, _ in events:
+            for key, _mask in events:
                 selector.unregister(key.fileobj)
                 completed += 1
             if not events and completed:
                 break
         ready()
         while True:  # pragma: no cover - runs until SIGTERM
-            for key, _ in selector.select(5.0):
+            for key, _mask in selector.select(5.0):
                 sock = key.fileobj
                 if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                     selector.unregister(sock)
@@ -459,7 +458,7 @@ class TimeWait(Scenario):
 
 def flood(address, port, count):
     """count connections opened and closed by us first: each leaves a TIME_WAIT socket here."""
-    for _ in range(count):
+    for _connection in range(count):
         sock = connect(address, port)
         sock.close()
     return count
@@ -549,7 +548,7 @@ def _churner(held, ready, address, port, rate, duration, total, close):
     made = 0
     batch = max(rate // 50, 1)
     while made < total and time.monotonic() - started < duration:  # pragma: no cover
-        for _ in range(min(batch, total - made)):
+        for _connection in range(min(batch, total - made)):
             try:
                 sock = connect(address, port, timeout=5)
             except OSError:
@@ -653,7 +652,7 @@ def _target(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     sub = parser.add_subparsers(dest="scenario")
     sub.required = True
     port = _positive("--port", 1, 65535)

@@ -47,7 +47,7 @@ def test_gather_run_succeeds(gathered):
     assert gathered["run"].returncode == 0, gathered["run"].stdout[-4000:]
 
 
-@pytest.mark.parametrize("index", range(len(SCENARIOS)), ids=[name for name, _ in SCENARIOS])
+@pytest.mark.parametrize("index", range(len(SCENARIOS)), ids=[name for name, _params in SCENARIOS])
 def test_facts_match_ss_on_the_host(gathered, index):
     host = gathered["hosts"][index]
     facts = read_fact_cache(gathered["tmp"] / "facts", host)["netstate"]

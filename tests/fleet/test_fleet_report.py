@@ -50,8 +50,8 @@ HOSTVARS = {
     "queue": {"netstate_gather_result": registered(facts(queue=129, backlog=128))},
     "waits": {"netstate_gather_result": registered(facts(time_wait_busy=14116))},
     "leak": {"netstate_gather_result": registered(facts(total=60, close_wait=50))},
-    "down": {"netstate_gather_result": {"unreachable": True, "msg": "ssh: connect to host 198.18.0.7 port 22:\n"
-                                                                      "Connection timed out"}},
+    "down": {"netstate_gather_result": {
+        "unreachable": True, "msg": "ssh: connect to host 198.18.0.7 port 22:\nConnection timed out"}},
     "broken": {"netstate_gather_result": {"failed": True, "msg": "python3 not found"}},
     "cached": {"ansible_facts": facts(total=10)},  # gather_facts with FACTS_MODULES, no registered result
     "never": {},
