@@ -116,6 +116,12 @@ def recipe_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def mac_address(address: str) -> str:
+    """A fixed, locally administered MAC per address: a restarted host keeps its MAC, so the
+    controller's ARP entry stays right and it answers at once (not after neighbour probing)."""
+    return "02:4e:53:" + ":".join("{:02x}".format(octet) for octet in ipaddress.ip_address(address).packed[1:])
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -486,7 +492,7 @@ class Fleet:
     def _create_host(self, entry: Dict[str, str], image: str) -> None:
         self.podman.run(
             "run", "-d", "--name", entry["container"], "--hostname", entry["name"],
-            "--network", self.network, "--ip", entry["address"],
+            "--network", self.network, "--ip", entry["address"], "--mac-address", mac_address(entry["address"]),
             "--uidmap", "0:{}:{}".format(ID_MAP_BASE, ID_MAP_SIZE),
             "--gidmap", "0:{}:{}".format(ID_MAP_BASE, ID_MAP_SIZE),
             "--cap-add", "NET_ADMIN", "--security-opt", "unmask=/proc/sys",
