@@ -60,17 +60,7 @@ if HERE not in sys.path:
 import fleet as fleet_module  # noqa: E402  (tests/fleet/fleet.py)
 from fleetcheck import run_playbook  # noqa: E402
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def _require(condition, reason):
-    """Skip when a prerequisite is missing; under CI=true fail instead."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail("CI=true but the fleet cannot run: " + reason, pytrace=False)
-    pytest.skip(reason)
-
+from tests.conftest import IN_CI, require  # noqa: E402  (skip, or fail under CI=true)
 
 def pytest_collection_modifyitems(items):
     # A test that uses the fleet is a fleet test, marker or not (so -m 'not fleet' leaves it out).
@@ -82,9 +72,9 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def fleet():
     """The session's fleet of real SSH hosts; see the module docstring."""
-    _require(sys.platform.startswith("linux"), "the fleet needs Linux")
-    _require(os.geteuid() == 0, "the fleet needs root (rootful podman, networks, user namespaces)")
-    _require(IN_CI or shutil.which("podman") is not None,
+    require(sys.platform.startswith("linux"), "the fleet needs Linux")
+    require(os.geteuid() == 0, "the fleet needs root (rootful podman, networks, user namespaces)")
+    require(IN_CI or shutil.which("podman") is not None,
              "podman is not installed (fleet.py installs it when CI=true, or run "
              "`python3 tests/fleet/fleet.py up` once as root)")
     try:
