@@ -74,7 +74,8 @@ def test_report_ranks_hosts_as_the_scenarios_dictate(gathered):
     size = read_fact_cache(gathered["tmp"] / "facts", time_wait)["netstate"]["tcp"]["ephemeral"]["size"]
     assert rows[time_wait]["worst"] == "time_wait_share"
     waiting = gathered["info"][time_wait]["expect"]["TIME_WAIT"]  # what loadgen built and saw
-    assert rows[time_wait]["time_wait_share"] == pytest.approx(waiting / size, abs=1 / size)
+    # one socket either way, and the report rounds shares to 4 decimals
+    assert rows[time_wait]["time_wait_share"] == pytest.approx(waiting / size, abs=1 / size + 0.00005)
     destination = gathered["info"][time_wait]["destination"]
     busiest = rows[time_wait]["busiest_destination"]
     assert "%s:%s" % (busiest["address"], busiest["port"]) == destination
