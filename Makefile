@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: deps run test lint units sanity integration fleet-demo bench clean
+.PHONY: deps run test lint units sanity integration fleet-demo bench bench-fleet clean
 
 deps:
 	@bash scripts/setup.sh
@@ -37,6 +37,12 @@ test: deps lint
 bench: deps
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 	$(PY) benchmarks/bench_health.py
+
+fleet-demo: deps
+	bash tests/fleet/demo.sh
+
+bench-fleet: deps
+	$(PY) benchmarks/bench_fleet.py
 
 clean:
 	rm -rf .build .pytest_cache

@@ -114,7 +114,7 @@ def agent_hosts(fleet):
 # ------------------------------------------------------------------------------ ss, the oracle
 
 def split_endpoint(text):
-    address, _, port = text.rpartition(":")
+    address, _sep, port = text.rpartition(":")
     address = address.strip("[]").split("%", 1)[0]
     if address == "*":  # ss's name for an IPv6 wildcard listener that takes IPv4 too (not V6ONLY)
         address = "::"
@@ -142,7 +142,7 @@ def ss_view(fleet, host, exclude=()):
 
 def stable(fleet, host, produce, exclude=(), attempts=6):
     """produce() between two identical ss views."""
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         before = ss_view(fleet, host, exclude)
         value = produce()
         after = ss_view(fleet, host, exclude)
@@ -433,8 +433,8 @@ def test_one_enumeration_per_interval_with_every_item_polled(fleet, zabbix):
                   "ZABBIX_PASSIVE"]
     agent_keys += [(rule["key"], rule["delay"]) for rule in tpl["discovery_rules"]]
     collector_keys = {"netstate.tcp.json", "netstate.tcp.discovery[tcp]"}
-    assert {key for key, _ in agent_keys} >= collector_keys
-    assert sum(1 for key, _ in agent_keys if key.startswith("netstate.")) == 2  # the rest is dependent
+    assert {key for key, _delay in agent_keys} >= collector_keys
+    assert sum(1 for key, _delay in agent_keys if key.startswith("netstate.")) == 2  # the rest is dependent
     host = zabbix["hosts"][0]
     intervals = 4
     result = {}
