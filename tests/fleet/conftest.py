@@ -62,6 +62,7 @@ from fleetcheck import run_playbook  # noqa: E402
 
 from tests.conftest import IN_CI, require  # noqa: E402  (skip, or fail under CI=true)
 
+
 def pytest_collection_modifyitems(items):
     # A test that uses the fleet is a fleet test, marker or not (so -m 'not fleet' leaves it out).
     for item in items:
@@ -75,8 +76,8 @@ def fleet():
     require(sys.platform.startswith("linux"), "the fleet needs Linux")
     require(os.geteuid() == 0, "the fleet needs root (rootful podman, networks, user namespaces)")
     require(IN_CI or shutil.which("podman") is not None,
-             "podman is not installed (fleet.py installs it when CI=true, or run "
-             "`python3 tests/fleet/fleet.py up` once as root)")
+            "podman is not installed (fleet.py installs it when CI=true, or run "
+            "`python3 tests/fleet/fleet.py up` once as root)")
     try:
         hosts = int(os.environ.get("NETSTATE_FLEET_HOSTS", "5"))
     except ValueError:
