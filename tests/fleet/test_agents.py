@@ -30,18 +30,13 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from zabbix_utils import Getter
 
+from tests.support.ss_oracle import ALL_STATES, SS_STATES, endpoint
+
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "roles" / "zabbix_agent" / "files" / "netstate_tcp_zabbix_template.yaml"
 MODULE_UTILS = "/usr/local/lib/netstate/ansible_collections/netstate/tcp/plugins/module_utils"
-STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-          "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
-SS_STATES = {
-    "ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
-    "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "UNCONN": "CLOSE", "CLOSE-WAIT": "CLOSE_WAIT",
-    "LAST-ACK": "LAST_ACK", "LISTEN": "LISTEN", "CLOSING": "CLOSING",
-}
 WEB_PORT = 18080
 FULL_PORT = 18090
 
@@ -113,28 +108,18 @@ def agent_hosts(fleet):
 
 # ------------------------------------------------------------------------------ ss, the oracle
 
-def split_endpoint(text):
-    address, _sep, port = text.rpartition(":")
-    address = address.strip("[]").split("%", 1)[0]
-    if address == "*":  # ss's name for an IPv6 wildcard listener that takes IPv4 too (not V6ONLY)
-        address = "::"
-    if address.startswith("::ffff:") and "." in address:
-        address = address[len("::ffff:"):]
-    return address, int(port)
-
-
 def ss_view(fleet, host, exclude=()):
     """ss's counts; sockets (not listeners) on an excluded local port - the agent answering us - left out."""
     out = fleet.exec(host, "ss -H -n -t -a").stdout
     rows = [line.split() for line in out.splitlines() if line.strip()]
-    rows = [row for row in rows if row[0] == "LISTEN" or split_endpoint(row[3])[1] not in exclude]
+    rows = [row for row in rows if row[0] == "LISTEN" or endpoint(row[3])[1] not in exclude]
     states = Counter(SS_STATES[row[0]] for row in rows)
-    listeners = [dict(zip(("address", "port"), split_endpoint(row[3])), queue=int(row[1]), backlog=int(row[2]))
+    listeners = [dict(zip(("address", "port"), endpoint(row[3])), queue=int(row[1]), backlog=int(row[2]))
                  for row in rows if row[0] == "LISTEN"]
     ports = {listener["port"] for listener in listeners}
     per_port = {str(port): Counter() for port in ports}
     for row in rows:
-        port = split_endpoint(row[3])[1]
+        port = endpoint(row[3])[1]
         if port in ports:
             per_port[str(port)][SS_STATES[row[0]]] += 1
     return {"states": states, "listeners": listeners, "per_port": per_port}
@@ -364,7 +349,7 @@ def test_template_preprocessing_on_the_real_master_value(fleet, zabbix, loads):
     dependent = {item["key"]: item for item in tpl["items"] if item.get("type") == "DEPENDENT"}
     assert all(item["master_item"]["key"] == "netstate.tcp.json" for item in dependent.values())
     on_agent_port = document["tcp"]["local_ports"]["10050"]["states"]
-    for state in STATES:
+    for state in ALL_STATES:
         got = preprocess(dependent["netstate.tcp.state[%s]" % state], document)
         expected = view["states"].get(state, 0) + (on_agent_port[state] if state != "LISTEN" else 0)
         assert got == expected, state
@@ -522,7 +507,7 @@ def test_node_exporter_scrape_matches_ss(fleet, node_exporter, loads):
         for port, counts in view["per_port"].items():
             if port == "9100":
                 continue
-            for state in STATES:
+            for state in ALL_STATES:
                 assert per_port[(("port", port), ("state", state))] == counts.get(state, 0), (host, port, state)
         assert per_port[(("port", str(WEB_PORT)), ("state", "ESTABLISHED"))] == 20
         queue = values["netstate_tcp_listen_queue"]

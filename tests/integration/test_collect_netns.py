@@ -19,17 +19,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.netstate.tcp.plugins.module_utils import collect
+from tests.support.ss_oracle import SS_STATES, endpoint
 
 pytestmark = pytest.mark.netns
 
 MODULE = "ansible_collections.netstate.tcp.plugins.module_utils.collect"
 # the directory holding ansible_collections/: a checked-out or installed collection
 COLLECTIONS_ROOT = Path(os.path.abspath(collect.__file__)).parents[5]
-SS_STATES = {
-    "ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
-    "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "UNCONN": "CLOSE", "CLOSE-WAIT": "CLOSE_WAIT",
-    "LAST-ACK": "LAST_ACK", "LISTEN": "LISTEN", "CLOSING": "CLOSING",
-}
 
 # Holds a known socket mix until stdin closes. Ports are fixed: the namespace is ours alone.
 SOCKET_MIX = r'''
@@ -124,16 +120,6 @@ def ss(netns_name, *args):
                           capture_output=True, text=True, check=True).stdout.splitlines()
 
 
-def split_endpoint(text):
-    address, _sep, port = text.rpartition(":")
-    address = address.strip("[]")
-    if "%" in address:
-        address = address.split("%", 1)[0]
-    if address.startswith("::ffff:") and "." in address:
-        address = address[len("::ffff:"):]
-    return address, int(port)
-
-
 def ss_view(netns_name):
     """What ss says: states, per listening port, listeners, udp listeners."""
     rows = [line.split() for line in ss(netns_name, "-t", "-a")]
@@ -141,18 +127,18 @@ def ss_view(netns_name):
     listeners = []
     for row in rows:
         if row[0] == "LISTEN":
-            address, port = split_endpoint(row[3])
+            address, port = endpoint(row[3])
             listeners.append({"address": address, "port": port, "queue": int(row[1]), "backlog": int(row[2])})
     ports = {listener["port"] for listener in listeners}
     per_port = {str(port): Counter() for port in ports}
     peers = Counter()
     for row in rows:
-        _address, local_port = split_endpoint(row[3])
+        _address, local_port = endpoint(row[3])
         if local_port in ports:
             per_port[str(local_port)][SS_STATES[row[0]]] += 1
         if row[0] != "LISTEN":
-            peers[split_endpoint(row[4])[0]] += 1
-    udp = [split_endpoint(line.split()[3]) for line in ss(netns_name, "-u", "-l")]
+            peers[endpoint(row[4])[0]] += 1
+    udp = [endpoint(line.split()[3]) for line in ss(netns_name, "-u", "-l")]
     return {"states": states, "listeners": listeners, "per_port": per_port, "peers": peers, "udp": udp}
 
 

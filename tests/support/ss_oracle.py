@@ -36,6 +36,12 @@ def plain(address):
     return address[7:] if address.startswith("::ffff:") and "." in address else address
 
 
+def endpoint(text):
+    """An ss endpoint as (address, port), IPv4-mapped addresses shown as IPv4."""
+    host, port, _v6 = split_endpoint(text)
+    return plain(host), port
+
+
 def run_ss(args, netns=None):
     cmd = ["ss", "-H", "-n"] + args
     if netns:
