@@ -304,10 +304,13 @@ class TcpAggregate:
         return {"total": sum(states.values()), "states": states, "families": families}
 
     def local_ports(self):
+        listening = {}
+        for item in self.listeners:
+            listening[item["port"]] = listening.get(item["port"], 0) + 1
         result = {}
         for port in sorted(self.listen_ports):
             states = _states_from(self.local.get(port, ()))
-            states["LISTEN"] = sum(1 for item in self.listeners if item["port"] == port)
+            states["LISTEN"] = listening.get(port, 0)
             result[str(port)] = {"total": sum(states.values()), "states": states}
         return result
 
@@ -450,7 +453,7 @@ class UdpAggregate:
 
 # ---------------------------------------------------------------- backends
 
-def _netlink_gather(tcp, udp, want_udp):
+def _netlink_gather(tcp, udp):
     sock = netlink.open_socket()
     try:
         for family, _label in FAMILIES:
@@ -458,43 +461,37 @@ def _netlink_gather(tcp, udp, want_udp):
         tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
         for family, _label in FAMILIES:
             netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, tcp.consume_netlink, sock=sock)
-        if want_udp:
-            for family, _label in FAMILIES:
-                netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink, sock=sock)
+        for family, _label in FAMILIES:
+            netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink, sock=sock)
     finally:
         sock.close()
 
 
-def _proc_gather(tcp, udp, want_udp, proc):
-    parsed = {}
-    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        path = os.path.join(proc, "net", name)
-        try:
-            text = procfs.read_text(path)
-        except (IOError, OSError) as exc:
-            if family == socket.AF_INET6:
-                continue  # IPv6 disabled
+def _proc_table(proc, name, family, required):
+    """The parsed rows of /proc/net/<name>; [] for a missing optional table (IPv6 disabled)."""
+    path = os.path.join(proc, "net", name)
+    try:
+        text = procfs.read_text(path)
+    except (IOError, OSError) as exc:
+        if required:
             raise GatherError("cannot read %s: %s" % (path, exc))
-        try:
-            parsed[family] = list(procfs.parse_proc_net(text, family))
-        except procfs.ProcFormatError as exc:
-            raise GatherError("%s: %s" % (path, exc))
-    tcp.listen_ports = frozenset(e[2] for entries in parsed.values() for e in entries if e[0] == LISTEN)
-    for family, entries in parsed.items():
+        return []
+    try:
+        return list(procfs.parse_proc_net(text, family))
+    except procfs.ProcFormatError as exc:
+        raise GatherError("%s: %s" % (path, exc))
+
+
+def _proc_gather(tcp, udp, proc):
+    parsed = [(family, _proc_table(proc, name, family, family == socket.AF_INET))
+              for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6))]
+    tcp.listen_ports = frozenset(e[2] for _family, entries in parsed for e in entries if e[0] == LISTEN)
+    for family, entries in parsed:
         for entry in entries:
             tcp.add_proc(family, entry)
-    if want_udp:
-        for name, family in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
-            path = os.path.join(proc, "net", name)
-            try:
-                text = procfs.read_text(path)
-            except (IOError, OSError):
-                continue
-            try:
-                for entry in procfs.parse_proc_net(text, family):
-                    udp.add_proc(family, entry)
-            except procfs.ProcFormatError as exc:
-                raise GatherError("%s: %s" % (path, exc))
+    for name, family in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
+        for entry in _proc_table(proc, name, family, False):
+            udp.add_proc(family, entry)
 
 
 def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
@@ -506,7 +503,7 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
             tcp = TcpAggregate(frozenset(), port_range, top_sockets, want_inodes)
             udp = UdpAggregate(top_sockets)
             try:
-                _netlink_gather(tcp, udp, True)
+                _netlink_gather(tcp, udp)
                 return "netlink", tcp, udp
             except netlink.DumpInterrupted as exc:
                 last = exc
@@ -523,7 +520,7 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
                               "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
     tcp = TcpAggregate(frozenset(), port_range, top_sockets, want_inodes)
     udp = UdpAggregate(top_sockets)
-    _proc_gather(tcp, udp, True, proc)
+    _proc_gather(tcp, udp, proc)
     return "proc", tcp, udp
 
 
