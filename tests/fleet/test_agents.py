@@ -21,7 +21,6 @@ import socketserver
 import threading
 import time
 import urllib.parse
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -465,8 +464,16 @@ def node_exporter(fleet, agent_hosts, tmp_path_factory):
 
 
 def scrape(fleet, host):
-    with urllib.request.urlopen("http://%s:9100/metrics" % fleet.address(host), timeout=20) as response:
+    """GET /metrics over a keep-alive connection that this side closes first: the TIME_WAIT of
+    the probe's own connection stays on the controller, never in the host's tcpstat."""
+    connection = http.client.HTTPConnection(fleet.address(host), 9100, timeout=20)
+    try:
+        connection.request("GET", "/metrics")
+        response = connection.getresponse()
+        assert response.status == 200, response.status
         text = response.read().decode()
+    finally:
+        connection.close()
     values = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
