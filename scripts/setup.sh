@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian 12 machine (as root) for `make run` and `make test`:
+# (podman's netavark network backend sets up the fleet bridge with iptables: without it every
+# fleet host fails to start with "netavark: No such file or directory")
 # system packages, a virtualenv with the controller requirements, and the collection
 # tree Ansible and ansible-test expect (.build/collections/ansible_collections/netstate/tcp).
 set -euo pipefail
@@ -7,7 +9,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client
-          podman runc netavark aardvark-dns debootstrap uidmap ca-certificates rsync time)
+          podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
