@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian 12 machine (as root) for `make run` and `make test`:
-# (podman's netavark network backend sets up the fleet bridge with iptables: without it every
-# fleet host fails to start with "netavark: No such file or directory")
 # system packages, a virtualenv with the controller requirements, and the collection
 # tree Ansible and ansible-test expect (.build/collections/ansible_collections/netstate/tcp).
+#
+# The fleet (tests/fleet) needs podman's network stack as fleet.py configures it: netavark and
+# aardvark-dns, and iptables, with which netavark programs the bridge (without it every host
+# fails to start with "netavark: No such file or directory").
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
