@@ -82,8 +82,8 @@ def artifact(tmp_path_factory):
 def test_tarball_ships_the_collection_and_no_development_state(artifact):
     with tarfile.open(artifact["tarball"]) as tar:
         names = tar.getnames()
-    print("artifact %s: %d bytes, %d entries" % (artifact["tarball"].name, artifact["tarball"].stat().st_size,
-                                                  len(names)))
+    size = artifact["tarball"].stat().st_size
+    print("artifact %s: %d bytes, %d entries" % (artifact["tarball"].name, size, len(names)))
     for wanted in ("LICENSE", "README.md", "meta/execution-environment.yml", "meta/ee-requirements.txt",
                    "meta/ee-bindep.txt", "meta/runtime.yml", "playbooks/health.yml", "playbooks/gather.yml"):
         assert wanted in names, wanted
