@@ -68,7 +68,7 @@ EXAMPLES = r"""
 - name: Write the fleet report as JSON on the controller
   ansible.builtin.copy:
     content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars) | to_nice_json }}\n"
-    dest: reports/fleet-report.json
+    dest: "{{ 'reports' | netstate.tcp.controller_path }}/fleet-report.json"
     mode: "0644"
   run_once: true
   delegate_to: localhost
@@ -77,7 +77,7 @@ EXAMPLES = r"""
   ansible.builtin.copy:
     content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars, limits={'close_wait': 20},
       format='markdown') }}"
-    dest: reports/fleet-report.md
+    dest: "{{ 'reports' | netstate.tcp.controller_path }}/fleet-report.md"
     mode: "0644"
   run_once: true
   delegate_to: localhost
