@@ -1,8 +1,7 @@
 """Real TCP connections between network namespaces for the peer_block tests (standard library only).
 
     peerload.py serve PORT                     accept on [::]:PORT (IPv4 too) and hold every connection
-    peerload.py connect PORT DEST4 DEST6 SRC:N ...  open N connections from each source address (to DEST4
-                                                    or DEST6 by its family) and hold them
+    peerload.py connect DEST PORT SRC:N ...    open N connections to DEST from each source address, hold them
 
 Each prints ``READY {json}`` once its sockets are there and holds them until stdin closes.
 """
@@ -37,7 +36,7 @@ def serve(port):
                 held.append(sock)
 
 
-def connect(port, dest4, dest6, specs):
+def connect(dest, port, specs):
     held = []
     made = {}
     for spec in specs:
@@ -47,7 +46,7 @@ def connect(port, dest4, dest6, specs):
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.settimeout(10)
             sock.bind((source, 0))
-            sock.connect((dest6 if family == socket.AF_INET6 else dest4, port))
+            sock.connect((dest, port))
             held.append(sock)
         made[source] = int(count)
     print("READY " + json.dumps({"connections": made}), flush=True)
@@ -58,4 +57,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(int(sys.argv[2]))
     else:
-        connect(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:])
+        connect(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
