@@ -270,8 +270,8 @@ class NftablesFirewall:
                      % (NFT_TABLE, NFT_CHAIN, NFT_PRIORITY))
         # The chain is ours: rewritten whole in the same transaction, so it never holds a rule twice.
         lines.append("flush chain inet %s %s" % (NFT_TABLE, NFT_CHAIN))
-        lines.append("add rule inet %s %s ip saddr @%s drop" % (NFT_TABLE, NFT_CHAIN, NFT_SETS[4]))
-        lines.append("add rule inet %s %s ip6 saddr @%s drop" % (NFT_TABLE, NFT_CHAIN, NFT_SETS[6]))
+        lines.append("add rule inet %s %s ip saddr @%s counter drop" % (NFT_TABLE, NFT_CHAIN, NFT_SETS[4]))
+        lines.append("add rule inet %s %s ip6 saddr @%s counter drop" % (NFT_TABLE, NFT_CHAIN, NFT_SETS[6]))
         timeout = " timeout %ds" % duration if duration else ""
         for version, set_name in sorted(NFT_SETS.items()):
             members = [str(a) for a in additions if a.version == version]

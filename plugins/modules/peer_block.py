@@ -56,8 +56,8 @@ options:
     type: int
   allow:
     description:
-      - Addresses and networks (IPv4 or IPv6, C(192.0.2.10), C(198.51.100.0/24), C(2001:db8::/32)) that are
-        never blocked: load balancers, monitoring, NAT gateways, bastions.
+      - "Addresses and networks (IPv4 or IPv6, C(192.0.2.10), C(198.51.100.0/24), C(2001:db8::/32)) that are
+        never blocked: load balancers, monitoring, NAT gateways, bastions."
     type: list
     elements: str
     default: []
@@ -149,7 +149,10 @@ active:
   elements: dict
   contains:
     address: {description: The blocked address., type: str, sample: 198.51.100.7}
-    expires_in: {description: Seconds until the block ends, V(null) for none., type: int, sample: 599}
+    expires_in:
+      description: Seconds until the block ends, V(null) for none.
+      type: int
+      sample: 599
 spared:
   description: Peers over the threshold that are protected and not blocked, with the reason.
   returned: always
