@@ -29,9 +29,10 @@ description:
   - "iptables (where nft is missing, or O(backend=iptables)): the ipsets C(netstate_tcp_ipv4) and
     C(netstate_tcp_ipv6) (C(hash:ip), with timeouts), a chain C(NETSTATE_TCP) in iptables and ip6tables
     that drops their members, and one jump to it at the top of C(INPUT)."
-  - Input from a blocked address is dropped, so new connections fail and existing ones stall and end the
-    next time the peer sends. A peer already blocked is not added again (its timeout is not extended), so
-    a second run under the same load reports no change.
+  - Input from a blocked address is dropped, so new connections time out and existing ones stall at the
+    peer's next segment (it is never acknowledged) until the peer gives up.
+  - A peer already blocked is not added again (its timeout is not extended), so a second run under the
+    same load reports no change.
 author:
   - netstate.tcp contributors (@netstate-tcp)
 extends_documentation_fragment:

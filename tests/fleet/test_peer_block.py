@@ -22,6 +22,8 @@ import time
 import pytest
 from fleetcheck import run_playbook
 
+from tests.conftest import require
+
 pytestmark = pytest.mark.fleet
 
 PLAYBOOK = "netstate.tcp.peer_block"
@@ -129,6 +131,7 @@ class Scene:
 
 @pytest.fixture
 def scene(fleet, loads, tmp_path):
+    require(len(fleet.hosts) >= 4, "peer_block's fleet test needs 4 hosts (NETSTATE_FLEET_HOSTS >= 4)")
     the_scene = Scene(fleet, tmp_path)
     target = "%s:%d" % (the_scene.address[the_scene.target], the_scene.port)
     loads.start(the_scene.target, "sink", port=the_scene.port, address="0.0.0.0")
