@@ -18,7 +18,7 @@ options:
       - The most file descriptors the walk that finds each listener's process reads (through C(/proc/PID/fd)).
         It stops earlier as soon as every listener is found.
       - Unset, the budget is 20000 descriptors plus one per four sockets in the dump, about a quarter of the
-        dump's own cost: a listener that no process holds (its descriptor in flight over a unix socket, or held
+        dump's own cost. A listener that no process holds (its descriptor in flight over a unix socket, or held
         by a process of another network namespace) then cannot make the walk read every descriptor of the host.
       - Listeners still unattributed when the budget is spent have null C(pid) and C(process), the module warns
         once, and C(listener_walk) in the facts says how many and why.

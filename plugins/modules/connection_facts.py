@@ -250,7 +250,7 @@ ansible_facts:
               reason}). C(budget) is null when the V(processes) subset read every descriptor.
             - C(reason) is null when every listener was attributed, else V(budget) (O(walk_budget) was spent
               first), V(unreadable) (some processes' descriptors could not be read, as when not root) or
-              V(not held) (no process read holds them: a descriptor in flight over a unix socket, or a process
+              V(not held) (no process read holds them, as for a descriptor in flight over a unix socket, or a process
               of another namespace; see O(walk_all_namespaces)).
           returned: when O(gather_subset) includes V(listeners)
           type: dict
