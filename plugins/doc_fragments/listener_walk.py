@@ -17,9 +17,10 @@ options:
     description:
       - The most file descriptors the walk that finds each listener's process reads (through C(/proc/PID/fd)).
         It stops earlier as soon as every listener is found.
-      - Unset, the budget is 20000 descriptors plus one per four sockets in the dump, about a quarter of the
-        dump's own cost. A listener that no process holds (its descriptor in flight over a unix socket, or held
-        by a process of another network namespace) then cannot make the walk read every descriptor of the host.
+      - Unset, the walk may take a quarter of the time the socket dumps took, and at least 100 ms, however many
+        descriptors that is. A listener that no process holds (its descriptor in flight over a unix socket, or
+        held by a process of another network namespace) then cannot make the walk read every descriptor of the
+        host; the usual walk, which finds every listener among the first descriptors, takes a few milliseconds.
       - Listeners still unattributed when the budget is spent have null C(pid) and C(process), the module warns
         once, and C(listener_walk) in the facts says how many and why.
       - V(0) reads no descriptor at all.

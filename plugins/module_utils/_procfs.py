@@ -259,14 +259,15 @@ class FdWalkResult:
         self.exhausted = exhausted
 
 
-def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, all_namespaces=False):
+def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, deadline=None, all_namespaces=False):
     """Find which processes hold the socket inodes in `wanted`; returns an FdWalkResult.
 
     Without full, the walk reads the descriptors of the processes of the current network
     namespace only (all_namespaces adds the others, after them), stops as soon as every
-    wanted inode is found, and reads at most `budget` descriptors (None: no limit): one
-    listener that no process holds (its descriptor in flight over a unix socket, or held by
-    a process of another namespace) must not make it read every descriptor of the host.
+    wanted inode is found, and reads at most `budget` descriptors and only until
+    time.monotonic() passes `deadline` (None: no limit): one listener that no process
+    holds (its descriptor in flight over a unix socket, or held by a process of another
+    namespace) must not make it read every descriptor of the host.
     With full, every descriptor of every process is read and inode_pids maps every socket
     inode -> set of pids (the per-process view).
     """
@@ -294,7 +295,8 @@ def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, all_namespa
             continue  # gone
         (local_pids if same else other_pids).append(pid)
     groups = (local_pids, other_pids) if full or all_namespaces else (local_pids,)
-    walk = _FdWalk(proc, remaining, owners, inode_pids, denied, None if full else budget)
+    walk = _FdWalk(proc, remaining, owners, inode_pids, denied, None if full else budget,
+                   None if full else deadline)
     try:
         for group in groups:
             if walk.run(group, full) or walk.exhausted:
@@ -305,7 +307,7 @@ def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, all_namespa
 
 
 class _FdWalk:
-    def __init__(self, proc, remaining, owners, inode_pids, denied, budget):
+    def __init__(self, proc, remaining, owners, inode_pids, denied, budget, deadline):
         self.proc = proc
         self.remaining = remaining
         self.owners = owners
@@ -314,7 +316,16 @@ class _FdWalk:
         self.dirs = {}
         self.reads = 0
         self.budget = budget
+        self.deadline = deadline
         self.exhausted = False
+
+    def _late(self):
+        """Whether the deadline has passed; looked at every 64 descriptors (a clock read each is waste)."""
+        if self.deadline is None or self.reads & 63:
+            return False
+        if time.monotonic() > self.deadline:
+            self.exhausted = True
+        return self.exhausted
 
     def _allow(self, wanted):
         """How many of `wanted` more descriptor reads the budget allows (all when unlimited)."""
@@ -377,6 +388,8 @@ class _FdWalk:
         more = False
         for number in range(low, low + self._allow(high - low)):
             self.reads += 1
+            if self._late():
+                return None
             try:
                 target = readlink(str(number), dir_fd=dir_fd)
             except FileNotFoundError:
@@ -418,6 +431,8 @@ class _FdWalk:
         readlink = os.readlink
         for name in names[:self._allow(len(names))]:
             self.reads += 1
+            if self._late():
+                return
             try:
                 target = readlink(name, dir_fd=dir_fd)
             except PermissionError:

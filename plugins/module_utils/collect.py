@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-sockets", type=_int_range(*MAX_SOCKETS_RANGE), default=1000,
                         help="raw socket list limit with --subset sockets (default 1000)")
     parser.add_argument("--walk-budget", type=_int_range(*WALK_BUDGET_RANGE), default=None,
-                        help="most file descriptors read to find listeners' processes (default: 20000 plus one "
-                        "per four sockets)")
+                        help="most file descriptors read to find listeners' processes (default: as many as a "
+                        "quarter of the socket dumps' time allows, at least 100 ms)")
     parser.add_argument("--walk-all-namespaces", action="store_true",
                         help="also read processes of other network namespaces to find listeners' processes")
     parser.add_argument("--protocol", type=_protocol, default="tcp",

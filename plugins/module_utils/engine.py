@@ -526,27 +526,26 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
 
 # ---------------------------------------------------------------- listeners and processes
 
-# The listener walk reads at most this many descriptors, plus one per WALK_BUDGET_PER_SOCKETS
-# sockets in the dump: about a quarter of the dump's own cost, whatever the host's size.
-WALK_BUDGET_FLOOR = 20000
-WALK_BUDGET_PER_SOCKETS = 4
+# Unless told a descriptor budget, the listener walk may take this share of the dumps' own
+# time, and at least the floor (a host's whole walk usually takes a few milliseconds).
+WALK_TIME_SHARE = 0.25
+WALK_TIME_FLOOR = 0.1
 
 
-def walk_budget_for(sockets):
-    """The automatic descriptor budget of the listener walk for a dump of `sockets` sockets."""
-    return WALK_BUDGET_FLOOR + sockets // WALK_BUDGET_PER_SOCKETS
-
-
-def _listeners(tcp, udp, proc, full_walk, warnings, walk):
+def _listeners(tcp, udp, proc, full_walk, warnings, walk, dump_seconds):
     """Listener rows with process information, the walk's account, and the inode -> pids map
     when full_walk."""
     rows = tcp.listeners + udp.listeners
     wanted = {item["inode"] for item in rows if item["inode"]}
     budget = walk.get("budget")
-    if budget is None:
-        budget = walk_budget_for(sum(map(sum, tcp.family_states.values())) + sum(udp.families.values()))
+    time_budget = None
+    if budget is None and not full_walk:
+        time_budget = max(WALK_TIME_FLOOR, WALK_TIME_SHARE * dump_seconds)
+    started = time.monotonic()
     found = procfs.map_socket_inodes(wanted, proc=proc, full=full_walk, budget=budget,
+                                     deadline=None if time_budget is None else started + time_budget,
                                      all_namespaces=walk.get("all_namespaces", False))
+    walk_ms = round((time.monotonic() - started) * 1000, 1)
     infos = {}
     missing = 0
     result = []
@@ -576,8 +575,14 @@ def _listeners(tcp, udp, proc, full_walk, warnings, walk):
     if missing:
         if found.exhausted:
             reason = "budget"
-            warnings.append("%d listener(s) without pid/process: the walk read its budget of %d file descriptors "
-                            "first (raise walk_budget to read more)" % (missing, budget))
+            if time_budget is None:
+                spent = "its budget of %d file descriptors (walk_budget)" % budget
+            else:
+                spent = ("its time, %d ms (a quarter of the socket dump's, at least %d ms), after %d file descriptors; "
+                         "walk_budget sets a number of descriptors instead" % (
+                             round(time_budget * 1000), WALK_TIME_FLOOR * 1000, found.reads))
+            warnings.append("%d listener(s) without pid/process: the walk that finds their processes spent %s"
+                            % (missing, spent))
         elif found.denied:
             reason = "unreadable"
             why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
@@ -589,7 +594,8 @@ def _listeners(tcp, udp, proc, full_walk, warnings, walk):
                             "flight over a unix socket, or held by a process of another network namespace)"
                             % (missing, "any namespace" if walk.get("all_namespaces") else "this namespace"))
     account = {"descriptors_read": found.reads, "budget": None if full_walk else budget,
-               "unattributed": missing, "reason": reason}
+               "time_budget_ms": None if time_budget is None else round(time_budget * 1000, 1),
+               "walk_ms": walk_ms, "unattributed": missing, "reason": reason}
     return result, account, found.inode_pids
 
 
@@ -629,8 +635,9 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     """Gather the ansible_facts.netstate document (see docs/facts-contract.md).
 
     warnings, when a list, receives one line per thing the caller should tell the user.
-    walk_budget caps the file descriptors the listener walk reads (None: walk_budget_for() the
-    dump's size); walk_all_namespaces lets it read processes of other network namespaces too.
+    walk_budget caps the file descriptors the listener walk reads (None: the walk may take
+    WALK_TIME_SHARE of the dumps' time, at least WALK_TIME_FLOOR seconds); walk_all_namespaces
+    lets it read processes of other network namespaces too.
     Raises GatherError with a message naming the option, value or file involved.
     """
     if warnings is None:
@@ -674,8 +681,10 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
     if "counters" in want and sample_interval:
         counters_before = _read_counters(proc)
         sample_started = time.time()
+    dump_started = time.monotonic()
     backend_used, tcp, udp = _collect_sockets(
         backend, max_sockets if "sockets" in want else 0, "processes" in want, proc, warnings)
+    dump_seconds = time.monotonic() - dump_started
     facts = {
         "backend": backend_used,
         "namespace": label,
@@ -694,7 +703,8 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
     if "peers" in want:
         facts["tcp"]["peers"] = tcp.peers(top)
     if "listeners" in want or "processes" in want:
-        listeners, account, inode_pids = _listeners(tcp, udp, proc, "processes" in want, warnings, walk)
+        listeners, account, inode_pids = _listeners(tcp, udp, proc, "processes" in want, warnings, walk,
+                                                    dump_seconds)
         if "listeners" in want:
             for item in listeners:
                 del item["inode"]

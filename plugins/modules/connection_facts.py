@@ -246,15 +246,18 @@ ansible_facts:
                     connections: 57}]
         listener_walk:
           description:
-            - How the walk that finds the listeners' processes went, C({descriptors_read, budget, unattributed,
-              reason}). C(budget) is null when the V(processes) subset read every descriptor.
+            - How the walk that finds the listeners' processes went, C({descriptors_read, budget, time_budget_ms,
+              walk_ms, unattributed, reason}). C(budget) is O(walk_budget); C(time_budget_ms) the time the walk
+              could take when O(walk_budget) is unset; both are null when the V(processes) subset read every
+              descriptor.
             - C(reason) is null when every listener was attributed, else V(budget) (O(walk_budget) was spent
               first), V(unreadable) (some processes' descriptors could not be read, as when not root) or
               V(not held) (no process read holds them, as for a descriptor in flight over a unix socket, or a process
               of another namespace; see O(walk_all_namespaces)).
           returned: when O(gather_subset) includes V(listeners)
           type: dict
-          sample: {descriptors_read: 412, budget: 20250, unattributed: 0, reason: null}
+          sample: {descriptors_read: 412, budget: null, time_budget_ms: 100.0, walk_ms: 1.6, unattributed: 0,
+                   reason: null}
         counters:
           description:
             - C(sockstat) from C(/proc/net/sockstat) and C(/proc/net/sockstat6) as C(<LINE>_<field>), for example

@@ -37,26 +37,31 @@ PROBE = textwrap.dedent("""
     import json, subprocess, sys
     sys.path.insert(0, %r)
     from ansible_collections.netstate.tcp.plugins.module_utils import engine
-    mix = subprocess.Popen([sys.executable, %r, sys.argv[1]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           text=True)
-    built = json.loads(mix.stdout.readline()[len("READY "):])
+    mixes = [subprocess.Popen([sys.executable, %r, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for path in sys.argv[3:] + sys.argv[1:2]]
+    built = [json.loads(mix.stdout.readline()[len("READY "):]) for mix in mixes][-1]
     ss = subprocess.run(["ss", "-H", "-n", "-l", "-t", "-p"], capture_output=True, text=True, check=True).stdout
     runs = []
     for options in json.loads(sys.argv[2]):
         warnings = []
         runs.append({"facts": engine.gather(warnings=warnings, **options), "warnings": warnings})
-    mix.stdin.close()
-    mix.wait()
+    for mix in mixes:
+        mix.stdin.close()
+        mix.wait()
     print(json.dumps({"built": built, "ss": ss, "runs": runs}))
 """ % (COLLECTIONS, os.path.join(SUPPORT, "sockmix.py")))
 
 
-def probe(ns, spec, tmp_path, *option_sets):
-    """Build the mix and gather once per option set, in a PID namespace of their own inside ns."""
-    spec_file = tmp_path / "mix.json"
-    spec_file.write_text(json.dumps(spec))
+def probe(ns, spec, tmp_path, *option_sets, extra=()):
+    """Build the mix (and one more process per spec in extra, started first) and gather once per
+    option set, in a PID namespace of their own inside ns."""
+    files = []
+    for index, one in enumerate([spec] + list(extra)):
+        files.append(tmp_path / ("mix-%d.json" % index))
+        files[-1].write_text(json.dumps(one))
     out = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "ip", "netns", "exec", ns.name,
-                          sys.executable, "-c", PROBE, str(spec_file), json.dumps(option_sets)],
+                          sys.executable, "-c", PROBE, str(files[0]), json.dumps(option_sets)]
+                         + [str(path) for path in files[1:]],
                          capture_output=True, text=True, check=True, timeout=120)
     return json.loads(out.stdout)
 
@@ -75,35 +80,59 @@ def test_orphan_listener_is_reported_and_bounded(netns, tmp_path):
                            "listeners": [{"address": "127.0.0.1", "port": HELD_PORT}],
                            "established": [{"to": ["127.0.0.1", HELD_PORT], "count": 200}],
                            "in_flight": [{"address": "127.0.0.1", "port": ORPHAN_PORT}]}, tmp_path,
-                   {}, {"walk_budget": 500}, {"subset": ["listeners", "processes"], "walk_budget": 500})
+                   {"walk_budget": 100000}, {"walk_budget": 500},
+                   {"subset": ["listeners", "processes"], "walk_budget": 500})
     pid = result["built"]["pid"]
     assert ss_listeners(result) == {("127.0.0.1", HELD_PORT): pid, ("127.0.0.1", ORPHAN_PORT): None}
-    default, small, full = result["runs"]
+    ample, small, full = result["runs"]
 
-    facts = default["facts"]
+    facts = ample["facts"]
     ports = listeners_by_port(facts)
     assert ports[HELD_PORT]["pid"] == pid
     assert ports[ORPHAN_PORT]["pid"] is None and ports[ORPHAN_PORT]["process"] is None
     walk = facts["listener_walk"]
-    assert walk["budget"] == engine.walk_budget_for(facts["tcp"]["total"] + facts["udp"]["total"])
     assert walk["unattributed"] == 1 and walk["reason"] == "not held", walk
-    # Nothing holds the orphan, so the walk read every descriptor of the namespace's processes:
-    # the filler, the 400 connection ends and a few more, never more than its budget.
-    assert 3000 + 400 <= walk["descriptors_read"] <= walk["budget"], walk
-    assert [line for line in default["warnings"] if "without pid/process" in line] == [
+    assert walk["budget"] == 100000 and walk["time_budget_ms"] is None, walk
+    # Nothing holds the orphan, so the walk read every descriptor of the namespace's processes (the
+    # filler, the 400 connection ends), probing each process's numbers up to its last window (4096).
+    assert 3000 + 400 <= walk["descriptors_read"] <= 2 * 4096, walk
+    assert [line for line in ample["warnings"] if "without pid/process" in line] == [
         "1 listener(s) without pid/process: no process of this namespace holds them (a descriptor in flight "
         "over a unix socket, or held by a process of another network namespace)"]
 
     # A budget below the descriptors before the held listener: it stays unattributed too, and the
     # walk stops at exactly the budget.
     assert listeners_by_port(small["facts"])[HELD_PORT]["pid"] is None
-    assert small["facts"]["listener_walk"] == {"descriptors_read": 500, "budget": 500, "unattributed": 2,
-                                               "reason": "budget"}
-    assert any("budget of 500 file descriptors" in line for line in small["warnings"]), small["warnings"]
+    walk = small["facts"]["listener_walk"]
+    assert (walk["descriptors_read"], walk["budget"], walk["unattributed"], walk["reason"]) == (500, 500, 2, "budget")
+    assert [line for line in small["warnings"] if "without pid/process" in line] == [
+        "2 listener(s) without pid/process: the walk that finds their processes spent its budget of 500 file "
+        "descriptors (walk_budget)"]
 
     # The per-process view reads everything whatever the budget: the held listener is found again.
     assert listeners_by_port(full["facts"])[HELD_PORT]["pid"] == pid
     assert full["facts"]["listener_walk"]["budget"] is None
+
+
+def test_default_budget_is_time(netns, tmp_path):
+    """Unset walk_budget: an orphan among 150,000 descriptors stops the walk at its time budget,
+    after the listener that sits among its process's first descriptors was found."""
+    result = probe(netns, {"in_flight": [{"address": "127.0.0.1", "port": ORPHAN_PORT}],
+                           "listeners": [{"address": "127.0.0.1", "port": HELD_PORT}]}, tmp_path, {},
+                   {"walk_budget": 1000000}, extra=[{"filler_fds": 15000}] * 10)
+    default, ample = result["runs"]
+    assert ample["facts"]["listener_walk"]["descriptors_read"] >= 150000  # what an unbounded walk reads
+    walk = default["facts"]["listener_walk"]
+    assert walk["reason"] == "budget" and walk["budget"] is None, walk
+    assert walk["time_budget_ms"] >= 100.0, walk
+    assert walk["descriptors_read"] < 150000, walk
+    # Stopped at its deadline (looked at every 64 descriptors), not after the whole table.
+    assert walk["walk_ms"] < walk["time_budget_ms"] + 50, walk
+    assert listeners_by_port(default["facts"])[HELD_PORT]["pid"] == result["built"]["pid"]
+    assert [line for line in default["warnings"] if "without pid/process" in line] == [
+        "1 listener(s) without pid/process: the walk that finds their processes spent its time, %d ms (a quarter "
+        "of the socket dump's, at least 100 ms), after %d file descriptors; walk_budget sets a number of "
+        "descriptors instead" % (round(walk["time_budget_ms"]), walk["descriptors_read"])]
 
 
 def test_found_listeners_stop_the_walk_early(netns, tmp_path):

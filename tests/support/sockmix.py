@@ -31,6 +31,7 @@ import array
 import ctypes
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -105,6 +106,9 @@ def leave_namespace(path):
 
 def build(spec):
     built = {}
+    if spec.get("filler_fds"):
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     for _index in range(spec.get("filler_fds", 0) // 2):
         HELD.extend(os.pipe())
     for item in spec.get("listeners", []):
