@@ -48,6 +48,7 @@ DEFAULT_SUBSET = ["states", "ports", "peers", "listeners", "counters"]
 TOP_RANGE = (1, 10000)
 SAMPLE_RANGE = (0.0, 60.0)
 MAX_SOCKETS_RANGE = (0, 1000000)
+WALK_BUDGET_RANGE = (0, 100000000)
 
 _NAMESPACE_RE = re.compile(r"^(host|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/[A-Za-z0-9_./-]{1,255})$")
 _METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
@@ -144,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="socket source (default auto)")
     parser.add_argument("--max-sockets", type=_int_range(*MAX_SOCKETS_RANGE), default=1000,
                         help="raw socket list limit with --subset sockets (default 1000)")
+    parser.add_argument("--walk-budget", type=_int_range(*WALK_BUDGET_RANGE), default=None,
+                        help="most file descriptors read to find listeners' processes (default: as many as a "
+                        "quarter of the socket dumps' time allows, at least 100 ms)")
+    parser.add_argument("--walk-all-namespaces", action="store_true",
+                        help="also read processes of other network namespaces to find listeners' processes")
     parser.add_argument("--protocol", type=_protocol, default="tcp",
                         help="zabbix-discovery: listeners of this protocol: tcp (default), udp or all")
     parser.add_argument("--quiet", action="store_true",
@@ -372,6 +378,7 @@ def main(argv=None) -> int:
     try:
         facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
                        namespace=args.namespace, backend=args.backend, max_sockets=args.max_sockets,
+                       walk_budget=args.walk_budget, walk_all_namespaces=args.walk_all_namespaces,
                        warnings=warnings)
     except GatherError as error:
         sys.stderr.write("netstate collect: %s\n" % error)

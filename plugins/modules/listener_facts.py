@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - netstate.tcp.attributes.INFO_MODULE
   - netstate.tcp.attributes.FACTS
   - netstate.tcp.attributes.LINUX
+  - netstate.tcp.listener_walk
 options:
   namespace:
     description:
@@ -150,6 +151,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather, listen_facts
 
 
@@ -159,6 +161,7 @@ def main():
             namespace=dict(type="str"),
             backend=dict(type="str", default="auto", choices=["auto", "netlink", "proc"]),
             include_non_listening=dict(type="bool", default=False),
+            **LISTENER_WALK
         ),
         supports_check_mode=True,
     )
@@ -167,7 +170,8 @@ def main():
     warnings = []
     try:
         facts = gather(subset=["listeners"], namespace=module.params["namespace"],
-                       backend=module.params["backend"], warnings=warnings)
+                       backend=module.params["backend"], walk_budget=module.params["walk_budget"],
+                       walk_all_namespaces=module.params["walk_all_namespaces"], warnings=warnings)
     except GatherError as exc:
         module.fail_json(msg=str(exc))
     except Exception as exc:  # a facts module must never end in a traceback
