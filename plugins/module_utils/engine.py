@@ -511,7 +511,9 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
             except netlink.NetlinkUnavailable as exc:
                 if backend == "netlink":
                     raise GatherError("backend=netlink: %s" % exc)
-                warnings.append("netlink sock_diag unavailable (%s); using /proc/net" % exc)
+                warning = "netlink sock_diag unavailable (%s); using /proc/net" % exc
+                if warning not in warnings:  # once, not once per namespace
+                    warnings.append(warning)
                 break
             except netlink.NetlinkError as exc:
                 raise GatherError(str(exc))

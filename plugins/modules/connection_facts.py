@@ -288,6 +288,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
 
@@ -315,11 +316,12 @@ def main():
             warnings=warnings,
         )
     except GatherError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=escape.log_line(exc))
     except Exception as exc:  # a facts module must never end in a traceback
-        module.fail_json(msg="unexpected error gathering connection facts: %s" % exc, exception=traceback.format_exc())
+        module.fail_json(msg="unexpected error gathering connection facts: %s" % escape.log_line(exc),
+                         exception=traceback.format_exc())
     for warning in warnings:
-        module.warn(warning)
+        module.warn(escape.log_line(warning))
     module.exit_json(ansible_facts={"netstate": facts})
 
 
