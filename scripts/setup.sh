@@ -6,11 +6,13 @@
 # The fleet (tests/fleet) needs podman's network stack as fleet.py configures it: netavark and
 # aardvark-dns, and iptables, with which netavark programs the bridge (without it every host
 # fails to start with "netavark: No such file or directory").
+# The refusal tests build a real seccomp filter with libseccomp2 (through ctypes) and private
+# mount/PID namespaces with util-linux's unshare.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client
+packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client libseccomp2 util-linux
           podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time)
 missing=()
 for p in "${packages[@]}"; do
