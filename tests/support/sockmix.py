@@ -17,9 +17,13 @@ Spec keys, all optional:
   accept_full:  [{"address": ..., "port": ..., "backlog": 2, "clients": 6}]   never accepted
   udp:          [{"address": "0.0.0.0", "port": 5353}]     bound, unconnected
   udp_connected: [{"to": ["127.0.0.1", 5353]}]
+  comm_hex:     "3c623e"   the process names itself with these bytes (prctl PR_SET_NAME, any bytes but
+                           NUL; the kernel keeps the first 15); READY's "comm_hex" is what /proc/PID/comm shows
 Addresses containing ':' are IPv6.
 """
 
+import ctypes
+import ctypes.util
 import json
 import os
 import select
@@ -159,12 +163,27 @@ def build(spec):
     return built
 
 
+PR_SET_NAME = 15
+
+
+def set_comm(raw):
+    """Name this process as a hostile one would: prctl(PR_SET_NAME), the name ps and /proc show."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
+    with open("/proc/self/comm", "rb") as handle:
+        return handle.read()[:-1]
+
+
 def main():
     with open(sys.argv[1]) as handle:
         spec = json.load(handle)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    comm = set_comm(bytes.fromhex(spec["comm_hex"])) if "comm_hex" in spec else None
     built = build(spec)
     built["pid"] = os.getpid()
+    if comm is not None:
+        built["comm_hex"] = comm.hex()
     sys.stdout.write("READY %s\n" % json.dumps(built))
     sys.stdout.flush()
     while True:
