@@ -18,9 +18,10 @@ import sys
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
-from tests.conftest import COLLECTIONS
+from tests.conftest import COLLECTIONS, require
 from tests.integration.test_health_role import inventory, run_playbook
-from tests.support.hostile import markdown_problems, markdown_tables, parse_junit, parse_lld, parse_prometheus
+from tests.support.hostile import markdown_problems, markdown_tables, parse_junit, parse_lld, parse_prometheus, \
+    promtool_available, promtool_problems
 
 pytestmark = pytest.mark.netns
 
@@ -150,6 +151,17 @@ def test_collector_prometheus_text_parses_with_the_label_intact(hostile, host):
     assert escape.visible(escape.decode(namespace.comm), keep="\t\n") in names
     queue = {sample.labels["port"]: sample.value for sample in families["netstate_tcp_listen_queue"].samples}
     assert queue["9000"] == 3
+    require(promtool_available(), "needs promtool (Debian package prometheus, scripts/setup.sh installs it)")
+    assert promtool_problems(text) == []
+
+
+def test_promtool_sees_bad_escaping():
+    """The oracle is not blind: an unescaped quote and a byte that is not UTF-8 are parse errors to it."""
+    require(promtool_available(), "needs promtool (Debian package prometheus, scripts/setup.sh installs it)")
+    family = "# HELP netstate_x A test.\n# TYPE netstate_x gauge\n"
+    assert promtool_problems(family + 'netstate_x{process="a\\"b\\\\\\n\\\\xff"} 1\n') == []
+    assert promtool_problems(family + 'netstate_x{process="a"b"} 1\n') != []
+    assert promtool_problems(family.encode() + b'netstate_x{process="\xff"} 1\n') != []
 
 
 def test_listener_facts_report_the_name_as_text(hostile, tmp_path):
