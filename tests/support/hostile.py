@@ -42,8 +42,7 @@ _MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable("table")
 def _inline_tokens(tokens):
     for token in tokens:
         yield token
-        for child in token.children or []:
-            yield child
+        yield from token.children or []
 
 
 def markdown_problems(text):
