@@ -37,7 +37,7 @@ _UNSAFE = re.compile(u"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060
 # open or close emphasis (not one inside a word: tcp_max_syn_backlog stays readable), a "]("
 # that would make a link or an image; "<" and "&" start HTML and entities.
 _MARKDOWN = re.compile(r"[\\`*~|<&]|(?<![^\W_])_|_(?![^\W_])|\](?=\()")
-_MARKDOWN_ENTITIES = {"&": "&amp;", "<": "&lt;", "]": "]\\"}
+_MARKDOWN_REPLACEMENTS = {"&": "&amp;", "<": "&lt;", "]": "]\\"}  # others: a backslash before
 
 
 def _shown(match):
@@ -94,7 +94,7 @@ def markdown(value):
     ``<br>``, the only tag in the output.
     """
     string = visible(value, keep="\n")
-    string = _MARKDOWN.sub(lambda match: _MARKDOWN_ENTITIES.get(match.group(0), "\\" + match.group(0)), string)
+    string = _MARKDOWN.sub(lambda match: _MARKDOWN_REPLACEMENTS.get(match.group(0), "\\" + match.group(0)), string)
     return string.replace("\n", "<br>")
 
 
