@@ -21,6 +21,8 @@ import socket
 import struct
 import time
 
+from . import _escape as escape
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -73,8 +75,10 @@ def parse_proc_net(text, family):
 
 
 def read_text(path):
-    with open(path, "r") as handle:
-        return handle.read()
+    """A /proc file as text whatever the locale: a process names itself (comm, stat) with any
+    bytes but NUL, so bytes that are not UTF-8 come back as \\xNN (escape.decode)."""
+    with open(path, "rb") as handle:
+        return escape.decode(handle.read())
 
 
 # ---------------------------------------------------------------- counters
@@ -205,7 +209,8 @@ def process_info(pid, proc="/proc"):
     """{pid, process, user, stime} for one pid, or None when it has gone away."""
     base = os.path.join(proc, str(pid))
     try:
-        name = read_text(os.path.join(base, "comm")).rstrip("\n")
+        name = read_text(os.path.join(base, "comm"))
+        name = name[:-1] if name.endswith("\n") else name  # the name itself may end with a newline
         uid = os.stat(base).st_uid
         stat = read_text(os.path.join(base, "stat"))
     except (IOError, OSError):
@@ -229,7 +234,7 @@ def user_name(uid):
         return None
     if uid not in _USERS:
         try:
-            _USERS[uid] = pwd.getpwuid(uid).pw_name
+            _USERS[uid] = escape.text(pwd.getpwuid(uid).pw_name)
         except KeyError:
             _USERS[uid] = str(uid)
     return _USERS[uid]
@@ -517,7 +522,7 @@ def find_namespaces(proc="/proc", run_netns="/run/netns"):
         names = sorted(os.listdir(run_netns))
     except (IOError, OSError):
         names = []
-    candidates = [(name, os.path.join(run_netns, name)) for name in names]
+    candidates = [(escape.text(name), os.path.join(run_netns, name)) for name in names]
     candidates += [("pid:%d" % pid, os.path.join(proc, str(pid), "ns/net")) for pid in pids(proc)]
     found = []
     for label, path in candidates:

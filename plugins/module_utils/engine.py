@@ -155,6 +155,8 @@ def each_message(buf, length, visit):
         msg_len, msg_type = unpack(buf, off)
         if msg_type != netlink.SOCK_DIAG_BY_FAMILY:
             return off
+        if msg_len < netlink.MSG_MIN_LEN or off + msg_len > length:
+            raise netlink.malformed(off, msg_len, length)
         visit(buf, off)
         off += (msg_len + 3) & ~3
     return None
@@ -205,11 +207,14 @@ class TcpAggregate:
         server_peers = self.server_peers
         client = self.client
         detail = self.want_sockets or self.inode_states is not None
+        min_len = netlink.MSG_MIN_LEN
         off = 0
         while off < length:
             msg_len, msg_type = unpack(buf, off)
             if msg_type != 20:
                 return off
+            if msg_len < min_len or off + msg_len > length:
+                raise netlink.malformed(off, msg_len, length)
             family = buf[off + 16]
             state = buf[off + 17]
             family_states[family][state] += 1
@@ -511,7 +516,9 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
             except netlink.NetlinkUnavailable as exc:
                 if backend == "netlink":
                     raise GatherError("backend=netlink: %s" % exc)
-                warnings.append("netlink sock_diag unavailable (%s); using /proc/net" % exc)
+                warning = "netlink sock_diag unavailable (%s); using /proc/net" % exc
+                if warning not in warnings:  # once, not once per namespace
+                    warnings.append(warning)
                 break
             except netlink.NetlinkError as exc:
                 raise GatherError(str(exc))

@@ -237,6 +237,8 @@ ansible_facts:
               backend.
             - C(pid), C(process) and C(stime) are null where the process is unknown (not root);
               C(user) then is the socket's owner.
+            - C(process) is the name the process gave itself (C(/proc/PID/comm), at most 15 bytes, any but NUL);
+              bytes that are not UTF-8 are written as C(\xNN).
             - C(connections) counts ESTABLISHED sockets on the listener's port (null for UDP).
           returned: when O(gather_subset) includes V(listeners)
           type: list
@@ -303,6 +305,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
@@ -334,11 +337,12 @@ def main():
             warnings=warnings,
         )
     except GatherError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=escape.log_line(exc))
     except Exception as exc:  # a facts module must never end in a traceback
-        module.fail_json(msg="unexpected error gathering connection facts: %s" % exc, exception=traceback.format_exc())
+        module.fail_json(msg="unexpected error gathering connection facts: %s" % escape.log_line(exc),
+                         exception=traceback.format_exc())
     for warning in warnings:
-        module.warn(warning)
+        module.warn(escape.log_line(warning))
     module.exit_json(ansible_facts={"netstate": facts})
 
 

@@ -151,6 +151,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather, listen_facts
 
@@ -173,11 +174,12 @@ def main():
                        backend=module.params["backend"], walk_budget=module.params["walk_budget"],
                        walk_all_namespaces=module.params["walk_all_namespaces"], warnings=warnings)
     except GatherError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=escape.log_line(exc))
     except Exception as exc:  # a facts module must never end in a traceback
-        module.fail_json(msg="unexpected error gathering listeners: %s" % exc, exception=traceback.format_exc())
+        module.fail_json(msg="unexpected error gathering listeners: %s" % escape.log_line(exc),
+                         exception=traceback.format_exc())
     for warning in warnings:
-        module.warn(warning)
+        module.warn(escape.log_line(warning))
     module.exit_json(ansible_facts=listen_facts(facts))
 
 

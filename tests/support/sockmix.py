@@ -24,11 +24,14 @@ Spec keys, all optional:
                                                            no process holds it
   leave_namespace: "/run/netns/NAME"                       after building, move this process into that network
                                                            namespace: it then holds sockets of another one
+  comm_hex:     "3c623e"   the process names itself with these bytes (prctl PR_SET_NAME, any bytes but
+                           NUL; the kernel keeps the first 15); READY's "comm_hex" is what /proc/PID/comm shows
 Addresses containing ':' are IPv6.
 """
 
 import array
 import ctypes
+import ctypes.util
 import json
 import os
 import resource
@@ -198,12 +201,27 @@ def build(spec):
     return built
 
 
+PR_SET_NAME = 15
+
+
+def set_comm(raw):
+    """Name this process as a hostile one would: prctl(PR_SET_NAME), the name ps and /proc show."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
+    with open("/proc/self/comm", "rb") as handle:
+        return handle.read()[:-1]
+
+
 def main():
     with open(sys.argv[1]) as handle:
         spec = json.load(handle)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    comm = set_comm(bytes.fromhex(spec["comm_hex"])) if "comm_hex" in spec else None
     built = build(spec)
     built["pid"] = os.getpid()
+    if comm is not None:
+        built["comm_hex"] = comm.hex()
     sys.stdout.write("READY %s\n" % json.dumps(built))
     sys.stdout.flush()
     while True:
