@@ -46,7 +46,12 @@ def parse_proc_net(text, family):
     """Parse /proc/net/tcp(6) or udp(6) text into tuples.
 
     Yields (state, local_address, local_port, remote_address, remote_port, tx_queue,
-    rx_queue, uid, inode). Raises ProcFormatError on a malformed line.
+    rx_queue, uid, inode, timer, retransmits). Raises ProcFormatError on a malformed line.
+
+    timer is the "tr" column (0 none, 1 retransmit, 2 keepalive, 3 TIME_WAIT, 4 zero window
+    probe, as idiag_timer); retransmits is what sock_diag's idiag_retrans holds for that timer:
+    the "retrnsmt" column (icsk_retransmits), or for keepalive and zero window probes the
+    probes sent ("timeout" column, icsk_probes_out).
     """
     lines = text.splitlines()
     if not lines:
@@ -61,12 +66,14 @@ def parse_proc_net(text, family):
             local, local_port = fields[1].split(":")
             remote, remote_port = fields[2].split(":")
             tx_queue, rx_queue = fields[4].split(":")
+            timer = int(fields[5].split(":")[0], 16)
             yield (
                 int(fields[3], 16),
                 _hex_address(local, family), int(local_port, 16),
                 _hex_address(remote, family), int(remote_port, 16),
                 int(tx_queue, 16), int(rx_queue, 16),
                 int(fields[7]), int(fields[9]),
+                timer, int(fields[8]) if timer in (2, 4) else int(fields[6], 16),
             )
         except (ValueError, struct.error) as exc:
             raise ProcFormatError("line %d: %s" % (number, exc))

@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import os
 import socket
+import struct
 import time
 
 from . import _netlink as netlink
@@ -38,8 +39,9 @@ LISTEN_MASK = 1 << LISTEN
 CONNECTION_MASK = TCP_ALL_MASK & ~LISTEN_MASK
 UDP_ALL_MASK = 0xFFFFFFFF
 
-SUBSETS = ("states", "ports", "peers", "listeners", "counters", "processes", "sockets")
-DEFAULT_SUBSET = ("states", "ports", "peers", "listeners", "counters")
+SUBSETS = ("states", "ports", "peers", "listeners", "counters", "timers", "processes", "sockets", "routes",
+           "multicast")
+DEFAULT_SUBSET = ("states", "ports", "peers", "listeners", "counters", "timers")
 BACKENDS = ("auto", "netlink", "proc")
 DUMP_ATTEMPTS = 3
 MAX_SAMPLE_INTERVAL = 60
@@ -195,24 +197,35 @@ class TcpAggregate:
         self.sockets_seen = 0
         self.inode_states = {} if want_inodes else None
         self._client_summary = None
+        # Non-LISTEN sockets by idiag_timer (0..4; the list is long enough for any u8).
+        self.timers = [0] * 256
+        # recv_bytes, send_bytes, recv_sockets, send_sockets over non-LISTEN sockets
+        self.queue_totals = [0, 0, 0, 0]
+        # (port, side) -> [sockets, bytes, stalled] of sockets with a send queue
+        self.send_ports = {}
+        # raw peer address -> [sockets, retransmits] of sockets with a retransmission under way
+        self.retransmits = {}
 
     # The hot loop: one call per receive buffer of the connection dump.
     def consume_netlink(self, buf, length):
-        unpack = netlink.MSG_HEAD.unpack_from
+        unpack = netlink.MSG_FIXED.unpack_from
         listen_ports = self.listen_ports
         family_states = self.family_states
+        timers = self.timers
         local = self.local
         server_peers = self.server_peers
         client = self.client
         detail = self.want_sockets or self.inode_states is not None
         off = 0
         while off < length:
-            msg_len, msg_type = unpack(buf, off)
+            try:
+                msg_len, msg_type, family, state, timer, retrans, rqueue, wqueue = unpack(buf, off)
+            except struct.error:
+                return off  # less than a whole inet_diag_msg left: the 20-byte NLMSG_DONE
             if msg_type != 20:
                 return off
-            family = buf[off + 16]
-            state = buf[off + 17]
             family_states[family][state] += 1
+            timers[timer] += 1
             sport = (buf[off + 20] << 8) | buf[off + 21]
             dst_end = off + 44 if family == 2 else off + 56
             if sport in listen_ports:
@@ -228,10 +241,42 @@ class TcpAggregate:
                 side = client[state]
                 key = buf[off + 22:dst_end]
                 side[key] = side.get(key, 0) + 1
+            if rqueue or wqueue or retrans:
+                # rare on most hosts: data waiting, or a retransmission/probe under way
+                if sport in listen_ports:
+                    port, side_name = sport, "local"
+                else:
+                    port, side_name = (buf[off + 22] << 8) | buf[off + 23], "remote"
+                self._queued(port, side_name, buf[off + 40:dst_end], timer, retrans, rqueue, wqueue)
             if detail:
                 self._detail(buf, off, state)
             off += (msg_len + 3) & ~3
         return None
+
+    def _queued(self, port, side, peer, timer, retrans, rqueue, wqueue):
+        """Queues and retransmissions of one non-LISTEN socket that has any."""
+        totals = self.queue_totals
+        retransmitting = timer == netlink.TIMER_RETRANSMIT and retrans > 0
+        if rqueue:
+            totals[0] += rqueue
+            totals[2] += 1
+        if wqueue:
+            totals[1] += wqueue
+            totals[3] += 1
+            entry = self.send_ports.get((port, side))
+            if entry is None:
+                entry = self.send_ports[(port, side)] = [0, 0, 0]
+            entry[0] += 1
+            entry[1] += wqueue
+            if retransmitting or timer == netlink.TIMER_ZERO_WINDOW_PROBE:
+                entry[2] += 1
+        if retransmitting:
+            peer = _plain_raw(peer)
+            entry = self.retransmits.get(peer)
+            if entry is None:
+                entry = self.retransmits[peer] = [0, 0]
+            entry[0] += 1
+            entry[1] += retrans
 
     def _detail(self, buf, off, state):
         decoded = decode_message(buf, off)
@@ -258,7 +303,7 @@ class TcpAggregate:
 
     # /proc fallback: same counts from parsed lines.
     def add_proc(self, family, entry):
-        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry
+        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode, timer, retrans = entry
         if state == LISTEN:
             self.family_states[family][LISTEN] += 1
             self.listeners.append({
@@ -270,17 +315,22 @@ class TcpAggregate:
             if state >= 16:
                 return
             self.family_states[family][state] += 1
+            self.timers[timer & 0xFF] += 1
             peer = socket.inet_pton(socket.AF_INET6 if ":" in raddr else socket.AF_INET, raddr)
             if lport in self.listen_ports:
                 counts = self.local.setdefault(lport, [0] * 16)
                 counts[state] += 1
                 peers = self.server_peers[state]
                 peers[peer] = peers.get(peer, 0) + 1
+                port, side_name = lport, "local"
             else:
                 src = socket.inet_pton(socket.AF_INET6 if ":" in laddr else socket.AF_INET, laddr)
                 key = rport.to_bytes(2, "big") + src.ljust(16, b"\0") + peer
                 side = self.client[state]
                 side[key] = side.get(key, 0) + 1
+                port, side_name = rport, "remote"
+            if rx_q or tx_q or retrans:
+                self._queued(port, side_name, peer, timer, retrans, rx_q, tx_q)
         if self.inode_states is not None:
             self.inode_states[inode] = state
         self.sockets_seen += 1
@@ -373,6 +423,26 @@ class TcpAggregate:
                        "share": round(count / size, 6) if size else None}
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
 
+    def timer_counts(self):
+        timers = self.timers
+        return {name: timers[number] for number, name in enumerate(netlink.TIMER_NAMES)}
+
+    def queues(self, top):
+        recv_bytes, send_bytes, recv_sockets, send_sockets = self.queue_totals
+        rows = sorted(self.send_ports.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))[:top]
+        return {
+            "recv_bytes": recv_bytes, "send_bytes": send_bytes,
+            "recv_sockets": recv_sockets, "send_sockets": send_sockets,
+            "send_ports": [{"port": port, "side": side, "sockets": sockets, "bytes": size, "stalled": stalled}
+                           for (port, side), (sockets, size, stalled) in rows],
+        }
+
+    def retransmitting(self, top):
+        rows = [(_peer_key(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
+        rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
+        return [{"address": address, "sockets": sockets, "retransmits": retransmits}
+                for address, sockets, retransmits in rows[:top]]
+
     def established_on(self, port):
         counts = self.local.get(port)
         return counts[ESTABLISHED] if counts else 0
@@ -431,7 +501,7 @@ class UdpAggregate:
             self._keep(decode_message(buf, off))
 
     def add_proc(self, family, entry):
-        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry
+        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry[:9]
         self.families[family] += 1
         self._keep({
             "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": state,
@@ -659,6 +729,10 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
         facts["tcp"]["ephemeral"] = tcp.ephemeral()
     if "peers" in want:
         facts["tcp"]["peers"] = tcp.peers(top)
+    if "timers" in want:
+        facts["tcp"]["timers"] = tcp.timer_counts()
+        facts["tcp"]["queues"] = tcp.queues(top)
+        facts["tcp"]["retransmitting"] = tcp.retransmitting(top)
     if "listeners" in want or "processes" in want:
         listeners, inode_pids = _listeners(tcp, udp, proc, "processes" in want, warnings)
         if "listeners" in want:

@@ -61,9 +61,40 @@ UDP: inuse 2 mem 1
 
 def test_proc_net_tcp_recorded():
     rows = list(procfs.parse_proc_net(PROC_NET_TCP, socket.AF_INET))
-    assert rows[0] == (10, "127.0.0.1", 8080, "0.0.0.0", 0, 0, 2, 0, 21630)
+    assert rows[0] == (10, "127.0.0.1", 8080, "0.0.0.0", 0, 0, 2, 0, 21630, 0, 0)
     assert rows[2][:5] == (1, "127.0.0.2", 45992, "127.0.0.1", 8080) and rows[2][5] == 4 and rows[2][7] == 1000
-    assert rows[3][:5] == (6, "10.0.0.15", 54321, "10.0.0.5", 5432)
+    assert rows[3][:5] == (6, "10.0.0.15", 54321, "10.0.0.5", 5432) and rows[3][9:] == (3, 0)
+
+
+# One socket per timer, as the kernel prints them (get_tcp4_sock): retransmitting (tr 1,
+# retrnsmt 5), keepalive with 2 unanswered probes (tr 2, timeout column 2), zero window
+# probes (tr 4, timeout column 7, retrnsmt 0).
+PROC_NET_TCP_TIMERS = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1 0000000000000000 100 0 0 10 0
+   1: 020012C6:C350 010012C6:0050 01 00000400:00000000 01:000000C8 00000005     0        0 101 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:C351 0100007F:1F90 01 00000000:00000000 02:00000100 00000000     0        2 102 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:C352 0100007F:1F90 01 00010000:00000000 04:00000064 00000000     0        7 103 1 0000000000000000 20 4 30 10 -1
+   4: 0100007F:1F90 0100007F:C352 01 00000000:00020000 00:00000000 00000000     0        0 104 1 0000000000000000 20 4 30 10 -1
+"""
+
+
+def test_proc_net_timers_and_queues():
+    rows = list(procfs.parse_proc_net(PROC_NET_TCP_TIMERS, socket.AF_INET))
+    assert [row[9:] for row in rows] == [(0, 0), (1, 5), (2, 2), (4, 7), (0, 0)]
+    tcp = engine.TcpAggregate(frozenset([8080]), (32768, 60999))
+    for row in rows:
+        tcp.add_proc(socket.AF_INET, row)
+    assert tcp.timer_counts() == {"none": 1, "retransmit": 1, "keepalive": 1, "time_wait": 0,
+                                  "zero_window_probe": 1}
+    queues = tcp.queues(10)
+    assert queues["recv_bytes"] == 0x20000 and queues["recv_sockets"] == 1
+    assert queues["send_bytes"] == 0x400 + 0x10000 and queues["send_sockets"] == 2
+    assert queues["send_ports"] == [
+        {"port": 8080, "side": "remote", "sockets": 1, "bytes": 0x10000, "stalled": 1},
+        {"port": 80, "side": "remote", "sockets": 1, "bytes": 0x400, "stalled": 1},
+    ]
+    assert tcp.retransmitting(10) == [{"address": "198.18.0.1", "sockets": 1, "retransmits": 5}]
 
 
 def test_proc_net_tcp6_maps_ipv4():
@@ -127,7 +158,7 @@ def test_proc_net_malformed_names_the_problem(text, message):
 def test_proc_net_parser_never_crashes(text):
     try:
         for row in procfs.parse_proc_net(text, socket.AF_INET):
-            assert len(row) == 9
+            assert len(row) == 11
     except procfs.ProcFormatError:
         pass
 
@@ -219,10 +250,11 @@ def test_data_before_done_in_one_buffer_is_all_counted():
 
 
 @pytest.mark.parametrize("subset, expected", [
-    (None, ["counters", "listeners", "peers", "ports", "states"]),
+    (None, ["counters", "listeners", "peers", "ports", "states", "timers"]),
     (["all"], sorted(engine.SUBSETS)),
     (["all", "!sockets"], sorted(set(engine.SUBSETS) - {"sockets"})),
-    (["!peers"], ["counters", "listeners", "ports", "states"]),
+    (["!peers"], ["counters", "listeners", "ports", "states", "timers"]),
+    (["default", "routes"], ["counters", "listeners", "peers", "ports", "routes", "states", "timers"]),
     (["min"], ["states"]),
     (["!all"], ["states"]),
     ("ports,listeners", ["listeners", "ports", "states"]),
