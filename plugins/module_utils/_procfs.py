@@ -79,6 +79,72 @@ def parse_proc_net(text, family):
             raise ProcFormatError("line %d: %s" % (number, exc))
 
 
+# ---------------------------------------------------------------- /proc/net/igmp{,6}
+
+def _group_v4(text):
+    if len(text) != 8:
+        raise ProcFormatError("bad IPv4 group field %r" % text)
+    return socket.inet_ntop(socket.AF_INET, struct.pack("=I", int(text, 16)))
+
+
+def parse_igmp(text):
+    """/proc/net/igmp -> [(interface, group, users)].
+
+    A device line ``idx<TAB>name : count querier`` is followed by one line per group, each
+    starting with a tab: ``group users timer_running:expires reporter``, group as the kernel's
+    %08X of the address in network order (so host-order hex on little-endian machines).
+    """
+    lines = text.splitlines()
+    if not lines:
+        return []
+    if not lines[0].startswith("Idx"):
+        raise ProcFormatError("missing header line")
+    result = []
+    device = None
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        try:
+            if line[0] in " \t":
+                if device is None:
+                    raise ProcFormatError("line %d: group line before any device line" % number)
+                fields = line.split()
+                if len(fields) < 2:
+                    raise ProcFormatError("line %d has %d fields, expected at least 2" % (number, len(fields)))
+                result.append((device, _group_v4(fields[0]), int(fields[1], 10)))
+            else:
+                head, sep, _rest = line.partition(":")
+                fields = head.split()
+                if not sep or len(fields) != 2 or not fields[0].isdigit():
+                    raise ProcFormatError("line %d: bad device line %r" % (number, line))
+                device = fields[1]
+        except ValueError as exc:
+            if isinstance(exc, ProcFormatError):
+                raise
+            raise ProcFormatError("line %d: %s" % (number, exc))
+    return result
+
+
+def parse_igmp6(text):
+    """/proc/net/igmp6 -> [(interface, group, users)]: ``ifindex name group32hex users flags timer``."""
+    result = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) < 4:
+            raise ProcFormatError("line %d has %d fields, expected at least 4" % (number, len(fields)))
+        if len(fields[2]) != 32 or not fields[0].isdigit():
+            raise ProcFormatError("line %d: bad index or group field in %r" % (number, line))
+        try:
+            group = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[2]))
+            users = int(fields[3], 10)
+        except ValueError as exc:
+            raise ProcFormatError("line %d: %s" % (number, exc))
+        result.append((fields[1], group, users))
+    return result
+
+
 def read_text(path):
     with open(path, "r") as handle:
         return handle.read()

@@ -21,6 +21,7 @@ import time
 
 from . import _netlink as netlink
 from . import _procfs as procfs
+from . import _rtnetlink as rtnetlink
 
 # Kernel TCP state numbers (include/net/tcp_states.h).
 STATE_NAMES = (
@@ -754,6 +755,10 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
             counters = _read_counters(proc)
         counters["sysctl"] = procfs.read_sysctls(proc)
         facts["counters"] = counters
+    if "routes" in want:
+        facts["routes"] = _routes()
+    if "multicast" in want:
+        facts["multicast"] = _multicast(proc)
     if "sockets" in want:
         facts["sockets"] = (tcp.sockets + udp.sockets)[:max_sockets]
         facts["sockets_truncated"] = tcp.sockets_seen + len(udp.sockets) > max_sockets
@@ -768,6 +773,59 @@ def _read_counters(proc):
         raise GatherError("cannot read kernel counters: %s" % exc)
     except procfs.ProcFormatError as exc:
         raise GatherError("kernel counters: %s" % exc)
+
+
+# ---------------------------------------------------------------- routes and multicast groups
+
+def parse_route_messages(messages, tables=None, protocols=None, interface_name=None):
+    """RTM_NEWROUTE payloads -> route dicts (docs/facts-contract.md); GatherError names the bad message."""
+    routes = []
+    for number, data in enumerate(messages, 1):
+        try:
+            route = rtnetlink.parse_route(data, tables, protocols, interface_name)
+        except rtnetlink.RouteFormatError as exc:
+            raise GatherError("routes: rtnetlink RTM_NEWROUTE message %d: %s" % (number, exc))
+        if route is not None:
+            routes.append(route)
+    return routes
+
+
+def _routes(etc="/etc/iproute2"):
+    tables = rtnetlink.read_names(os.path.join(etc, "rt_tables"), rtnetlink.TABLES)
+    protocols = rtnetlink.read_names(os.path.join(etc, "rt_protos"), rtnetlink.PROTOCOLS)
+    last = None
+    for _attempt in range(DUMP_ATTEMPTS):
+        try:
+            messages = [data for family, _label in FAMILIES for data in rtnetlink.dump_routes(family)]
+        except rtnetlink.RouteDumpInterrupted as exc:
+            last = exc
+            continue
+        except rtnetlink.RouteDumpError as exc:
+            raise GatherError("routes: %s" % exc)
+        return parse_route_messages(messages, tables, protocols)
+    raise GatherError("routes: rtnetlink dump interrupted %d times in a row (%s)" % (DUMP_ATTEMPTS, last))
+
+
+def parse_multicast(text, source, family):
+    """/proc/net/igmp (family ipv4) or igmp6 (ipv6) text -> [{interface, family, group, users}]."""
+    try:
+        rows = procfs.parse_igmp(text) if family == "ipv4" else procfs.parse_igmp6(text)
+    except procfs.ProcFormatError as exc:
+        raise GatherError("%s: %s" % (source, exc))
+    return [{"interface": interface, "family": family, "group": group, "users": users}
+            for interface, group, users in rows]
+
+
+def _multicast(proc):
+    groups = []
+    for name, family in (("igmp", "ipv4"), ("igmp6", "ipv6")):
+        path = os.path.join(proc, "net", name)
+        try:
+            text = procfs.read_text(path)
+        except (IOError, OSError):
+            continue  # a kernel without that family
+        groups += parse_multicast(text, path, family)
+    return groups
 
 
 # ---------------------------------------------------------------- listener_facts shape
