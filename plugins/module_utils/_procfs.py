@@ -107,20 +107,18 @@ def parse_igmp(text):
         try:
             if line[0] in " \t":
                 if device is None:
-                    raise ProcFormatError("line %d: group line before any device line" % number)
+                    raise ValueError("group line before any device line")
                 fields = line.split()
                 if len(fields) < 2:
-                    raise ProcFormatError("line %d has %d fields, expected at least 2" % (number, len(fields)))
+                    raise ValueError("%d fields, expected at least 2" % len(fields))
                 result.append((device, _group_v4(fields[0]), int(fields[1], 10)))
             else:
                 head, sep, _rest = line.partition(":")
                 fields = head.split()
                 if not sep or len(fields) != 2 or not fields[0].isdigit():
-                    raise ProcFormatError("line %d: bad device line %r" % (number, line))
+                    raise ValueError("bad device line %r" % line)
                 device = fields[1]
         except ValueError as exc:
-            if isinstance(exc, ProcFormatError):
-                raise
             raise ProcFormatError("line %d: %s" % (number, exc))
     return result
 
