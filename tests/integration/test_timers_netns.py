@@ -186,3 +186,27 @@ def test_min_subset_leaves_timers_out(timer_ns):
     assert "timers" not in facts["tcp"] and "queues" not in facts["tcp"] and "retransmitting" not in facts["tcp"]
     facts = engine.gather(namespace=timer_ns.name, subset=["min", "timers"], top=1)
     assert len(facts["tcp"]["queues"]["send_ports"]) == 1 and facts["tcp"]["queues"]["send_ports"][0]["port"] == 7001
+
+
+def test_builtin_rules_catch_the_lost_peer_and_the_stalled_port(timer_ns):
+    from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as rules
+
+    checked = {rule.name: rule for rule in rules.build_rules(thresholds={"send_queue_stalled_port": 3})}
+    deadline = time.time() + 15
+    while True:
+        facts = engine.gather(namespace=timer_ns.name)
+        results = {name: rules.evaluate_rule(checked[name], facts)
+                   for name in ("retransmitting_peer", "send_queue_stalled_port")}
+        lost = results["retransmitting_peer"][0]
+        # three retransmissions in a row take 0.2 + 0.4 + 0.8 s at the minimum RTO
+        if not lost["ok"] or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert not lost["ok"] and lost["subject"] == PEER and lost["value"] == RETRANSMITTING, lost
+    stalled = results["send_queue_stalled_port"]
+    # the never-read receivers' port (zero window probes) and the lost peer's (retransmissions)
+    assert sorted((r["ok"], r["subject"], r["value"]) for r in stalled) == [
+        (False, "remote port 7001", 2 * UNREAD), (False, "remote port 80", RETRANSMITTING)]
+    # at the built-in threshold (10 sockets) four and five stalled sockets are fine
+    default = [rule for rule in rules.build_rules() if rule.name == "send_queue_stalled_port"][0]
+    assert all(r["ok"] for r in rules.evaluate_rule(default, facts))
