@@ -10,6 +10,7 @@ a few TIME_WAIT sockets. Every figure is compared with ss run just before and ju
 gathering, with both backends.
 """
 
+import json
 import socket
 import subprocess
 import time
@@ -210,3 +211,66 @@ def test_builtin_rules_catch_the_lost_peer_and_the_stalled_port(timer_ns):
     # at the built-in threshold (10 sockets) four and five stalled sockets are fine
     default = [rule for rule in rules.build_rules() if rule.name == "send_queue_stalled_port"][0]
     assert all(r["ok"] for r in rules.evaluate_rule(default, facts))
+
+
+def test_collector_series_match_ss(timer_ns):
+    import os
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import tests.conftest as conftest
+
+    def collect(output_format):
+        result = subprocess.run(
+            [sys.executable, "-m", "ansible_collections.netstate.tcp.plugins.module_utils.collect", "--format",
+             output_format, "--namespace", timer_ns.name, "--quiet"],
+            cwd=os.environ.get("ANSIBLE_COLLECTIONS_PATH", conftest.COLLECTIONS), capture_output=True, text=True,
+            timeout=60, check=True)
+        return result.stdout
+
+    before = TimerSnapshot(timer_ns.name)
+    text = collect("prometheus")
+    after = TimerSnapshot(timer_ns.name)
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    assert values["netstate_tcp_timer_sockets"] == {
+        (("timer", name),): float(count) for name, count in before.timers().items()} == {
+        (("timer", name),): float(count) for name, count in after.timers().items()}
+    totals = before.queue_totals()
+    assert totals == after.queue_totals()
+    assert values["netstate_tcp_queue_bytes"] == {(("queue", "recv"),): totals["recv_bytes"],
+                                                  (("queue", "send"),): totals["send_bytes"]}
+    assert values["netstate_tcp_queue_sockets"] == {(("queue", "recv"),): totals["recv_sockets"],
+                                                    (("queue", "send"),): totals["send_sockets"]}
+    ports = before.send_ports()
+    assert values["netstate_tcp_send_queue_port_stalled_sockets"] == {
+        (("port", str(port)), ("side", side)): float(entry["stalled"]) for (port, side), entry in ports.items()}
+    assert values["netstate_tcp_send_queue_port_bytes"] == {
+        (("port", str(port)), ("side", side)): float(entry["bytes"]) for (port, side), entry in ports.items()}
+    assert values["netstate_tcp_retransmitting_sockets"] == {(("address", PEER),): float(RETRANSMITTING)}
+    retransmits = values["netstate_tcp_retransmitting_retransmits"][(("address", PEER),)]
+    assert before.retransmitting()[PEER]["retransmits"] <= retransmits <= after.retransmitting()[PEER]["retransmits"]
+    document = json.loads(collect("json"))
+    assert document["tcp"]["timers"] == after.timers() and "routes" not in document
+
+
+def test_zabbix_items_read_the_collector_document(timer_ns):
+    from tests.fleet.test_agents import preprocess, template
+
+    facts = engine.gather(namespace=timer_ns.name)
+    snapshot = TimerSnapshot(timer_ns.name)
+    items = {item["key"]: item for item in template()["items"] if item.get("type") == "DEPENDENT"}
+    for name, count in snapshot.timers().items():
+        assert preprocess(items["netstate.tcp.timer[%s]" % name], facts) == count, name
+    for name, value in snapshot.queue_totals().items():
+        assert preprocess(items["netstate.tcp.queue[%s]" % name], facts) == value, name
+    assert preprocess(items["netstate.tcp.retransmitting.top.sockets"], facts) == RETRANSMITTING
+    assert preprocess(items["netstate.tcp.retransmitting.top.retransmits"], facts) >= RETRANSMITTING
+    assert preprocess(items["netstate.tcp.send_queue.stalled.max"], facts) == max(
+        entry["stalled"] for entry in snapshot.send_ports().values())
+    quiet = engine.gather(namespace=timer_ns.name, subset=["min"])  # nothing to read: the error handlers' 0
+    assert preprocess(items["netstate.tcp.send_queue.stalled.max"], quiet) == 0
+    assert preprocess(items["netstate.tcp.retransmitting.top.sockets"], quiet) == 0
