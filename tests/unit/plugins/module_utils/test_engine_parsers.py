@@ -193,12 +193,13 @@ def test_counter_parsers_never_crash(text):
 
 # ---------------------------------------------------------------- synthetic netlink messages
 
-def diag_message(family, state, sport, dport, src, dst, rqueue=0, wqueue=0, uid=0, inode=0, attrs=b""):
+def diag_message(family, state, sport, dport, src, dst, rqueue=0, wqueue=0, uid=0, inode=0, attrs=b"",
+                 timer=0, retrans=0):
     width = 4 if family == socket.AF_INET else 16
     src_raw = socket.inet_pton(family, src).ljust(16, b"\0")[:16]
     dst_raw = socket.inet_pton(family, dst).ljust(16, b"\0")[:16]
     assert len(src_raw) == 16 and width
-    body = struct.pack("=BBBB", family, state, 0, 0) + struct.pack("!HH", sport, dport) + src_raw + dst_raw
+    body = struct.pack("=BBBB", family, state, timer, retrans) + struct.pack("!HH", sport, dport) + src_raw + dst_raw
     body += struct.pack("=I", 0) + struct.pack("=II", 0, 0)
     body += struct.pack("=IIIII", 0, rqueue, wqueue, uid, inode) + attrs
     return netlink.NLMSG_HDR.pack(16 + len(body), netlink.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
@@ -275,3 +276,31 @@ def test_gather_subset_like_setup(subset, expected):
 def test_gather_rejects_bad_options_before_reading_anything(kwargs, message):
     with pytest.raises(engine.GatherError, match=message):
         engine.gather(proc="/nonexistent", **kwargs)
+
+
+def test_netlink_timers_queues_retransmitting_on_synthetic_dump():
+    messages = [
+        diag_message(socket.AF_INET, 1, 8080, 40000, "10.0.0.1", "10.0.0.2", timer=2),
+        diag_message(socket.AF_INET, 1, 8080, 40001, "10.0.0.1", "10.0.0.2", wqueue=500, timer=1, retrans=4),
+        diag_message(socket.AF_INET6, 1, 41000, 443, "::ffff:10.0.0.1", "::ffff:10.0.0.2", wqueue=100, timer=1,
+                     retrans=2),
+        diag_message(socket.AF_INET, 1, 42000, 5432, "10.0.0.1", "10.0.0.9", wqueue=70000, timer=4, retrans=3),
+        diag_message(socket.AF_INET, 1, 8080, 40002, "10.0.0.1", "10.0.0.3", rqueue=300),
+        diag_message(socket.AF_INET, 6, 43000, 80, "10.0.0.1", "10.0.0.4", timer=3),
+        diag_message(socket.AF_INET, 1, 8080, 40003, "10.0.0.1", "10.0.0.3", wqueue=10, timer=1),  # in flight
+    ]
+    buf = b"".join(messages) + done_message()
+    tcp = engine.TcpAggregate(frozenset([8080]), (32768, 60999))
+    assert tcp.consume_netlink(buf, len(buf)) == len(buf) - 20
+    assert tcp.timer_counts() == {"none": 1, "retransmit": 3, "keepalive": 1, "time_wait": 1, "zero_window_probe": 1}
+    queues = tcp.queues(10)
+    assert (queues["recv_bytes"], queues["recv_sockets"], queues["send_bytes"], queues["send_sockets"]) == (
+        300, 1, 70610, 4)
+    assert queues["send_ports"] == [
+        {"port": 5432, "side": "remote", "sockets": 1, "bytes": 70000, "stalled": 1},
+        {"port": 8080, "side": "local", "sockets": 2, "bytes": 510, "stalled": 1},
+        {"port": 443, "side": "remote", "sockets": 1, "bytes": 100, "stalled": 1},
+    ]
+    assert tcp.queues(1)["send_ports"] == queues["send_ports"][:1]
+    # the IPv4-mapped peer counts with the IPv4 one; the in-flight socket (no retransmission) does not count
+    assert tcp.retransmitting(10) == [{"address": "10.0.0.2", "sockets": 2, "retransmits": 6}]
