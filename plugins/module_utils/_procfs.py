@@ -143,8 +143,8 @@ def parse_igmp6(text):
     return result
 
 
-def read_text(path):
-    with open(path, "r") as handle:
+def read_text(path, errors="strict"):
+    with open(path, "r", errors=errors) as handle:
         return handle.read()
 
 
@@ -276,9 +276,10 @@ def process_info(pid, proc="/proc"):
     """{pid, process, user, stime} for one pid, or None when it has gone away."""
     base = os.path.join(proc, str(pid))
     try:
-        name = read_text(os.path.join(base, "comm")).rstrip("\n")
+        # A process names itself (prctl PR_SET_NAME): any bytes, not necessarily UTF-8.
+        name = read_text(os.path.join(base, "comm"), "backslashreplace").rstrip("\n")
         uid = os.stat(base).st_uid
-        stat = read_text(os.path.join(base, "stat"))
+        stat = read_text(os.path.join(base, "stat"), "backslashreplace")
     except (IOError, OSError):
         return None
     stime = None

@@ -12,6 +12,7 @@ IPV6_JOIN_GROUP), one of them twice so its user count is 2.
 import json
 import socket
 import struct
+import time
 
 import pytest
 
@@ -42,6 +43,10 @@ V6_GROUPS = ["ff15::1:2", "ff15::1:3"]
 
 @pytest.fixture
 def routed_ns(netns):
+    # No duplicate address detection: link-local addresses (and their local routes and groups) are
+    # there at once, not a second later in the middle of a comparison.
+    for scope in ("all", "default"):
+        netns.sysctl("net.ipv6.conf.%s.accept_dad" % scope, 0)
     netns.run(["ip", "link", "add", "rt0", "type", "veth", "peer", "name", "rt1"])
     for name in ("rt0", "rt1"):
         netns.run(["ip", "link", "set", name, "up"])
@@ -64,6 +69,9 @@ def routed_ns(netns):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
                                 socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", index))
                 held.append(sock)
+    deadline = time.time() + 10
+    while netns.run(["ip", "-6", "addr", "show", "tentative"]).stdout.strip() and time.time() < deadline:
+        time.sleep(0.1)
     try:
         yield netns
     finally:
