@@ -13,13 +13,16 @@ gathering, with both backends.
 import json
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
 from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from tests import conftest
 from tests.support.ss_oracle import TimerSnapshot
 
 pytestmark = pytest.mark.netns
@@ -214,19 +217,11 @@ def test_builtin_rules_catch_the_lost_peer_and_the_stalled_port(timer_ns):
 
 
 def test_collector_series_match_ss(timer_ns):
-    import os
-    import sys
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    import tests.conftest as conftest
-
     def collect(output_format):
         result = subprocess.run(
             [sys.executable, "-m", "ansible_collections.netstate.tcp.plugins.module_utils.collect", "--format",
              output_format, "--namespace", timer_ns.name, "--quiet"],
-            cwd=os.environ.get("ANSIBLE_COLLECTIONS_PATH", conftest.COLLECTIONS), capture_output=True, text=True,
-            timeout=60, check=True)
+            cwd=conftest.COLLECTIONS, capture_output=True, text=True, timeout=60, check=True)
         return result.stdout
 
     before = TimerSnapshot(timer_ns.name)
