@@ -186,7 +186,9 @@ class TcpAggregate:
     def __init__(self, listen_ports, port_range, want_sockets=0, want_inodes=False):
         self.listen_ports = listen_ports
         self.low, self.high = port_range
-        self.family_states = {socket.AF_INET: [0] * 16, socket.AF_INET6: [0] * 16}
+        # Counts by (state, idiag_timer) in one list per family, indexed state | timer << 4: one
+        # increment per socket for both. states() and timer_counts() fold them.
+        self.family_states = {socket.AF_INET: [0] * 4096, socket.AF_INET6: [0] * 4096}
         # server side: port -> [count per state]; peers seen from the server side
         self.local = {}
         self.server_peers = [None] + [{} for _state in range(15)]
@@ -198,8 +200,6 @@ class TcpAggregate:
         self.sockets_seen = 0
         self.inode_states = {} if want_inodes else None
         self._client_summary = None
-        # Non-LISTEN sockets by idiag_timer (0..4; the list is long enough for any u8).
-        self.timers = [0] * 256
         # recv_bytes, send_bytes, recv_sockets, send_sockets over non-LISTEN sockets
         self.queue_totals = [0, 0, 0, 0]
         # (port, side) -> [sockets, bytes, stalled] of sockets with a send queue
@@ -212,7 +212,6 @@ class TcpAggregate:
         unpack = netlink.MSG_FIXED.unpack_from
         listen_ports = self.listen_ports
         family_states = self.family_states
-        timers = self.timers
         local = self.local
         server_peers = self.server_peers
         client = self.client
@@ -225,8 +224,7 @@ class TcpAggregate:
                 return off  # less than a whole inet_diag_msg left: the 20-byte NLMSG_DONE
             if msg_type != 20:
                 return off
-            family_states[family][state] += 1
-            timers[timer] += 1
+            family_states[family][state | timer << 4] += 1
             sport = (buf[off + 20] << 8) | buf[off + 21]
             dst_end = off + 44 if family == 2 else off + 56
             if sport in listen_ports:
@@ -315,8 +313,7 @@ class TcpAggregate:
         else:
             if state >= 16:
                 return
-            self.family_states[family][state] += 1
-            self.timers[timer & 0xFF] += 1
+            self.family_states[family][state | (timer & 0xFF) << 4] += 1
             peer = socket.inet_pton(socket.AF_INET6 if ":" in raddr else socket.AF_INET, raddr)
             if lport in self.listen_ports:
                 counts = self.local.setdefault(lport, [0] * 16)
@@ -346,10 +343,12 @@ class TcpAggregate:
     # ------------------------------------------------------------ results
 
     def states(self):
-        total_counts = [a + b for a, b in zip(self.family_states[socket.AF_INET], self.family_states[socket.AF_INET6])]
+        by_state = {family: [sum(counts[state::16]) for state in range(16)]
+                    for family, counts in self.family_states.items()}
+        total_counts = [a + b for a, b in zip(by_state[socket.AF_INET], by_state[socket.AF_INET6])]
         families = {}
         for family, label in FAMILIES:
-            states = _states_from(self.family_states[family])
+            states = _states_from(by_state[family])
             families[label] = {"total": sum(states.values()), "states": states}
         states = _states_from(total_counts)
         return {"total": sum(states.values()), "states": states, "families": families}
@@ -425,7 +424,12 @@ class TcpAggregate:
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
 
     def timer_counts(self):
-        timers = self.timers
+        """Non-LISTEN sockets by idiag_timer."""
+        timers = [0] * 256
+        for counts in self.family_states.values():
+            for index, count in enumerate(counts):
+                if count and index & 15 != LISTEN:
+                    timers[index >> 4] += count
         return {name: timers[number] for number, name in enumerate(netlink.TIMER_NAMES)}
 
     def queues(self, top):
