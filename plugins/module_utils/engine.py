@@ -694,4 +694,3 @@ def _read_counters(proc):
         raise GatherError("cannot read kernel counters: %s" % exc)
     except procfs.ProcFormatError as exc:
         raise GatherError("kernel counters: %s" % exc)
-

@@ -43,7 +43,7 @@ options:
     default: auto
   include_non_listening:
     description:
-      - Also list the sockets that do not listen, as M(community.general.listen_ports_facts) does: every TCP socket
+      - Also list the sockets that do not listen, as M(community.general.listen_ports_facts) does. Every TCP socket
         in any state goes into RV(ansible_facts.tcp_listen), every UDP socket into RV(ansible_facts.udp_listen), and
         each entry gains RV(ansible_facts.tcp_listen[].state) and RV(ansible_facts.tcp_listen[].foreign_address).
       - Sockets no process holds (TIME_WAIT, orphans) have null C(pid), C(name), C(user) and C(stime).
