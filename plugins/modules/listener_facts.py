@@ -60,8 +60,8 @@ notes:
   - Differences from M(community.general.listen_ports_facts), all on purpose. A process that cannot be read gives
     null C(pid), C(name) and C(stime) where community.general gives V(0) and empty strings. One entry per socket,
     with the lowest pid holding it, where C(ss) lists every process. Addresses are never cut short (C(netstat)
-    truncates long IPv6 ones). A connected UDP socket keeps its state and process (C(netstat) output leaves them
-    out). The lists are sorted by port.
+    truncates long IPv6 ones). A connected UDP socket keeps its state and process (community.general misreads
+    C(netstat)'s line for it and gives no pid, name or state). The lists are sorted by port.
 seealso:
   - module: netstate.tcp.connection_facts
   - module: community.general.listen_ports_facts
