@@ -4,9 +4,10 @@
 """Facts in inventories: docs/inventory/netstate.constructed.yml on real SSH hosts.
 
 netstate.tcp.gather fills a jsonfile fact cache while three hosts hold a CLOSE_WAIT leak, a
-listener on 443 and ephemeral-port pressure; the loads are stopped; then a later play, with the
+listener on 443 and ephemeral-port pressure, and a fourth a small CLOSE_WAIT leak that only its
+own netstate_health_thresholds calls one; the loads are stopped; then a later play, with the
 fleet inventory plus the shipped constructed inventory, targets each group and runs on the
-matching host only, from the cache alone.
+matching hosts only, from the cache alone.
 """
 
 import json
@@ -22,8 +23,17 @@ pytestmark = pytest.mark.fleet
 
 EXAMPLE = os.path.join(ROOT, "docs", "inventory", "netstate.constructed.yml")
 RULES = os.path.join(ROOT, "plugins", "plugin_utils", "health_builtin_rules.yml")
-# group -> the built-in health rule whose threshold it uses
-MIRRORS = {"close_wait_leak": "close_wait_per_port", "ephemeral_pressure": "time_wait_ephemeral_share"}
+# group -> (composed threshold variable, the built-in health rule it comes from)
+MIRRORS = {"close_wait_leak": ("netstate_close_wait_max", "close_wait_per_port"),
+           "ephemeral_pressure": ("netstate_ephemeral_share_max", "time_wait_ephemeral_share")}
+# The fourth host holds itself to 20 CLOSE_WAIT per port, as netstate.tcp.health_check would.
+OVERRIDES = """\
+all:
+  hosts:
+    %s:
+      netstate_health_thresholds:
+        close_wait_per_port: 20
+"""
 PORT_RANGE = (40000, 42047)  # 2048 ports: 700 TIME_WAIT towards one destination is a share of 0.34
 
 LATER_PLAY = """\
@@ -51,15 +61,13 @@ LATER_PLAY = """\
 
 
 def test_example_thresholds_are_the_health_rules():
-    """Each group's number is its rule's max, and it is violated the same way (above max)."""
+    """Each group compares with its rule's threshold, taken by health_threshold with the host's overrides."""
     with open(EXAMPLE) as handle:
         example = yaml.safe_load(handle)
-    with open(RULES) as handle:
-        rules = {rule["name"]: rule for rule in yaml.safe_load(handle)}
-    for group, rule in MIRRORS.items():
-        match = re.search(r"> ([0-9.]+)$", example["groups"][group])
-        assert match, example["groups"][group]
-        assert float(match.group(1)) == rules[rule]["max"], (group, rule)
+    for group, (variable, rule) in MIRRORS.items():
+        assert example["groups"][group].endswith("> %s" % variable), example["groups"][group]
+        assert example["compose"][variable].strip() == (
+            "'%s' | netstate.tcp.health_threshold(netstate_health_thresholds | default({}))" % rule)
 
 
 def ran_on(output):
@@ -81,10 +89,12 @@ def ran_on(output):
 @pytest.fixture(scope="module")
 def cached(fleet, tmp_path_factory):
     """Gather with three loaded hosts into a jsonfile cache; the loads are gone afterwards."""
-    if len(fleet.hosts) < 4:
-        pytest.skip("needs 4 fleet hosts (NETSTATE_FLEET_HOSTS)")
-    leak, https, pressure = fleet.hosts[:3]
+    if len(fleet.hosts) < 5:
+        pytest.skip("needs 5 fleet hosts (NETSTATE_FLEET_HOSTS)")
+    leak, https, pressure, strict = fleet.hosts[:4]
     tmp = tmp_path_factory.mktemp("inventory")
+    overrides = tmp / "overrides.yml"
+    overrides.write_text(OVERRIDES % strict)
     cache = {"ANSIBLE_CACHE_PLUGIN": "jsonfile", "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(tmp / "facts")}
     original_range = fleet.exec(pressure, "sysctl -n net.ipv4.ip_local_port_range").stdout.split()
     handles = []
@@ -93,6 +103,7 @@ def cached(fleet, tmp_path_factory):
         handles.append(fleet.loadgen(leak, "close_wait", port=8082, count=150))
         handles.append(fleet.loadgen(https, "sink", port=443))
         handles.append(fleet.loadgen(pressure, "time_wait", port=8081, count=700))
+        handles.append(fleet.loadgen(strict, "close_wait", port=8089, count=30))
         run = run_playbook(fleet, GATHER, "-e", "netstate_gather_report_dir=%s" % (tmp / "report"), env=cache)
         info = {handle.host: handle.info for handle in handles}
     finally:
@@ -100,7 +111,8 @@ def cached(fleet, tmp_path_factory):
             handle.stop()
         fleet.exec(pressure, "sysctl -q -w net.ipv4.ip_local_port_range='%s'" % " ".join(original_range))
     assert run.returncode == 0, run.stdout[-4000:]
-    return {"tmp": tmp, "env": cache, "leak": leak, "https": https, "pressure": pressure, "info": info}
+    return {"tmp": tmp, "env": cache, "leak": leak, "https": https, "pressure": pressure, "strict": strict,
+            "overrides": overrides, "info": info}
 
 
 def test_later_play_targets_the_groups_from_the_cache(fleet, cached):
@@ -108,16 +120,17 @@ def test_later_play_targets_the_groups_from_the_cache(fleet, cached):
     playbook.write_text(LATER_PLAY)
     # The loads are stopped: only the cached facts can put these hosts in these groups.
     assert "CLOSE-WAIT" not in fleet.exec(cached["leak"], "ss -H -t -n state close-wait").stdout.upper()
-    run = run_playbook(fleet, playbook, "-i", EXAMPLE, env=cached["env"])
+    run = run_playbook(fleet, playbook, "-i", cached["overrides"], "-i", EXAMPLE, env=cached["env"])
     assert run.returncode == 0, run.stdout[-4000:]
     ran = ran_on(run.stdout)
-    assert ran["in close_wait_leak"] == [cached["leak"]], run.stdout
+    assert sorted(ran["in close_wait_leak"]) == sorted([cached["leak"], cached["strict"]]), run.stdout
     assert ran["in listens_443"] == [cached["https"]], run.stdout
     assert ran["in ephemeral_pressure"] == [cached["pressure"]], run.stdout
 
 
 def test_groups_and_the_facts_behind_them(fleet, cached):
-    out = subprocess.run([ansible_binary("ansible-inventory"), "-i", str(fleet.inventory), "-i", EXAMPLE, "--list"],
+    out = subprocess.run([ansible_binary("ansible-inventory"), "-i", str(fleet.inventory),
+                          "-i", str(cached["overrides"]), "-i", EXAMPLE, "--list"],
                          capture_output=True, text=True, env=playbook_env(cached["env"]), cwd=ROOT, check=True)
     inventory = json.loads(out.stdout)
 
@@ -128,7 +141,7 @@ def test_groups_and_the_facts_behind_them(fleet, cached):
     assert members("has_listeners") == sorted(fleet.hosts)  # sshd on every host
     assert members("backend_netlink") == sorted(fleet.hosts)
     assert members("listens_22") == sorted(fleet.hosts)
-    assert members("close_wait_leak") == [cached["leak"]]
+    assert members("close_wait_leak") == sorted([cached["leak"], cached["strict"]])
     assert members("https_listeners") == members("listens_443") == [cached["https"]]
     assert members("ephemeral_pressure") == [cached["pressure"]]
 
@@ -139,7 +152,12 @@ def test_groups_and_the_facts_behind_them(fleet, cached):
     busiest = read_fact_cache(cached["tmp"] / "facts", cached["pressure"])["netstate"]["tcp"]["ephemeral"]
     assert busiest["size"] == PORT_RANGE[1] - PORT_RANGE[0] + 1
     assert hostvars[cached["pressure"]]["netstate_ephemeral_share"] == busiest["busiest"]["share"] > 0.25
+    assert hostvars[cached["strict"]]["netstate_close_wait_max"] == 20
+    assert 20 < hostvars[cached["strict"]]["netstate_close_wait_worst"] <= 100
     for host in fleet.hosts:
-        if host not in (cached["leak"], cached["pressure"]):
+        assert hostvars[host]["netstate_ephemeral_share_max"] == 0.25
+        if host != cached["strict"]:
+            assert hostvars[host]["netstate_close_wait_max"] == 100
+        if host not in (cached["leak"], cached["pressure"], cached["strict"]):
             assert hostvars[host]["netstate_close_wait_worst"] <= 100
             assert hostvars[host]["netstate_ephemeral_share"] <= 0.25
