@@ -41,17 +41,23 @@ options:
 """
 
 EXAMPLES = r"""
-# In an ansible.builtin.constructed inventory over a fact cache (docs/inventory/netstate.constructed.yml):
-# hosts with more CLOSE_WAIT on one listening port than rule close_wait_per_port allows them.
-groups:
-  close_wait_leak: >-
-    netstate_close_wait_worst
-    > ('close_wait_per_port' | netstate.tcp.health_threshold(netstate_health_thresholds | default({})))
+# In an ansible.builtin.constructed inventory over a fact cache (docs/inventory/netstate.constructed.yml),
+# the hosts with more CLOSE_WAIT on one listening port than rule close_wait_per_port allows them:
+#   groups:
+#     close_wait_leak: >-
+#       netstate_close_wait_worst
+#       > ('close_wait_per_port' | netstate.tcp.health_threshold(netstate_health_thresholds | default({})))
 
-# In a play
-- name: Show the TIME_WAIT share this host may reach
+- name: Show the TIME_WAIT share of the ephemeral range this host may reach
   ansible.builtin.debug:
     msg: "{{ 'time_wait_ephemeral_share' | netstate.tcp.health_threshold(netstate_health_thresholds | default({})) }}"
+
+- name: Fail when a port holds more CLOSE_WAIT than the health rule allows this host
+  ansible.builtin.assert:
+    that: item.value.states.CLOSE_WAIT <= limit
+  vars:
+    limit: "{{ 'close_wait_per_port' | netstate.tcp.health_threshold(netstate_health_thresholds | default({})) }}"
+  loop: "{{ ansible_facts.netstate.tcp.local_ports | dict2items }}"
 """
 
 RETURN = r"""
