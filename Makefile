@@ -19,6 +19,7 @@ run: deps
 
 lint: deps
 	ruff check plugins tests benchmarks scripts
+	ansible-lint --profile production
 
 units: deps
 	$(PY) -m pytest tests/unit -q
@@ -45,4 +46,4 @@ bench-fleet: deps
 	$(PY) benchmarks/bench_fleet.py
 
 clean:
-	rm -rf .build .pytest_cache
+	rm -rf .build .pytest_cache .ansible

@@ -6,13 +6,17 @@
 # The fleet (tests/fleet) needs podman's network stack as fleet.py configures it: netavark and
 # aardvark-dns, and iptables, with which netavark programs the bridge (without it every host
 # fails to start with "netavark: No such file or directory").
+# The refusal tests build a real seccomp filter with libseccomp2 (through ctypes) and private
+# mount/PID namespaces with util-linux's unshare. The package prometheus brings promtool, which
+# checks the collector's exposition text with Prometheus's own parser; the server the package
+# would start under systemd is stopped and disabled when this script installed it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client
-          podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time
-          netcat-openbsd python3-apt)
+packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client libseccomp2 util-linux
+          podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time prometheus
+          nftables ipset netcat-openbsd python3-apt)
 # netcat-openbsd and python3-apt: the listen_ports_facts compatibility target starts nc servers and
 # uses ansible.builtin.package (apt, through the system python's apt bindings).
 missing=()
@@ -28,6 +32,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null \
+            && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 stamp=.venv/.requirements.sha

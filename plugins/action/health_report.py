@@ -16,6 +16,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report_engine
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as rules_engine
+from ansible_collections.netstate.tcp.plugins.plugin_utils._paths import controller_path
 
 ARGUMENT_SPEC = {
     "hosts": {"type": "list", "elements": "str", "required": True},
@@ -48,7 +49,7 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail(f"hosts: {host!r} is not in the inventory")
             registered[host] = hostvars[host].get(args["result_var"])
         report = report_engine.build_report(registered, args["rule_names"], args["fail_on"], args["title"])
-        dest = os.path.abspath(os.path.expanduser(args["dest"]))
+        dest = controller_path(args["dest"])
         paths = {name: os.path.join(dest, report_engine.FORMATS[name]) for name in args["formats"]}
         changed = False
         try:

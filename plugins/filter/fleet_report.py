@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 
 DOCUMENTATION = r"""
 name: fleet_report
@@ -68,7 +69,7 @@ EXAMPLES = r"""
 - name: Write the fleet report as JSON on the controller
   ansible.builtin.copy:
     content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars) | to_nice_json }}\n"
-    dest: reports/fleet-report.json
+    dest: "{{ 'reports' | netstate.tcp.controller_path }}/fleet-report.json"
     mode: "0644"
   run_once: true
   delegate_to: localhost
@@ -77,7 +78,7 @@ EXAMPLES = r"""
   ansible.builtin.copy:
     content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars, limits={'close_wait': 20},
       format='markdown') }}"
-    dest: reports/fleet-report.md
+    dest: "{{ 'reports' | netstate.tcp.controller_path }}/fleet-report.md"
     mode: "0644"
   run_once: true
   delegate_to: localhost
@@ -130,7 +131,7 @@ TABLE_STATES = (("ESTABLISHED", "ESTAB"), ("TIME_WAIT", "TIME_WAIT"), ("CLOSE_WA
 
 
 def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
+    return escape.log_line(" ".join(escape.text(text).split()))
 
 
 def _limits(limits: Any) -> dict:
@@ -255,16 +256,16 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return "{:.4g}".format(value)
-    return str(value).replace("|", "\\|")
+    return escape.markdown(value)
 
 
 def render_markdown(report: Mapping) -> str:
-    lines = ["# " + report["title"], ""]
+    lines = ["# " + _cell(report["title"]), ""]
     summary = "{} hosts, {} gathered".format(report["hosts"], report["gathered"])
     if report["unreachable"]:
-        summary += ", unreachable: " + ", ".join(report["unreachable"])
+        summary += ", unreachable: " + ", ".join(_cell(host) for host in report["unreachable"])
     if report["failed"]:
-        summary += ", failed: " + ", ".join(report["failed"])
+        summary += ", failed: " + ", ".join(_cell(host) for host in report["failed"])
     lines += [summary + ".", "", "Worst host first. Pressure is the largest ratio to its limit ({}).".format(
         ", ".join("{} {}".format(key, _cell(value)) for key, value in sorted(report["limits"].items()))), ""]
     header = (["#", "Host", "Status", "Pressure", "Worst", "TCP"] + [short for _state, short in TABLE_STATES]
@@ -289,7 +290,8 @@ def render_markdown(report: Mapping) -> str:
     troubled = [row for row in report["rows"] if row["status"] != "ok"]
     if troubled:
         lines += ["", "## Hosts without facts", ""]
-        lines += ["- {} ({}): {}".format(row["host"], row["status"], row["message"] or "-") for row in troubled]
+        lines += ["- {} ({}): {}".format(_cell(row["host"]), row["status"], _cell(row["message"] or "-"))
+                  for row in troubled]
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ import os
 import time
 
 from . import _procfs as procfs
+from . import engine
 
 # Enough for every socket of a host: include_non_listening lists them all, as netstat -a does.
 ALL_SOCKETS = 1 << 62
@@ -82,10 +83,23 @@ def _other_sockets(facts):
         yield sock
 
 
-def _socket_rows(sockets, proc, warnings):
+def _owners(wanted, proc, namespace, walk):
+    """map_socket_inodes run inside the namespace gathered, as the engine's listener walk is."""
+    _label, path = engine.resolve_namespace(namespace)
+    if path is None:
+        return procfs.map_socket_inodes(wanted, proc=proc, **walk)
+    try:
+        with procfs.NetNamespace(path):
+            return procfs.map_socket_inodes(wanted, proc=proc, **walk)
+    except (IOError, OSError) as exc:
+        raise engine.GatherError("namespace %s: cannot enter %s: %s" % (namespace, path, exc.strerror or exc))
+
+
+def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk_all_namespaces=False):
     """Entries for connected (and closing) sockets, with the process holding each one."""
     wanted = {sock["inode"] for sock in sockets if sock["inode"]}
-    owners, denied, _inode_pids = procfs.map_socket_inodes(wanted, proc=proc)
+    found = _owners(wanted, proc, namespace, {"budget": walk_budget, "all_namespaces": walk_all_namespaces})
+    owners, denied = found.owners, found.denied
     infos = {}
     missing = 0
     rows = []
@@ -116,6 +130,9 @@ def _socket_rows(sockets, proc, warnings):
         why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
         warnings.append("%s: %d non-listening socket(s) without pid/name (the file descriptors of %d process(es) "
                         "are unreadable)" % (why, missing, denied))
+    if found.exhausted and missing:
+        warnings.append("%d non-listening socket(s) without pid/name: the walk stopped at its budget of %d file "
+                        "descriptors (walk_budget)" % (missing, walk_budget))
     return rows
 
 
@@ -124,12 +141,16 @@ def _order(row):
             row.get("foreign_address") or "")
 
 
-def listen_ports_facts(facts, include_non_listening=False, proc="/proc", warnings=None):
+def listen_ports_facts(facts, include_non_listening=False, proc="/proc", warnings=None, namespace=None,
+                       walk_budget=None, walk_all_namespaces=False):
     """Split a gather() document into community.general.listen_ports_facts' tcp_listen / udp_listen.
 
     Keys of community.general.listen_ports_facts (address, port, protocol, pid, name, user,
     stime, and with include_non_listening state and foreign_address) plus family, backlog,
     queue and connections. Each list is sorted by port, a port's listeners first.
+    namespace, walk_budget and walk_all_namespaces are gather()'s: the processes holding the
+    non-listening sockets are looked for as the engine looks for the listeners' (inside the
+    namespace, within the same budget).
     """
     if warnings is None:
         warnings = []
@@ -137,7 +158,8 @@ def listen_ports_facts(facts, include_non_listening=False, proc="/proc", warning
     for item in facts.get("listeners", []):
         result["%s_listen" % item["protocol"]].append(_row(item, include_non_listening))
     if include_non_listening:
-        for row in _socket_rows(list(_other_sockets(facts)), proc, warnings):
+        for row in _socket_rows(list(_other_sockets(facts)), proc, warnings, namespace, walk_budget,
+                                walk_all_namespaces):
             result["%s_listen" % row["protocol"]].append(row)
         for key in result:
             result[key].sort(key=_order)

@@ -64,6 +64,18 @@ class DumpInterrupted(Exception):
     """The kernel flagged the dump NLM_F_DUMP_INTR: the socket tables changed while it ran."""
 
 
+def malformed(off, msg_len, length):
+    """The NetlinkError for a data message whose length field cannot be right.
+
+    A sock_diag message holds at least a netlink header and an inet_diag_msg (MSG_MIN_LEN
+    bytes) and ends inside the buffer; a length of 0 would otherwise walk the same offset
+    for ever, a short one read the next message's bytes as this one's fields.
+    """
+    return NetlinkError("malformed sock_diag reply: the message at offset %d says it is %d bytes long "
+                        "(at least %d, and %d bytes are left in the buffer)"
+                        % (off, msg_len, MSG_MIN_LEN, length - off))
+
+
 def open_socket():
     try:
         sock = socket.socket(AF_NETLINK, socket.SOCK_RAW | getattr(socket, "SOCK_CLOEXEC", 0), NETLINK_SOCK_DIAG)
@@ -115,11 +127,21 @@ def dump(family, protocol, states_mask, consume, sock=None, seq=1):
             # so the first message of each buffer and the final one are enough to look at.
             if unpack_hdr(buf, 0)[2] & NLM_F_DUMP_INTR:
                 raise DumpInterrupted("the socket table changed during the dump")
-            stop = consume(buf, length)
+            try:
+                stop = consume(buf, length)
+            except (IndexError, KeyError, AttributeError, TypeError, struct.error) as exc:
+                # a field out of range: an address family or a state the decoders have no slot for
+                raise NetlinkError("malformed sock_diag reply: a field out of range (%s: %s)"
+                                   % (type(exc).__name__, exc))
             if stop is None:
                 continue
+            if stop + NLMSG_HDR.size > length:
+                raise NetlinkError("malformed sock_diag reply: %d bytes at offset %d, too short for a netlink "
+                                   "header" % (length - stop, stop))
             _msg_len, msg_type, flags, _seq, _pid = unpack_hdr(buf, stop)
             if msg_type == NLMSG_ERROR:
+                if stop + NLMSG_HDR.size + 4 > length:
+                    raise NetlinkError("malformed sock_diag reply: truncated NLMSG_ERROR at offset %d" % stop)
                 code = struct.unpack_from("=i", buf, stop + NLMSG_HDR.size)[0]
                 if code in (-errno.EPERM, -errno.EACCES, -errno.EPROTONOSUPPORT, -errno.ENOENT,
                             -errno.EOPNOTSUPP, -errno.EINVAL):
@@ -144,6 +166,8 @@ def count_messages(buf, length):
         msg_len, msg_type = unpack(buf, off)
         if msg_type != SOCK_DIAG_BY_FAMILY:
             return off, count
+        if msg_len < MSG_MIN_LEN or off + msg_len > length:
+            raise malformed(off, msg_len, length)
         count += 1
         off += (msg_len + 3) & ~3
     return None, count

@@ -21,6 +21,8 @@ import socket
 import struct
 import time
 
+from . import _escape as escape
+
 CLONE_NEWNET = 0x40000000
 
 
@@ -73,8 +75,10 @@ def parse_proc_net(text, family):
 
 
 def read_text(path):
-    with open(path, "r") as handle:
-        return handle.read()
+    """A /proc file as text whatever the locale: a process names itself (comm, stat) with any
+    bytes but NUL, so bytes that are not UTF-8 come back as \\xNN (escape.decode)."""
+    with open(path, "rb") as handle:
+        return escape.decode(handle.read())
 
 
 # ---------------------------------------------------------------- counters
@@ -205,7 +209,8 @@ def process_info(pid, proc="/proc"):
     """{pid, process, user, stime} for one pid, or None when it has gone away."""
     base = os.path.join(proc, str(pid))
     try:
-        name = read_text(os.path.join(base, "comm")).rstrip("\n")
+        name = read_text(os.path.join(base, "comm"))
+        name = name[:-1] if name.endswith("\n") else name  # the name itself may end with a newline
         uid = os.stat(base).st_uid
         stat = read_text(os.path.join(base, "stat"))
     except (IOError, OSError):
@@ -229,7 +234,7 @@ def user_name(uid):
         return None
     if uid not in _USERS:
         try:
-            _USERS[uid] = pwd.getpwuid(uid).pw_name
+            _USERS[uid] = escape.text(pwd.getpwuid(uid).pw_name)
         except KeyError:
             _USERS[uid] = str(uid)
     return _USERS[uid]
@@ -246,24 +251,39 @@ def pids(proc="/proc"):
 FD_WINDOWS = (64, 512, 4096)
 
 
-def map_socket_inodes(wanted, proc="/proc", full=False):
-    """Find which processes hold the socket inodes in `wanted`.
+class FdWalkResult:
+    """What map_socket_inodes found: owners (inode -> lowest pid holding it), denied (count of
+    processes whose fds could not be read), inode_pids (full walk only: inode -> set of pids),
+    reads (descriptors read) and exhausted (the budget ran out before every inode was found)."""
 
-    Returns (owners, denied, inode_pids) where owners maps inode -> lowest pid holding it,
-    denied counts processes whose fds could not be read (not root, or a protected
-    process), and inode_pids (only with full=True) maps every socket inode of every
-    process -> set of pids. Without full, the walk stops as soon as every wanted inode
-    is found.
+    def __init__(self, owners, denied, inode_pids, reads, exhausted):
+        self.owners = owners
+        self.denied = denied
+        self.inode_pids = inode_pids
+        self.reads = reads
+        self.exhausted = exhausted
+
+
+def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, deadline=None, all_namespaces=False):
+    """Find which processes hold the socket inodes in `wanted`; returns an FdWalkResult.
+
+    Without full, the walk reads the descriptors of the processes of the current network
+    namespace only (all_namespaces adds the others, after them), stops as soon as every
+    wanted inode is found, and reads at most `budget` descriptors and only until
+    time.monotonic() passes `deadline` (None: no limit): one listener that no process
+    holds (its descriptor in flight over a unix socket, or held by a process of another
+    namespace) must not make it read every descriptor of the host.
+    With full, every descriptor of every process is read and inode_pids maps every socket
+    inode -> set of pids (the per-process view).
     """
     owners = {}
     remaining = set(wanted)
     denied = set()
     inode_pids = {} if full else None
     if not remaining and not full:
-        return owners, 0, inode_pids
-    # Processes of the namespace being gathered usually hold its sockets: walk them first, so
-    # a listener whose owner is unreadable does not make us read every other namespace's fds
-    # before the ones we need.
+        return FdWalkResult(owners, 0, inode_pids, 0, False)
+    # Processes of the namespace being gathered hold its sockets: walk them first, so a
+    # listener whose owner is unreadable does not make us read other namespaces' fds first.
     try:
         here = namespace_id(os.path.join(proc, "self/ns/net"))
     except (IOError, OSError):
@@ -272,27 +292,54 @@ def map_socket_inodes(wanted, proc="/proc", full=False):
     for pid in pids(proc):
         try:
             same = here is None or namespace_id(os.path.join(proc, str(pid), "ns/net")) == here
+        except PermissionError:
+            # Its namespace is as unreadable as its descriptors would be (not root, or protected).
+            denied.add(pid)
+            continue
         except (IOError, OSError):
-            same = False
+            continue  # gone
         (local_pids if same else other_pids).append(pid)
-    walk = _FdWalk(proc, remaining, owners, inode_pids, denied)
+    groups = (local_pids, other_pids) if full or all_namespaces else (local_pids,)
+    walk = _FdWalk(proc, remaining, owners, inode_pids, denied, None if full else budget,
+                   None if full else deadline)
     try:
-        for group in (local_pids, other_pids):
-            if walk.run(group, full):
+        for group in groups:
+            if walk.run(group, full) or walk.exhausted:
                 break
     finally:
         walk.close()
-    return owners, len(denied), inode_pids
+    return FdWalkResult(owners, len(denied), inode_pids, walk.reads, walk.exhausted)
 
 
 class _FdWalk:
-    def __init__(self, proc, remaining, owners, inode_pids, denied):
+    def __init__(self, proc, remaining, owners, inode_pids, denied, budget, deadline):
         self.proc = proc
         self.remaining = remaining
         self.owners = owners
         self.inode_pids = inode_pids
         self.denied = denied
         self.dirs = {}
+        self.reads = 0
+        self.budget = budget
+        self.deadline = deadline
+        self.exhausted = False
+
+    def _late(self):
+        """Whether the deadline has passed; looked at every 64 descriptors (a clock read each is waste)."""
+        if self.deadline is None or self.reads & 63:
+            return False
+        if time.monotonic() > self.deadline:
+            self.exhausted = True
+        return self.exhausted
+
+    def _allow(self, wanted):
+        """How many of `wanted` more descriptor reads the budget allows (all when unlimited)."""
+        if self.budget is None:
+            return wanted
+        allowed = min(wanted, self.budget - self.reads)
+        if allowed < wanted:
+            self.exhausted = True
+        return max(allowed, 0)
 
     def close(self):
         for dir_fd in self.dirs.values():
@@ -322,18 +369,21 @@ class _FdWalk:
                 still = []
                 for pid in active:
                     state = self._probe(pid, low, high)
-                    if state is None:
-                        continue  # unreadable or gone
                     if not self.remaining:
                         return True
+                    if self.exhausted:
+                        return False
                     if state:
                         still.append(pid)
+                    # None: unreadable or gone
                 active = still
                 low = high
         for pid in active:
             self._rest(pid, low)
             if not self.remaining and not full:
                 return True
+            if self.exhausted:
+                return False
         return not self.remaining and not full
 
     def _probe(self, pid, low, high):
@@ -341,7 +391,10 @@ class _FdWalk:
         dir_fd = self.dirs[pid]
         readlink = os.readlink
         more = False
-        for number in range(low, high):
+        for number in range(low, low + self._allow(high - low)):
+            self.reads += 1
+            if self._late():
+                return None
             try:
                 target = readlink(str(number), dir_fd=dir_fd)
             except FileNotFoundError:
@@ -379,10 +432,12 @@ class _FdWalk:
             return
         except (IOError, OSError):
             return
+        names = [name for name in names if int(name) >= low]
         readlink = os.readlink
-        for name in names:
-            if int(name) < low:
-                continue
+        for name in names[:self._allow(len(names))]:
+            self.reads += 1
+            if self._late():
+                return
             try:
                 target = readlink(name, dir_fd=dir_fd)
             except PermissionError:
@@ -467,7 +522,7 @@ def find_namespaces(proc="/proc", run_netns="/run/netns"):
         names = sorted(os.listdir(run_netns))
     except (IOError, OSError):
         names = []
-    candidates = [(name, os.path.join(run_netns, name)) for name in names]
+    candidates = [(escape.text(name), os.path.join(run_netns, name)) for name in names]
     candidates += [("pid:%d" % pid, os.path.join(proc, str(pid), "ns/net")) for pid in pids(proc)]
     found = []
     for label, path in candidates:

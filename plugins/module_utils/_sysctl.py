@@ -648,6 +648,7 @@ class SysctlEngine(object):
         file_changed = persist and new_content != old_content
 
         live_changes = [e for e in active if e.live_changes] if apply else []
+        self._check_writable(live_changes)
         if not check_mode:
             if file_changed:
                 try:
@@ -716,6 +717,27 @@ class SysctlEngine(object):
             "warnings": warnings,
             "diff": diff,
         }
+
+    def _check_writable(self, changes: List[Entry]) -> None:
+        """Fail before anything is written when a key cannot be set live (read-only /proc/sys, not root).
+
+        Opening a /proc/sys file for writing changes nothing (the kernel acts on write()), and
+        gives the reason the write would fail: EROFS for a read-only mount, EACCES without the
+        right. Check mode runs this too, so it predicts the failure.
+        """
+        errors = []
+        for entry in changes:
+            try:
+                os.close(os.open(entry.proc_path, os.O_WRONLY))
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                if exc.errno == errno.EROFS:
+                    reason += " (/proc/sys is mounted read-only here: a container without the right to change it?)"
+                elif exc.errno in (errno.EACCES, errno.EPERM):
+                    reason += " (not allowed: not root, or a namespace this user does not own)"
+                errors.append("%s=%s: cannot write %s: %s" % (entry.key, entry.value, entry.proc_path, reason))
+        if errors:
+            raise SysctlError("cannot set live, nothing was changed: " + "; ".join(errors))
 
     def _apply_live(self, changes: List[Entry], path: str, old_content: Any, mode: int) -> None:
         """Write live values; on failure restore what was written and the previous file (if rewritten)."""

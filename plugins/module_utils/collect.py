@@ -35,6 +35,7 @@ import re
 import sys
 import tempfile
 
+from . import _escape as escape
 from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
@@ -48,6 +49,7 @@ DEFAULT_SUBSET = ["states", "ports", "peers", "listeners", "counters"]
 TOP_RANGE = (1, 10000)
 SAMPLE_RANGE = (0.0, 60.0)
 MAX_SOCKETS_RANGE = (0, 1000000)
+WALK_BUDGET_RANGE = (0, 100000000)
 
 _NAMESPACE_RE = re.compile(r"^(host|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/[A-Za-z0-9_./-]{1,255})$")
 _METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
@@ -144,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="socket source (default auto)")
     parser.add_argument("--max-sockets", type=_int_range(*MAX_SOCKETS_RANGE), default=1000,
                         help="raw socket list limit with --subset sockets (default 1000)")
+    parser.add_argument("--walk-budget", type=_int_range(*WALK_BUDGET_RANGE), default=None,
+                        help="most file descriptors read to find listeners' processes (default: as many as a "
+                        "quarter of the socket dumps' time allows, at least 100 ms)")
+    parser.add_argument("--walk-all-namespaces", action="store_true",
+                        help="also read processes of other network namespaces to find listeners' processes")
     parser.add_argument("--protocol", type=_protocol, default="tcp",
                         help="zabbix-discovery: listeners of this protocol: tcp (default), udp or all")
     parser.add_argument("--quiet", action="store_true",
@@ -159,15 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def render_json(facts: dict) -> str:
     return json.dumps(facts, sort_keys=True, separators=(",", ":")) + "\n"
-
-
-def _escape_label(value) -> str:
-    text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _format_value(value) -> str:
@@ -204,11 +202,11 @@ class _Exposition:
     def text(self) -> str:
         lines = []
         for name, (help_text, kind, samples) in self._families.items():
-            lines.append("# HELP %s %s" % (name, _escape_help(help_text)))
+            lines.append("# HELP %s %s" % (name, escape.prometheus_help(help_text)))
             lines.append("# TYPE %s %s" % (name, kind))
             for key, value in samples.items():
                 if key:
-                    labels = ",".join('%s="%s"' % (label, _escape_label(text)) for label, text in key)
+                    labels = ",".join('%s="%s"' % (label, escape.prometheus_label(text)) for label, text in key)
                     lines.append("%s{%s} %s" % (name, labels, _format_value(value)))
                 else:
                     lines.append("%s %s" % (name, _format_value(value)))
@@ -306,7 +304,7 @@ def render_failure(message: str) -> str:
     """What the textfile collector gets when gathering failed: no stale numbers, a visible 0."""
     out = _Exposition()
     out.add("netstate_collector_success", "gauge", "1 when the last enumeration succeeded.", 0)
-    return "# netstate collector failed: %s\n%s" % (message.replace("\n", " "), out.text())
+    return "# netstate collector failed: %s\n%s" % (escape.log_line(message), out.text())
 
 
 def render_zabbix_discovery(facts: dict, protocol: str = "tcp") -> str:
@@ -326,12 +324,12 @@ def render_zabbix_discovery(facts: dict, protocol: str = "tcp") -> str:
     data = []
     for (proto, port), row in sorted(rows.items()):
         data.append({
-            "{#PROTOCOL}": proto,
+            "{#PROTOCOL}": escape.json_text(proto),
             "{#PORT}": str(port),
-            "{#ADDRESS}": row["addresses"][0] if row["addresses"] else "",
-            "{#ADDRESSES}": ",".join(str(address) for address in row["addresses"]),
-            "{#FAMILY}": ",".join(str(family) for family in row["families"]),
-            "{#PROCESS}": row["process"] or "",
+            "{#ADDRESS}": escape.json_text(row["addresses"][0] if row["addresses"] else ""),
+            "{#ADDRESSES}": escape.json_text(",".join(escape.text(address) for address in row["addresses"])),
+            "{#FAMILY}": escape.json_text(",".join(escape.text(family) for family in row["families"])),
+            "{#PROCESS}": escape.json_text(row["process"] or ""),
         })
     return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
 
@@ -372,14 +370,15 @@ def main(argv=None) -> int:
     try:
         facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
                        namespace=args.namespace, backend=args.backend, max_sockets=args.max_sockets,
+                       walk_budget=args.walk_budget, walk_all_namespaces=args.walk_all_namespaces,
                        warnings=warnings)
     except GatherError as error:
-        sys.stderr.write("netstate collect: %s\n" % error)
+        sys.stderr.write("netstate collect: %s\n" % escape.log_line(error))
         if args.output and args.format == "prometheus":
             write_atomically(args.output, render_failure(str(error)))
         return 1
     for warning in [] if args.quiet else warnings:
-        sys.stderr.write("netstate collect: warning: %s\n" % warning)
+        sys.stderr.write("netstate collect: warning: %s\n" % escape.log_line(warning))
     text = render(facts, args.format, args.protocol)
     if args.output:
         write_atomically(args.output, text)

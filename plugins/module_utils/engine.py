@@ -155,6 +155,8 @@ def each_message(buf, length, visit):
         msg_len, msg_type = unpack(buf, off)
         if msg_type != netlink.SOCK_DIAG_BY_FAMILY:
             return off
+        if msg_len < netlink.MSG_MIN_LEN or off + msg_len > length:
+            raise netlink.malformed(off, msg_len, length)
         visit(buf, off)
         off += (msg_len + 3) & ~3
     return None
@@ -205,11 +207,14 @@ class TcpAggregate:
         server_peers = self.server_peers
         client = self.client
         detail = self.want_sockets or self.inode_states is not None
+        min_len = netlink.MSG_MIN_LEN
         off = 0
         while off < length:
             msg_len, msg_type = unpack(buf, off)
             if msg_type != 20:
                 return off
+            if msg_len < min_len or off + msg_len > length:
+                raise netlink.malformed(off, msg_len, length)
             family = buf[off + 16]
             state = buf[off + 17]
             family_states[family][state] += 1
@@ -511,7 +516,9 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
             except netlink.NetlinkUnavailable as exc:
                 if backend == "netlink":
                     raise GatherError("backend=netlink: %s" % exc)
-                warnings.append("netlink sock_diag unavailable (%s); using /proc/net" % exc)
+                warning = "netlink sock_diag unavailable (%s); using /proc/net" % exc
+                if warning not in warnings:  # once, not once per namespace
+                    warnings.append(warning)
                 break
             except netlink.NetlinkError as exc:
                 raise GatherError(str(exc))
@@ -526,16 +533,31 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
 
 # ---------------------------------------------------------------- listeners and processes
 
-def _listeners(tcp, udp, proc, full_walk, warnings):
-    """Listener rows with process information, plus the inode -> pids map when full_walk."""
+# Unless told a descriptor budget, the listener walk may take this share of the dumps' own
+# time, and at least the floor (a host's whole walk usually takes a few milliseconds).
+WALK_TIME_SHARE = 0.25
+WALK_TIME_FLOOR = 0.1
+
+
+def _listeners(tcp, udp, proc, full_walk, warnings, walk, dump_seconds):
+    """Listener rows with process information, the walk's account, and the inode -> pids map
+    when full_walk."""
     rows = tcp.listeners + udp.listeners
     wanted = {item["inode"] for item in rows if item["inode"]}
-    owners, denied, inode_pids = procfs.map_socket_inodes(wanted, proc=proc, full=full_walk)
+    budget = walk.get("budget")
+    time_budget = None
+    if budget is None and not full_walk:
+        time_budget = max(WALK_TIME_FLOOR, WALK_TIME_SHARE * dump_seconds)
+    started = time.monotonic()
+    found = procfs.map_socket_inodes(wanted, proc=proc, full=full_walk, budget=budget,
+                                     deadline=None if time_budget is None else started + time_budget,
+                                     all_namespaces=walk.get("all_namespaces", False))
+    walk_ms = round((time.monotonic() - started) * 1000, 1)
     infos = {}
     missing = 0
     result = []
     for item in sorted(rows, key=lambda r: (r["protocol"], r["port"], r["family"], r["address"])):
-        pid = owners.get(item["inode"])
+        pid = found.owners.get(item["inode"])
         info = None
         if pid is not None:
             if pid not in infos:
@@ -556,11 +578,32 @@ def _listeners(tcp, udp, proc, full_walk, warnings):
             "connections": tcp.established_on(item["port"]) if item["protocol"] == "tcp" else None,
             "inode": item["inode"],
         })
-    if denied and missing:
-        why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
-        warnings.append("%s: %d listener(s) without pid/process (the file descriptors of %d process(es) are "
-                        "unreadable)" % (why, missing, denied))
-    return result, inode_pids
+    reason = None
+    if missing:
+        if found.exhausted:
+            reason = "budget"
+            if time_budget is None:
+                spent = "its budget of %d file descriptors (walk_budget)" % budget
+            else:
+                spent = ("its time, %d ms (a quarter of the socket dump's, at least %d ms), after %d file descriptors; "
+                         "walk_budget sets a number of descriptors instead" % (
+                             round(time_budget * 1000), WALK_TIME_FLOOR * 1000, found.reads))
+            warnings.append("%d listener(s) without pid/process: the walk that finds their processes spent %s"
+                            % (missing, spent))
+        elif found.denied:
+            reason = "unreadable"
+            why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
+            warnings.append("%s: %d listener(s) without pid/process (the file descriptors of %d process(es) are "
+                            "unreadable)" % (why, missing, found.denied))
+        else:
+            reason = "not held"
+            warnings.append("%d listener(s) without pid/process: no process of %s holds them (a descriptor in "
+                            "flight over a unix socket, or held by a process of another network namespace)"
+                            % (missing, "any namespace" if walk.get("all_namespaces") else "this namespace"))
+    account = {"descriptors_read": found.reads, "budget": None if full_walk else budget,
+               "time_budget_ms": None if time_budget is None else round(time_budget * 1000, 1),
+               "walk_ms": walk_ms, "unattributed": missing, "reason": reason}
+    return result, account, found.inode_pids
 
 
 def _processes(tcp, inode_pids, proc):
@@ -595,10 +638,13 @@ def _processes(tcp, inode_pids, proc):
 # ---------------------------------------------------------------- entry point
 
 def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
-           warnings=None, proc="/proc", run_netns="/run/netns"):
+           warnings=None, proc="/proc", run_netns="/run/netns", walk_budget=None, walk_all_namespaces=False):
     """Gather the ansible_facts.netstate document (see docs/facts-contract.md).
 
     warnings, when a list, receives one line per thing the caller should tell the user.
+    walk_budget caps the file descriptors the listener walk reads (None: the walk may take
+    WALK_TIME_SHARE of the dumps' time, at least WALK_TIME_FLOOR seconds); walk_all_namespaces
+    lets it read processes of other network namespaces too.
     Raises GatherError with a message naming the option, value or file involved.
     """
     if warnings is None:
@@ -612,36 +658,40 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
                           % (sample_interval, MAX_SAMPLE_INTERVAL))
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
+    walk = {"budget": None if walk_budget is None else _check_int("walk_budget", walk_budget, 0),
+            "all_namespaces": bool(walk_all_namespaces)}
     if namespace == "all":
-        facts = _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host")
+        facts = _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host", walk)
         facts["namespaces"] = []
         for label, path in procfs.find_namespaces(proc, run_netns):
             facts["namespaces"].append(_gather_in(path, label, subsets, top, sample_interval, backend,
-                                                  max_sockets, warnings, proc))
+                                                  max_sockets, warnings, proc, walk))
         return facts
     label, path = resolve_namespace(namespace, run_netns, proc)
     if path is None:
-        return _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host")
-    return _gather_in(path, label, subsets, top, sample_interval, backend, max_sockets, warnings, proc)
+        return _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host", walk)
+    return _gather_in(path, label, subsets, top, sample_interval, backend, max_sockets, warnings, proc, walk)
 
 
-def _gather_in(path, label, subsets, top, sample_interval, backend, max_sockets, warnings, proc):
+def _gather_in(path, label, subsets, top, sample_interval, backend, max_sockets, warnings, proc, walk):
     try:
         with procfs.NetNamespace(path):
-            return _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, label)
+            return _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, label, walk)
     except (IOError, OSError) as exc:
         raise GatherError("namespace %s: cannot enter %s: %s" % (label, path, exc.strerror or exc))
 
 
-def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, label):
+def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, label, walk):
     started = time.time()
     want = set(subsets)
     counters_before = None
     if "counters" in want and sample_interval:
         counters_before = _read_counters(proc)
         sample_started = time.time()
+    dump_started = time.monotonic()
     backend_used, tcp, udp = _collect_sockets(
         backend, max_sockets if "sockets" in want else 0, "processes" in want, proc, warnings)
+    dump_seconds = time.monotonic() - dump_started
     facts = {
         "backend": backend_used,
         "namespace": label,
@@ -660,11 +710,13 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
     if "peers" in want:
         facts["tcp"]["peers"] = tcp.peers(top)
     if "listeners" in want or "processes" in want:
-        listeners, inode_pids = _listeners(tcp, udp, proc, "processes" in want, warnings)
+        listeners, account, inode_pids = _listeners(tcp, udp, proc, "processes" in want, warnings, walk,
+                                                    dump_seconds)
         if "listeners" in want:
             for item in listeners:
                 del item["inode"]
             facts["listeners"] = listeners
+            facts["listener_walk"] = account
         if "processes" in want:
             facts["processes"] = _processes(tcp, inode_pids, proc)
     if "counters" in want:
@@ -694,3 +746,110 @@ def _read_counters(proc):
         raise GatherError("cannot read kernel counters: %s" % exc)
     except procfs.ProcFormatError as exc:
         raise GatherError("kernel counters: %s" % exc)
+
+
+# ---------------------------------------------------------------- connections per peer
+
+def state_mask(names):
+    """TCP state names (engine.STATES) -> the sock_diag state bit mask; NEW_SYN_RECV goes with SYN_RECV."""
+    mask = 0
+    for name in names:
+        if name not in STATES:
+            raise GatherError("states: %r is not a TCP state (choose from %s)" % (name, ", ".join(STATES)))
+        for number, state_name in enumerate(STATE_NAMES):
+            if state_name == name:
+                mask |= 1 << number
+    return mask
+
+
+class PeerCounter:
+    """Connections per remote address for every peer (no top-N cut), one dict operation per socket.
+
+    Only sockets in `mask` count; with local_port, only those whose local port is that port.
+    IPv4-mapped IPv6 peers count as their IPv4 address.
+    """
+
+    def __init__(self, mask, local_port=None):
+        self.mask = mask
+        self.local_port = local_port
+        self.raw = {}
+
+    def consume_netlink(self, buf, length):
+        unpack = netlink.MSG_HEAD.unpack_from
+        mask = self.mask
+        local_port = self.local_port
+        raw = self.raw
+        off = 0
+        while off < length:
+            msg_len, msg_type = unpack(buf, off)
+            if msg_type != netlink.SOCK_DIAG_BY_FAMILY:
+                return off
+            if (1 << buf[off + 17]) & mask and (
+                    local_port is None or ((buf[off + 20] << 8) | buf[off + 21]) == local_port):
+                key = buf[off + 40:off + 44] if buf[off + 16] == socket.AF_INET else buf[off + 40:off + 56]
+                raw[key] = raw.get(key, 0) + 1
+            off += (msg_len + 3) & ~3
+        return None
+
+    def add_proc(self, entry):
+        state, _laddr, lport, raddr, _rport = entry[:5]
+        if state < 16 and (1 << state) & self.mask and (self.local_port is None or lport == self.local_port):
+            key = socket.inet_pton(socket.AF_INET6 if ":" in raddr else socket.AF_INET, raddr)
+            self.raw[key] = self.raw.get(key, 0) + 1
+
+    def result(self):
+        per_peer = {}
+        for key, count in self.raw.items():
+            address = _peer_key(key)
+            per_peer[address] = per_peer.get(address, 0) + count
+        return per_peer
+
+
+def peer_connections(states=None, local_port=None, backend="auto", proc="/proc", warnings=None):
+    """Connections per remote address, for every peer: {"backend", "peers": {address: count}, "total"}.
+
+    states: TCP state names counted (default: every state but LISTEN); local_port: count only
+    connections whose local port is this one. Raises GatherError naming the option and value.
+    """
+    if warnings is None:
+        warnings = []
+    if states is None:
+        states = [name for name in STATES if name != "LISTEN"]
+    if isinstance(states, str) or not isinstance(states, (list, tuple)) or not states:
+        raise GatherError("states: %r must be a non-empty list of TCP state names" % (states,))
+    mask = state_mask(states)
+    if local_port is not None:
+        local_port = _check_int("local_port", local_port, 1, 65535)
+    if backend not in BACKENDS:
+        raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
+    if backend in ("auto", "netlink"):
+        last = None
+        for _attempt in range(DUMP_ATTEMPTS):
+            counter = PeerCounter(mask, local_port)
+            try:
+                sock = netlink.open_socket()
+                try:
+                    for family, _label in FAMILIES:
+                        netlink.dump(family, netlink.IPPROTO_TCP, mask, counter.consume_netlink, sock=sock)
+                finally:
+                    sock.close()
+                peers = counter.result()
+                return {"backend": "netlink", "peers": peers, "total": sum(peers.values())}
+            except netlink.DumpInterrupted as exc:
+                last = exc
+            except netlink.NetlinkUnavailable as exc:
+                if backend == "netlink":
+                    raise GatherError("backend=netlink: %s" % exc)
+                warnings.append("netlink sock_diag unavailable (%s); using /proc/net" % exc)
+                break
+            except netlink.NetlinkError as exc:
+                raise GatherError(str(exc))
+        else:
+            raise GatherError("netlink dump interrupted %d times in a row (%s): the socket table changes too fast; "
+                              "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
+    counter = PeerCounter(mask, local_port)
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for entry in _proc_table(proc, name, family, family == socket.AF_INET):
+            counter.add_proc(entry)
+    peers = counter.result()
+    return {"backend": "proc", "peers": peers, "total": sum(peers.values())}

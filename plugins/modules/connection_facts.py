@@ -30,6 +30,7 @@ extends_documentation_fragment:
   - netstate.tcp.attributes.INFO_MODULE
   - netstate.tcp.attributes.FACTS
   - netstate.tcp.attributes.LINUX
+  - netstate.tcp.listener_walk
 options:
   gather_subset:
     description:
@@ -86,8 +87,8 @@ options:
 notes:
   - The fact document is a public contract; M(netstate.tcp.listener_facts), the health rules, the fleet report and
     the collector for monitoring agents all read the same shape.
-  - The busiest listeners' processes are found through C(/proc/PID/fd); the walk stops as soon as every listener is
-    found unless O(gather_subset) includes V(processes).
+  - The listeners' processes are found through C(/proc/PID/fd); the walk stops as soon as every listener is
+    found or O(walk_budget) is spent, unless O(gather_subset) includes V(processes), which reads every descriptor.
 seealso:
   - module: netstate.tcp.listener_facts
   - module: community.general.listen_ports_facts
@@ -236,6 +237,8 @@ ansible_facts:
               backend.
             - C(pid), C(process) and C(stime) are null where the process is unknown (not root);
               C(user) then is the socket's owner.
+            - C(process) is the name the process gave itself (C(/proc/PID/comm), at most 15 bytes, any but NUL);
+              bytes that are not UTF-8 are written as C(\xNN).
             - C(connections) counts ESTABLISHED sockets on the listener's port (null for UDP).
           returned: when O(gather_subset) includes V(listeners)
           type: list
@@ -243,6 +246,20 @@ ansible_facts:
           sample: [{protocol: tcp, family: ipv4, address: 0.0.0.0, port: 8080, backlog: 128, queue: 0,
                     saturation: 0.0, pid: 1234, process: nginx, user: www-data, stime: "2026-11-26T03:58:31",
                     connections: 57}]
+        listener_walk:
+          description:
+            - How the walk that finds the listeners' processes went, C({descriptors_read, budget, time_budget_ms,
+              walk_ms, unattributed, reason}). C(budget) is O(walk_budget); C(time_budget_ms) the time the walk
+              could take when O(walk_budget) is unset; both are null when the V(processes) subset read every
+              descriptor.
+            - C(reason) is null when every listener was attributed, else V(budget) (O(walk_budget) was spent
+              first), V(unreadable) (some processes' descriptors could not be read, as when not root) or
+              V(not held) (no process read holds them, as for a descriptor in flight over a unix socket, or a process
+              of another namespace; see O(walk_all_namespaces)).
+          returned: when O(gather_subset) includes V(listeners)
+          type: dict
+          sample: {descriptors_read: 412, budget: null, time_budget_ms: 100.0, walk_ms: 1.6, unattributed: 0,
+                   reason: null}
         counters:
           description:
             - C(sockstat) from C(/proc/net/sockstat) and C(/proc/net/sockstat6) as C(<LINE>_<field>), for example
@@ -288,6 +305,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
 
@@ -300,6 +319,7 @@ def main():
             namespace=dict(type="str"),
             backend=dict(type="str", default="auto", choices=["auto", "netlink", "proc"]),
             max_sockets=dict(type="int", default=1000),
+            **LISTENER_WALK
         ),
         supports_check_mode=True,
     )
@@ -312,14 +332,17 @@ def main():
             namespace=module.params["namespace"],
             backend=module.params["backend"],
             max_sockets=module.params["max_sockets"],
+            walk_budget=module.params["walk_budget"],
+            walk_all_namespaces=module.params["walk_all_namespaces"],
             warnings=warnings,
         )
     except GatherError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=escape.log_line(exc))
     except Exception as exc:  # a facts module must never end in a traceback
-        module.fail_json(msg="unexpected error gathering connection facts: %s" % exc, exception=traceback.format_exc())
+        module.fail_json(msg="unexpected error gathering connection facts: %s" % escape.log_line(exc),
+                         exception=traceback.format_exc())
     for warning in warnings:
-        module.warn(warning)
+        module.warn(escape.log_line(warning))
     module.exit_json(ansible_facts={"netstate": facts})
 
 

@@ -22,6 +22,9 @@ description:
     evaluated, and every rule of a host that was unreachable or failed before the check, is an C(error)."
   - Runs once per play whatever host it is given to (it bypasses the host loop) and never connects to a host.
   - Output has no timestamps, so an unchanged fleet leaves the files unchanged (C(changed) is false).
+  - Names and messages a host chose (process and user names, rule subjects) are escaped for each format - no HTML,
+    links or cell breaks from data in Markdown, only characters XML 1.0 allows in JUnit, control and
+    bidirectional-override characters written as C(\xNN)/C(\uNNNN) (docs/reliability.md).
 author:
   - netstate.tcp developers (@netstate-tcp)
 options:

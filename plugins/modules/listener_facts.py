@@ -27,6 +27,7 @@ extends_documentation_fragment:
   - netstate.tcp.attributes.INFO_MODULE
   - netstate.tcp.attributes.FACTS
   - netstate.tcp.attributes.LINUX
+  - netstate.tcp.listener_walk
 options:
   namespace:
     description:
@@ -201,6 +202,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
 from ansible_collections.netstate.tcp.plugins.module_utils._listen_ports import gather_args, listen_ports_facts
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
@@ -213,6 +216,7 @@ def main():
             include_non_listening=dict(type="bool", default=False),
             # Accepted for compatibility with community.general.listen_ports_facts; nothing is run.
             command=dict(type="str", choices=["netstat", "ss"]),
+            **LISTENER_WALK
         ),
         supports_check_mode=True,
     )
@@ -221,15 +225,18 @@ def main():
     include_non_listening = module.params["include_non_listening"]
     warnings = []
     try:
+        walk = dict(walk_budget=module.params["walk_budget"], walk_all_namespaces=module.params["walk_all_namespaces"])
         facts = gather(namespace=module.params["namespace"], backend=module.params["backend"], warnings=warnings,
-                       **gather_args(include_non_listening))
-        result = listen_ports_facts(facts, include_non_listening, warnings=warnings)
+                       **dict(gather_args(include_non_listening), **walk))
+        result = listen_ports_facts(facts, include_non_listening, warnings=warnings,
+                                    namespace=module.params["namespace"], **walk)
     except GatherError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=escape.log_line(exc))
     except Exception as exc:  # a facts module must never end in a traceback
-        module.fail_json(msg="unexpected error gathering listeners: %s" % exc, exception=traceback.format_exc())
+        module.fail_json(msg="unexpected error gathering listeners: %s" % escape.log_line(exc),
+                         exception=traceback.format_exc())
     for warning in warnings:
-        module.warn(warning)
+        module.warn(escape.log_line(warning))
     module.exit_json(ansible_facts=result)
 
 

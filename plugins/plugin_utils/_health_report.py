@@ -18,6 +18,8 @@ from xml.etree import ElementTree
 from collections.abc import Mapping
 from typing import Any
 
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+
 from . import _health_rules as rules_engine
 
 HOST_STATUSES = ("passed", "failed", "error", "unreachable")
@@ -57,7 +59,7 @@ def _host_entry(host: str, registered: Any, default_fail_on: str) -> dict:
 
 
 def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
+    return escape.log_line(" ".join(escape.text(text).split()))
 
 
 def build_report(registered_by_host: Mapping, rule_names: list | None = None, fail_on: str = "critical",
@@ -96,25 +98,35 @@ def _testcase_outcome(entry: dict, name: str) -> tuple:
     return "passed", "", text
 
 
+def _xml(text: Any) -> str:
+    return escape.xml_text(text)
+
+
 def render_junit(report: dict) -> str:
-    """JUnit XML: a testsuite per host, a testcase per rule (classname = host, name = rule)."""
-    root = ElementTree.Element("testsuites", name=report["title"])
+    """JUnit XML: a testsuite per host, a testcase per rule (classname = host, name = rule).
+
+    Every name and message goes through escape.xml_text: characters XML 1.0 forbids (a process
+    named with control bytes) would make the whole file unreadable to a CI server.
+    """
+    root = ElementTree.Element("testsuites", name=_xml(report["title"]))
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for entry in report["hosts"]:
-        suite = ElementTree.SubElement(root, "testsuite", name=entry["host"], hostname=entry["host"])
+        host = _xml(entry["host"])
+        suite = ElementTree.SubElement(root, "testsuite", name=host, hostname=host)
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
         for name in entry["rules"] or ["health_check"]:
             kind, message, text = _testcase_outcome(entry, name)
-            case = ElementTree.SubElement(suite, "testcase", classname=entry["host"], name=name, time="0")
+            message, text = _xml(message), _xml(text)
+            case = ElementTree.SubElement(suite, "testcase", classname=host, name=_xml(name), time="0")
             counts["tests"] += 1
             if kind == "failure":
                 counts["failures"] += 1
                 severity = next(result["severity"] for result in entry["results"]
                                 if result["name"] == name and rules_engine.is_failing(result, entry["fail_on"]))
-                ElementTree.SubElement(case, "failure", message=message, type=severity).text = text
+                ElementTree.SubElement(case, "failure", message=message, type=_xml(severity)).text = text
             elif kind == "error":
                 counts["errors"] += 1
-                ElementTree.SubElement(case, "error", message=message, type=entry["status"]).text = text
+                ElementTree.SubElement(case, "error", message=message, type=_xml(entry["status"])).text = text
             elif kind == "skipped":
                 counts["skipped"] += 1
                 ElementTree.SubElement(case, "skipped", message=message)
@@ -134,8 +146,8 @@ def render_json(report: dict) -> str:
     return json.dumps(report, indent=2, sort_keys=True) + "\n"
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", "<br>")
+def _cell(text: Any) -> str:
+    return escape.markdown(text)
 
 
 def render_markdown(report: dict) -> str:
@@ -143,8 +155,8 @@ def render_markdown(report: dict) -> str:
     totals = report["totals"]
     hosts = report["hosts"]
     bad = len(hosts) - totals["passed"]
-    headline = (f"## {report['title']}: {totals['passed']} of {len(hosts)} hosts passed"
-                f"{f', {bad} not' if bad else ''} (fail_on: {report['fail_on']})")
+    headline = (f"## {_cell(report['title'])}: {totals['passed']} of {len(hosts)} hosts passed"
+                f"{f', {bad} not' if bad else ''} (fail_on: {_cell(report['fail_on'])})")
     lines = [headline, "",
              "| Host | Result | Critical | Warning | Error | No data | OK | Violations |",
              "|------|--------|---------:|--------:|------:|--------:|---:|------------|"]

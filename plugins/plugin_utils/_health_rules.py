@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+
 try:
     import jmespath
     from jmespath import exceptions as jmespath_exceptions
@@ -403,7 +405,8 @@ def _result(rule: Rule, status: str, value: Any, subject: str | None, detail: st
         bound, threshold = "max", rule.max
     else:
         bound, threshold = "min", rule.min
-    where = f" [{subject}]" if subject is not None else ""
+    # The message is a log line: a subject a host chose (a process name) cannot break it.
+    where = f" [{escape.log_line(subject)}]" if subject is not None else ""
     if status in SEVERITIES:
         sign = ">" if bound == "max" else "<"
         message = f"{status}: {rule.name}{where}: {format_value(value)} {sign} {bound} {format_value(threshold)}"

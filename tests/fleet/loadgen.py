@@ -13,7 +13,7 @@ sockets on purpose; the kernel keeps those for 60 s, and loadgen asks ``ss -K`` 
 stop where the kernel allows it.
 
 Scenarios (see --help of each):
-  established  N connections to a local listener port
+  established  N connections to a local listener port (or, with --target, held to another host)
   time_wait    a TIME_WAIT flood towards one destination address:port
   close_wait   a CLOSE_WAIT leak: the server never closes after the client does
   accept_full  a listener with a full accept queue (small backlog, never accepts) -> listen overflows
@@ -333,9 +333,22 @@ class Scenario(object):
         self.lo_addresses = []
 
 
+def hold_connections(held, ready, address, port, quota):
+    """Opens `quota` connections to address:port and holds them (reset on stop)."""
+    for _connection in range(quota):
+        held.append(connect(address, port))
+
+
 class Established(Scenario):
     def start(self):
         a = self.args
+        if a.target:
+            address, port = a.target
+            for quota in split_quota(a.count, self.per_worker * 2):
+                self.workers.spawn(hold_connections, address, port, quota)
+            self.workers.wait_ready(a.ready_timeout)
+            return {"target": "{}:{}".format(address, port), "connections": a.count,
+                    "expect": {"ESTABLISHED": a.count}}
         listener = self.listener(a.address, a.port)
         self.pairs(listener, a.count, a.address, a.port)
         return {"listener": "{}:{}".format(a.address, a.port), "connections": a.count,
@@ -670,7 +683,9 @@ def build_parser():
                            help="connections (default %(default)s)")
         return p
 
-    add("established", "N connections to a local listener", 8080, 100)
+    p = add("established", "N connections to a local listener", 8080, 100)
+    p.add_argument("--target", type=_target, help="ADDRESS:PORT of a listener on another host (a sink): "
+                                                  "the connections go there, no local listener")
     p = add("time_wait", "TIME_WAIT flood towards one destination", 8081, 1000)
     p.add_argument("--target", type=_target, help="ADDRESS:PORT of a listener that closes on EOF "
                                                   "(default: our own sink on this host's address)")

@@ -339,3 +339,55 @@ def test_proof_tw_reuse_lets_the_same_load_through(veth_pair, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# A private mount namespace in which /proc/sys/net is a read-only bind mount of itself: what a
+# container without the right to change sysctls sees. The host's mounts are not touched.
+READ_ONLY = ("mount --bind /proc/sys/net /proc/sys/net && mount -o remount,ro,bind /proc/sys/net"
+             ' && exec "$@"')
+
+
+def inside_read_only(ns: str, *command: str) -> subprocess.CompletedProcess:
+    require(shutil.which("unshare") is not None, "needs util-linux (unshare)")
+    return inside(ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY, "sh", *command,
+                  env=_env(), check=False)
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_read_only_proc_sys_fails_before_changing_anything(sysctl_ns, tmp_path, check):
+    path = tmp_path / "sysctl.d" / "60-netstate-tcp.conf"
+    path.parent.mkdir()
+    path.write_text("net.ipv4.tcp_keepalive_time = 600\n")
+    before = {rel: read_ns(sysctl_ns, rel) for rel in HOST_KEYS if "orphans" not in rel}
+    playbook = tmp_path / "sysctl.yml"
+    playbook.write_text(PLAYBOOK)
+    out = tmp_path / "result.json"
+    variables = {"settings": {"somaxconn": 1024, "tcp_fin_timeout": 45}, "path": str(path), "out": str(out)}
+    done = inside_read_only(sysctl_ns, _ansible_playbook(), "-i", "localhost,", "-c", "local",
+                            "-e", "ansible_python_interpreter=" + sys.executable, "-e", json.dumps(variables),
+                            str(playbook), *(["--check"] if check else []))
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())
+    assert result["failed"] is True
+    assert result["msg"].startswith("cannot set live, nothing was changed: net.core.somaxconn=1024: cannot write "
+                                    "/proc/sys/net/core/somaxconn: Read-only file system (/proc/sys is mounted "
+                                    "read-only here"), result["msg"]
+    assert "net.ipv4.tcp_fin_timeout=45: cannot write /proc/sys/net/ipv4/tcp_fin_timeout" in result["msg"]
+    assert {rel: read_ns(sysctl_ns, rel) for rel in before} == before
+    assert path.read_text() == "net.ipv4.tcp_keepalive_time = 600\n"  # the drop-in was never rewritten
+    assert sorted(os.listdir(path.parent)) == ["60-netstate-tcp.conf"]  # no temporary file left either
+
+
+def test_tuning_role_on_read_only_proc_sys_fails_naming_the_key(sysctl_ns, tmp_path):
+    sysctl_file = tmp_path / "60-netstate-tcp.conf"
+    before = {rel: read_ns(sysctl_ns, rel) for rel in HOST_KEYS if "orphans" not in rel}
+    variables = {"netstate_tuning_settings": {"tcp_tw_reuse": 1}, "netstate_tuning_sysctl_file": str(sysctl_file)}
+    done = inside_read_only(sysctl_ns, _ansible_playbook(), "netstate.tcp.tune", "-i", "localhost,", "-c", "local",
+                            "-e", "ansible_python_interpreter=" + sys.executable, "-e", json.dumps(variables))
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert ("cannot set live, nothing was changed: net.ipv4.tcp_tw_reuse=1: cannot write "
+            "/proc/sys/net/ipv4/tcp_tw_reuse: Read-only file system") in output
+    assert "Traceback" not in output
+    assert {rel: read_ns(sysctl_ns, rel) for rel in before} == before
+    assert not sysctl_file.exists()

@@ -17,11 +17,24 @@ Spec keys, all optional:
   accept_full:  [{"address": ..., "port": ..., "backlog": 2, "clients": 6}]   never accepted
   udp:          [{"address": "0.0.0.0", "port": 5353}]     bound, unconnected
   udp_connected: [{"to": ["127.0.0.1", 5353]}]
+  filler_fds:   n                                          n descriptors (pipes) opened first, so the sockets
+                                                           after them sit at descriptor numbers above n
+  in_flight:    [{"address": "127.0.0.1", "port": 9000}]   a listener whose only reference is its descriptor
+                                                           in flight over a unix socket (sent, never received):
+                                                           no process holds it
+  leave_namespace: "/run/netns/NAME"                       after building, move this process into that network
+                                                           namespace: it then holds sockets of another one
+  comm_hex:     "3c623e"   the process names itself with these bytes (prctl PR_SET_NAME, any bytes but
+                           NUL; the kernel keeps the first 15); READY's "comm_hex" is what /proc/PID/comm shows
 Addresses containing ':' are IPv6.
 """
 
+import array
+import ctypes
+import ctypes.util
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -82,8 +95,25 @@ def wait_state(check, timeout=5.0):
     return False
 
 
+def leave_namespace(path):
+    """setns(2) into the network namespace at path (os.setns needs Python 3.12)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if hasattr(os, "setns"):
+            os.setns(fd, 0x40000000)
+        elif ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
+            raise OSError(ctypes.get_errno(), "setns %s" % path)
+    finally:
+        os.close(fd)
+
+
 def build(spec):
     built = {}
+    if spec.get("filler_fds"):
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    for _index in range(spec.get("filler_fds", 0) // 2):
+        HELD.extend(os.pipe())
     for item in spec.get("listeners", []):
         LISTENERS[(item["address"], item["port"])] = listen(item["address"], item["port"], item.get("backlog", 128))
     built["listeners"] = len(LISTENERS)
@@ -154,17 +184,44 @@ def build(spec):
         sock.connect(tuple(item["to"]))
         HELD.append(sock)
     built["udp"] = len(spec.get("udp", [])) + len(spec.get("udp_connected", []))
+
+    for item in spec.get("in_flight", []):
+        sock = socket.socket(family_of(item["address"]), socket.SOCK_STREAM)
+        sock.bind((item["address"], item["port"]))
+        sock.listen(item.get("backlog", 128))
+        sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sender.sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
+        sock.close()
+        HELD.extend((sender, receiver))
+    built["in_flight"] = len(spec.get("in_flight", []))
+    if spec.get("leave_namespace"):
+        leave_namespace(spec["leave_namespace"])
     # Let the handshakes of the never-accepted clients settle (queued or dropped SYNs).
     time.sleep(0.3)
     return built
+
+
+PR_SET_NAME = 15
+
+
+def set_comm(raw):
+    """Name this process as a hostile one would: prctl(PR_SET_NAME), the name ps and /proc show."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME)")
+    with open("/proc/self/comm", "rb") as handle:
+        return handle.read()[:-1]
 
 
 def main():
     with open(sys.argv[1]) as handle:
         spec = json.load(handle)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    comm = set_comm(bytes.fromhex(spec["comm_hex"])) if "comm_hex" in spec else None
     built = build(spec)
     built["pid"] = os.getpid()
+    if comm is not None:
+        built["comm_hex"] = comm.hex()
     sys.stdout.write("READY %s\n" % json.dumps(built))
     sys.stdout.flush()
     while True:

@@ -13,7 +13,7 @@ extra=${4:-}
 # What the tests need on a host: Ansible (python3), SSH, ss/ip (iproute2), ps/sysctl
 # (procps), netstat for the naive benchmark playbook (net-tools), and the usual things a
 # role touches (sudo, cron, ca-certificates).
-packages="python3,openssh-server,iproute2,procps,net-tools,sudo,cron,ca-certificates"
+packages="python3,openssh-server,iproute2,procps,net-tools,sudo,cron,ca-certificates,nftables,iptables,ipset"
 if [ -n "$extra" ]; then
     packages="$packages,$extra"
 fi

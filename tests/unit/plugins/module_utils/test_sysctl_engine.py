@@ -333,18 +333,26 @@ def _read_only_proc_file(tree, rel):
 
 @pytest.mark.skipif(not os.path.exists("/proc/sys/net/ipv4/tcp_available_ulp"),
                     reason="needs Linux /proc/sys")
-def test_failed_live_write_restores_everything(tree):
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_unwritable_key_fails_before_anything_is_written(tree, check_mode):
+    """A key that cannot be set live is found before the drop-in or any other key is written.
+
+    (Until the write check, the keys before it were written and then rolled back; the rollback
+    itself is proven on the kernel by test_kernel_rejection_restores_values_and_file.)
+    """
     tree.write(tree.ours, "net.ipv4.tcp_keepalive_probes = 7\n")
     os.chmod(tree.ours, 0o640)
     _read_only_proc_file(tree, "net/ipv4/tcp_available_ulp")
     before = tree.snapshot()
+    inode = os.stat(tree.ours).st_ino
     with pytest.raises(SysctlError) as caught:
         tree.run({"tcp_tw_reuse": 1, "somaxconn": 1024, "net.ipv4.tcp_available_ulp": "tls",
-                  "tcp_fin_timeout": 20})
+                  "tcp_fin_timeout": 20}, check_mode=check_mode)
     message = str(caught.value)
-    assert message.startswith("net.ipv4.tcp_available_ulp=tls: cannot set it live")
-    assert "restored 2 value(s) already written and the previous %s" % tree.ours in message
+    assert message.startswith("cannot set live, nothing was changed: net.ipv4.tcp_available_ulp=tls: cannot write ")
+    assert "Permission denied" in message
     assert tree.snapshot() == before  # live values, file content and mode
+    assert os.stat(tree.ours).st_ino == inode  # the drop-in was not even replaced by a copy of itself
     assert tree.live("net/ipv4/tcp_tw_reuse") == "2"
 
 

@@ -1,0 +1,119 @@
+# -*- coding: utf-8 -*-
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Private: escaping of text a host chooses, one function per output format.
+
+A process names itself (prctl PR_SET_NAME: any 15 bytes but NUL, not necessarily UTF-8), a
+host names its users, its namespaces and its rules' labels; all of it ends up in reports and
+metrics. Every renderer of the collection escapes such text through the functions here and
+nowhere else:
+
+``decode``            bytes read from the kernel (``/proc/PID/comm``) -> text, bad UTF-8 as ``\\xNN``
+``visible``           control, bidirectional-override and invisible characters as ``\\xNN``/``\\uNNNN``
+``log_line``          one line for logs and module messages
+``markdown``          a Markdown table cell or inline text: no HTML, no markup, pipes and newlines kept
+``xml_text``          text XML 1.0 allows (ElementTree escapes ``<&>"`` itself)
+``prometheus_label``  a label value of the text exposition format
+``prometheus_help``   a HELP text of the text exposition format
+``json_text``         a string value for JSON that any consumer reads back (Zabbix LLD macros)
+
+Part of the engine: standard library only, no ansible import, Python 3.8+.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+# C0 and C1 controls, DEL, lone surrogates (undecodable bytes under surrogateescape), the
+# bidirectional embeddings, overrides and isolates (U+202E turns "exe.txt" into "txt.exe"),
+# zero-width characters, line/paragraph separators and the two XML-forbidden non-characters.
+_UNSAFE = re.compile(u"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+                     u"\ud800-\udfff\ufffe\uffff]")
+# What Markdown would read as markup in a table cell: the pipe (ends the cell), the backslash
+# (would escape our escapes), code, emphasis and strike-through marks, an underscore that can
+# open or close emphasis (not one inside a word: tcp_max_syn_backlog stays readable), a "]("
+# that would make a link or an image; "<" and "&" start HTML and entities.
+_MARKDOWN = re.compile(r"[\\`*~|<&]|(?<![^\W_])_|_(?![^\W_])|\](?=\()")
+_MARKDOWN_REPLACEMENTS = {"&": "&amp;", "<": "&lt;", "]": "]\\"}  # others: a backslash before
+
+
+def _shown(match):
+    code = ord(match.group(0))
+    if 0xDC80 <= code <= 0xDCFF:  # a byte Python could not decode (surrogateescape)
+        return "\\x%02x" % (code - 0xDC00)
+    if code < 0x100:
+        return "\\x%02x" % code
+    return "\\u%04x" % code
+
+
+def decode(raw):
+    """Bytes from the kernel as text: valid UTF-8 as it is, any other byte as ``\\xNN``."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def text(value):
+    """Any value as text (None as the empty string, bytes through decode()).
+
+    Text the operating system could not decode (user or file names under surrogateescape)
+    gets its undecodable bytes as ``\\xNN`` too, so no lone surrogate reaches JSON or a file.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return decode(value)
+    string = value if isinstance(value, str) else str(value)
+    if not string.isascii():
+        try:
+            string = decode(string.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:
+            pass  # surrogates that are no escaped bytes: visible() writes them out
+    return string
+
+
+def visible(value, keep=""):
+    """The text with every unsafe character (see _UNSAFE) written as an escape, except those in keep."""
+    string = text(value)
+    if keep:
+        return _UNSAFE.sub(lambda match: match.group(0) if match.group(0) in keep else _shown(match), string)
+    return _UNSAFE.sub(_shown, string)
+
+
+def log_line(value):
+    """One line for a log or a module message: newlines and every other control as escapes."""
+    return visible(value)
+
+
+def markdown(value):
+    """Text for a Markdown table cell or paragraph, rendered as the literal text it is.
+
+    Markup characters are backslash-escaped (a pipe never ends the cell, a backslash never
+    escapes ours), ``&`` and ``<`` become entities (no HTML from data), a newline becomes
+    ``<br>``, the only tag in the output.
+    """
+    string = visible(value, keep="\n")
+    string = _MARKDOWN.sub(lambda match: _MARKDOWN_REPLACEMENTS.get(match.group(0), "\\" + match.group(0)), string)
+    return string.replace("\n", "<br>")
+
+
+def xml_text(value):
+    """Text XML 1.0 allows, for an element or attribute; tab and newline are kept."""
+    return visible(value, keep="\t\n")
+
+
+def prometheus_label(value):
+    """A label value of the text exposition format: valid UTF-8, ``\\``, ``"`` and newline escaped."""
+    string = visible(value, keep="\t\n")
+    return string.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_help(value):
+    """A HELP text of the text exposition format: ``\\`` and newline escaped."""
+    return visible(value, keep="\t\n").replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def json_text(value):
+    """A JSON string value on one line, without characters a consumer may drop or reorder."""
+    return visible(value)

@@ -1,0 +1,297 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""peer_block on two private network namespaces joined by a veth pair: real connections from several
+client addresses to a server namespace, the module run inside the server namespace (ansible-playbook
+under ip netns exec, so its nft/iptables only ever see that namespace), and as oracles
+`nft -j list table inet netstate_tcp`, `ipset list`, ss, and real connection attempts."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.conftest import SUPPORT, Namespace, require
+from tests.support.ss_oracle import Snapshot
+
+pytestmark = pytest.mark.netns
+
+PORT = 8443
+SERVER4, SERVER6 = "10.77.0.1", "fd77::1"
+HOG = "10.77.0.2"          # over the limit: blocked
+SSH_CLIENT = "10.77.0.3"   # over the limit, the SSH client: spared
+ALLOWED = "10.77.0.4"      # over the limit, in allow: spared
+QUIET = "10.77.0.5"        # under the limit
+HOG6 = "fd77::2"           # over the limit, IPv6: blocked
+LOAD = {HOG: 30, SSH_CLIENT: 20, ALLOWED: 25, QUIET: 5, HOG6: 24}
+LIMIT = 10
+
+PLAYBOOK = textwrap.dedent("""\
+    - hosts: localhost
+      connection: local
+      gather_facts: false
+      tasks:
+        - name: Block the top talkers
+          netstate.tcp.peer_block: "{{ item }}"
+          loop: "{{ peer_block_args }}"
+          register: peer_block_result
+          ignore_errors: true
+        - name: Keep the result for the test
+          ansible.builtin.copy:
+            content: "{{ peer_block_result | to_json }}"
+            dest: "{{ result_file }}"
+            mode: "0600"
+          check_mode: false
+          diff: false
+""")
+
+
+def have(*tools):
+    for tool in tools:
+        require(shutil.which(tool) is not None, "needs %s (scripts/setup.sh installs it)" % tool)
+
+
+class Lab:
+    """Server namespace (10.77.0.1, fd77::1) and client namespace (10.77.0.2-5, fd77::2) on one veth."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.server = Namespace("nspb")
+        self.clients = Namespace("nspc")
+        link = self.server.name[-8:]
+        subprocess.run(["ip", "link", "add", "s" + link, "netns", self.server.name, "type", "veth",
+                        "peer", "name", "c" + link, "netns", self.clients.name], check=True)
+        self.server.run(["ip", "addr", "add", SERVER4 + "/24", "dev", "s" + link])
+        self.server.run(["ip", "addr", "add", SERVER6 + "/64", "dev", "s" + link, "nodad"])
+        self.server.run(["ip", "link", "set", "s" + link, "up"])
+        for address in (HOG, SSH_CLIENT, ALLOWED, QUIET):
+            self.clients.run(["ip", "addr", "add", address + "/24", "dev", "c" + link])
+        self.clients.run(["ip", "addr", "add", HOG6 + "/64", "dev", "c" + link, "nodad"])
+        self.clients.run(["ip", "link", "set", "c" + link, "up"])
+        self.runs = 0
+
+    def hold(self, namespace, *args):
+        proc = subprocess.Popen(["ip", "netns", "exec", namespace.name, sys.executable,
+                                 os.path.join(SUPPORT, "peerload.py")] + list(args),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        namespace.processes.append(proc)
+        line = proc.stdout.readline()
+        assert line.startswith("READY "), line
+        return json.loads(line[6:])
+
+    def load(self):
+        """The server listens (dual stack, so IPv4 peers show as ::ffff:a.b.c.d there); clients connect."""
+        self.hold(self.server, "serve", str(PORT))
+        self.hold(self.clients, "connect", SERVER4, str(PORT),
+                  *["%s:%d" % (a, n) for a, n in LOAD.items() if ":" not in a])
+        self.hold(self.clients, "connect", SERVER6, str(PORT), "%s:%d" % (HOG6, LOAD[HOG6]))
+        # The host's own address and loopback, both far over the limit: never blocked.
+        self.hold(self.server, "connect", SERVER4, str(PORT), "%s:15" % SERVER4)
+        self.hold(self.server, "connect", "127.0.0.1", str(PORT), "127.0.0.1:15")
+
+    def peer_block(self, args, check=False, diff=False, env=None, parent_env=None):
+        """ansible-playbook in the server namespace; returns (registered result, seconds taken).
+
+        args: the module's arguments, or a list of argument sets run as one loop (a list of results)."""
+        self.runs += 1
+        playbook = self.tmp_path / "peer_block.yml"
+        playbook.write_text(PLAYBOOK)
+        result_file = self.tmp_path / ("result-%d.json" % self.runs)
+        extra = self.tmp_path / ("vars-%d.json" % self.runs)
+        arg_sets = args if isinstance(args, list) else [args]
+        extra.write_text(json.dumps({"peer_block_args": arg_sets, "result_file": str(result_file)}))
+        command = ["ansible-playbook", "-i", "localhost,", str(playbook), "-e", "@%s" % extra]
+        if check:
+            command.append("--check")
+        if diff:
+            command.append("--diff")
+        environment = dict(os.environ)
+        environment.pop("SSH_CONNECTION", None)
+        environment.pop("SSH_CLIENT", None)
+        environment.update(env or {})
+        argv = ["ip", "netns", "exec", self.server.name]
+        if parent_env:
+            # A parent process holds SSH_CONNECTION, ansible-playbook below it does not (as under sudo).
+            argv += ["env"] + ["%s=%s" % item for item in parent_env.items()]
+            argv += ["sh", "-c", 'env -u SSH_CONNECTION -u SSH_CLIENT "$@"; exit $?', "sh"]
+        started = time.monotonic()
+        done = subprocess.run(argv + command, env=environment, capture_output=True, text=True, timeout=300,
+                              check=False)
+        took = time.monotonic() - started
+        assert done.returncode == 0, done.stdout + done.stderr
+        registered = json.loads(result_file.read_text())
+        results = registered["results"]
+        if isinstance(args, list):
+            return results, took
+        # A loop's warnings are gathered at the top of the registered result.
+        results[0].setdefault("warnings", registered.get("warnings", []))
+        return results[0], took
+
+    def nft_active(self):
+        """Addresses in the table's sets, from nft -j (None when the table does not exist)."""
+        listed = self.server.run(["nft", "-j", "list", "table", "inet", "netstate_tcp"], check=False)
+        if listed.returncode != 0:
+            return None
+        members = set()
+        for item in json.loads(listed.stdout)["nftables"]:
+            for element in item.get("set", {}).get("elem", []):
+                members.add(element["elem"]["val"] if isinstance(element, dict) else element)
+        return members
+
+    def ipset_active(self):
+        members = set()
+        found = False
+        for name in ("netstate_tcp_ipv4", "netstate_tcp_ipv6"):
+            listed = self.server.run(["ipset", "list", name], check=False)
+            if listed.returncode != 0:
+                continue
+            found = True
+            members |= {line.split()[0] for line in listed.stdout.split("Members:", 1)[1].splitlines()
+                        if line.strip()}
+        return members if found else None
+
+    def can_connect(self, source, destination=SERVER4, timeout=2.0):
+        probe = ("import socket,sys\n"
+                 "s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+                 "s.bind((sys.argv[1],0)); s.settimeout(float(sys.argv[3]))\n"
+                 "try:\n s.connect((sys.argv[2],%d)); print('ok')\n"
+                 # closed with a reset: no socket is left behind to change the next count
+                 " s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\\1\\0\\0\\0\\0\\0\\0\\0')\n"
+                 "except OSError as e:\n print(e)\n") % PORT
+        out = self.clients.run([sys.executable, "-c", probe, source, destination, str(timeout)]).stdout
+        return out.strip() == "ok"
+
+    def close(self):
+        self.clients.close()
+        self.server.close()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    have("nft", "ipset", "iptables", "ip6tables")
+    the_lab = Lab(tmp_path)
+    try:
+        the_lab.load()
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+BASE = {"max_connections": LIMIT, "allow": [ALLOWED + "/32", "2001:db8::/32"], "duration": 300}
+SSH_ENV = {"SSH_CONNECTION": "%s 50022 %s 22" % (SSH_CLIENT, SERVER4)}
+
+
+def test_engine_counts_every_peer_like_ss(lab):
+    from ansible_collections.netstate.tcp.plugins.module_utils import _procfs, engine
+
+    oracle = Snapshot(lab.server.name, top=3).peers()
+    with _procfs.NetNamespace(lab.server.path):
+        counted = engine.peer_connections()
+        established_on_port = engine.peer_connections(states=["ESTABLISHED"], local_port=PORT)
+        other_port = engine.peer_connections(local_port=PORT + 1)
+        from_proc = engine.peer_connections(backend="proc")
+    assert counted["peers"] == {address: row["total"] for address, row in oracle.items()}
+    assert len(counted["peers"]) > 3  # all of them, not a top-N
+    assert from_proc["peers"] == counted["peers"]
+    assert established_on_port["peers"][HOG] == LOAD[HOG] and established_on_port["peers"][HOG6] == LOAD[HOG6]
+    # The clients' side of the self connections has a random local port: only the server side counts.
+    assert established_on_port["peers"][SERVER4] == 15
+    assert other_port["peers"] == {}
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_block_check_real_idempotent_absent(lab, backend):
+    args = dict(BASE, backend=backend)
+    active = lab.nft_active if backend == "nftables" else lab.ipset_active
+
+    checked, _took = lab.peer_block(args, check=True, diff=True, env=SSH_ENV)
+    assert not checked.get("failed"), checked
+    assert checked["changed"] is True
+    assert checked["blocked"] == [{"address": HOG, "connections": LOAD[HOG]},
+                                  {"address": HOG6, "connections": LOAD[HOG6]}]
+    assert checked["diff"] == {"before": {"active": []}, "after": {"active": [HOG, HOG6]}}
+    assert active() is None and lab.nft_active() is None  # check mode created nothing
+    assert lab.can_connect(HOG)
+
+    started = time.monotonic()
+    real, took = lab.peer_block(args, env=SSH_ENV)
+    assert real["changed"] is True and real["backend"] == backend
+    assert real["blocked"] == checked["blocked"]
+    assert active() == {HOG, HOG6}
+    assert [item["address"] for item in real["active"]] == [HOG, HOG6]
+    assert all(0 < item["expires_in"] <= 300 for item in real["active"])
+    spared = {item["address"]: (item["reason"], item["connections"]) for item in real["spared"]}
+    assert spared == {SSH_CLIENT: ("ssh_client", LOAD[SSH_CLIENT]), ALLOWED: ("allow", LOAD[ALLOWED]),
+                      SERVER4: ("own_address", 30), "127.0.0.1": ("loopback", 30)}
+    assert real["ssh_client"] == {"address": SSH_CLIENT, "source": "SSH_CONNECTION"}
+    blocked_after = time.monotonic() - started
+    assert not lab.can_connect(HOG) and not lab.can_connect(HOG6, SERVER6)
+    for source in (SSH_CLIENT, ALLOWED, QUIET):
+        assert lab.can_connect(source), source
+    print("\n%s: %d peers, %d connections counted; blocked %s within %.1fs (module run %.1fs)" % (
+        backend, real["counted"]["peers"], real["counted"]["connections"],
+        ", ".join("%s (%d)" % (b["address"], b["connections"]) for b in real["blocked"]), blocked_after, took))
+
+    again, _took = lab.peer_block(args, env=SSH_ENV)
+    assert again["changed"] is False and again["blocked"] == []
+    assert active() == {HOG, HOG6}
+
+    removed, _took = lab.peer_block({"state": "absent", "backend": backend}, diff=True)
+    assert removed["changed"] is True
+    assert [item["address"] for item in removed["removed"]] == [HOG, HOG6]
+    assert active() is None
+    assert lab.can_connect(HOG) and lab.can_connect(HOG6, SERVER6)
+    if backend == "iptables":
+        rules = lab.server.run(["iptables", "-S"]).stdout + lab.server.run(["ip6tables", "-S"]).stdout
+        assert "NETSTATE_TCP" not in rules
+    removed_again, _took = lab.peer_block({"state": "absent", "backend": backend})
+    assert removed_again["changed"] is False
+
+
+def test_ssh_client_found_in_a_parent_process_after_become(lab):
+    """become (sudo) resets the environment: the SSH client is then read from an ancestor process."""
+    result, _took = lab.peer_block(dict(BASE, duration=0), parent_env=SSH_ENV)
+    assert result["ssh_client"]["address"] == SSH_CLIENT
+    assert result["ssh_client"]["source"].startswith("SSH_CONNECTION of process ")
+    assert {"address": SSH_CLIENT, "connections": LOAD[SSH_CLIENT], "reason": "ssh_client"} in result["spared"]
+    assert SSH_CLIENT not in lab.nft_active()
+    assert [item["expires_in"] for item in result["active"]] == [None, None]  # duration 0: until removed
+
+
+def test_without_ssh_client_it_warns_and_max_blocks_defers(lab):
+    result, _took = lab.peer_block(dict(BASE, max_blocks=1))
+    assert result["ssh_client"] is None
+    assert any("no SSH client address found" in str(warning) for warning in result["warnings"])
+    # Without the SSH client known, 10.77.0.3 is just another peer over the limit.
+    assert result["blocked"] == [{"address": HOG, "connections": LOAD[HOG]}]
+    assert result["deferred"] == [{"address": HOG6, "connections": LOAD[HOG6]},
+                                  {"address": SSH_CLIENT, "connections": LOAD[SSH_CLIENT]}]
+    assert lab.nft_active() == {HOG}
+
+
+BAD_OPTIONS = [
+    ({"max_connections": 0}, "max_connections: 0 is out of range"),
+    ({"max_connections": 5, "allow": ["10.0.0.0/33"]}, "allow: '10.0.0.0/33' is not an IPv4/IPv6 address or CIDR"),
+    ({"max_connections": 5, "allow": ["example.org"]}, "allow: 'example.org'"),
+    ({"max_connections": 5, "duration": -1}, "duration: -1 is out of range"),
+    ({"max_connections": 5, "max_blocks": 0}, "max_blocks: 0 is out of range"),
+    ({"max_connections": 5, "local_port": 70000}, "local_port: 70000 is out of range"),
+    ({"max_connections": 5, "states": ["LISTEN"]}, "LISTEN"),
+    ({"max_connections": 5, "backend": "pf"}, "backend"),
+    ({"state": "present"}, "max_connections"),
+]
+
+
+def test_bad_options_fail_before_anything_is_touched(lab):
+    results, _took = lab.peer_block([args for args, _message in BAD_OPTIONS])
+    for (args, message), result in zip(BAD_OPTIONS, results):
+        assert result["failed"] is True, args
+        assert message in result["msg"], (args, result["msg"])
+    assert len(results) == len(BAD_OPTIONS)
+    assert lab.nft_active() is None and lab.ipset_active() is None
+    assert lab.can_connect(HOG)
