@@ -1,6 +1,6 @@
 """Private helper of benchmarks/bench_engine.py: time one in-process call in a fresh process.
 
-    python _inproc.py {engine|floor|floor_raw|psutil} COLLECTIONS_DIR [GATHER_SUBSET,...]
+    python _inproc.py {engine|hotloop|floor|floor_raw|psutil} COLLECTIONS_DIR [GATHER_SUBSET,...]
     python _inproc.py profile COLLECTIONS_DIR   (cProfile of one warm engine.gather(), as text)
 
 Runs the call once to warm up (imports, first page faults), then once more timed, and prints
@@ -94,7 +94,37 @@ def psutil_call(_collections, _subset=None):
     return call, summary
 
 
-CALLS = {"engine": engine_call, "floor": floor_call, "floor_raw": floor_raw_call, "psutil": psutil_call}
+def hotloop_call(collections, _subset=None):
+    """The engine's per-socket loop alone: TcpAggregate.consume_netlink over a dump captured once.
+
+    The dump (connections of both families, as the engine asks for them) is received before
+    the warm-up, so the timed call is Python work only: no kernel time, no receive.
+    """
+    sys.path.insert(0, collections)
+    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink, engine
+    listeners = engine.TcpAggregate(frozenset(), (1024, 65535))
+    buffers = []
+
+    def keep(buf, length):
+        buffers.append((buf, length))
+        return engine.each_message(buf, length, lambda _buf, _off: None)
+
+    for family in (socket.AF_INET, socket.AF_INET6):
+        _netlink.dump(family, socket.IPPROTO_TCP, engine.LISTEN_MASK, listeners.consume_listeners)
+    ports = frozenset(item["port"] for item in listeners.listeners)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        _netlink.dump(family, socket.IPPROTO_TCP, engine.CONNECTION_MASK, keep)
+
+    def call():
+        tcp = engine.TcpAggregate(ports, (1024, 65535))
+        for buf, length in buffers:
+            tcp.consume_netlink(buf, length)
+        return tcp
+    return call, lambda tcp: {"sockets": sum(sum(counts) for counts in tcp.family_states.values())}
+
+
+CALLS = {"engine": engine_call, "floor": floor_call, "floor_raw": floor_raw_call, "psutil": psutil_call,
+         "hotloop": hotloop_call}
 
 
 def profile(collections):

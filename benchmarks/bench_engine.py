@@ -614,9 +614,11 @@ def socket_phase(args, runner, workers, payloads, namespaces, site_packages):
              [TARGET_PYTHON, module_file, args_file], env=direct_env, check=module_facts_check("netstate")),
         Tool("engine", "engine.gather() in-process", [BENCH_PYTHON, INPROC, "engine", COLLECTIONS], kind="inproc"),
         Tool("engine_no_listeners", "engine.gather(), default subset minus listeners",
-             [BENCH_PYTHON, INPROC, "engine", COLLECTIONS, "states,ports,peers,counters"], kind="inproc"),
+             [BENCH_PYTHON, INPROC, "engine", COLLECTIONS, "states,ports,peers,counters,timers"], kind="inproc"),
         Tool("engine_states", "engine.gather(gather_subset=states)",
              [BENCH_PYTHON, INPROC, "engine", COLLECTIONS, "states"], kind="inproc"),
+        Tool("hotloop", "engine hot loop alone: TcpAggregate.consume_netlink over a captured dump",
+             [BENCH_PYTHON, INPROC, "hotloop", COLLECTIONS], kind="inproc"),
         Tool("floor", "floor: _netlink.dump_raw, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
              kind="inproc"),
         Tool("floor_raw", "floor: bench's own recv loop, 1 MiB buffer",
@@ -626,7 +628,20 @@ def socket_phase(args, runner, workers, payloads, namespaces, site_packages):
         Tool("psutil", "psutil.net_connections(kind='tcp')", [BENCH_PYTHON, INPROC, "psutil", COLLECTIONS],
              kind="inproc", timeout=600),
     ]
+    if args.baseline:
+        tools += [
+            Tool("engine_baseline", "engine.gather() in-process, --baseline tree",
+                 [BENCH_PYTHON, INPROC, "engine", args.baseline], kind="inproc"),
+            Tool("hotloop_baseline", "engine hot loop alone, --baseline tree",
+                 [BENCH_PYTHON, INPROC, "hotloop", args.baseline], kind="inproc"),
+        ]
     engine_tool = next(tool for tool in tools if tool.key == "engine")
+    if args.tools:
+        unknown = set(args.tools) - {tool.key for tool in tools}
+        if unknown:
+            raise BenchError("--tools: unknown %s (choose from %s)"
+                             % (", ".join(sorted(unknown)), ", ".join(tool.key for tool in tools)))
+        tools = [tool for tool in tools if tool.key in args.tools]
     mix = SocketMix(workers, max(args.sizes))
     mix.start()
     per_size, checks = {}, []
@@ -671,14 +686,15 @@ def evaluate_targets(sockets, listeners):
     add("connection_facts process <= 0.6x netstat -ant | awk", ratio(sizes, largest, "module", "netstat_awk"), 0.6,
         "max")
     floors = [key for key in ("floor", "floor_raw") if key in sizes[largest]]
-    floor = min(floors, key=lambda key: sizes[largest][key]["median_ms"])
-    add("engine <= 2.5x the floor (%s)" % floor, ratio(sizes, largest, "engine", floor), 2.5, "max")
+    if floors:  # --tools may leave them out
+        floor = min(floors, key=lambda key: sizes[largest][key]["median_ms"])
+        add("engine <= 2.5x the floor (%s)" % floor, ratio(sizes, largest, "engine", floor), 2.5, "max")
     add("engine >= 5x faster than psutil", ratio(sizes, largest, "psutil", "engine"), 5.0, "min")
     if listeners:
         value = listeners["listen_ports_facts"]["median_ms"] / listeners["listener_facts"]["median_ms"]
         add("listener_facts >= 20x faster than listen_ports_facts", value, 20.0, "min")
-    ours = [("connection_facts", sizes[largest]["module"]["rss_mib"]),
-            ("engine", sizes[largest]["engine"]["rss_mib"])]
+    ours = [(name, sizes[largest][key]["rss_mib"])
+            for name, key in (("connection_facts", "module"), ("engine", "engine")) if key in sizes[largest]]
     if listeners:
         ours.append(("listener_facts", listeners["listener_facts"]["rss_mib"]))
     if any(rss is None for _name, rss in ours):
@@ -723,8 +739,8 @@ def load_average():
         return " ".join(handle.read().split()[:3])
 
 
-ROW_ORDER = ["module", "module_direct", "engine", "engine_no_listeners", "engine_states", "floor", "floor_raw",
-             "ss_awk", "netstat_awk", "psutil"]
+ROW_ORDER = ["module", "module_direct", "engine", "engine_baseline", "engine_no_listeners", "engine_states",
+             "hotloop", "hotloop_baseline", "floor", "floor_raw", "ss_awk", "netstat_awk", "psutil"]
 
 
 def mib(value):
@@ -769,6 +785,8 @@ def render(report):
             ("engine / floor (bench recv loop)", "engine", "floor_raw"),
             ("engine, default subset minus listeners / floor (`_netlink.dump_raw`)", "engine_no_listeners", "floor"),
             ("psutil / engine", "psutil", "engine"),
+            ("engine / engine of the --baseline tree", "engine", "engine_baseline"),
+            ("hot loop / hot loop of the --baseline tree", "hotloop", "hotloop_baseline"),
             ("AnsiballZ process / engine in-process", "module", "engine")):
         values = [ratio(sockets["sizes"], size, numerator, denominator) for size in sizes]
         values.append(cpu_ratio(sockets["sizes"], largest, numerator, denominator))
@@ -837,6 +855,14 @@ def parse_args(argv):
                         help="measure nothing: print (and with --write-doc, write) the table of a saved "
                              "benchmarks/results/bench-*.json")
     parser.add_argument("--write-doc", action="store_true", help="write the table into docs/performance.md")
+    parser.add_argument("--baseline", metavar="COLLECTIONS",
+                        help="also time engine.gather() and the hot loop of another tree, in the same rounds "
+                             "(a directory holding ansible_collections/netstate/tcp, e.g. an older checkout's "
+                             ".build/collections)")
+    parser.add_argument("--tools", type=lambda text: [part for part in text.split(",") if part],
+                        help="time only these rows of the socket phase (keys: module, module_direct, engine, "
+                             "engine_no_listeners, engine_states, hotloop, floor, floor_raw, ss_awk, netstat_awk, "
+                             "psutil, engine_baseline, hotloop_baseline); default all")
     return parser.parse_args(argv)
 
 

@@ -36,18 +36,33 @@ MSG_HEAD = struct.Struct("=IH")
 # inet_diag_req_v2: family, protocol, ext, pad, states, then an all-zero inet_diag_sockid (48 bytes).
 INET_DIAG_REQ_V2 = struct.Struct("=BBBxI48x")
 
-# Offsets inside one netlink message (nlmsghdr is 16 bytes, inet_diag_msg follows).
+# Offsets inside one netlink message (nlmsghdr is 16 bytes, inet_diag_msg follows; the kernel's
+# include/uapi/linux/inet_diag.h: idiag_family, idiag_state, idiag_timer, idiag_retrans, the
+# 48-byte inet_diag_sockid, idiag_expires, idiag_rqueue, idiag_wqueue, idiag_uid, idiag_inode).
 OFF_FAMILY = 16
 OFF_STATE = 17
+OFF_TIMER = 18
+OFF_RETRANS = 19
 OFF_SPORT = 20
 OFF_DPORT = 22
 OFF_SRC = 24
 OFF_DST = 40
+OFF_EXPIRES = 68
 OFF_RQUEUE = 72
 OFF_WQUEUE = 76
 OFF_UID = 80
 OFF_INODE = 84
 MSG_MIN_LEN = 88
+
+# One unpack for what the connection loop reads of every message: nlmsg_len, nlmsg_type, then
+# idiag_family, idiag_state, idiag_timer, idiag_retrans, then idiag_rqueue and idiag_wqueue.
+# It needs OFF_WQUEUE + 4 bytes: a shorter tail of a buffer can only be NLMSG_DONE (20 bytes).
+MSG_FIXED = struct.Struct("=IH%dxBBBB%dxII" % (OFF_FAMILY - MSG_HEAD.size, OFF_RQUEUE - OFF_RETRANS - 1))
+
+# idiag_timer values (net/ipv4/inet_diag.c), named as tcp.timers names them.
+TIMER_NAMES = ("none", "retransmit", "keepalive", "time_wait", "zero_window_probe")
+TIMER_RETRANSMIT = 1
+TIMER_ZERO_WINDOW_PROBE = 4
 
 RECV_SIZE = 1 << 18
 

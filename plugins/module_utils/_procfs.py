@@ -48,7 +48,12 @@ def parse_proc_net(text, family):
     """Parse /proc/net/tcp(6) or udp(6) text into tuples.
 
     Yields (state, local_address, local_port, remote_address, remote_port, tx_queue,
-    rx_queue, uid, inode). Raises ProcFormatError on a malformed line.
+    rx_queue, uid, inode, timer, retransmits). Raises ProcFormatError on a malformed line.
+
+    timer is the "tr" column (0 none, 1 retransmit, 2 keepalive, 3 TIME_WAIT, 4 zero window
+    probe, as idiag_timer); retransmits is what sock_diag's idiag_retrans holds for that timer:
+    the "retrnsmt" column (icsk_retransmits), or for keepalive and zero window probes the
+    probes sent ("timeout" column, icsk_probes_out).
     """
     lines = text.splitlines()
     if not lines:
@@ -63,15 +68,81 @@ def parse_proc_net(text, family):
             local, local_port = fields[1].split(":")
             remote, remote_port = fields[2].split(":")
             tx_queue, rx_queue = fields[4].split(":")
+            timer = int(fields[5].split(":")[0], 16)
             yield (
                 int(fields[3], 16),
                 _hex_address(local, family), int(local_port, 16),
                 _hex_address(remote, family), int(remote_port, 16),
                 int(tx_queue, 16), int(rx_queue, 16),
                 int(fields[7]), int(fields[9]),
+                timer, int(fields[8]) if timer in (2, 4) else int(fields[6], 16),
             )
         except (ValueError, struct.error) as exc:
             raise ProcFormatError("line %d: %s" % (number, exc))
+
+
+# ---------------------------------------------------------------- /proc/net/igmp{,6}
+
+def _group_v4(text):
+    if len(text) != 8:
+        raise ProcFormatError("bad IPv4 group field %r" % text)
+    return socket.inet_ntop(socket.AF_INET, struct.pack("=I", int(text, 16)))
+
+
+def parse_igmp(text):
+    """/proc/net/igmp -> [(interface, group, users)].
+
+    A device line ``idx<TAB>name : count querier`` is followed by one line per group, each
+    starting with a tab: ``group users timer_running:expires reporter``, group as the kernel's
+    %08X of the address in network order (so host-order hex on little-endian machines).
+    """
+    lines = text.splitlines()
+    if not lines:
+        return []
+    if not lines[0].startswith("Idx"):
+        raise ProcFormatError("missing header line")
+    result = []
+    device = None
+    for number, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        try:
+            if line[0] in " \t":
+                if device is None:
+                    raise ValueError("group line before any device line")
+                fields = line.split()
+                if len(fields) < 2:
+                    raise ValueError("%d fields, expected at least 2" % len(fields))
+                result.append((device, _group_v4(fields[0]), int(fields[1], 10)))
+            else:
+                head, sep, _rest = line.partition(":")
+                fields = head.split()
+                if not sep or len(fields) != 2 or not fields[0].isdigit():
+                    raise ValueError("bad device line %r" % line)
+                device = fields[1]
+        except ValueError as exc:
+            raise ProcFormatError("line %d: %s" % (number, exc))
+    return result
+
+
+def parse_igmp6(text):
+    """/proc/net/igmp6 -> [(interface, group, users)]: ``ifindex name group32hex users flags timer``."""
+    result = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) < 4:
+            raise ProcFormatError("line %d has %d fields, expected at least 4" % (number, len(fields)))
+        if len(fields[2]) != 32 or not fields[0].isdigit():
+            raise ProcFormatError("line %d: bad index or group field in %r" % (number, line))
+        try:
+            group = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[2]))
+            users = int(fields[3], 10)
+        except ValueError as exc:
+            raise ProcFormatError("line %d: %s" % (number, exc))
+        result.append((fields[1], group, users))
+    return result
 
 
 def read_text(path):

@@ -39,13 +39,14 @@ from . import _escape as escape
 from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
-SUBSETS = ("all", "default", "min", "states", "ports", "peers", "listeners", "counters", "processes", "sockets")
+SUBSETS = ("all", "default", "min", "states", "ports", "peers", "listeners", "counters", "timers", "processes",
+           "sockets", "routes", "multicast")
 BACKENDS = ("auto", "netlink", "proc")
 PROTOCOLS = ("tcp", "udp", "all")
 TCP_STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
               "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
 # What a poll needs by default: everything except the per-process walk and the raw socket list.
-DEFAULT_SUBSET = ["states", "ports", "peers", "listeners", "counters"]
+DEFAULT_SUBSET = ["states", "ports", "peers", "listeners", "counters", "timers"]
 TOP_RANGE = (1, 10000)
 SAMPLE_RANGE = (0.0, 60.0)
 MAX_SOCKETS_RANGE = (0, 1000000)
@@ -254,6 +255,34 @@ def _add_document(out: _Exposition, facts: dict, extra: dict) -> None:
                 "TIME_WAIT sockets among them.", busiest.get("time_wait"), where)
         out.add("netstate_tcp_ephemeral_busiest_share", "gauge",
                 "Those sockets as a share (0..1) of the ephemeral port range.", busiest.get("share"), where)
+
+    for timer, count in sorted((tcp.get("timers") or {}).items()):
+        out.add("netstate_tcp_timer_sockets", "gauge", "TCP sockets (not LISTEN) by the kernel timer pending on them.",
+                count, _labels(extra, timer=timer))
+    queues = tcp.get("queues") or {}
+    for queue in ("recv", "send"):
+        out.add("netstate_tcp_queue_bytes", "gauge",
+                "Bytes queued on TCP sockets (not LISTEN): recv not yet read by the application (ss Recv-Q), "
+                "send not yet acknowledged by the peer (ss Send-Q).",
+                queues.get("%s_bytes" % queue), _labels(extra, queue=queue))
+        out.add("netstate_tcp_queue_sockets", "gauge", "TCP sockets (not LISTEN) with a non-empty queue.",
+                queues.get("%s_sockets" % queue), _labels(extra, queue=queue))
+    for entry in queues.get("send_ports") or []:
+        where = _labels(extra, port=entry.get("port"), side=entry.get("side"))
+        out.add("netstate_tcp_send_queue_port_sockets", "gauge",
+                "TCP sockets with a send queue, by service port (side local: a listener's port, side remote: the "
+                "remote port of outgoing connections), top N by bytes.", entry.get("sockets"), where)
+        out.add("netstate_tcp_send_queue_port_bytes", "gauge", "Bytes in those send queues.", entry.get("bytes"), where)
+        out.add("netstate_tcp_send_queue_port_stalled_sockets", "gauge",
+                "Those sockets whose peer advertises a zero window or does not acknowledge (probe or retransmission "
+                "under way).", entry.get("stalled"), where)
+    for peer in tcp.get("retransmitting") or []:
+        where = _labels(extra, address=peer.get("address"))
+        out.add("netstate_tcp_retransmitting_sockets", "gauge",
+                "TCP sockets to a peer whose retransmit timer has fired (top N peers).", peer.get("sockets"), where)
+        out.add("netstate_tcp_retransmitting_retransmits", "gauge",
+                "Sum over those sockets of the retransmissions in a row of their oldest unacknowledged segment "
+                "(a gauge: it falls back to 0 when the peer acknowledges).", peer.get("retransmits"), where)
 
     udp = facts.get("udp") or {}
     out.add("netstate_udp_sockets", "gauge", "UDP sockets.", udp.get("total"), extra)

@@ -16,10 +16,12 @@ __metaclass__ = type
 
 import os
 import socket
+import struct
 import time
 
 from . import _netlink as netlink
 from . import _procfs as procfs
+from . import _rtnetlink as rtnetlink
 
 # Kernel TCP state numbers (include/net/tcp_states.h).
 STATE_NAMES = (
@@ -38,8 +40,9 @@ LISTEN_MASK = 1 << LISTEN
 CONNECTION_MASK = TCP_ALL_MASK & ~LISTEN_MASK
 UDP_ALL_MASK = 0xFFFFFFFF
 
-SUBSETS = ("states", "ports", "peers", "listeners", "counters", "processes", "sockets")
-DEFAULT_SUBSET = ("states", "ports", "peers", "listeners", "counters")
+SUBSETS = ("states", "ports", "peers", "listeners", "counters", "timers", "processes", "sockets", "routes",
+           "multicast")
+DEFAULT_SUBSET = ("states", "ports", "peers", "listeners", "counters", "timers")
 BACKENDS = ("auto", "netlink", "proc")
 DUMP_ATTEMPTS = 3
 MAX_SAMPLE_INTERVAL = 60
@@ -185,7 +188,9 @@ class TcpAggregate:
     def __init__(self, listen_ports, port_range, want_sockets=0, want_inodes=False):
         self.listen_ports = listen_ports
         self.low, self.high = port_range
-        self.family_states = {socket.AF_INET: [0] * 16, socket.AF_INET6: [0] * 16}
+        # Counts by (state, idiag_timer) in one list per family, indexed state | timer << 4: one
+        # increment per socket for both. states() and timer_counts() fold them.
+        self.family_states = {socket.AF_INET: [0] * 4096, socket.AF_INET6: [0] * 4096}
         # server side: port -> [count per state]; peers seen from the server side
         self.local = {}
         self.server_peers = [None] + [{} for _state in range(15)]
@@ -197,10 +202,16 @@ class TcpAggregate:
         self.sockets_seen = 0
         self.inode_states = {} if want_inodes else None
         self._client_summary = None
+        # recv_bytes, send_bytes, recv_sockets, send_sockets over non-LISTEN sockets
+        self.queue_totals = [0, 0, 0, 0]
+        # (port, side) -> [sockets, bytes, stalled] of sockets with a send queue
+        self.send_ports = {}
+        # raw peer address -> [sockets, retransmits] of sockets with a retransmission under way
+        self.retransmits = {}
 
     # The hot loop: one call per receive buffer of the connection dump.
     def consume_netlink(self, buf, length):
-        unpack = netlink.MSG_HEAD.unpack_from
+        unpack = netlink.MSG_FIXED.unpack_from
         listen_ports = self.listen_ports
         family_states = self.family_states
         local = self.local
@@ -210,14 +221,15 @@ class TcpAggregate:
         min_len = netlink.MSG_MIN_LEN
         off = 0
         while off < length:
-            msg_len, msg_type = unpack(buf, off)
+            try:
+                msg_len, msg_type, family, state, timer, retrans, rqueue, wqueue = unpack(buf, off)
+            except struct.error:
+                return off  # less than a whole inet_diag_msg left: the 20-byte NLMSG_DONE
             if msg_type != 20:
                 return off
             if msg_len < min_len or off + msg_len > length:
                 raise netlink.malformed(off, msg_len, length)
-            family = buf[off + 16]
-            state = buf[off + 17]
-            family_states[family][state] += 1
+            family_states[family][state | timer << 4] += 1
             sport = (buf[off + 20] << 8) | buf[off + 21]
             dst_end = off + 44 if family == 2 else off + 56
             if sport in listen_ports:
@@ -233,10 +245,42 @@ class TcpAggregate:
                 side = client[state]
                 key = buf[off + 22:dst_end]
                 side[key] = side.get(key, 0) + 1
+            if rqueue or wqueue or retrans:
+                # rare on most hosts: data waiting, or a retransmission/probe under way
+                if sport in listen_ports:
+                    port, side_name = sport, "local"
+                else:
+                    port, side_name = (buf[off + 22] << 8) | buf[off + 23], "remote"
+                self._queued(port, side_name, buf[off + 40:dst_end], timer, retrans, rqueue, wqueue)
             if detail:
                 self._detail(buf, off, state)
             off += (msg_len + 3) & ~3
         return None
+
+    def _queued(self, port, side, peer, timer, retrans, rqueue, wqueue):
+        """Queues and retransmissions of one non-LISTEN socket that has any."""
+        totals = self.queue_totals
+        retransmitting = timer == netlink.TIMER_RETRANSMIT and retrans > 0
+        if rqueue:
+            totals[0] += rqueue
+            totals[2] += 1
+        if wqueue:
+            totals[1] += wqueue
+            totals[3] += 1
+            entry = self.send_ports.get((port, side))
+            if entry is None:
+                entry = self.send_ports[(port, side)] = [0, 0, 0]
+            entry[0] += 1
+            entry[1] += wqueue
+            if retransmitting or timer == netlink.TIMER_ZERO_WINDOW_PROBE:
+                entry[2] += 1
+        if retransmitting:
+            peer = _plain_raw(peer)
+            entry = self.retransmits.get(peer)
+            if entry is None:
+                entry = self.retransmits[peer] = [0, 0]
+            entry[0] += 1
+            entry[1] += retrans
 
     def _detail(self, buf, off, state):
         decoded = decode_message(buf, off)
@@ -263,7 +307,7 @@ class TcpAggregate:
 
     # /proc fallback: same counts from parsed lines.
     def add_proc(self, family, entry):
-        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry
+        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode, timer, retrans = entry
         if state == LISTEN:
             self.family_states[family][LISTEN] += 1
             self.listeners.append({
@@ -274,18 +318,22 @@ class TcpAggregate:
         else:
             if state >= 16:
                 return
-            self.family_states[family][state] += 1
+            self.family_states[family][state | (timer & 0xFF) << 4] += 1
             peer = socket.inet_pton(socket.AF_INET6 if ":" in raddr else socket.AF_INET, raddr)
             if lport in self.listen_ports:
                 counts = self.local.setdefault(lport, [0] * 16)
                 counts[state] += 1
                 peers = self.server_peers[state]
                 peers[peer] = peers.get(peer, 0) + 1
+                port, side_name = lport, "local"
             else:
                 src = socket.inet_pton(socket.AF_INET6 if ":" in laddr else socket.AF_INET, laddr)
                 key = rport.to_bytes(2, "big") + src.ljust(16, b"\0") + peer
                 side = self.client[state]
                 side[key] = side.get(key, 0) + 1
+                port, side_name = rport, "remote"
+            if rx_q or tx_q or retrans:
+                self._queued(port, side_name, peer, timer, retrans, rx_q, tx_q)
         if self.inode_states is not None:
             self.inode_states[inode] = state
         self.sockets_seen += 1
@@ -300,10 +348,12 @@ class TcpAggregate:
     # ------------------------------------------------------------ results
 
     def states(self):
-        total_counts = [a + b for a, b in zip(self.family_states[socket.AF_INET], self.family_states[socket.AF_INET6])]
+        by_state = {family: [sum(counts[state::16]) for state in range(16)]
+                    for family, counts in self.family_states.items()}
+        total_counts = [a + b for a, b in zip(by_state[socket.AF_INET], by_state[socket.AF_INET6])]
         families = {}
         for family, label in FAMILIES:
-            states = _states_from(self.family_states[family])
+            states = _states_from(by_state[family])
             families[label] = {"total": sum(states.values()), "states": states}
         states = _states_from(total_counts)
         return {"total": sum(states.values()), "states": states, "families": families}
@@ -378,6 +428,31 @@ class TcpAggregate:
                        "share": round(count / size, 6) if size else None}
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
 
+    def timer_counts(self):
+        """Non-LISTEN sockets by idiag_timer."""
+        timers = [0] * 256
+        for counts in self.family_states.values():
+            for index, count in enumerate(counts):
+                if count and index & 15 != LISTEN:
+                    timers[index >> 4] += count
+        return {name: timers[number] for number, name in enumerate(netlink.TIMER_NAMES)}
+
+    def queues(self, top):
+        recv_bytes, send_bytes, recv_sockets, send_sockets = self.queue_totals
+        rows = sorted(self.send_ports.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))[:top]
+        return {
+            "recv_bytes": recv_bytes, "send_bytes": send_bytes,
+            "recv_sockets": recv_sockets, "send_sockets": send_sockets,
+            "send_ports": [{"port": port, "side": side, "sockets": sockets, "bytes": size, "stalled": stalled}
+                           for (port, side), (sockets, size, stalled) in rows],
+        }
+
+    def retransmitting(self, top):
+        rows = [(_peer_key(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
+        rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
+        return [{"address": address, "sockets": sockets, "retransmits": retransmits}
+                for address, sockets, retransmits in rows[:top]]
+
     def established_on(self, port):
         counts = self.local.get(port)
         return counts[ESTABLISHED] if counts else 0
@@ -436,7 +511,7 @@ class UdpAggregate:
             self._keep(decode_message(buf, off))
 
     def add_proc(self, family, entry):
-        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry
+        state, laddr, lport, raddr, rport, tx_q, rx_q, uid, inode = entry[:9]
         self.families[family] += 1
         self._keep({
             "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": state,
@@ -709,6 +784,10 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
         facts["tcp"]["ephemeral"] = tcp.ephemeral()
     if "peers" in want:
         facts["tcp"]["peers"] = tcp.peers(top)
+    if "timers" in want:
+        facts["tcp"]["timers"] = tcp.timer_counts()
+        facts["tcp"]["queues"] = tcp.queues(top)
+        facts["tcp"]["retransmitting"] = tcp.retransmitting(top)
     if "listeners" in want or "processes" in want:
         listeners, account, inode_pids = _listeners(tcp, udp, proc, "processes" in want, warnings, walk,
                                                     dump_seconds)
@@ -732,6 +811,10 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
             counters = _read_counters(proc)
         counters["sysctl"] = procfs.read_sysctls(proc)
         facts["counters"] = counters
+    if "routes" in want:
+        facts["routes"] = _routes()
+    if "multicast" in want:
+        facts["multicast"] = _multicast(proc)
     if "sockets" in want:
         facts["sockets"] = (tcp.sockets + udp.sockets)[:max_sockets]
         facts["sockets_truncated"] = tcp.sockets_seen + len(udp.sockets) > max_sockets
@@ -853,3 +936,56 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
             counter.add_proc(entry)
     peers = counter.result()
     return {"backend": "proc", "peers": peers, "total": sum(peers.values())}
+
+
+# ---------------------------------------------------------------- routes and multicast groups
+
+def parse_route_messages(messages, tables=None, protocols=None, interface_name=None):
+    """RTM_NEWROUTE payloads -> route dicts (docs/facts-contract.md); GatherError names the bad message."""
+    routes = []
+    for number, data in enumerate(messages, 1):
+        try:
+            route = rtnetlink.parse_route(data, tables, protocols, interface_name)
+        except rtnetlink.RouteFormatError as exc:
+            raise GatherError("routes: rtnetlink RTM_NEWROUTE message %d: %s" % (number, exc))
+        if route is not None:
+            routes.append(route)
+    return routes
+
+
+def _routes(etc="/etc/iproute2"):
+    tables = rtnetlink.read_names(os.path.join(etc, "rt_tables"), rtnetlink.TABLES)
+    protocols = rtnetlink.read_names(os.path.join(etc, "rt_protos"), rtnetlink.PROTOCOLS)
+    last = None
+    for _attempt in range(DUMP_ATTEMPTS):
+        try:
+            messages = [data for family, _label in FAMILIES for data in rtnetlink.dump_routes(family)]
+        except rtnetlink.RouteDumpInterrupted as exc:
+            last = exc
+            continue
+        except rtnetlink.RouteDumpError as exc:
+            raise GatherError("routes: %s" % exc)
+        return parse_route_messages(messages, tables, protocols)
+    raise GatherError("routes: rtnetlink dump interrupted %d times in a row (%s)" % (DUMP_ATTEMPTS, last))
+
+
+def parse_multicast(text, source, family):
+    """/proc/net/igmp (family ipv4) or igmp6 (ipv6) text -> [{interface, family, group, users}]."""
+    try:
+        rows = procfs.parse_igmp(text) if family == "ipv4" else procfs.parse_igmp6(text)
+    except procfs.ProcFormatError as exc:
+        raise GatherError("%s: %s" % (source, exc))
+    return [{"interface": interface, "family": family, "group": group, "users": users}
+            for interface, group, users in rows]
+
+
+def _multicast(proc):
+    groups = []
+    for name, family in (("igmp", "ipv4"), ("igmp6", "ipv6")):
+        path = os.path.join(proc, "net", name)
+        try:
+            text = procfs.read_text(path)
+        except (IOError, OSError):
+            continue  # a kernel without that family
+        groups += parse_multicast(text, path, family)
+    return groups

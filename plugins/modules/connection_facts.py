@@ -13,10 +13,13 @@ module: connection_facts
 short_description: TCP and UDP connection facts from the kernel's socket tables
 version_added: 0.1.0
 description:
-  - Counts every TCP socket by state, family, local port, remote port and peer address, lists listeners with their
-    process and accept queue, and reads the kernel's TCP counters, in one pass over the socket table.
+  - Counts every TCP socket by state, family, local port, remote port and peer address, by pending kernel timer,
+    sums receive and send queues and finds the peers being retransmitted to, lists listeners with their process
+    and accept queue, and reads the kernel's TCP counters, in one pass over the socket table.
+  - On request also reads every routing table through rtnetlink and the multicast groups of every interface.
   - Reads the socket table through netlink C(NETLINK_SOCK_DIAG) (C(inet_diag_req_v2)) and falls back to
     C(/proc/net/tcp), C(/proc/net/tcp6), C(/proc/net/udp) and C(/proc/net/udp6) when netlink is refused.
+    Routes come from C(RTM_GETROUTE) dumps, multicast groups from C(/proc/net/igmp) and C(/proc/net/igmp6).
   - Needs nothing but Python on the target. Runs as an unprivileged user too; then the process of a listener is
     unknown where its file descriptors are unreadable, and the module warns once.
   - Every C(states) dictionary in the result holds all eleven TCP states, zeros included; C(NEW_SYN_RECV)
@@ -42,8 +45,13 @@ options:
       - V(listeners) adds RV(ansible_facts.netstate.listeners) with process, user and accept queue.
       - V(counters) adds RV(ansible_facts.netstate.counters) (sockstat, TcpExt, Tcp, TCP sysctls).
       - V(processes) adds RV(ansible_facts.netstate.processes); it reads every process's file descriptors.
+      - V(timers) adds RV(ansible_facts.netstate.tcp.timers), RV(ansible_facts.netstate.tcp.queues) and
+        RV(ansible_facts.netstate.tcp.retransmitting), from the same pass over the socket table.
       - V(sockets) adds the raw socket list RV(ansible_facts.netstate.sockets), at most O(max_sockets) entries.
-      - V(default) is V(states), V(ports), V(peers), V(listeners) and V(counters); V(all) is every subset;
+      - V(routes) adds RV(ansible_facts.netstate.routes), every route of every routing table (rtnetlink).
+      - V(multicast) adds RV(ansible_facts.netstate.multicast), the multicast groups joined per interface.
+      - V(default) is V(states), V(ports), V(peers), V(listeners), V(counters) and V(timers); V(all) is every
+        subset;
         V(min) is V(states). Prefix a name with V(!) to leave it out; a list of exclusions only starts from
         V(default).
     type: list
@@ -51,8 +59,9 @@ options:
     default: [default]
   top:
     description:
-      - How many entries RV(ansible_facts.netstate.tcp.peers) and RV(ansible_facts.netstate.tcp.remote_ports) hold
-        at most, busiest first.
+      - How many entries RV(ansible_facts.netstate.tcp.peers), RV(ansible_facts.netstate.tcp.remote_ports),
+        RV(ansible_facts.netstate.tcp.retransmitting) and C(send_ports) of RV(ansible_facts.netstate.tcp.queues)
+        hold at most, busiest first.
     type: int
     default: 10
   sample_interval:
@@ -111,6 +120,14 @@ EXAMPLES = r"""
     gather_subset: [default, processes]
     sample_interval: 2
 
+- name: Gather the routing tables and multicast groups as well
+  netstate.tcp.connection_facts:
+    gather_subset: [default, routes, multicast]
+
+- name: Peers the host keeps retransmitting to
+  ansible.builtin.debug:
+    var: ansible_facts.netstate.tcp.retransmitting
+
 - name: Gather from a named network namespace
   netstate.tcp.connection_facts:
     namespace: blue
@@ -168,7 +185,7 @@ ansible_facts:
           returned: always
           type: list
           elements: str
-          sample: [counters, listeners, peers, ports, states]
+          sample: [counters, listeners, peers, ports, states, timers]
         tcp:
           description: TCP sockets.
           returned: always
@@ -224,6 +241,39 @@ ansible_facts:
               type: dict
               sample: {range: [32768, 60999], size: 28232, busiest: {address: 198.18.0.5, port: 80,
                        connections: 900, time_wait: 850, share: 0.031879}}
+            timers:
+              description:
+                - Non-LISTEN sockets by the kernel timer pending on them (C(idiag_timer), the C(tr) column of
+                  C(/proc/net/tcp)); C(ss -o) prints them as C(on), C(keepalive), C(timewait) and C(persist).
+                - C(retransmit) is armed whenever data is in flight, and while a SYN or SYN-ACK waits;
+                  C(zero_window_probe) means data is queued and the peer advertises a zero receive window.
+                - The five counts add up to C(total) minus the LISTEN sockets.
+              returned: when O(gather_subset) includes V(timers)
+              type: dict
+              sample: {none: 90, retransmit: 3, keepalive: 12, time_wait: 10, zero_window_probe: 2}
+            queues:
+              description:
+                - Over non-LISTEN sockets, C(recv_bytes) is data received and not yet read by the application
+                  (the sum of ss Recv-Q) and C(send_bytes) data not yet acknowledged by the peer (Send-Q);
+                  C(recv_sockets) and C(send_sockets) count the sockets whose queue is not empty.
+                - C(send_ports) lists the O(top) service ports with the most queued bytes, each C({port, side,
+                  sockets, bytes, stalled}); C(side) is V(local) for a port with a listener (the server side) and
+                  V(remote) for the remote port of outgoing connections; C(stalled) counts the sockets whose peer
+                  advertises a zero window (zero window probes) or does not acknowledge (retransmissions).
+              returned: when O(gather_subset) includes V(timers)
+              type: dict
+              sample: {recv_bytes: 5120, send_bytes: 9000, recv_sockets: 2, send_sockets: 7,
+                       send_ports: [{port: 7001, side: remote, sockets: 4, bytes: 8192, stalled: 4}]}
+            retransmitting:
+              description:
+                - The O(top) peers with the most sockets whose retransmit timer has fired (retransmit timer pending
+                  and at least one retransmission of the oldest unacknowledged segment), each C({address, sockets,
+                  retransmits}); C(retransmits) sums the retransmissions in a row of those sockets, which fall back
+                  to 0 once the peer acknowledges. IPv4-mapped IPv6 addresses are shown as IPv4.
+              returned: when O(gather_subset) includes V(timers)
+              type: list
+              elements: dict
+              sample: [{address: 198.18.0.202, sockets: 5, retransmits: 17}]
         udp:
           description: UDP socket counts, C(total) and C(families) (V(ipv4), V(ipv6)).
           returned: always
@@ -293,6 +343,31 @@ ansible_facts:
           description: Whether there were more sockets than O(max_sockets).
           returned: when O(gather_subset) includes V(sockets)
           type: bool
+        routes:
+          description:
+            - Every route of every routing table, IPv4 then IPv6, as the kernel dumps them (C(ip route show table
+              all)), each C({family, table, destination, gateway, interface, source, metric, protocol, scope, type,
+              nexthops}).
+            - C(destination) is always CIDR (V(0.0.0.0/0) for a default route, V(/32) or V(/128) for a host route).
+              C(table), C(protocol), C(scope) and C(type) are named as C(ip route) names them (C(table) from
+              C(/etc/iproute2/rt_tables), C(protocol) from C(rt_protos)), or the number as a string.
+            - C(source) is the preferred source address; C(metric) is V(0) when the route has none;
+              C(nexthops) lists C({gateway, interface, weight}) of a multipath route and is empty otherwise.
+            - A host with a full Internet routing table returns every one of its routes.
+          returned: when O(gather_subset) includes V(routes)
+          type: list
+          elements: dict
+          sample: [{family: ipv4, table: main, destination: 0.0.0.0/0, gateway: 198.18.0.1, interface: eth0,
+                    source: null, metric: 100, protocol: boot, scope: global, type: unicast, nexthops: []}]
+        multicast:
+          description:
+            - The multicast groups joined on each interface, IPv4 (C(/proc/net/igmp)) then IPv6
+              (C(/proc/net/igmp6)), each C({interface, family, group, users}); C(users) counts the sockets and
+              kernel users that joined the group on that interface.
+          returned: when O(gather_subset) includes V(multicast)
+          type: list
+          elements: dict
+          sample: [{interface: eth0, family: ipv4, group: 239.1.2.3, users: 2}]
         namespaces:
           description: With O(namespace=all), one full document like this one per other network namespace, each
             labelled in C(namespace) (its name, or V(pid:N)).

@@ -171,6 +171,11 @@ def jsonpath(document, path):
             if not values and not many:
                 raise LookupError(path)
             continue
+        if rest.startswith("[*]"):
+            values = [item for value in values if isinstance(value, list) for item in value]
+            many = True
+            rest = rest[3:]
+            continue
         match = re.match(r"^\[(\d+)\]", rest)
         if match:
             index = int(match.group(1))

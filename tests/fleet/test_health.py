@@ -19,7 +19,7 @@ import pytest
 pytestmark = pytest.mark.fleet
 
 PLAYBOOK = "netstate.tcp.health"
-RULES = 9
+RULES = 11
 
 
 def run_health(ansible_playbook, tmp_path, hosts, *extra, host_vars=None, inventory=None):

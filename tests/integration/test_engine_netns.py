@@ -235,3 +235,33 @@ def test_dump_interrupted_is_retried_then_reported(mix_ns, monkeypatch):
     monkeypatch.setattr(_netlink, "dump", always)
     with pytest.raises(engine.GatherError, match="interrupted 3 times"):
         engine.gather(namespace=mix_ns.name)
+
+
+NAMED = r"""
+import socket, sys
+with open("/proc/self/comm", "wb") as handle:
+    handle.write(b"bad\xff\xfename")
+listener = socket.socket()
+listener.bind(("127.0.0.1", 6553))
+listener.listen(4)
+print("READY", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_process_named_with_bytes_that_are_not_utf8(netns):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-c", NAMED],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "READY"
+        facts = engine.gather(namespace=netns.name, subset=["listeners", "processes"])
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    listener = [item for item in facts["listeners"] if item["port"] == 6553][0]
+    # the name as the kernel holds it, undecodable bytes escaped
+    assert listener["process"] == "bad\\xff\\xfename" and listener["pid"] == holder.pid
+    assert facts["processes"]["bad\\xff\\xfename"]["connections"]["states"]["LISTEN"] == 1

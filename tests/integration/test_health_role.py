@@ -27,7 +27,7 @@ ANSIBLE = os.path.join(BIN, "ansible")
 TARGET_PYTHON = "/usr/bin/python3"
 RULE_NAMES = ["time_wait_ephemeral_share", "close_wait_per_port", "syn_recv_total", "accept_queue_saturation",
               "accept_queue_full", "listen_overflows_rate", "listen_drops_rate", "orphans_share",
-              "time_wait_overflow_rate"]
+              "time_wait_overflow_rate", "retransmitting_peer", "send_queue_stalled_port"]
 
 MIXES = {
     "healthy": {"listeners": [{"address": "127.0.0.1", "port": 8080, "backlog": 128}],
@@ -130,7 +130,7 @@ def test_mixed_fleet_junit_has_exactly_the_expected_failures(fleet_run):
     assert {name for _host, name in cases} == set(RULE_NAMES)
     failures = sorted(key for key, (kind, _case) in cases.items() if kind == "failure")
     assert failures == [("full", "accept_queue_full"), ("leak", "close_wait_per_port")]
-    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("45", "2", "0")
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == (str(5 * len(RULE_NAMES)), "2", "0")
     leak = cases[("leak", "close_wait_per_port")][1].find("failure")
     assert leak.get("message") == "critical: close_wait_per_port [port 8080]: 150 > max 100"
     assert leak.get("type") == "critical"

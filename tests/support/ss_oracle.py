@@ -145,3 +145,70 @@ class Snapshot:
                 "connections": established[r["lport"]],
             }
         return result
+
+
+# `ss -o` prints timer:(NAME,EXPIRES,COUNT); COUNT is idiag_retrans (retransmissions for "on",
+# unanswered probes for "keepalive" and "persist").
+TIMER = re.compile(r"timer:\(([a-z]+),[^,]*,(\d+)\)")
+SS_TIMERS = {"on": "retransmit", "keepalive": "keepalive", "timewait": "time_wait", "persist": "zero_window_probe"}
+TIMER_KEYS = ("none", "retransmit", "keepalive", "time_wait", "zero_window_probe")
+
+
+class TimerSnapshot:
+    """Timers, queues and retransmissions of every TCP socket, from one run of `ss -tano`."""
+
+    def __init__(self, netns=None):
+        self.rows = []
+        for line in run_ss(["-t", "-a", "-o"], netns).splitlines():
+            parsed = rows(line)
+            if not parsed:
+                continue
+            row = parsed[0]
+            match = TIMER.search(line)
+            row["timer"] = SS_TIMERS[match.group(1)] if match else "none"
+            row["retrans"] = int(match.group(2)) if match else 0
+            self.rows.append(row)
+        self.listen_ports = {r["lport"] for r in self.rows if r["state"] == "LISTEN"}
+        self.connections = [r for r in self.rows if r["state"] != "LISTEN"]
+
+    def timers(self):
+        counts = dict.fromkeys(TIMER_KEYS, 0)
+        for r in self.connections:
+            counts[r["timer"]] += 1
+        return counts
+
+    def queue_totals(self):
+        return {
+            "recv_bytes": sum(r["recv_q"] for r in self.connections),
+            "send_bytes": sum(r["send_q"] for r in self.connections),
+            "recv_sockets": sum(1 for r in self.connections if r["recv_q"]),
+            "send_sockets": sum(1 for r in self.connections if r["send_q"]),
+        }
+
+    @staticmethod
+    def _retransmitting(row):
+        return row["timer"] == "retransmit" and row["retrans"] > 0
+
+    def send_ports(self):
+        """{(port, side): {sockets, bytes, stalled}} of sockets with a send queue."""
+        result = {}
+        for r in self.connections:
+            if not r["send_q"]:
+                continue
+            key = (r["lport"], "local") if r["lport"] in self.listen_ports else (r["pport"], "remote")
+            entry = result.setdefault(key, {"sockets": 0, "bytes": 0, "stalled": 0})
+            entry["sockets"] += 1
+            entry["bytes"] += r["send_q"]
+            if self._retransmitting(r) or r["timer"] == "zero_window_probe":
+                entry["stalled"] += 1
+        return result
+
+    def retransmitting(self):
+        """{peer address: {sockets, retransmits}} of sockets whose retransmit timer has fired."""
+        result = {}
+        for r in self.connections:
+            if self._retransmitting(r):
+                entry = result.setdefault(r["peer"], {"sockets": 0, "retransmits": 0})
+                entry["sockets"] += 1
+                entry["retransmits"] += r["retrans"]
+        return result

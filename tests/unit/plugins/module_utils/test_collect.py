@@ -164,6 +164,28 @@ def test_prometheus_namespaces_are_labelled(facts):
     assert got[(("namespace", "web"), ("state", "ESTABLISHED"))] == 77
 
 
+def test_prometheus_timers_queues_retransmitting(facts):
+    facts["tcp"]["timers"] = {"none": 10, "retransmit": 3, "keepalive": 2, "time_wait": 5, "zero_window_probe": 1}
+    facts["tcp"]["queues"] = {
+        "recv_bytes": 5120, "send_bytes": 9000, "recv_sockets": 2, "send_sockets": 4,
+        "send_ports": [{"port": 7001, "side": "remote", "sockets": 3, "bytes": 8900, "stalled": 3},
+                       {"port": 8080, "side": "local", "sockets": 1, "bytes": 100, "stalled": 0}]}
+    facts["tcp"]["retransmitting"] = [{"address": "198.18.0.202", "sockets": 3, "retransmits": 11}]
+    families = parse(collect.render_prometheus(facts))
+    samples = {name: {tuple(sorted(s.labels.items())): s.value for s in family.samples}
+               for name, family in families.items()}
+    assert samples["netstate_tcp_timer_sockets"][(("timer", "zero_window_probe"),)] == 1
+    assert sum(samples["netstate_tcp_timer_sockets"].values()) == 21
+    assert samples["netstate_tcp_queue_bytes"] == {(("queue", "recv"),): 5120, (("queue", "send"),): 9000}
+    assert samples["netstate_tcp_queue_sockets"] == {(("queue", "recv"),): 2, (("queue", "send"),): 4}
+    assert samples["netstate_tcp_send_queue_port_stalled_sockets"] == {
+        (("port", "7001"), ("side", "remote")): 3, (("port", "8080"), ("side", "local")): 0}
+    assert samples["netstate_tcp_retransmitting_retransmits"] == {(("address", "198.18.0.202"),): 11}
+    # gauges, all of them: a retransmission count falls back when the peer acknowledges
+    assert {families[name].type for name in samples if "timer" in name or "queue" in name or "retrans" in name} \
+        == {"gauge"}
+
+
 def test_failure_exposition_has_no_stale_numbers():
     families = parse(collect.render_failure("cannot read /proc/net/netstat:\nboom"))
     assert set(families) == {"netstate_collector_success"}

@@ -61,9 +61,40 @@ UDP: inuse 2 mem 1
 
 def test_proc_net_tcp_recorded():
     rows = list(procfs.parse_proc_net(PROC_NET_TCP, socket.AF_INET))
-    assert rows[0] == (10, "127.0.0.1", 8080, "0.0.0.0", 0, 0, 2, 0, 21630)
+    assert rows[0] == (10, "127.0.0.1", 8080, "0.0.0.0", 0, 0, 2, 0, 21630, 0, 0)
     assert rows[2][:5] == (1, "127.0.0.2", 45992, "127.0.0.1", 8080) and rows[2][5] == 4 and rows[2][7] == 1000
-    assert rows[3][:5] == (6, "10.0.0.15", 54321, "10.0.0.5", 5432)
+    assert rows[3][:5] == (6, "10.0.0.15", 54321, "10.0.0.5", 5432) and rows[3][9:] == (3, 0)
+
+
+# One socket per timer, as the kernel prints them (get_tcp4_sock): retransmitting (tr 1,
+# retrnsmt 5), keepalive with 2 unanswered probes (tr 2, timeout column 2), zero window
+# probes (tr 4, timeout column 7, retrnsmt 0).
+PROC_NET_TCP_TIMERS = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1 0000000000000000 100 0 0 10 0
+   1: 020012C6:C350 010012C6:0050 01 00000400:00000000 01:000000C8 00000005     0        0 101 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:C351 0100007F:1F90 01 00000000:00000000 02:00000100 00000000     0        2 102 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:C352 0100007F:1F90 01 00010000:00000000 04:00000064 00000000     0        7 103 1 0000000000000000 20 4 30 10 -1
+   4: 0100007F:1F90 0100007F:C352 01 00000000:00020000 00:00000000 00000000     0        0 104 1 0000000000000000 20 4 30 10 -1
+"""
+
+
+def test_proc_net_timers_and_queues():
+    rows = list(procfs.parse_proc_net(PROC_NET_TCP_TIMERS, socket.AF_INET))
+    assert [row[9:] for row in rows] == [(0, 0), (1, 5), (2, 2), (4, 7), (0, 0)]
+    tcp = engine.TcpAggregate(frozenset([8080]), (32768, 60999))
+    for row in rows:
+        tcp.add_proc(socket.AF_INET, row)
+    assert tcp.timer_counts() == {"none": 1, "retransmit": 1, "keepalive": 1, "time_wait": 0,
+                                  "zero_window_probe": 1}
+    queues = tcp.queues(10)
+    assert queues["recv_bytes"] == 0x20000 and queues["recv_sockets"] == 1
+    assert queues["send_bytes"] == 0x400 + 0x10000 and queues["send_sockets"] == 2
+    assert queues["send_ports"] == [
+        {"port": 8080, "side": "remote", "sockets": 1, "bytes": 0x10000, "stalled": 1},
+        {"port": 80, "side": "remote", "sockets": 1, "bytes": 0x400, "stalled": 1},
+    ]
+    assert tcp.retransmitting(10) == [{"address": "198.18.0.1", "sockets": 1, "retransmits": 5}]
 
 
 def test_proc_net_tcp6_maps_ipv4():
@@ -127,7 +158,7 @@ def test_proc_net_malformed_names_the_problem(text, message):
 def test_proc_net_parser_never_crashes(text):
     try:
         for row in procfs.parse_proc_net(text, socket.AF_INET):
-            assert len(row) == 9
+            assert len(row) == 11
     except procfs.ProcFormatError:
         pass
 
@@ -162,12 +193,13 @@ def test_counter_parsers_never_crash(text):
 
 # ---------------------------------------------------------------- synthetic netlink messages
 
-def diag_message(family, state, sport, dport, src, dst, rqueue=0, wqueue=0, uid=0, inode=0, attrs=b""):
+def diag_message(family, state, sport, dport, src, dst, rqueue=0, wqueue=0, uid=0, inode=0, attrs=b"",
+                 timer=0, retrans=0):
     width = 4 if family == socket.AF_INET else 16
     src_raw = socket.inet_pton(family, src).ljust(16, b"\0")[:16]
     dst_raw = socket.inet_pton(family, dst).ljust(16, b"\0")[:16]
     assert len(src_raw) == 16 and width
-    body = struct.pack("=BBBB", family, state, 0, 0) + struct.pack("!HH", sport, dport) + src_raw + dst_raw
+    body = struct.pack("=BBBB", family, state, timer, retrans) + struct.pack("!HH", sport, dport) + src_raw + dst_raw
     body += struct.pack("=I", 0) + struct.pack("=II", 0, 0)
     body += struct.pack("=IIIII", 0, rqueue, wqueue, uid, inode) + attrs
     return netlink.NLMSG_HDR.pack(16 + len(body), netlink.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
@@ -219,10 +251,11 @@ def test_data_before_done_in_one_buffer_is_all_counted():
 
 
 @pytest.mark.parametrize("subset, expected", [
-    (None, ["counters", "listeners", "peers", "ports", "states"]),
+    (None, ["counters", "listeners", "peers", "ports", "states", "timers"]),
     (["all"], sorted(engine.SUBSETS)),
     (["all", "!sockets"], sorted(set(engine.SUBSETS) - {"sockets"})),
-    (["!peers"], ["counters", "listeners", "ports", "states"]),
+    (["!peers"], ["counters", "listeners", "ports", "states", "timers"]),
+    (["default", "routes"], ["counters", "listeners", "peers", "ports", "routes", "states", "timers"]),
     (["min"], ["states"]),
     (["!all"], ["states"]),
     ("ports,listeners", ["listeners", "ports", "states"]),
@@ -243,3 +276,31 @@ def test_gather_subset_like_setup(subset, expected):
 def test_gather_rejects_bad_options_before_reading_anything(kwargs, message):
     with pytest.raises(engine.GatherError, match=message):
         engine.gather(proc="/nonexistent", **kwargs)
+
+
+def test_netlink_timers_queues_retransmitting_on_synthetic_dump():
+    messages = [
+        diag_message(socket.AF_INET, 1, 8080, 40000, "10.0.0.1", "10.0.0.2", timer=2),
+        diag_message(socket.AF_INET, 1, 8080, 40001, "10.0.0.1", "10.0.0.2", wqueue=500, timer=1, retrans=4),
+        diag_message(socket.AF_INET6, 1, 41000, 443, "::ffff:10.0.0.1", "::ffff:10.0.0.2", wqueue=100, timer=1,
+                     retrans=2),
+        diag_message(socket.AF_INET, 1, 42000, 5432, "10.0.0.1", "10.0.0.9", wqueue=70000, timer=4, retrans=3),
+        diag_message(socket.AF_INET, 1, 8080, 40002, "10.0.0.1", "10.0.0.3", rqueue=300),
+        diag_message(socket.AF_INET, 6, 43000, 80, "10.0.0.1", "10.0.0.4", timer=3),
+        diag_message(socket.AF_INET, 1, 8080, 40003, "10.0.0.1", "10.0.0.3", wqueue=10, timer=1),  # in flight
+    ]
+    buf = b"".join(messages) + done_message()
+    tcp = engine.TcpAggregate(frozenset([8080]), (32768, 60999))
+    assert tcp.consume_netlink(buf, len(buf)) == len(buf) - 20
+    assert tcp.timer_counts() == {"none": 1, "retransmit": 3, "keepalive": 1, "time_wait": 1, "zero_window_probe": 1}
+    queues = tcp.queues(10)
+    assert (queues["recv_bytes"], queues["recv_sockets"], queues["send_bytes"], queues["send_sockets"]) == (
+        300, 1, 70610, 4)
+    assert queues["send_ports"] == [
+        {"port": 5432, "side": "remote", "sockets": 1, "bytes": 70000, "stalled": 1},
+        {"port": 8080, "side": "local", "sockets": 2, "bytes": 510, "stalled": 1},
+        {"port": 443, "side": "remote", "sockets": 1, "bytes": 100, "stalled": 1},
+    ]
+    assert tcp.queues(1)["send_ports"] == queues["send_ports"][:1]
+    # the IPv4-mapped peer counts with the IPv4 one; the in-flight socket (no retransmission) does not count
+    assert tcp.retransmitting(10) == [{"address": "10.0.0.2", "sockets": 2, "retransmits": 6}]

@@ -45,6 +45,8 @@ def facts():
             "ephemeral": {"range": [32768, 60999], "size": 28232,
                           "busiest": {"address": "198.18.0.5", "port": 5432, "connections": 2, "time_wait": 1,
                                       "share": 0.0001}},
+            "queues": {"send_ports": [{"port": 8080, "side": "local", "sockets": 1, "bytes": 1200, "stalled": 0}]},
+            "retransmitting": [],
         },
         "listeners": [listener(22, 0, 128, process="sshd", pid=700), listener(8080, 2, 511)],
         "counters": {
@@ -116,10 +118,10 @@ def test_host_statuses(fleet):
 def test_junit_one_testcase_per_host_and_rule(fleet):
     root, cases = parse(report.render_junit(report.build_report(fleet)))
     names = [rule.name for rule in health.build_rules()]
-    assert len(cases) == len(fleet) * len(names) == 72
+    assert len(cases) == len(fleet) * len(names) == 88
     assert {case_name for _host, case_name in cases} == set(names)
     assert (root.get("tests"), root.get("failures"), root.get("errors"), root.get("skipped")) == (
-        "72", "2", "27", "3")
+        "88", "2", "33", "3")
     failures = sorted(key for key, case in cases.items() if outcome(case) == "failure")
     assert failures == [("full", "accept_queue_full"), ("leak", "close_wait_per_port")]
     leak = cases[("leak", "close_wait_per_port")].find("failure")
@@ -140,7 +142,7 @@ def test_junit_one_testcase_per_host_and_rule(fleet):
     assert outcome(flood) == "passed"
     assert flood.find("system-out").text.startswith("warning: time_wait_ephemeral_share [198.18.0.9:80]")
     suites = {suite.get("name"): suite for suite in root.iter("testsuite")}
-    assert (suites["leak"].get("tests"), suites["leak"].get("failures")) == ("9", "1")
+    assert (suites["leak"].get("tests"), suites["leak"].get("failures")) == ("11", "1")
 
 
 def test_fail_on_warning_turns_warnings_into_failures(fleet, facts):
@@ -176,12 +178,12 @@ def test_markdown_summary(fleet):
     assert lines[2] == "| Host | Result | Critical | Warning | Error | No data | OK | Violations |"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[4:]}
     assert len(rows) == 8
-    assert rows["leak"].startswith("| leak | FAILED | 1 | 0 | 0 | 0 | 8 | critical: close_wait_per_port [port 8080]")
+    assert rows["leak"].startswith("| leak | FAILED | 1 | 0 | 0 | 0 | 10 | critical: close_wait_per_port [port 8080]")
     assert "| full | FAILED | 1 | 1 |" in rows["full"]
     assert "<br>" in rows["full"]  # both listener violations in one cell
-    assert rows["healthy"] == "| healthy | passed | 0 | 0 | 0 | 0 | 9 | - |"
+    assert rows["healthy"] == "| healthy | passed | 0 | 0 | 0 | 0 | 11 | - |"
     assert rows["down"].startswith("| down | UNREACHABLE | - |")
-    assert rows["sampled_not"] == "| sampled_not | passed | 0 | 0 | 0 | 3 | 6 | - |"
+    assert rows["sampled_not"] == "| sampled_not | passed | 0 | 0 | 0 | 3 | 8 | - |"
 
 
 def test_markdown_escapes_pipes():

@@ -23,7 +23,7 @@ STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 BUILTIN_NAMES = ["time_wait_ephemeral_share", "close_wait_per_port", "syn_recv_total", "accept_queue_saturation",
                  "accept_queue_full", "listen_overflows_rate", "listen_drops_rate", "orphans_share",
-                 "time_wait_overflow_rate"]
+                 "time_wait_overflow_rate", "retransmitting_peer", "send_queue_stalled_port"]
 
 
 def states(**counts):
@@ -44,7 +44,7 @@ def facts():
     """A healthy host: a web server on 8080, sshd on 22, sampled counters."""
     return {
         "backend": "netlink", "namespace": "host", "kernel": "6.1.0", "duration_ms": 3.2,
-        "gather_subset": ["counters", "listeners", "peers", "ports", "states"],
+        "gather_subset": ["counters", "listeners", "peers", "ports", "states", "timers"],
         "tcp": {
             "total": 12, "states": states(ESTABLISHED=8, TIME_WAIT=2, LISTEN=2, SYN_RECV=1),
             "families": {"ipv4": {"total": 12, "states": states(ESTABLISHED=8, TIME_WAIT=2, LISTEN=2)},
@@ -56,6 +56,10 @@ def facts():
             "ephemeral": {"range": [32768, 60999], "size": 28232,
                           "busiest": {"address": "198.18.0.5", "port": 5432, "connections": 2, "time_wait": 1,
                                       "share": 0.0001}},
+            "timers": {"none": 2, "retransmit": 1, "keepalive": 5, "time_wait": 2, "zero_window_probe": 0},
+            "queues": {"recv_bytes": 0, "send_bytes": 1200, "recv_sockets": 0, "send_sockets": 1,
+                       "send_ports": [{"port": 8080, "side": "local", "sockets": 1, "bytes": 1200, "stalled": 0}]},
+            "retransmitting": [{"address": "198.18.0.5", "sockets": 1, "retransmits": 1}],
         },
         "udp": {"total": 1, "families": {"ipv4": 1, "ipv6": 0}},
         "listeners": [listener(22, 0, 128, process="sshd", pid=700), listener(8080, 2, 511),
@@ -210,8 +214,8 @@ def test_healthy_host_passes_every_builtin(facts):
     assert [result["name"] for result in results] == BUILTIN_NAMES
     assert all(result["status"] == "ok" for result in results), [r["message"] for r in results if not r["ok"]]
     summary = health.summarize(results, "critical")
-    assert summary["healthy"] and summary["counts"]["ok"] == 9
-    assert summary["msg"] == "9 health results, none at or above critical"
+    assert summary["healthy"] and summary["counts"]["ok"] == 11
+    assert summary["msg"] == "11 health results, none at or above critical"
 
 
 def test_worst_element_is_reported_when_every_element_passes(facts):
@@ -413,7 +417,7 @@ def test_fail_on_warning_and_messages(facts):
     facts["tcp"]["states"]["SYN_RECV"] = 1000
     results = health.evaluate(health.build_rules(), facts)
     assert health.summarize(results, "critical")["msg"] == (
-        "9 health results, none at or above critical (1 below it)")
+        "11 health results, none at or above critical (1 below it)")
     summary = health.summarize(results, "warning")
     assert summary["msg"].splitlines() == ["1 health rule violation(s) at or above warning:",
                                            "warning: syn_recv_total: 1000 > max 256"]

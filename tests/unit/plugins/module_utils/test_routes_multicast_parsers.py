@@ -1,0 +1,192 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Route and multicast parsers on recorded and synthetic input; property tests on malformed input.
+
+The namespace tests (tests/integration/test_routes_netns.py) compare them with `ip` on real tables.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import socket
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.netstate.tcp.plugins.module_utils import _rtnetlink as rtnetlink
+from ansible_collections.netstate.tcp.plugins.module_utils import engine
+
+# Recorded from a Debian 12 namespace (kernel 6.1), lo and one veth with two groups joined,
+# 239.1.2.3 by two sockets.
+IGMP = (
+    "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n"
+    "1\tlo        :     1      V3\n"
+    "\t\t\t\t010000E0     1 0:00000000\t\t0\n"
+    "3\trt0       :     3      V3\n"
+    "\t\t\t\t030201EF     2 0:00000000\t\t0\n"
+    "\t\t\t\t040201EF     1 0:00000000\t\t0\n"
+    "\t\t\t\t010000E0     1 0:00000000\t\t0\n"
+)
+IGMP6 = (
+    "1    lo              ff020000000000000000000000000001     1 0000000C 0\n"
+    "3    rt0             ff150000000000000000000000010003     2 00000004 0\n"
+)
+
+
+def test_igmp_recorded():
+    assert engine.parse_multicast(IGMP, "/proc/net/igmp", "ipv4") == [
+        {"interface": "lo", "family": "ipv4", "group": "224.0.0.1", "users": 1},
+        {"interface": "rt0", "family": "ipv4", "group": "239.1.2.3", "users": 2},
+        {"interface": "rt0", "family": "ipv4", "group": "239.1.2.4", "users": 1},
+        {"interface": "rt0", "family": "ipv4", "group": "224.0.0.1", "users": 1},
+    ]
+
+
+def test_igmp6_recorded():
+    assert engine.parse_multicast(IGMP6, "/proc/net/igmp6", "ipv6") == [
+        {"interface": "lo", "family": "ipv6", "group": "ff02::1", "users": 1},
+        {"interface": "rt0", "family": "ipv6", "group": "ff15::1:3", "users": 2},
+    ]
+
+
+@pytest.mark.parametrize("text, family, message", [
+    ("no header\n", "ipv4", "missing header"),
+    ("Idx\tDevice\n\t\t\t\t010000E0     1 0:0\n", "ipv4", "group line before any device line"),
+    ("Idx\tDevice\n1\tlo        :     1      V3\n\t\t\t\t0100E0     1 0:0\n", "ipv4", "bad IPv4 group"),
+    ("Idx\tDevice\n1\tlo        :     1      V3\n\t\t\t\t010000E0     x 0:0\n", "ipv4", "line 3"),
+    ("Idx\tDevice\nlo  1\n", "ipv4", "bad device line"),
+    ("1 lo ff02 1\n", "ipv6", "bad index or group"),
+    ("1 lo\n", "ipv6", "expected at least 4"),
+    ("1 lo ff02000000000000000000000000000g 1 0 0\n", "ipv6", "line 1"),
+])
+def test_multicast_malformed_names_source_and_line(text, family, message):
+    source = "/proc/net/igmp" if family == "ipv4" else "/proc/net/igmp6"
+    with pytest.raises(engine.GatherError, match=message) as caught:
+        engine.parse_multicast(text, source, family)
+    assert str(caught.value).startswith(source + ": ")
+
+
+@given(st.text(max_size=300), st.sampled_from(["ipv4", "ipv6"]))
+@settings(max_examples=400, deadline=None)
+def test_multicast_parsers_raise_only_gather_error(text, family):
+    try:
+        groups = engine.parse_multicast(text, "/proc/net/igmpX", family)
+    except engine.GatherError as exc:
+        assert str(exc).startswith("/proc/net/igmpX: ")
+        return
+    for group in groups:
+        assert set(group) == {"interface", "family", "group", "users"} and group["family"] == family
+
+
+@given(st.lists(st.sampled_from(IGMP.splitlines()[1:] + ["\t\t\t\tZZ 1 0:0", "x", "9\tbig:"]), max_size=10))
+@settings(max_examples=300, deadline=None)
+def test_igmp_on_shuffled_lines(lines):
+    text = IGMP.splitlines()[0] + "\n" + "\n".join(lines)
+    try:
+        groups = engine.parse_multicast(text, "/proc/net/igmp", "ipv4")
+    except engine.GatherError as exc:
+        assert "/proc/net/igmp: line" in str(exc)
+        return
+    assert all(group["interface"] in ("lo", "rt0", "big") for group in groups)
+
+
+# ---------------------------------------------------------------- routes
+
+def rtattr(kind, value):
+    return struct.pack("=HH", 4 + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def route_message(family=socket.AF_INET, dst_len=24, table=254, protocol=4, scope=0, kind=1, attrs=b""):
+    return rtnetlink.RTMSG.pack(family, dst_len, 0, 0, table, protocol, scope, kind, 0) + attrs
+
+
+NAMES = {7: "rt0", 1: "lo"}.get
+
+
+def test_route_with_every_attribute():
+    attrs = (rtattr(rtnetlink.RTA_TABLE, struct.pack("=I", 1000))
+             + rtattr(rtnetlink.RTA_DST, socket.inet_aton("203.0.113.0"))
+             + rtattr(rtnetlink.RTA_GATEWAY, socket.inet_aton("198.18.0.1"))
+             + rtattr(rtnetlink.RTA_OIF, struct.pack("=I", 7))
+             + rtattr(rtnetlink.RTA_PREFSRC, socket.inet_aton("198.18.0.9"))
+             + rtattr(rtnetlink.RTA_PRIORITY, struct.pack("=I", 20)))
+    route = engine.parse_route_messages([route_message(table=252, attrs=attrs)], interface_name=NAMES)[0]
+    assert route == {"family": "ipv4", "table": "1000", "destination": "203.0.113.0/24", "gateway": "198.18.0.1",
+                     "interface": "rt0", "source": "198.18.0.9", "metric": 20, "protocol": "static",
+                     "scope": "global", "type": "unicast", "nexthops": []}
+
+
+def test_route_defaults_multipath_and_names():
+    hop = struct.pack("=HBBi", 8 + 8, 0, 2, 7) + rtattr(rtnetlink.RTA_GATEWAY, socket.inet_aton("198.18.0.2"))
+    via = struct.pack("=H", socket.AF_INET6) + socket.inet_pton(socket.AF_INET6, "fe80::1")
+    messages = [
+        route_message(dst_len=0, table=255, protocol=2, scope=254, kind=2),
+        route_message(dst_len=0, attrs=rtattr(rtnetlink.RTA_MULTIPATH, hop)),
+        route_message(dst_len=0, attrs=rtattr(rtnetlink.RTA_VIA, via)),
+        route_message(family=socket.AF_INET6, dst_len=48, kind=6, protocol=77,
+                      attrs=rtattr(rtnetlink.RTA_DST, socket.inet_pton(socket.AF_INET6, "2001:db8:3::"))),
+        route_message(family=128),  # RTNL_FAMILY_IPMR: not a family of ours
+    ]
+    routes = engine.parse_route_messages(messages, tables={255: "local", 254: "main"}, protocols={2: "kernel"},
+                                         interface_name=NAMES)
+    assert len(routes) == 4
+    assert (routes[0]["table"], routes[0]["destination"], routes[0]["protocol"], routes[0]["scope"],
+            routes[0]["type"]) == ("local", "0.0.0.0/0", "kernel", "host", "local")
+    assert routes[1]["nexthops"] == [{"gateway": "198.18.0.2", "interface": "rt0", "weight": 3}]
+    assert routes[2]["gateway"] == "fe80::1"
+    assert (routes[3]["destination"], routes[3]["type"], routes[3]["protocol"]) == ("2001:db8:3::/48", "blackhole",
+                                                                                    "77")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"\x02\x18", "shorter than struct rtmsg"),
+    (route_message(dst_len=33), "prefix length 33"),
+    (route_message(attrs=struct.pack("=HH", 2, 1)), "bad length 2"),
+    (route_message(attrs=struct.pack("=HH", 40, 1) + b"\0" * 4), "bad length 40"),
+    (route_message(attrs=rtattr(rtnetlink.RTA_DST, b"\1\2\3")), "RTA_DST: 3 bytes, expected 4"),
+    (route_message(attrs=rtattr(rtnetlink.RTA_OIF, b"\1\2")), "RTA_OIF: 2 bytes"),
+    (route_message(attrs=rtattr(rtnetlink.RTA_VIA, struct.pack("=H", 99) + b"\0" * 4)), "unknown address family"),
+    (route_message(attrs=rtattr(rtnetlink.RTA_MULTIPATH, struct.pack("=HBBi", 4, 0, 0, 0))), "next hop"),
+])
+def test_malformed_route_names_the_message(data, message):
+    with pytest.raises(engine.GatherError, match=message) as caught:
+        engine.parse_route_messages([route_message(), data], interface_name=NAMES)
+    assert str(caught.value).startswith("routes: rtnetlink RTM_NEWROUTE message 2: ")
+
+
+@given(st.binary(max_size=120))
+@settings(max_examples=500, deadline=None)
+def test_route_parser_raises_only_gather_error(data):
+    try:
+        routes = engine.parse_route_messages([data], interface_name=NAMES)
+    except engine.GatherError as exc:
+        assert str(exc).startswith("routes: rtnetlink RTM_NEWROUTE message 1: ")
+        return
+    for route in routes:
+        assert route["family"] in ("ipv4", "ipv6") and "/" in route["destination"]
+
+
+@given(st.lists(st.tuples(st.sampled_from([1, 4, 5, 6, 7, 9, 15, 18, 99]), st.binary(max_size=24)), max_size=6),
+       st.sampled_from([socket.AF_INET, socket.AF_INET6]))
+@settings(max_examples=500, deadline=None)
+def test_route_parser_on_random_attributes(attributes, family):
+    data = route_message(family=family, dst_len=0, attrs=b"".join(rtattr(kind, value) for kind, value in attributes))
+    try:
+        routes = engine.parse_route_messages([data], interface_name=NAMES)
+    except engine.GatherError as exc:
+        assert "RTM_NEWROUTE message 1" in str(exc)
+        return
+    assert len(routes) == 1 and isinstance(routes[0]["metric"], int)
+
+
+def test_iproute2_names_files(tmp_path):
+    (tmp_path / "rt_tables").write_text("# comment\n255\tlocal\n100 web  # trailing\nbad line\n0x20 hex\n")
+    (tmp_path / "rt_tables.d").mkdir()
+    (tmp_path / "rt_tables.d" / "extra.conf").write_text("200 backup\n")
+    names = rtnetlink.read_names(str(tmp_path / "rt_tables"), rtnetlink.TABLES)
+    assert names[100] == "web" and names[200] == "backup" and names[32] == "hex" and names[254] == "main"
+    assert rtnetlink.read_names(str(tmp_path / "missing"), {1: "x"}) == {1: "x"}
