@@ -16,7 +16,9 @@ cd "$here"
 
 packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client libseccomp2 util-linux
           podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time prometheus
-          nftables ipset)
+          nftables ipset netcat-openbsd python3-apt)
+# netcat-openbsd and python3-apt: the listen_ports_facts compatibility target starts nc servers and
+# uses ansible.builtin.package (apt, through the system python's apt bindings).
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -43,6 +45,26 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     python3 -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
     echo "$want" > "$stamp"
+fi
+
+# community.general.listen_ports_facts, the module listener_facts replaces, as the oracle of
+# tests/integration/test_listen_ports_compat.py: community.general as the ansible package on PyPI ships
+# it, unpacked outside the collection path the other tests use.
+oracle_version=12.3.0
+oracle=.build/oracle
+if [ "$(cat "$oracle/.version" 2>/dev/null)" != "$oracle_version" ]; then
+    echo "setup: unpacking community.general from ansible $oracle_version (test oracle)"
+    rm -rf "$oracle" && mkdir -p "$oracle/wheel"
+    .venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$oracle/wheel" "ansible==$oracle_version"
+    .venv/bin/python - "$oracle" <<'PY'
+import glob, sys, zipfile
+oracle = sys.argv[1]
+prefix = "ansible_collections/community/general/"
+with zipfile.ZipFile(glob.glob(oracle + "/wheel/ansible-*.whl")[0]) as wheel:
+    wheel.extractall(oracle, [name for name in wheel.namelist() if name.startswith(prefix)])
+PY
+    rm -rf "$oracle/wheel"
+    echo "$oracle_version" > "$oracle/.version"
 fi
 
 mkdir -p .build/collections/ansible_collections/netstate

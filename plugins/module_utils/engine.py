@@ -989,32 +989,3 @@ def _multicast(proc):
             continue  # a kernel without that family
         groups += parse_multicast(text, path, family)
     return groups
-
-
-# ---------------------------------------------------------------- listener_facts shape
-
-def _lstart(iso):
-    """ISO start time -> the 'ps -o lstart' text community.general.listen_ports_facts returns."""
-    if not iso:
-        return None
-    try:
-        return time.strftime("%a %b %e %H:%M:%S %Y", time.strptime(iso, "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
-
-
-def listen_facts(facts):
-    """Split the listeners of a gather() document into listen_ports_facts' tcp_listen / udp_listen.
-
-    Keys of community.general.listen_ports_facts (address, port, protocol, pid, name, user,
-    stime) plus family, backlog, queue and connections.
-    """
-    result = {"tcp_listen": [], "udp_listen": []}
-    for item in facts.get("listeners", []):
-        result["%s_listen" % item["protocol"]].append({
-            "address": item["address"], "port": item["port"], "protocol": item["protocol"],
-            "pid": item["pid"], "name": item["process"], "user": item["user"], "stime": _lstart(item["stime"]),
-            "family": item["family"], "backlog": item["backlog"], "queue": item["queue"],
-            "connections": item["connections"],
-        })
-    return result

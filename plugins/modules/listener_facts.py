@@ -44,10 +44,25 @@ options:
     default: auto
   include_non_listening:
     description:
-      - Kept for compatibility with M(community.general.listen_ports_facts); ignored, connected sockets are the
-        business of M(netstate.tcp.connection_facts).
+      - Also list the sockets that do not listen, as M(community.general.listen_ports_facts) does. Every TCP socket
+        in any state goes into RV(ansible_facts.tcp_listen), every UDP socket into RV(ansible_facts.udp_listen), and
+        each entry gains RV(ansible_facts.tcp_listen[].state) and RV(ansible_facts.tcp_listen[].foreign_address).
+      - Sockets no process holds (TIME_WAIT, orphans) have null C(pid), C(name), C(user) and C(stime).
     type: bool
     default: false
+  command:
+    description:
+      - Accepted for compatibility with M(community.general.listen_ports_facts), and ignored. This module reads the
+        kernel's socket tables directly, so neither C(netstat) nor C(ss) needs to be installed, and the results are
+        spelt the same whichever value is given (see RV(ansible_facts.tcp_listen[].state)).
+    type: str
+    choices: [netstat, ss]
+notes:
+  - Differences from M(community.general.listen_ports_facts), all on purpose. A process that cannot be read gives
+    null C(pid), C(name) and C(stime) where community.general gives V(0) and empty strings. One entry per socket,
+    with the lowest pid holding it, where C(ss) lists every process. Addresses are never cut short (C(netstat)
+    truncates long IPv6 ones). A connected UDP socket keeps its state and process (community.general misreads
+    C(netstat)'s line for it and gives no pid, name or state). The lists are sorted by port.
 seealso:
   - module: netstate.tcp.connection_facts
   - module: community.general.listen_ports_facts
@@ -60,6 +75,15 @@ EXAMPLES = r"""
 - name: List the TCP ports something listens on
   ansible.builtin.debug:
     msg: "{{ ansible_facts.tcp_listen | map(attribute='port') | sort | unique | list }}"
+
+- name: Gather every socket, as community.general.listen_ports_facts does with include_non_listening
+  netstate.tcp.listener_facts:
+    command: netstat          # accepted and ignored: nothing is run
+    include_non_listening: true
+
+- name: Connections stuck in CLOSE_WAIT, by process
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.tcp_listen | selectattr('state', 'equalto', 'CLOSE_WAIT') | map(attribute='name') | list }}"
 
 - name: Fail when a listener's accept queue is full
   ansible.builtin.assert:
@@ -77,7 +101,9 @@ ansible_facts:
   type: dict
   contains:
     tcp_listen:
-      description: TCP sockets in LISTEN, sorted by port.
+      description:
+        - TCP sockets in LISTEN, sorted by port.
+        - With O(include_non_listening=true), every TCP socket, sorted by port, a port's listeners first.
       returned: always
       type: list
       elements: dict
@@ -123,23 +149,48 @@ ansible_facts:
           type: str
           sample: Thu Nov 26 03:58:31 2026
         backlog:
-          description: The accept queue's maximum (ss's Send-Q of a listener); null with the proc backend.
+          description:
+            - The accept queue's maximum (ss's Send-Q of a listener); null with the proc backend.
+            - Null for a socket that does not listen.
           returned: always
           type: int
           sample: 128
         queue:
-          description: Connections waiting in the accept queue now (ss's Recv-Q of a listener).
+          description:
+            - Connections waiting in the accept queue now (ss's Recv-Q of a listener).
+            - Null for a socket that does not listen.
           returned: always
           type: int
           sample: 0
         connections:
-          description: ESTABLISHED sockets on the listener's port.
+          description:
+            - ESTABLISHED sockets on the listener's port.
+            - Null for a socket that does not listen.
           returned: always
           type: int
           sample: 3
+        state:
+          description:
+            - The socket's state, as C(netstat) and M(community.general.listen_ports_facts) spell it.
+            - V(LISTEN), V(ESTABLISHED), V(SYN_SENT), V(SYN_RECV), V(FIN_WAIT1), V(FIN_WAIT2), V(TIME_WAIT),
+              V(CLOSE), V(CLOSE_WAIT), V(LAST_ACK) or V(CLOSING).
+          returned: if O(include_non_listening=true)
+          type: str
+          sample: ESTABLISHED
+        foreign_address:
+          description:
+            - The remote end as C(netstat -n) prints it, C(ADDRESS:PORT), V(*) for no port; IPv6 without brackets,
+              an IPv4-mapped IPv6 address as IPv4.
+            - A listener's is the wildcard of its family, V(0.0.0.0:*) or V(:::*).
+          returned: if O(include_non_listening=true)
+          type: str
+          sample: "198.18.0.5:43210"
     udp_listen:
       description:
         - Bound, unconnected UDP sockets, with the same keys; C(backlog), C(queue) and C(connections) are null.
+        - With O(include_non_listening=true), every UDP socket; C(state) is V(UNCONN) (bound, unconnected) or
+          V(ESTAB) (connected), the values M(community.general.listen_ports_facts) documents for UDP, and
+          C(foreign_address) is as for RV(ansible_facts.tcp_listen[].foreign_address) (V(0.0.0.0:*) when unconnected).
       returned: always
       type: list
       elements: dict
@@ -153,7 +204,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
-from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather, listen_facts
+from ansible_collections.netstate.tcp.plugins.module_utils._listen_ports import gather_args, listen_ports_facts
+from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
 
 def main():
@@ -162,17 +214,22 @@ def main():
             namespace=dict(type="str"),
             backend=dict(type="str", default="auto", choices=["auto", "netlink", "proc"]),
             include_non_listening=dict(type="bool", default=False),
+            # Accepted for compatibility with community.general.listen_ports_facts; nothing is run.
+            command=dict(type="str", choices=["netstat", "ss"]),
             **LISTENER_WALK
         ),
         supports_check_mode=True,
     )
     if module.params["namespace"] == "all":
         module.fail_json(msg="namespace: 'all' is not accepted by listener_facts; name one namespace")
+    include_non_listening = module.params["include_non_listening"]
     warnings = []
     try:
-        facts = gather(subset=["listeners"], namespace=module.params["namespace"],
-                       backend=module.params["backend"], walk_budget=module.params["walk_budget"],
-                       walk_all_namespaces=module.params["walk_all_namespaces"], warnings=warnings)
+        walk = dict(walk_budget=module.params["walk_budget"], walk_all_namespaces=module.params["walk_all_namespaces"])
+        facts = gather(namespace=module.params["namespace"], backend=module.params["backend"], warnings=warnings,
+                       **dict(gather_args(include_non_listening), **walk))
+        result = listen_ports_facts(facts, include_non_listening, warnings=warnings,
+                                    namespace=module.params["namespace"], **walk)
     except GatherError as exc:
         module.fail_json(msg=escape.log_line(exc))
     except Exception as exc:  # a facts module must never end in a traceback
@@ -180,7 +237,7 @@ def main():
                          exception=traceback.format_exc())
     for warning in warnings:
         module.warn(escape.log_line(warning))
-    module.exit_json(ansible_facts=listen_facts(facts))
+    module.exit_json(ansible_facts=result)
 
 
 if __name__ == "__main__":

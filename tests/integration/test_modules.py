@@ -74,6 +74,22 @@ def test_listener_facts_module_is_a_drop_in(localhost, mixed):
     assert [(i["address"], i["port"], i["queue"]) for i in udp] == [("127.0.0.1", 5353, None)]
 
 
+def test_listener_facts_include_non_listening_in_a_namespace(localhost, mixed):
+    """Every socket of the namespace, with state and foreign_address, against ss; command is accepted."""
+    result = run_module(localhost, "netstate.tcp.listener_facts", namespace=mixed.name, command="ss",
+                        include_non_listening=True)
+    assert not result.get("failed"), result
+    snapshot = Snapshot(mixed.name)
+    tcp = result["ansible_facts"]["tcp_listen"]
+    assert sorted((i["state"], i["address"], i["port"], i["foreign_address"]) for i in tcp) == sorted(
+        (r["state"], r["local"], r["lport"], "%s:%s" % (r["peer"], r["pport"] or "*")) for r in snapshot.tcp)
+    assert sum(1 for i in tcp if i["state"] == "CLOSE_WAIT" and i["port"] == 8080) == 3
+    assert all(i["pid"] == mixed.built["pid"] for i in tcp if i["state"] in ("LISTEN", "ESTABLISHED", "CLOSE_WAIT"))
+    udp = result["ansible_facts"]["udp_listen"]
+    assert [(i["state"], i["address"], i["port"], i["foreign_address"]) for i in udp] == [
+        ("UNCONN", "127.0.0.1", 5353, "0.0.0.0:*")]
+
+
 @pytest.mark.parametrize("args, message", [
     ({"top": 0}, "top: 0 is out of range"),
     ({"gather_subset": ["everything"]}, "gather_subset: unknown subset 'everything'"),
