@@ -111,7 +111,7 @@ def task_outcomes(output):
 
 
 def assertions(outcomes):
-    return {name: outcome for name, outcome in outcomes.items() if name.startswith("assert (")}
+    return {name: outcome for name, outcome in outcomes.items() if name.startswith("Assert (")}
 
 
 def test_compat_target_passes_with_listener_facts(tmp_path):
@@ -133,7 +133,7 @@ def test_compat_target_tells_community_general_apart(tmp_path):
     assert rc != 0, output
     assert len(results) == ASSERTIONS, output
     failed = [name for name, outcome in results.items() if outcome != "ok"]
-    assert len(failed) == 1 and failed[0].startswith("assert (7/7)"), results
+    assert len(failed) == 1 and failed[0].startswith("Assert (7/7)"), results
     assert "Unable to find any of the supported commands" in output
 
 
