@@ -378,8 +378,8 @@ def test_tuned_values_are_back_after_reboot_through_systemd_sysctl(kinds):
         assert [" ".join(line.split()) for line in systemd.exec(host, read).stdout.splitlines()] == \
             list(TUNED.values()), host
         before[host] = sysctl_started(systemd, host)
-    with ThreadPoolExecutor(len(systemd.hosts)) as pool:
-        list(pool.map(systemd.restart_host, systemd.hosts))
+    for host in systemd.hosts:
+        systemd.restart_host(host)
     for host in systemd.hosts:
         # a restarted host has a fresh network namespace: only the boot can have set these
         values = [" ".join(line.split()) for line in systemd.exec(host, read).stdout.splitlines()]
