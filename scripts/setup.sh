@@ -7,7 +7,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client
-          podman runc netavark aardvark-dns debootstrap uidmap ca-certificates rsync time)
+          podman runc netavark aardvark-dns debootstrap uidmap ca-certificates rsync time
+          shellcheck)   # ansible-test sanity runs its shellcheck test only when it is installed
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
