@@ -16,12 +16,12 @@ Where each release runs (MATRIX below):
   (``pip download --python-version 3.13 --only-binary=:all:``) and copied in; the host's pip is set
   to use nothing else (no index), so the host needs no network.
 * The smoke run (tests/matrix/smoke.yml, smoke_tune.yml --check) drives other fleet hosts over SSH:
-  a Debian 12 host (Python 3.11) for every release, and a Debian 13 host (Python 3.13) for the
-  releases that support 3.13 on targets. 2.20 and 2.21 drive them from the Debian 13 controller host.
+  Debian 12 (Python 3.11) and Debian 11 (3.9) for every release, Debian 13 (3.13) for the releases
+  that support 3.13 on targets. 2.20 and 2.21 drive them from the Debian 13 controller host.
 
-One fleet of three hosts (h01 Debian 13: controller; h02 Debian 12, h03 Debian 13: targets) per run,
-always taken down at the end. One progress line per phase; a final table; the logs of every phase in
-.build/matrix/logs/, the results (with the time each sanity test took) in .build/matrix/results.json.
+One fleet of four hosts per run (h01 Debian 13: controller; h02 Debian 12, h03 Debian 13, h04 Debian 11:
+targets), always taken down at the end. One progress line per phase; a final table; the logs of every
+phase in .build/matrix/logs/, the results (with the time each sanity test took) in .build/matrix/results.json.
 Exit status 0 only when every phase of every release passed.
 """
 
@@ -61,9 +61,11 @@ REMOTE = "/opt/netstate-matrix"
 REMOTE_WHEELS = REMOTE + "/wheels"
 REMOTE_KEY = "/root/.ssh/netstate-fleet"
 REMOTE_PYTHON = "3.13"
-# h01 runs the controller of 2.20/2.21; h02 and h03 are the smoke targets of every release.
-FLEET_SYSTEMS = ("debian13", "debian12", "debian13")
-TARGETS = {"h02": "3.11", "h03": "3.13"}
+HOST_CACHE = BUILD / "host-cache.tar"
+# h01 runs the controller of 2.20/2.21; h02 to h04 are the smoke targets (each release drives
+# those whose Python it supports).
+FLEET_SYSTEMS = ("debian13", "debian12", "debian13", "debian11")
+TARGETS = {"h02": "3.11", "h03": "3.13", "h04": "3.9"}
 
 
 @dataclass
@@ -83,16 +85,17 @@ class Release:
         return [host for host, python in TARGETS.items() if python in self.targets]
 
 
-# Controller and target Pythons from each release's support matrix (ansible-core porting guides):
-# 2.16/2.17 controller 3.10-3.12, targets up to 3.12; 2.18/2.19 controller 3.11-3.13, targets up to
-# 3.13; 2.20/2.21 controller 3.12-3.14, targets 3.9-3.14.
+# Controller and target Pythons each release supports (ansible_test/_util/target/common/constants.py
+# of each release): 2.16 controller 3.10-3.12, targets 2.7 and 3.6-3.12; 2.17 controller 3.10-3.12,
+# targets 3.7-3.12; 2.18/2.19 controller 3.11-3.13, targets 3.8-3.13; 2.20/2.21 controller 3.12-3.14,
+# targets 3.9-3.14.
 MATRIX = [
-    Release("2.16", "2.16.19", "local", "3.11", ("3.11",)),
-    Release("2.17", "2.17.14", "local", "3.11", ("3.11",)),
-    Release("2.18", "2.18.19", "local", "3.11", ("3.11", "3.13")),
-    Release("2.19", "2.19.14", "local", "3.11", ("3.11", "3.13")),
-    Release("2.20", "2.20.10", "fleet", REMOTE_PYTHON, ("3.11", "3.13")),
-    Release("2.21", "2.21.5", "fleet", REMOTE_PYTHON, ("3.11", "3.13")),
+    Release("2.16", "2.16.19", "local", "3.11", ("3.11", "3.9")),
+    Release("2.17", "2.17.14", "local", "3.11", ("3.11", "3.9")),
+    Release("2.18", "2.18.19", "local", "3.11", ("3.11", "3.13", "3.9")),
+    Release("2.19", "2.19.14", "local", "3.11", ("3.11", "3.13", "3.9")),
+    Release("2.20", "2.20.10", "fleet", REMOTE_PYTHON, ("3.11", "3.13", "3.9")),
+    Release("2.21", "2.21.5", "fleet", REMOTE_PYTHON, ("3.11", "3.13", "3.9")),
 ]
 PHASES = ("venv", "sanity", "units", "smoke")
 PRINT_LOCK = threading.Lock()
@@ -415,7 +418,43 @@ class Remote:
                     "disable-pip-version-check = true\n").format(REMOTE_WHEELS)
         self.run("cat > /etc/pip.conf && chmod 600 {key} && chown -R root:root {key} {wheels}".format(
             key=REMOTE_KEY, wheels=REMOTE_WHEELS), log, stdin=pip_conf.encode())
+        # shellcheck for ansible-test's shellcheck test, from Debian's mirror through the fleet's proxy
+        self.run("command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+                 "apt-get install -y -qq --no-install-recommends shellcheck; }", LOGS / "remote-apt.log", timeout=600)
+        self.restore_cache(releases)
         self.prepared = True
+
+    # The virtualenvs a run made on h01 (ours, ansible-test's sanity ones and the ones it delegates
+    # to) are kept in .build/matrix/host-cache.tar for the next run's fresh host: the same paths, the
+    # same image, the same wheels, so they are what ansible-test would find in its own cache.
+    def cache_key(self, releases: Sequence[Release]) -> str:
+        image = self.fleet.fleet.podman.text("inspect", "--format", "{{.Image}}", self.container)
+        stamp = (BUILD / "wheels-cp313" / ".netstate-matrix").read_text()
+        return hashlib.sha256("{} {} {}".format(image, stamp, [r.version for r in releases]).encode()).hexdigest()
+
+    def restore_cache(self, releases: Sequence[Release]) -> None:
+        key_file = HOST_CACHE.with_suffix(".key")
+        if not HOST_CACHE.exists() or not key_file.exists() or key_file.read_text() != self.cache_key(releases):
+            say("host cache: none for this image and these wheels, h01 builds its virtualenvs")
+            return
+        started = time.monotonic()
+        with open(HOST_CACHE, "rb") as handle:
+            self.run("tar -x -C /", LOGS / "remote-cache-restore.log", stdin=handle.read())
+        say("host cache: virtualenvs restored on h01 in {:.0f}s".format(time.monotonic() - started))
+
+    def save_cache(self, releases: Sequence[Release]) -> None:
+        paths = ["root/.ansible/test/venv"] + ["{}/venv-{}".format(REMOTE[1:], r.version) for r in releases] + [
+            self.tree(r)[1:] + "/tests/output/.tmp/delegation" for r in releases]
+        command = "cd / && tar -c $(for p in {}; do test -e $p && echo $p; done)".format(" ".join(paths))
+        with open(str(HOST_CACHE) + ".tmp", "wb") as out:
+            result = subprocess.run(self.exec_argv(command), env=self.fleet.fleet.podman.env, stdout=out,
+                                    stderr=subprocess.PIPE, check=False, timeout=600)
+        if result.returncode != 0:
+            say("host cache: not saved: " + result.stderr.decode(errors="replace").strip()[-300:])
+            return
+        os.replace(str(HOST_CACHE) + ".tmp", HOST_CACHE)
+        HOST_CACHE.with_suffix(".key").write_text(self.cache_key(releases))
+        say("host cache: saved ({:.0f} MB)".format(HOST_CACHE.stat().st_size / 1e6))
 
     def tree(self, release: Release) -> str:
         return "{}/{}/ansible_collections/netstate/tcp".format(REMOTE, release.line)
@@ -425,19 +464,23 @@ class Remote:
         pin = pip_pin(wheel)
         venv = "{}/venv-{}".format(REMOTE, release.version)
         tree = self.tree(release)
+        version_check = "{venv}/bin/python -c 'import ansible, sys; print(ansible.__version__, sys.version.split()[0])'"
         script = " && ".join([
-            "rm -rf {venv} {top}".format(venv=venv, top="{}/{}".format(REMOTE, release.line)),
-            "mkdir -p {tree} && cp -a {remote}/collection/. {tree}/".format(tree=tree, remote=REMOTE),
+            # a fresh copy of the collection; ansible-test's own output (its delegation virtualenv) stays
+            "mkdir -p {tree}/tests/output",
+            "find {tree} -mindepth 1 -maxdepth 1 ! -name tests -exec rm -rf {{}} +",
+            "find {tree}/tests -mindepth 1 -maxdepth 1 ! -name output -exec rm -rf {{}} +",
+            "cp -a {remote}/collection/. {tree}/",
+            # a virtualenv from the host cache is used when it holds this ansible-core
+            "if ! " + version_check + " 2>/dev/null | grep -q '^{version} '; then rm -rf {venv}"
             # Debian's python3 has no ensurepip without python3-venv: pip runs from its own wheel.
-            "python3 -m venv --without-pip {venv}".format(venv=venv),
-            "{venv}/bin/python {wheels}/pip-{pin}-py3-none-any.whl/pip install -q pip=={pin} ansible-core=={version}"
-            " -r {tree}/tests/matrix/requirements.txt".format(venv=venv, wheels=REMOTE_WHEELS, pin=pin,
-                                                              version=release.version, tree=tree),
-            "cp {tree}/scripts/get_pip.py /root/.ansible/test/cache/get_pip_{under}.py".format(
-                tree=tree, under=pin.replace(".", "_")),
-            "{venv}/bin/python -c 'import ansible, sys; print(ansible.__version__, sys.version.split()[0])'".format(
-                venv=venv),
-        ])
+            " && python3 -m venv --without-pip {venv}"
+            " && {venv}/bin/python {wheels}/pip-{pin}-py3-none-any.whl/pip install -q pip=={pin}"
+            " ansible-core=={version} -r {tree}/tests/matrix/requirements.txt; fi",
+            "cp {tree}/scripts/get_pip.py /root/.ansible/test/cache/get_pip_{under}.py",
+            version_check,
+        ]).format(venv=venv, tree=tree, remote=REMOTE, wheels=REMOTE_WHEELS, pin=pin, version=release.version,
+                  under=pin.replace(".", "_"))
         lines = self.run(script, LOGS / "{}-venv.log".format(release.line))
         if not lines or lines[-1].split()[0] != release.version:
             raise PhaseError("the host's virtualenv says {!r}, not {}".format(lines[-1:], release.version))
@@ -589,6 +632,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         def remote_lane() -> None:
             for release in remote_releases:
                 run_remote(release, remote, remote_releases)
+            if remote_releases and all(r.results.get("venv") == "ok" for r in remote_releases):
+                remote.save_cache(remote_releases)
 
         if args.jobs == 2:
             lanes = [threading.Thread(target=lane, daemon=True) for lane in (local_lane, remote_lane)]
