@@ -77,6 +77,7 @@ class Release:
     targets: Sequence[str]    # target Pythons this release supports, of TARGETS
     results: Dict[str, str] = field(default_factory=dict)
     seconds: Dict[str, float] = field(default_factory=dict)
+    cpu: Dict[str, float] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     sanity_tests: Dict[str, float] = field(default_factory=dict)
 
@@ -99,6 +100,7 @@ MATRIX = [
 ]
 PHASES = ("venv", "sanity", "units", "smoke")
 PRINT_LOCK = threading.Lock()
+CPU = threading.local()   # CPU seconds of the commands the current phase ran on this machine
 STARTED = time.monotonic()
 
 
@@ -132,7 +134,10 @@ def run_logged(argv: Sequence[str], log: Path, env: Optional[Dict[str, str]] = N
                 line = raw.decode(errors="replace").rstrip("\n")
                 lines.append(line)
                 out.write("[{:7.1f}] {}\n".format(time.monotonic() - started, line))
-            process.wait()
+            # wait4: the CPU seconds of this command and what it waited for (not of a podman exec'd one)
+            status, usage = os.wait4(process.pid, 0)[1:]
+            process.returncode = os.waitstatus_to_exitcode(status)
+            CPU.seconds = getattr(CPU, "seconds", 0.0) + usage.ru_utime + usage.ru_stime
         finally:
             timer.cancel()
         out.write("exit status {}\n".format(process.returncode))
@@ -399,11 +404,11 @@ class Remote:
         """Wheels, pip's configuration, the fleet key and the collection on h01 (once per run)."""
         if self.prepared:
             return
+        wheels = download_wheels(releases)   # while the fleet comes up
         self.fleet.wait()
         if self.fleet.os_of("h01") != "debian13":
             raise PhaseError("the fleet has no Debian 13 host to be the controller (tests/fleet/fleet.py "
                              "without host kinds)")
-        wheels = download_wheels(releases)
         podman = self.fleet.fleet.podman
         log = LOGS / "remote-prepare.log"
         self.run("mkdir -p {0} /root/.ssh /root/.ansible/test/cache && rm -rf {1}".format(REMOTE, REMOTE_WHEELS), log)
@@ -522,6 +527,7 @@ class Remote:
 # ---------------------------------------------------------------------------------- driver
 def phase(release: Release, name: str, action) -> bool:
     started = time.monotonic()
+    CPU.seconds = 0.0
     try:
         action()
         release.results[name] = "ok"
@@ -532,10 +538,13 @@ def phase(release: Release, name: str, action) -> bool:
         release.results[name] = "FAIL"
         release.notes.append("{}: {}: {}".format(name, type(error).__name__, error))
     release.seconds[name] = time.monotonic() - started
+    release.cpu[name] = CPU.seconds
     detail = ""
     if name == "sanity" and release.sanity_tests:
         costly = sorted(release.sanity_tests.items(), key=lambda item: -item[1])[:3]
         detail = " (" + ", ".join("{} {:.0f}s".format(test, seconds) for test, seconds in costly) + ")"
+    if release.where == "local":
+        detail += " cpu {:.0f}s".format(release.cpu[name])
     say("{} {:<6} {}{} in {:.0f}s{}".format(release.version, name, release.results[name], detail,
                                             release.seconds[name],
                                             "" if release.results[name] == "ok" else ": " + release.notes[-1]))
@@ -658,6 +667,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "releases": [{"version": r.version, "where": r.where, "controller_python": r.controller,
                       "targets": list(r.targets), "results": r.results,
                       "seconds": {k: round(v, 1) for k, v in r.seconds.items()},
+                      "cpu_seconds_here": {k: round(v, 1) for k, v in r.cpu.items()},
                       "sanity_tests": r.sanity_tests, "notes": r.notes} for r in releases]}, indent=2) + "\n")
     return 1 if failed else 0
 
