@@ -429,7 +429,7 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
                 shutil.copyfileobj(handle, self.wfile, 1 << 16)
 
     def do_CONNECT(self) -> None:  # noqa: N802
-        host, _, port = self.path.rpartition(":")
+        host, port = self.path.rpartition(":")[::2]
         if port != "443" or host.lower() not in self.server.allow:
             self.send_error(403, "CONNECT only to port 443 of: {}".format(", ".join(self.server.allow) or "nobody"))
             return
@@ -444,7 +444,7 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
         sockets = [self.connection, upstream]
         try:
             while True:
-                readable, _, _ = select.select(sockets, [], [], 300)
+                readable = select.select(sockets, [], [], 300)[0]
                 if not readable:
                     break
                 for sock in readable:
@@ -501,7 +501,6 @@ def serve_proxy(address: str, port: int, cache_dir: Path, allow: Sequence[str], 
         server.serve_forever()
     finally:
         os._exit(0)
-
 
 
 class LoadHandle:
