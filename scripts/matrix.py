@@ -120,7 +120,7 @@ def run_logged(argv: Sequence[str], log: Path, env: Optional[Dict[str, str]] = N
     log.parent.mkdir(parents=True, exist_ok=True)
     lines: List[str] = []
     started = time.monotonic()
-    with open(log, "w") as out:
+    with open(log, "w", buffering=1) as out:   # line buffered: the log can be followed while it runs
         out.write("$ {}\n".format(" ".join(shlex.quote(a) for a in argv)))
         process = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                    cwd=str(cwd) if cwd else None,
