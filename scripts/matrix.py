@@ -354,10 +354,11 @@ def requirement_files(wheel: Path, into: Path) -> List[Path]:
 def download_wheels(releases: Sequence[Release]) -> Path:
     """Every wheel the fleet releases need for Python 3.13, into .build/matrix/wheels-cp313 (cached)."""
     wheels = BUILD / "wheels-cp{}".format(REMOTE_PYTHON.replace(".", ""))
+    # what decides the wheels: the releases, the Python, our requirement files (not this script's text)
     digest = hashlib.sha256()
-    for path in (REQUIREMENTS, UNIT_REQUIREMENTS, Path(__file__)):
+    for path in (REQUIREMENTS, UNIT_REQUIREMENTS):
         digest.update(path.read_bytes())
-    digest.update(" ".join(r.version for r in releases).encode())
+    digest.update(" ".join([REMOTE_PYTHON] + [r.version for r in releases]).encode())
     stamp = wheels / ".netstate-matrix"
     if stamp.exists() and stamp.read_text() == digest.hexdigest():
         return wheels
