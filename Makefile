@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: deps run test lint units sanity integration fleet-demo bench bench-fleet clean
+.PHONY: deps run test test-matrix lint units sanity integration fleet-demo bench bench-fleet clean
 
 deps:
 	@bash scripts/setup.sh
@@ -34,6 +34,11 @@ test: deps lint
 	bash scripts/ansible-test.sh sanity
 	bash scripts/ansible-test.sh units
 	$(PY) -m pytest -q
+	$(PY) scripts/matrix.py $(MATRIX_ARGS)
+
+# ansible-core 2.16 to 2.21: sanity, units and a smoke run each (README "Tested with")
+test-matrix: deps
+	$(PY) scripts/matrix.py $(MATRIX_ARGS)
 
 bench: deps
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)

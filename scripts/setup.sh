@@ -16,9 +16,10 @@ cd "$here"
 
 packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client libseccomp2 util-linux
           podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time prometheus
-          nftables ipset netcat-openbsd python3-apt)
+          nftables ipset netcat-openbsd python3-apt shellcheck)
 # netcat-openbsd and python3-apt: the listen_ports_facts compatibility target starts nc servers and
-# uses ansible.builtin.package (apt, through the system python's apt bindings).
+# uses ansible.builtin.package (apt, through the system python's apt bindings). shellcheck: ansible-test
+# sanity runs its shellcheck test only when it is installed.
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

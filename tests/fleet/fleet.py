@@ -448,7 +448,7 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
                 shutil.copyfileobj(handle, self.wfile, 1 << 16)
 
     def do_CONNECT(self) -> None:  # noqa: N802
-        host, _colon, port = self.path.rpartition(":")
+        host, port = self.path.rpartition(":")[::2]
         if port != "443" or host.lower() not in self.server.allow:
             self.send_error(403, "CONNECT only to port 443 of: {}".format(", ".join(self.server.allow) or "nobody"))
             return

@@ -6,7 +6,10 @@
 The real engine on real sockets is exercised in tests/integration/test_collect.py.
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import json
 import os

@@ -1,6 +1,9 @@
 """Unit tests of the sysctl engine on a temporary /proc/sys and sysctl.d tree (no mocks)."""
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import os
 import stat

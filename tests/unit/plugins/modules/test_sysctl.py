@@ -6,14 +6,32 @@ Only validation failures and check mode run here, against the machine's real /pr
 written. Live changes are tested in private namespaces (tests/integration/test_sysctl_netns.py).
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
 
+__metaclass__ = type
+
+import contextlib
 import json
 import os
 
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
+
+try:
+    from ansible.module_utils.testing import patch_module_args
+except ImportError:  # ansible-core before 2.19: AnsibleModule reads its arguments from basic._ANSIBLE_ARGS
+    from ansible.module_utils import basic
+
+    @contextlib.contextmanager
+    def patch_module_args(args):
+        arguments = dict(args, _ansible_remote_tmp="/tmp", _ansible_keep_remote_files=False)
+        saved = basic._ANSIBLE_ARGS  # pylint: disable=protected-access
+        basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": arguments}).encode()  # pylint: disable=protected-access
+        try:
+            yield
+        finally:
+            basic._ANSIBLE_ARGS = saved  # pylint: disable=protected-access
 
 from ansible_collections.netstate.tcp.plugins.modules import sysctl
 
