@@ -18,10 +18,19 @@ Using the fleet in a test file of your own (tests/fleet/test_<yours>.py)::
 
 Fixtures
     fleet               session scope: the Fleet (fleet.py), up once with NETSTATE_FLEET_HOSTS hosts
-                        (default 5), torn down at the end. ``fleet.inventory`` is its Ansible
-                        inventory (group ``fleet``); ``fleet.address(h)``, ``fleet.exec(h, cmd)``,
-                        ``fleet.ssh(h, cmd)``, ``fleet.stop_host(h)`` / ``start_host`` / ``restart_host``,
-                        ``fleet.loadgen(h, scenario, **params)``.
+                        (default 5) of NETSTATE_FLEET_OS (comma separated, taken in turn; default
+                        debian12) and NETSTATE_FLEET_INIT (none or systemd; default none), torn down
+                        at the end. ``fleet.inventory`` is its Ansible inventory (group ``fleet``,
+                        host variables ``fleet_os`` and ``fleet_init``); ``fleet.address(h)``,
+                        ``fleet.os(h)``, ``fleet.init(h)``, ``fleet.exec(h, cmd)``, ``fleet.ssh(h, cmd)``,
+                        ``fleet.stop_host(h)`` / ``start_host`` / ``restart_host``,
+                        ``fleet.loadgen(h, scenario, **params)``. apt on every host goes through the
+                        fleet's Debian-mirror proxy (``fleet.proxy_url``).
+    fleet_factory       session scope: ``fleet_factory(suffix, hosts, systems=("debian12",), init="none")``
+                        returns another up Fleet (name ``pt<pid><suffix>``), the same one for the
+                        same arguments within the session, torn down at the session's end. Use it
+                        when a test needs other kinds of hosts than the session fleet, and share
+                        it: every fleet costs a /27 slice (eight on the machine) and start-up time.
     loads               per test: ``loads.start(host, scenario, **params)`` starts a load generator
                         (tests/fleet/loadgen.py) and stops it when the test ends, pass or fail.
     ansible_playbook    per test: ``ansible_playbook(playbook, *args, env=None, timeout=600)`` runs
@@ -66,7 +75,8 @@ from tests.conftest import IN_CI, require  # noqa: E402  (skip, or fail under CI
 def pytest_collection_modifyitems(items):
     # A test that uses the fleet is a fleet test, marker or not (so -m 'not fleet' leaves it out).
     for item in items:
-        if "fleet" in getattr(item, "fixturenames", ()) and item.get_closest_marker("fleet") is None:
+        names = getattr(item, "fixturenames", ())
+        if ("fleet" in names or "fleet_factory" in names) and item.get_closest_marker("fleet") is None:
             item.add_marker(pytest.mark.fleet)
 
 
@@ -82,18 +92,56 @@ def fleet():
         hosts = int(os.environ.get("NETSTATE_FLEET_HOSTS", "5"))
     except ValueError:
         pytest.fail("NETSTATE_FLEET_HOSTS must be a number, got %r" % os.environ["NETSTATE_FLEET_HOSTS"])
-    name = os.environ.get("NETSTATE_FLEET_NAME") or "pt%d" % os.getpid()
-    the_fleet = fleet_module.Fleet(name=name, owner_pid=os.getpid())
+    systems = os.environ.get("NETSTATE_FLEET_OS") or ",".join(fleet_module.DEFAULT_SYSTEMS)
+    init = os.environ.get("NETSTATE_FLEET_INIT") or fleet_module.DEFAULT_INIT
     try:
-        the_fleet.up(hosts)
+        fleet_module.validate_kinds(systems, init)
     except fleet_module.FleetError as error:
-        the_fleet.down()
-        pytest.fail("fleet up failed: %s" % error, pytrace=False)
+        pytest.fail("NETSTATE_FLEET_OS/NETSTATE_FLEET_INIT: %s" % error, pytrace=False)
+    name = os.environ.get("NETSTATE_FLEET_NAME") or "pt%d" % os.getpid()
+    the_fleet = _up(fleet_module.Fleet(name=name, owner_pid=os.getpid()), hosts, systems, init)
     try:
         yield the_fleet
     finally:
         if os.environ.get("NETSTATE_FLEET_KEEP") != "1":
             the_fleet.down()
+
+
+def _up(the_fleet, hosts, systems, init):
+    try:
+        return the_fleet.up(hosts, systems=systems, init=init)
+    except fleet_module.FleetError as error:
+        the_fleet.down()
+        pytest.fail("fleet %s up failed: %s" % (the_fleet.name, error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def fleet_factory():
+    """fleet_factory(suffix, hosts, systems=("debian12",), init="none") -> an up Fleet of its own."""
+    require(sys.platform.startswith("linux"), "the fleet needs Linux")
+    require(os.geteuid() == 0, "the fleet needs root (rootful podman, networks, user namespaces)")
+    require(IN_CI or shutil.which("podman") is not None, "podman is not installed")
+    made = {}
+
+    def make(suffix, hosts, systems=fleet_module.DEFAULT_SYSTEMS, init=fleet_module.DEFAULT_INIT):
+        system_list, init_list = fleet_module.validate_kinds(systems, init)
+        key = (suffix, hosts, tuple(system_list), tuple(init_list))
+        if key in made:
+            return made[key]
+        if any(other[0] == suffix for other in made):
+            raise fleet_module.FleetError("fleet_factory: suffix %r is already used for %r" % (
+                suffix, [other for other in made if other[0] == suffix][0]))
+        name = "pt%d%s" % (os.getpid(), suffix)
+        the_fleet = fleet_module.Fleet(name=name, owner_pid=os.getpid())  # FleetError names a bad name
+        made[key] = _up(the_fleet, hosts, system_list, init_list)
+        return made[key]
+
+    try:
+        yield make
+    finally:
+        if os.environ.get("NETSTATE_FLEET_KEEP") != "1":
+            for the_fleet in made.values():
+                the_fleet.down()
 
 
 class Loads:

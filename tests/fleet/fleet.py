@@ -1,44 +1,63 @@
-"""A fleet of real SSH hosts for tests: podman containers from a minimal Debian 12 image.
+"""A fleet of real SSH hosts for tests: podman containers from minimal Debian images.
 
 Command line (as root)::
 
     python3 tests/fleet/fleet.py up --hosts 3 --inventory /tmp/fleet.ini
+    python3 tests/fleet/fleet.py up --hosts 6 --os debian11,debian12,debian13 --init systemd
     ansible all -i /tmp/fleet.ini -m ansible.builtin.ping
     python3 tests/fleet/fleet.py status
+    python3 tests/fleet/fleet.py image --os debian11,debian12,debian13 --init none,systemd
     python3 tests/fleet/fleet.py down
 
 Importable::
 
     from fleet import Fleet
     fleet = Fleet(name="demo")
-    fleet.up(5)                        # idempotent; builds/caches the image, starts hosts, writes the inventory
+    fleet.up(5)                        # idempotent; builds/caches the images, starts hosts, writes the inventory
+    fleet.up(3, systems=("debian11", "debian13"), init="systemd")   # h01 debian11, h02 debian13, h03 debian11
+    fleet.os("h01"), fleet.init("h01") # "debian11", "systemd" (also the fleet_os / fleet_init host variables)
     fleet.exec("h01", "ss -tan")       # CompletedProcess, via podman exec
     load = fleet.loadgen("h02", "time_wait", count=2000)
     print(load.info)                   # what the load generator built (its READY line)
     load.stop()
-    fleet.down()                       # removes hosts, network and every file the fleet made
+    fleet.down()                       # removes hosts, network, proxy and every file the fleet made
 
 What a fleet is made of
     * one podman bridge network ``nsf-<name>`` over a /27 slice of 198.18.0.0/24 (eight fleets at
       most, so several engineers can run fleets at once); ``--internal``: no route out of it, no DNS.
-    * hosts ``h01``..``hNN`` (containers ``nsf-<name>-hNN``), addresses .2 upwards in the slice, each
-      running sshd as its container command (no systemd) with a key the harness generates.
+    * hosts ``h01``..``hNN`` (containers ``nsf-<name>-hNN``), addresses .2 upwards in the slice, with
+      a key the harness generates. Each host has a kind: its system (``debian11``, ``debian12`` or
+      ``debian13``: Debian bullseye, bookworm, trixie) and its init. ``none``: sshd is the container
+      command. ``systemd``: systemd is PID 1 (``--systemd=always /sbin/init``), sshd and cron are
+      units, and ``up`` waits until ``systemctl is-system-running`` says running; the container's
+      cgroup (name=systemd and cgroup2 trees) is handed to its root between ``podman init`` and
+      ``podman start``, which systemd in a user namespace needs on this cgroup v1 machine.
+      Hosts take the systems in turn, and the inits too when several are given.
     * containers run in a user namespace (uid 0 inside is an unprivileged uid outside) with
       ``--cap-add NET_ADMIN`` and ``--security-opt unmask=/proc/sys``: that is the least podman needs
       so that root in a host can write its own net.* sysctls and addresses, while kernel-wide
       sysctls (vm.*, kernel.*) stay out of reach.
     * the load generator (loadgen.py) is mounted read-only at /usr/local/lib/netstate-fleet/loadgen.py.
+    * a forward proxy (``fleet.py proxy-serve``, a daemon with its pid file in the fleet's run dir)
+      on the gateway, port 3142, that every host's apt uses (/etc/apt/apt.conf.d/01netstate-fleet-proxy):
+      it forwards http://deb.debian.org only, keeps pool/*.deb files in STATE_DIR/apt-cache (so N
+      hosts installing a package fetch it from the mirror once), passes lists (dists/...) through
+      with the client's If-Modified-Since, and tunnels HTTPS CONNECT to port 443 of the hosts named
+      in NETSTATE_FLEET_PROXY_ALLOW only. ``up`` starts it, ``down`` stops it.
 
 Everything lives under the state directory (env NETSTATE_FLEET_STATE_DIR, default
 /var/lib/netstate-fleet) and /run/netstate-fleet: our own containers.conf and storage.conf (given
 to podman through CONTAINERS_CONF / CONTAINERS_STORAGE_CONF), podman storage, network configs,
-the debootstrap package cache and one directory per fleet (key, state.json). Nothing in /etc is
-touched. The image ``localhost/netstate-fleet:<recipe hash>`` is rebuilt only when
-image/recipe.sh or NETSTATE_FLEET_EXTRA_PACKAGES changes.
+the debootstrap package caches, the proxy's cache and one directory per fleet (key, state.json).
+Nothing in /etc is touched. Each kind has its image ``localhost/netstate-fleet-<os>-<init>:<hash>``
+(the hash covers image/recipe.sh, NETSTATE_FLEET_EXTRA_PACKAGES, the os and the init), built by
+debootstrap up to three kinds at a time, each under its own lock, and rebuilt only when that
+changes; a rebuild drops that kind's older images only.
 
 Environment: NETSTATE_FLEET_NAME (fleet name, default "netstate"), NETSTATE_FLEET_STATE_DIR,
 NETSTATE_FLEET_MIRROR (default http://deb.debian.org/debian), NETSTATE_FLEET_EXTRA_PACKAGES
-(comma separated Debian packages added to the image).
+(comma separated Debian packages added to every image), NETSTATE_FLEET_PROXY_ALLOW (comma separated
+host names the proxy tunnels HTTPS to, e.g. pypi.org,files.pythonhosted.org).
 """
 
 from __future__ import annotations
@@ -47,21 +66,26 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import http.client
+import http.server
 import ipaddress
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 HERE = Path(__file__).resolve().parent
 RECIPE = HERE / "image" / "recipe.sh"
@@ -70,7 +94,19 @@ LOADGEN = HERE / "loadgen.py"
 FLEET_NETWORK = ipaddress.ip_network("198.18.0.0/24")
 SLICE_PREFIX = 27                     # 8 fleets of up to 29 hosts each
 MAX_HOSTS = 2 ** (32 - SLICE_PREFIX) - 3  # minus network, gateway, broadcast
-IMAGE_REPO = "localhost/netstate-fleet"
+IMAGE_REPO = "localhost/netstate-fleet"   # one repository per kind: IMAGE_REPO-<os>-<init>:<hash>
+# The systems a host can run: fleet_os -> (Debian suite, Python interpreter for Ansible).
+SYSTEMS = {
+    "debian11": ("bullseye", "/usr/bin/python3"),   # Python 3.9
+    "debian12": ("bookworm", "/usr/bin/python3"),   # Python 3.11
+    "debian13": ("trixie", "/usr/bin/python3"),     # Python 3.13
+}
+INITS = ("none", "systemd")   # none: sshd is the container command; systemd: systemd is PID 1
+DEFAULT_SYSTEMS = ("debian12",)
+DEFAULT_INIT = "none"
+APT_PROXY_PORT = 3142
+APT_PROXY_CONF = "/etc/apt/apt.conf.d/01netstate-fleet-proxy"
+APT_MIRROR_HOST = "deb.debian.org"
 LABEL = "netstate.fleet"
 # Container root is this uid/gid outside; the same map for every host and fleet.
 ID_MAP_BASE = 2_000_000
@@ -91,6 +127,7 @@ REQUIRED_TOOLS = {            # command -> Debian package
     "ssh-keygen": "openssh-client",
 }
 INVENTORY_MARK = "netstate-fleet inventory"
+SYSTEMD_COMMAND = ("/sbin/init",)
 
 
 class FleetError(RuntimeError):
@@ -109,11 +146,40 @@ def default_name() -> str:
     return os.environ.get("NETSTATE_FLEET_NAME", "netstate")
 
 
-def recipe_hash() -> str:
-    """The image tag: changes whenever the build recipe or the extra package list changes."""
+def recipe_hash(system: str = "debian12", init: str = "none") -> str:
+    """The image tag of one kind: changes whenever the build recipe or the extra package list changes."""
     digest = hashlib.sha256(RECIPE.read_bytes())
     digest.update(b"\0" + os.environ.get("NETSTATE_FLEET_EXTRA_PACKAGES", "").encode())
+    digest.update(b"\0" + system.encode() + b"\0" + init.encode())
     return digest.hexdigest()[:16]
+
+
+def image_name(system: str = "debian12", init: str = "none") -> str:
+    """The cached image of one kind (os, init), e.g. localhost/netstate-fleet-debian13-systemd:<hash>."""
+    return "{}-{}-{}:{}".format(IMAGE_REPO, system, init, recipe_hash(system, init))
+
+
+def _as_list(value: Union[str, Sequence[str], None], field: str) -> List[str]:
+    """A comma separated string or a sequence of strings, as a list (empty items are errors)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not items or not all(isinstance(item, str) and item.strip() for item in items):
+        raise FleetError("{}: expected a non-empty comma separated list, got {!r}".format(field, value))
+    return [item.strip() for item in items]
+
+
+def validate_kinds(systems: Union[str, Sequence[str]], init: Union[str, Sequence[str]]) -> Tuple[List[str], List[str]]:
+    """Checks the systems and inits a fleet is asked for; FleetError names the field and the value."""
+    system_list = _as_list(systems, "os")
+    for system in system_list:
+        if system not in SYSTEMS:
+            raise FleetError("os: unknown system {!r} (known: {})".format(system, ", ".join(SYSTEMS)))
+    init_list = _as_list(init, "init")
+    for one in init_list:
+        if one not in INITS:
+            raise FleetError("init: unknown init {!r} (known: {})".format(one, ", ".join(INITS)))
+    return system_list, init_list
 
 
 def mac_address(address: str) -> str:
@@ -243,6 +309,201 @@ def ensure_prerequisites(install: bool = True) -> None:
         raise FleetError("still missing after apt-get install: " + ", ".join(still))
 
 
+# ------------------------------------------------------------------------------ the Debian-mirror proxy
+
+def proxy_allow_list() -> List[str]:
+    """Extra host names reachable through the proxy by HTTPS CONNECT (NETSTATE_FLEET_PROXY_ALLOW)."""
+    names = [name.strip().lower() for name in os.environ.get("NETSTATE_FLEET_PROXY_ALLOW", "").split(",")]
+    for name in names:
+        if name and not re.match(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$", name):
+            raise FleetError("NETSTATE_FLEET_PROXY_ALLOW: {!r} is not a host name".format(name))
+    return sorted({name for name in names if name})
+
+
+class AptProxyHandler(http.server.BaseHTTPRequestHandler):
+    """A forward proxy for the hosts: GET/HEAD of http://deb.debian.org only, pool/*.deb files
+    cached on disk (they never change under one name), everything else (dists/...) passed
+    through with the client's conditional headers; CONNECT to port 443 of the allow-listed hosts."""
+
+    protocol_version = "HTTP/1.1"
+    server: "AptProxyServer"
+    request_headers = ("If-Modified-Since", "If-None-Match", "Range", "If-Range", "Accept", "Cache-Control")
+    response_headers = ("Content-Type", "Last-Modified", "ETag", "Content-Range", "Accept-Ranges", "Date")
+    timeout = 300
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  (the base class's name)
+        self.server.log(format % args)
+
+    def _cache_path(self, url: urllib.parse.SplitResult) -> Optional[Path]:
+        parts = url.path.split("/")
+        if (url.query or "pool" not in parts or not url.path.endswith(".deb")
+                or any(part in ("", ".", "..") for part in parts[1:])):
+            return None
+        return self.server.cache_dir / url.hostname / url.path.lstrip("/")
+
+    def do_GET(self, head: bool = False) -> None:  # noqa: N802  (http.server's name)
+        url = urllib.parse.urlsplit(self.path)
+        try:
+            port = url.port
+        except ValueError:
+            port = -1
+        if url.scheme != "http" or url.hostname != APT_MIRROR_HOST or port not in (None, 80):
+            self.send_error(403, "only http://{} is forwarded".format(APT_MIRROR_HOST))
+            return
+        cached = self._cache_path(url)
+        try:
+            if cached is not None:
+                self._send_cached(url, cached, head)
+            else:
+                self._pass_through(url, head)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                self.send_error(502, str(error))
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.do_GET(head=True)
+
+    def _upstream(self, url: urllib.parse.SplitResult, method: str,
+                  headers: Dict[str, str]) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        connection = http.client.HTTPConnection(url.hostname, 80, timeout=120)
+        connection.request(method, url.path + ("?" + url.query if url.query else ""), headers=headers)
+        return connection, connection.getresponse()
+
+    def _pass_through(self, url: urllib.parse.SplitResult, head: bool) -> None:
+        headers = {name: self.headers[name] for name in self.request_headers if self.headers.get(name)}
+        connection, response = self._upstream(url, "HEAD" if head else "GET", headers)
+        try:
+            length = response.getheader("Content-Length")
+            body = None
+            if not head and length is None:
+                body = response.read()
+                length = str(len(body))
+            self.send_response(response.status, response.reason)
+            for name in self.response_headers:
+                if response.getheader(name):
+                    self.send_header(name, response.getheader(name))
+            self.send_header("Content-Length", length or "0")
+            self.end_headers()
+            if head or response.status in (204, 304):
+                return
+            if body is not None:
+                self.wfile.write(body)
+            else:
+                shutil.copyfileobj(response, self.wfile, 1 << 16)
+            self.server.count("passed")
+        finally:
+            connection.close()
+
+    def _send_cached(self, url: urllib.parse.SplitResult, cached: Path, head: bool) -> None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        # One download per file, whichever host (or fleet: the cache is shared) asks first.
+        with _locked(cached.with_name(cached.name + ".lock")):
+            if cached.exists():
+                self.server.count("hits")
+            else:
+                connection, response = self._upstream(url, "GET", {})
+                try:
+                    if response.status != 200:
+                        self.send_error(response.status, response.reason)
+                        return
+                    expected = response.getheader("Content-Length")
+                    partial = cached.with_name(cached.name + ".part")
+                    with open(partial, "wb") as handle:
+                        shutil.copyfileobj(response, handle, 1 << 16)
+                    if expected is not None and partial.stat().st_size != int(expected):
+                        partial.unlink()
+                        self.send_error(502, "short download of " + url.path)
+                        return
+                    partial.replace(cached)
+                    self.server.count("misses")
+                finally:
+                    connection.close()
+        size = cached.stat().st_size
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.debian.binary-package")
+        self.send_header("Content-Length", str(size))
+        self.send_header("Last-Modified", self.date_time_string(int(cached.stat().st_mtime)))
+        self.end_headers()
+        if not head:
+            with open(cached, "rb") as handle:
+                shutil.copyfileobj(handle, self.wfile, 1 << 16)
+
+    def do_CONNECT(self) -> None:  # noqa: N802
+        host, _, port = self.path.rpartition(":")
+        if port != "443" or host.lower() not in self.server.allow:
+            self.send_error(403, "CONNECT only to port 443 of: {}".format(", ".join(self.server.allow) or "nobody"))
+            return
+        try:
+            upstream = socket.create_connection((host, 443), timeout=30)
+        except OSError as error:
+            self.send_error(502, str(error))
+            return
+        self.send_response(200, "Connection established")
+        self.end_headers()
+        self.server.count("tunnels")
+        sockets = [self.connection, upstream]
+        try:
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 300)
+                if not readable:
+                    break
+                for sock in readable:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        return
+                    (upstream if sock is self.connection else self.connection).sendall(data)
+        except OSError:
+            pass
+        finally:
+            upstream.close()
+            self.close_connection = True
+
+
+class AptProxyServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: Tuple[str, int], cache_dir: Path, allow: Sequence[str],
+                 stats: Optional[Path] = None) -> None:
+        super().__init__(address, AptProxyHandler)
+        self.cache_dir = cache_dir
+        self.allow = list(allow)
+        self.stats_path = stats
+        self.stats = {"hits": 0, "misses": 0, "passed": 0, "tunnels": 0}
+        self._stats_lock = threading.Lock()
+
+    def count(self, what: str) -> None:
+        with self._stats_lock:
+            self.stats[what] += 1
+            if self.stats_path is not None:
+                with contextlib.suppress(OSError):
+                    _write_if_changed(self.stats_path, json.dumps(self.stats))
+
+    def log(self, line: str) -> None:
+        print("{} {}".format(time.strftime("%H:%M:%S"), line), flush=True)
+
+
+def serve_proxy(address: str, port: int, cache_dir: Path, allow: Sequence[str], pid_file: Path) -> int:
+    """The proxy daemon (``fleet.py proxy-serve``): binds, forks into the background, writes its pid
+    file once it listens, and serves until SIGTERM."""
+    server = AptProxyServer((address, port), cache_dir, allow, stats=pid_file.with_name("proxy-stats.json"))
+    child = os.fork()
+    if child:
+        pid_file.write_text("{}\n".format(child))
+        return 0
+    os.setsid()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    # Let go of the starter's pipes (it waits for their end): stdin from /dev/null, stderr to the log.
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(1, 2)
+    try:
+        server.serve_forever()
+    finally:
+        os._exit(0)
+
+
+
 class LoadHandle:
     """A running load generator on one host. Use .stop() (or a with block) to end it."""
 
@@ -364,35 +625,67 @@ class Fleet:
     def container(self, host: str) -> str:
         return self._host(host)["container"]
 
+    def os(self, host: str) -> str:
+        """The host's system: debian11, debian12 or debian13 (its fleet_os host variable)."""
+        return self._host(host).get("os", "debian12")
+
+    def init(self, host: str) -> str:
+        """The host's init: none (sshd is the container command) or systemd (PID 1)."""
+        return self._host(host).get("init", "none")
+
+    @property
+    def gateway(self) -> Optional[str]:
+        """The controller's address on the fleet's bridge (the Debian-mirror proxy listens there)."""
+        return str(ipaddress.ip_network(self.subnet)[1]) if self.subnet else None
+
     @property
     def subnet(self) -> Optional[str]:
         return self.state.get("subnet")
 
     # ---------------------------------------------------------------- image
-    def image(self) -> str:
-        return "{}:{}".format(IMAGE_REPO, recipe_hash())
+    def image(self, system: str = "debian12", init: str = "none") -> str:
+        return image_name(system, init)
 
-    def ensure_image(self) -> str:
-        """Builds the image with debootstrap + podman import unless the cached one is current."""
-        tag = self.image()
-        with _locked(self.root / "image.lock"):
+    def ensure_images(self, kinds: Sequence[Tuple[str, str]]) -> Dict[Tuple[str, str], str]:
+        """Builds the images of every (os, init) kind not cached yet, up to three at a time."""
+        unique = list(dict.fromkeys(kinds))
+        with ThreadPoolExecutor(max_workers=min(3, len(unique))) as pool:
+            futures = {kind: pool.submit(self.ensure_image, *kind) for kind in unique}
+        errors = [str(future.exception()) for future in futures.values() if future.exception() is not None]
+        if errors:
+            raise FleetError("\n".join(errors))
+        return {kind: future.result() for kind, future in futures.items()}
+
+    def ensure_image(self, system: str = "debian12", init: str = "none") -> str:
+        """Builds one kind's image with debootstrap + podman import unless the cached one is current.
+
+        Each kind has its own lock, build directory and debootstrap cache, so builders of different
+        kinds (in this process or another) run side by side and builders of the same kind wait.
+        """
+        validate_kinds([system], [init])
+        tag = self.image(system, init)
+        kind = "{}-{}".format(system, init)
+        with _locked(self.root / "locks" / "image-{}.lock".format(kind)):
             if self.podman.run("image", "exists", tag, check=False).returncode == 0:
                 return tag
-            log("building image {} (debootstrap bookworm, about a minute)".format(tag))
+            suite = SYSTEMS[system][0]
+            log("building image {} (debootstrap {}{}, a minute or two)".format(
+                tag, suite, " + systemd" if init == "systemd" else ""))
             started = time.monotonic()
-            build = self.root / "build"
+            build = self.root / "build" / kind
             shutil.rmtree(build, ignore_errors=True)
             rootfs = build / "rootfs"
             rootfs.parent.mkdir(parents=True)
             mirror = os.environ.get("NETSTATE_FLEET_MIRROR", "http://deb.debian.org/debian")
             extra = os.environ.get("NETSTATE_FLEET_EXTRA_PACKAGES", "")
             result = subprocess.run(
-                ["sh", str(RECIPE), str(rootfs), mirror, str(self.root / "debootstrap-cache"), extra],
+                ["sh", str(RECIPE), str(rootfs), mirror, str(self.root / "debootstrap-cache" / kind), extra,
+                 suite, init],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
             if result.returncode != 0:
                 shutil.rmtree(build, ignore_errors=True)
-                raise FleetError("image build failed (recipe {}):\n{}".format(
-                    RECIPE, result.stdout.decode(errors="replace")[-3000:]))
+                raise FleetError("image build of {} failed (recipe {}):\n{}".format(
+                    kind, RECIPE, result.stdout.decode(errors="replace")[-3000:]))
             tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."],
                                    stdout=subprocess.PIPE)
             imported = subprocess.run(self.podman.command("import", "-", tag), stdin=tar.stdout,
@@ -401,13 +694,16 @@ class Fleet:
             tar.wait()
             shutil.rmtree(build, ignore_errors=True)
             if imported.returncode != 0 or tar.returncode != 0:
-                raise FleetError("podman import failed: " + imported.stderr.decode(errors="replace"))
-            # Older recipes' images: drop them unless a container still uses one.
+                raise FleetError("podman import of {} failed: {}".format(
+                    kind, imported.stderr.decode(errors="replace")))
+            # This kind's older recipes: drop them unless a container still uses one. Other kinds'
+            # images live in repositories of their own and are never touched here.
+            repository = tag.rsplit(":", 1)[0]
             for line in self.podman.text("images", "--format", "{{.Repository}}:{{.Tag}}",
-                                         IMAGE_REPO).splitlines():
-                if line != tag:
+                                         repository).splitlines():
+                if line != tag and line.rsplit(":", 1)[0] == repository:
                     self.podman.run("rmi", line, check=False)
-            log("image built in {:.0f}s".format(time.monotonic() - started))
+            log("image {} built in {:.0f}s".format(tag, time.monotonic() - started))
         return tag
 
     # ---------------------------------------------------------------- network
@@ -489,18 +785,75 @@ class Fleet:
         out = self.podman.text("ps", "-a", "--filter", "label={}={}".format(LABEL, self.name), "--format", "json")
         return {entry["Names"][0]: entry["State"] for entry in json.loads(out or "[]")}
 
-    def _create_host(self, entry: Dict[str, str], image: str) -> None:
-        self.podman.run(
+    def _container_images(self) -> Dict[str, str]:
+        """container name -> the image (name:tag) it was made from, for this fleet."""
+        out = self.podman.text("ps", "-a", "--filter", "label={}={}".format(LABEL, self.name), "--format", "json")
+        return {entry["Names"][0]: entry.get("Image", "") for entry in json.loads(out or "[]")}
+
+    def _create_host(self, entry: Dict[str, str]) -> None:
+        options = [
             "run", "-d", "--name", entry["container"], "--hostname", entry["name"],
             "--network", self.network, "--ip", entry["address"], "--mac-address", mac_address(entry["address"]),
             "--uidmap", "0:{}:{}".format(ID_MAP_BASE, ID_MAP_SIZE),
             "--gidmap", "0:{}:{}".format(ID_MAP_BASE, ID_MAP_SIZE),
             "--cap-add", "NET_ADMIN", "--security-opt", "unmask=/proc/sys",
             "--pull", "never", "--label", "{}={}".format(LABEL, self.name),
-            "--stop-timeout", "2",
+            "--label", "{}.kind={}-{}".format(LABEL, entry.get("os", "debian12"), entry.get("init", "none")),
             "-v", "{}:/root/.ssh/authorized_keys:ro".format(self.dir / "authorized_keys"),
             "-v", "{}:{}:ro".format(self.dir / "loadgen.py", REMOTE_LOADGEN),
-            image, "sh", "-c", SSHD_COMMAND)
+        ]
+        if entry.get("init") == "systemd":
+            # systemd as PID 1: podman mounts /run, /tmp and the cgroups the way systemd wants them
+            # and stops the container with SIGRTMIN+3 (a clean shutdown of every unit).
+            options += ["--systemd=always", "--stop-timeout", "10", entry["image"], *SYSTEMD_COMMAND]
+        else:
+            options += ["--stop-timeout", "2", entry["image"], "sh", "-c", SSHD_COMMAND]
+        options[0] = "create"
+        options.remove("-d")
+        self.podman.run(*options)
+        self._start_container(entry)
+
+    def _start_container(self, entry: Dict[str, str]) -> None:
+        """podman start; a systemd host first gets its own cgroup (see _delegate_cgroup)."""
+        if entry.get("init") == "systemd":
+            self.podman.run("init", entry["container"])
+            self._delegate_cgroup(entry["container"])
+        self.podman.run("start", entry["container"])
+
+    def _delegate_cgroup(self, container: str) -> None:
+        """Hands the container's cgroup to its root (ID_MAP_BASE outside) before PID 1 runs.
+
+        runc makes the container's cgroup owned by the machine's root; systemd as PID 1 in a user
+        namespace must create init.scope and a cgroup per unit below it, and stops with
+        "Failed to allocate manager object: Permission denied" otherwise. Between `podman init`
+        (cgroup made, process not started) and `podman start` the directory tree of the
+        name=systemd and unified (cgroup2) hierarchies is given to the container's root; the other
+        controllers stay the machine's.
+        """
+        pid = self.podman.text("inspect", "--format", "{{.State.Pid}}", container)
+        mounts = {}   # "name=systemd" or "" (cgroup2) -> mount point
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split(" - ", 1)
+            if len(fields) != 2:
+                continue
+            point = fields[0].split()[4]
+            fstype, _source, options = (fields[1].split() + ["", ""])[:3]
+            if fstype == "cgroup2":
+                mounts.setdefault("", point)
+            elif fstype == "cgroup" and "name=systemd" in options.split(","):
+                mounts.setdefault("name=systemd", point)
+        for line in Path("/proc/{}/cgroup".format(pid)).read_text().splitlines():
+            _number, controllers, path = line.split(":", 2)
+            point = mounts.get(controllers)
+            if point is None or path in ("", "/"):
+                continue
+            top = Path(point + path)
+            if not top.is_dir():
+                continue
+            for directory, _dirs, files in os.walk(top):
+                for name in [None, *files]:
+                    target = directory if name is None else os.path.join(directory, name)
+                    os.chown(target, ID_MAP_BASE, ID_MAP_BASE)
 
     def ssh_args(self) -> List[str]:
         return ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -546,15 +899,48 @@ class Fleet:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(wait, hosts))
 
-    def up(self, hosts: int = 5, inventory: Optional[Union[str, Path]] = None) -> "Fleet":
-        """Starts (or reconciles to) `hosts` hosts and writes the inventory; idempotent."""
-        if not 1 <= hosts <= MAX_HOSTS:
-            raise FleetError("hosts must be between 1 and {} (one /{} slice), got {}".format(
+    def _wait_systemd(self, host: str, timeout: float = 120) -> None:
+        """Waits until systemd on host finished booting; FleetError unless it is "running"."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # --wait blocks until boot is over; right after the start PID 1 may not listen yet.
+            result = self.exec(host, ["timeout", str(int(timeout)), "systemctl", "is-system-running", "--wait"],
+                               check=False, timeout=timeout + 10)
+            state = result.stdout.strip()
+            if state in ("running", "degraded", "maintenance", "stopping") or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        if state != "running":
+            failed = self.exec(host, ["systemctl", "--failed", "--no-legend", "--plain"], check=False)
+            raise FleetError("systemd on host {} is {!r}, not running; failed units: {}".format(
+                host, state or result.stderr.strip(), failed.stdout.strip() or "none"))
+
+    def _wait_ready(self, hosts: Sequence[str]) -> None:
+        """SSH answers on every host, and systemd hosts finished booting."""
+        self._wait_ssh(hosts)
+        booting = [host for host in hosts if self.init(host) == "systemd"]
+        if booting:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(self._wait_systemd, booting))
+
+    def up(self, hosts: int = 5, inventory: Optional[Union[str, Path]] = None,
+           systems: Union[str, Sequence[str]] = DEFAULT_SYSTEMS,
+           init: Union[str, Sequence[str]] = DEFAULT_INIT) -> "Fleet":
+        """Starts (or reconciles to) `hosts` hosts and writes the inventory; idempotent.
+
+        Hosts take the systems in turn (h01 the first, h02 the second, ...), and the inits too
+        when init lists several (with three systems and two inits, six hosts are every kind once).
+        A host whose kind or image changed is made again.
+        """
+        if isinstance(hosts, bool) or not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
+            raise FleetError("hosts must be between 1 and {} (one /{} slice), got {!r}".format(
                 MAX_HOSTS, SLICE_PREFIX, hosts))
+        system_list, init_list = validate_kinds(systems, init)
         ensure_prerequisites()
         started = time.monotonic()
         self.podman.configure()
-        image = self.ensure_image()
+        kinds = [(system_list[i % len(system_list)], init_list[i % len(init_list)]) for i in range(hosts)]
+        images = self.ensure_images(kinds)
         with _locked(self.root / "fleets.lock"):
             self.state = self._load()
             if not self.state.get("subnet"):
@@ -568,30 +954,39 @@ class Fleet:
             subnet = ipaddress.ip_network(self.state["subnet"])
             self.state["hosts"] = [
                 {"name": "h{:02d}".format(i), "container": "nsf-{}-h{:02d}".format(self.name, i),
-                 "address": str(subnet[i + 1])} for i in range(1, hosts + 1)]
+                 "address": str(subnet[i + 1]), "os": kinds[i - 1][0], "init": kinds[i - 1][1],
+                 "image": images[kinds[i - 1]]} for i in range(1, hosts + 1)]
             self._save()
             self._ensure_network()
         self._ensure_key()
         (self.run_dir / "cp").mkdir(parents=True, exist_ok=True)
 
         existing = self._containers()
+        existing_images = self._container_images()
         wanted = {entry["container"] for entry in self.state["hosts"]}
         for container in sorted(set(existing) - wanted):
             self._remove_container(container)
 
         def ensure(entry: Dict[str, str]) -> None:
             status = existing.get(entry["container"])
+            if status is not None and existing_images.get(entry["container"]) != entry["image"]:
+                self._remove_container(entry["container"])   # another kind or an older image
+                status = None
             if status is None:
-                self._create_host(entry, image)
+                self._create_host(entry)
             elif status != "running":
-                self.podman.run("start", entry["container"])
+                self._start_container(entry)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(ensure, self.state["hosts"]))
-        self._wait_ssh(self.hosts)
+        self._ensure_proxy()
+        self._wait_ready(self.hosts)
+        self._configure_apt(self.hosts)
         self.write_inventory()
-        log("fleet {}: {} hosts up on {} in {:.1f}s, inventory {}".format(
-            self.name, hosts, self.subnet, time.monotonic() - started, self.inventory))
+        log("fleet {}: {} hosts up on {} in {:.1f}s ({}), inventory {}".format(
+            self.name, hosts, self.subnet, time.monotonic() - started,
+            ", ".join("{}x {}/{}".format(kinds.count(kind), *kind) for kind in dict.fromkeys(kinds)),
+            self.inventory))
         return self
 
     def write_inventory(self) -> Path:
@@ -599,12 +994,14 @@ class Fleet:
         assert path is not None
         common = " ".join(self.ssh_args())
         host_vars = {entry["name"]: {"ansible_host": entry["address"],
-                                     "netstate_fleet_container": entry["container"]}
+                                     "netstate_fleet_container": entry["container"],
+                                     "fleet_os": entry.get("os", "debian12"),
+                                     "fleet_init": entry.get("init", "none"),
+                                     "ansible_python_interpreter": SYSTEMS[entry.get("os", "debian12")][1]}
                      for entry in self.state["hosts"]}
         group_vars = {
             "ansible_user": "root",
             "ansible_ssh_private_key_file": str(self.key),
-            "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_ssh_common_args": common,
             "netstate_fleet_name": self.name,
         }
@@ -639,6 +1036,8 @@ class Fleet:
 
     def _remove(self) -> List[str]:
         removed: List[str] = []
+        if self._stop_proxy():
+            removed.append("proxy")
         if shutil.which("podman"):
             self.podman.configure()
             for container in sorted(self._containers()):
@@ -671,6 +1070,74 @@ class Fleet:
                                   else "nothing to remove"))
         return removed
 
+    # ---------------------------------------------------------------- the Debian-mirror proxy
+    @property
+    def proxy_url(self) -> Optional[str]:
+        """http://GATEWAY:PORT/, the proxy every host's apt uses (None before up)."""
+        return "http://{}:{}/".format(self.gateway, APT_PROXY_PORT) if self.gateway else None
+
+    def _proxy_pid(self) -> Optional[int]:
+        """The running proxy daemon of this fleet, if any (checked to be ours by its command line)."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.run_dir / "proxy.pid").read_text())
+            cmdline = Path("/proc/{}/cmdline".format(pid)).read_bytes().split(b"\0")
+            if b"proxy-serve" in cmdline and self.name.encode() in cmdline:
+                return pid
+        return None
+
+    def _ensure_proxy(self) -> None:
+        """Starts the fleet's proxy daemon on the gateway unless it runs with the same allow list."""
+        allow = proxy_allow_list()
+        settings = self.run_dir / "proxy.json"
+        pid = self._proxy_pid()
+        if pid is not None:
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(settings.read_text()).get("allow") == allow:
+                    return
+            self._stop_proxy()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cache = self.root / "apt-cache"
+        command = [sys.executable, str(Path(__file__).resolve()), "--name", self.name, "proxy-serve",
+                   "--address", str(self.gateway), "--port", str(APT_PROXY_PORT), "--cache", str(cache),
+                   "--allow", ",".join(allow), "--pid-file", str(self.run_dir / "proxy.pid")]
+        with open(self.run_dir / "proxy.log", "ab") as log_file:
+            deadline = time.monotonic() + 20
+            while True:   # the gateway address appears on the bridge with its first container
+                result = subprocess.run(command, stdout=log_file, stderr=subprocess.PIPE, timeout=60, check=False)
+                if result.returncode == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        if result.returncode != 0:
+            raise FleetError("the Debian-mirror proxy did not start on {}:{}: {}".format(
+                self.gateway, APT_PROXY_PORT, result.stderr.decode(errors="replace").strip()[-1500:]))
+        _write_if_changed(settings, json.dumps({"allow": allow, "url": self.proxy_url}))
+
+    def _stop_proxy(self) -> bool:
+        pid = self._proxy_pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and Path("/proc/{}".format(pid)).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / "proxy.pid").unlink()
+        return True
+
+    def proxy_stats(self) -> Dict[str, int]:
+        """What the proxy served so far: pool files from its cache (hits), fetched (misses), passed
+        through (lists), CONNECT tunnels."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((self.run_dir / "proxy-stats.json").read_text())
+        return {"hits": 0, "misses": 0, "passed": 0, "tunnels": 0}
+
+    def _configure_apt(self, hosts: Sequence[str]) -> None:
+        text = 'Acquire::http::Proxy "{}";\n'.format(self.proxy_url)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda host: self.exec(host, ["sh", "-c", 'printf %s "$1" > {}'.format(APT_PROXY_CONF),
+                                                        "sh", text]), hosts))
+
     # ---------------------------------------------------------------- per host
     def exec(self, host: str, command: Union[str, Sequence[str]], check: bool = True,
              timeout: float = 120) -> subprocess.CompletedProcess:
@@ -691,10 +1158,13 @@ class Fleet:
         self.podman.run("stop", "-t", "2", self.container(host))
 
     def start_host(self, host: str) -> None:
-        self.podman.run("start", self.container(host))
-        self._wait_ssh([host])
+        self._start_container(self._host(host))
+        self._wait_ready([host])
 
     def restart_host(self, host: str) -> None:
+        """Stops and starts the host's container: a fresh network namespace (net.* sysctls and
+        addresses back to their defaults), and on a systemd host a real boot (boot-time units such
+        as systemd-sysctl and every enabled service run again)."""
         self.stop_host(host)
         self.start_host(host)
 
@@ -742,18 +1212,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     up.add_argument("--hosts", type=int, default=5, help="number of hosts (1-%d)" % MAX_HOSTS)
     up.add_argument("--inventory", help="inventory path (.ini, or .yml/.yaml for YAML); default "
                                         "STATE_DIR/fleets/NAME/inventory.ini")
+    up.add_argument("--os", default=",".join(DEFAULT_SYSTEMS),
+                    help="systems the hosts take in turn, comma separated: {} (default %(default)s)".format(
+                        ", ".join(SYSTEMS)))
+    up.add_argument("--init", default=DEFAULT_INIT,
+                    help="init of the hosts: none (sshd is the container command) or systemd (PID 1); "
+                         "a comma separated list is taken in turn like --os (default %(default)s)")
     down = sub.add_parser("down", help="remove the fleet's hosts, network and files (idempotent)")
     down.add_argument("--all", action="store_true", help="every fleet on this machine")
     down.add_argument("--purge", action="store_true",
                       help="with --all: also the cached image, podman storage and the state dir")
     sub.add_parser("status", help="list fleets and their hosts")
-    sub.add_parser("image", help="build the host image if its recipe changed")
+    image = sub.add_parser("image", help="build the host images if their recipe changed")
+    image.add_argument("--os", default=",".join(DEFAULT_SYSTEMS), help="systems, comma separated")
+    image.add_argument("--init", default=DEFAULT_INIT, help="inits, comma separated")
+    serve = sub.add_parser("proxy-serve", help=argparse.SUPPRESS)   # started by up, stopped by down
+    serve.add_argument("--address", required=True)
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--cache", required=True)
+    serve.add_argument("--allow", default="")
+    serve.add_argument("--pid-file", required=True)
     args = parser.parse_args(argv)
     # So that a Ctrl-C during `up` still lets `down` clean up afterwards.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.command == "up":
-            fleet = Fleet(args.name).up(args.hosts, args.inventory)
+            fleet = Fleet(args.name).up(args.hosts, args.inventory, systems=args.os, init=args.init)
             print(fleet.inventory)
         elif args.command == "down":
             names = [f["name"] for f in list_fleets()] if args.all else [args.name or default_name()]
@@ -772,10 +1256,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     print("  {} {} {}".format(host["name"], host["address"],
                                               running.get(host["container"], "missing")))
         elif args.command == "image":
+            systems, inits = validate_kinds(args.os, args.init)
             ensure_prerequisites()
             fleet = Fleet(args.name)
             fleet.podman.configure()
-            print(fleet.ensure_image())
+            started = time.monotonic()
+            for tag in fleet.ensure_images([(s, i) for s in systems for i in inits]).values():
+                print(tag)
+            log("images ready in {:.0f}s".format(time.monotonic() - started))
+        elif args.command == "proxy-serve":
+            return serve_proxy(args.address, args.port, Path(args.cache),
+                               [name for name in args.allow.split(",") if name], Path(args.pid_file))
     except FleetError as error:
         print("fleet: error: {}".format(error), file=sys.stderr)
         return 1

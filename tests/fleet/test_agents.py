@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The monitoring agents on real fleet hosts: zabbix_agent and node_exporter from Debian packages.
 
-The hosts' bridge is internal (no route out), so apt on the hosts goes through a small forward proxy
-this module runs on the bridge's gateway address; it forwards http://deb.debian.org only. The agents
+The hosts' bridge is internal (no route out), so apt on the hosts goes through the fleet's proxy on
+the bridge's gateway address (tests/fleet/fleet.py); it forwards http://deb.debian.org only. The agents
 are queried from the controller over 198.18.0.0/24: Zabbix with zabbix_utils.Getter (the Zabbix
 protocol), node_exporter over HTTP parsed with prometheus_client's parser. `ss` on each host is the
 oracle. The template's JSONPath preprocessing is applied by a small evaluator below that covers the
@@ -13,14 +13,10 @@ JSONPath forms the template uses (checked: an unknown form fails the test).
 from __future__ import annotations
 
 import http.client
-import http.server
-import ipaddress
 import json
 import re
-import socketserver
 import threading
 import time
-import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -40,69 +36,18 @@ WEB_PORT = 18080
 FULL_PORT = 18090
 
 
-# ------------------------------------------------------------------------------ apt through the gateway
-
-class _AptProxy(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    allowed = ("deb.debian.org",)
-    request_headers = ("If-Modified-Since", "If-None-Match", "Range", "If-Range", "Accept")
-    response_headers = ("Content-Type", "Last-Modified", "ETag", "Content-Range", "Accept-Ranges", "Date")
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self, head=False):
-        url = urllib.parse.urlsplit(self.path)
-        if url.scheme != "http" or url.hostname not in self.allowed or url.port not in (None, 80):
-            self.send_error(403, "only http://deb.debian.org is forwarded")
-            return
-        upstream = http.client.HTTPConnection(url.hostname, 80, timeout=120)
-        try:
-            headers = {name: self.headers[name] for name in self.request_headers if self.headers.get(name)}
-            upstream.request("HEAD" if head else "GET", url.path + ("?" + url.query if url.query else ""),
-                             headers=headers)
-            response = upstream.getresponse()
-            body = b"" if head else response.read()
-            self.send_response(response.status, response.reason)
-            for name in self.response_headers:
-                if response.getheader(name):
-                    self.send_header(name, response.getheader(name))
-            self.send_header("Content-Length", response.getheader("Content-Length", "0") if head else str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError as error:
-            self.send_error(502, str(error))
-        finally:
-            upstream.close()
-
-    def do_HEAD(self):
-        self.do_GET(head=True)
-
-
-class _ProxyServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-
+# ------------------------------------------------------------------------------ the agent hosts
 
 @pytest.fixture(scope="module")
 def agent_hosts(fleet):
-    """Two hosts for the agents, apt pointed at our proxy; restarted afterwards (services stop)."""
+    """Two hosts for the agents (apt goes through the fleet's proxy); restarted afterwards (services stop)."""
     hosts = fleet.hosts[-2:]
-    gateway = str(ipaddress.ip_network(fleet.subnet)[1])
-    server = _ProxyServer((gateway, 0), _AptProxy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    proxy = 'Acquire::http::Proxy "http://%s:%d/";' % (gateway, server.server_address[1])
-    for host in hosts:
-        fleet.exec(host, "echo '%s' > /etc/apt/apt.conf.d/01netstate-test-proxy" % proxy)
     try:
-        yield {"hosts": hosts, "gateway": gateway}
+        yield {"hosts": hosts, "gateway": fleet.gateway}
     finally:
         for host in hosts:
-            fleet.exec(host, "rm -f /etc/apt/apt.conf.d/01netstate-test-proxy /etc/cron.d/netstate-tcp-textfile",
-                       check=False)
+            fleet.exec(host, "rm -f /etc/cron.d/netstate-tcp-textfile", check=False)
             fleet.restart_host(host)
-        server.shutdown()
-        server.server_close()
 
 
 # ------------------------------------------------------------------------------ ss, the oracle
