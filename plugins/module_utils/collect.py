@@ -54,6 +54,11 @@ WALK_BUDGET_RANGE = (0, 100000000)
 
 _NAMESPACE_RE = re.compile(r"^(host|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/[A-Za-z0-9_./-]{1,255})$")
 _METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+_ACRONYM_PLURAL = re.compile(r"([A-Z]{2,})s(?=[A-Z]|$)")
+_CAMEL_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_CAMEL_WORD = re.compile(r"([a-z0-9])([A-Z])")
+# Fields of /proc/net/snmp's Tcp line that are values now or settings, not cumulative counters.
+TCP_GAUGE_FIELDS = frozenset(("CurrEstab", "MaxConn", "RtoAlgorithm", "RtoMax", "RtoMin"))
 
 
 class UsageError(Exception):
@@ -186,6 +191,26 @@ def _metric_name(*parts: str) -> str:
     return _METRIC_NAME_BAD.sub("_", "_".join(parts))
 
 
+def snake_case(name: str) -> str:
+    """A kernel field name in Prometheus's snake_case: TCPTimeWaitOverflow -> tcp_time_wait_overflow."""
+    name = _ACRONYM_PLURAL.sub(r"\1S", name)  # DelayedACKs -> delayed_acks, not delayed_ac_ks
+    name = _CAMEL_WORD.sub(r"\1_\2", _CAMEL_ACRONYM.sub(r"\1_\2", name))
+    return _METRIC_NAME_BAD.sub("_", name).lower()
+
+
+def netstat_metric(group: str, field: str) -> tuple:
+    """(series name, type) of a /proc/net/snmp or /proc/net/netstat field.
+
+    Counters end in _total: Tcp ActiveOpens -> netstate_netstat_tcp_active_opens_total,
+    TcpExt ListenOverflows -> netstate_netstat_tcpext_listen_overflows_total; the Tcp values that
+    are no counters (CurrEstab, RtoMin, ...) are gauges without the suffix.
+    """
+    name = _metric_name("netstate_netstat", group.lower(), snake_case(field))
+    if group == "Tcp" and field in TCP_GAUGE_FIELDS:
+        return name, "gauge"
+    return name + "_total", "counter"
+
+
 class _Exposition:
     """Collects samples per metric family; a family is printed once with its HELP and TYPE."""
 
@@ -298,12 +323,12 @@ def _add_document(out: _Exposition, facts: dict, extra: dict) -> None:
 
     counters = facts.get("counters") or {}
     for line_field, value in sorted((counters.get("sockstat") or {}).items()):
-        out.add(_metric_name("netstate_sockstat", line_field), "gauge",
+        out.add(_metric_name("netstate_sockstat", line_field.lower()), "gauge",
                 "/proc/net/sockstat{,6} %s." % line_field, value, extra)
     for group, source in (("Tcp", "snmp"), ("TcpExt", "netstat")):
         for field, value in sorted((counters.get(group) or {}).items()):
-            out.add(_metric_name("netstate_netstat", group, field), "untyped",
-                    "%s %s from /proc/net/%s." % (group, field, source), value, extra)
+            name, kind = netstat_metric(group, field)
+            out.add(name, kind, "%s %s from /proc/net/%s." % (group, field, source), value, extra)
     for key, value in sorted((counters.get("sysctl") or {}).items()):
         out.add("netstate_sysctl", "gauge", "TCP-related sysctl values (null ones left out).",
                 value, _labels(extra, name=key))

@@ -98,12 +98,23 @@ def test_prometheus_parses_and_has_help_and_type_once(facts):
     families = parse(text)
     for name in ("netstate_tcp_connections", "netstate_tcp_port_connections", "netstate_tcp_listen_queue",
                  "netstate_tcp_listen_backlog", "netstate_tcp_peer_connections",
-                 "netstate_netstat_TcpExt_ListenOverflows", "netstate_sockstat_TCP_tw"):
+                 "netstate_netstat_tcpext_listen_overflows", "netstate_sockstat_tcp_tw"):
         assert name in families, name
-        assert text.count("# HELP %s " % name) == 1
-        assert text.count("# TYPE %s " % name) == 1
+        exposed = name + "_total" if families[name].type == "counter" else name
+        assert text.count("# HELP %s " % exposed) == 1
+        assert text.count("# TYPE %s " % exposed) == 1
     assert families["netstate_tcp_connections"].type == "gauge"
-    assert families["netstate_netstat_TcpExt_ListenOverflows"].type == "unknown"  # untyped
+    # kernel counters: snake_case, type counter, _total on the series (the parser strips it off the family)
+    assert families["netstate_netstat_tcpext_listen_overflows"].type == "counter"
+    assert "\nnetstate_netstat_tcpext_listen_overflows_total " in text
+
+
+@pytest.mark.parametrize("field, series", [
+    ("TCPTimeWaitOverflow", "tcp_time_wait_overflow"), ("ListenOverflows", "listen_overflows"), ("TW", "tw"),
+    ("TWRecycled", "tw_recycled"), ("DelayedACKs", "delayed_acks"), ("TCPSpuriousRTOs", "tcp_spurious_rtos"),
+    ("PAWSActive", "paws_active"), ("InCsumErrors", "in_csum_errors"), ("TCP_orphan", "tcp_orphan")])
+def test_snake_case_of_kernel_field_names(field, series):
+    assert collect.snake_case(field) == series
 
 
 def test_prometheus_states_are_zero_filled_and_exact(facts):
@@ -133,8 +144,9 @@ def test_prometheus_peers_counters_sysctl(facts):
     families = parse(collect.render(facts, "prometheus"))
     assert samples(families["netstate_tcp_peer_connections"]) == {
         (("address", "198.18.0.5"),): 7, (("address", "2001:db8::1"),): 2}
-    assert samples(families["netstate_netstat_TcpExt_TW"]) == {(): 99}
-    assert samples(families["netstate_netstat_Tcp_MaxConn"]) == {(): -1}
+    assert samples(families["netstate_netstat_tcpext_tw"]) == {(): 99}
+    assert families["netstate_netstat_tcp_max_conn"].type == "gauge"  # a setting, not a counter
+    assert samples(families["netstate_netstat_tcp_max_conn"]) == {(): -1}
     # a null sysctl (global key not visible in a namespace) is left out, not exported as 0
     assert samples(families["netstate_sysctl"]) == {(("name", "somaxconn"),): 4096}
     assert samples(families["netstate_collector_success"]) == {(): 1}
