@@ -43,11 +43,12 @@ fi
 """.format(password=DB_PASSWORD)
 
 _SERVER_CONF = """# fleet tests: pick up new hosts and items within seconds
+DBPassword={password}
 CacheUpdateFrequency=5
 Timeout=10
 StartPollers=5
 StartDiscoverers=1
-"""
+""".format(password=DB_PASSWORD)
 
 _FRONTEND_CONF = """<?php
 $DB['TYPE'] = 'POSTGRESQL';
@@ -125,7 +126,8 @@ def setup_monitoring_host(fleet, host):
     fleet.exec(host, _INSTALL, timeout=1200)
     timings["install_s"] = round(time.monotonic() - started, 1)
     fleet.exec(host, _DATABASE, timeout=600)
-    _write(fleet, host, "/etc/zabbix/zabbix_server.conf.d/netstate-fleet.conf", _SERVER_CONF)
+    _write(fleet, host, "/etc/zabbix/zabbix_server.conf.d/netstate-fleet.conf", _SERVER_CONF, mode="0640")
+    fleet.exec(host, "chgrp zabbix /etc/zabbix/zabbix_server.conf.d/netstate-fleet.conf")
     _write(fleet, host, "/etc/zabbix/zabbix.conf.php", _FRONTEND_CONF, mode="0640")
     fleet.exec(host, "chgrp www-data /etc/zabbix/zabbix.conf.php && a2enconf -q zabbix-frontend-php >/dev/null && "
                      "systemctl restart apache2 && systemctl enable -q zabbix-server && systemctl restart zabbix-server")
