@@ -91,7 +91,8 @@ scrape_configs:
 def _write(fleet, host, path, text, mode="0644"):
     import base64  # pylint: disable=import-outside-toplevel
     data = base64.b64encode(text.encode("utf-8")).decode("ascii")
-    fleet.exec(host, "mkdir -p \"$(dirname {0})\" && echo {1} | base64 -d > {0} && chmod {2} {0}".format(path, data, mode))
+    fleet.exec(host, "mkdir -p \"$(dirname {0})\" && echo {1} | base64 -d > {0} && chmod {2} {0}".format(
+        path, data, mode))
 
 
 def _api(url, method, params, auth=None, timeout=30):
@@ -129,8 +130,9 @@ def setup_monitoring_host(fleet, host):
     _write(fleet, host, "/etc/zabbix/zabbix_server.conf.d/netstate-fleet.conf", _SERVER_CONF, mode="0640")
     fleet.exec(host, "chgrp zabbix /etc/zabbix/zabbix_server.conf.d/netstate-fleet.conf")
     _write(fleet, host, "/etc/zabbix/zabbix.conf.php", _FRONTEND_CONF, mode="0640")
-    fleet.exec(host, "chgrp www-data /etc/zabbix/zabbix.conf.php && a2enconf -q zabbix-frontend-php >/dev/null && "
-                     "systemctl restart apache2 && systemctl enable -q zabbix-server && systemctl restart zabbix-server")
+    fleet.exec(host, "chgrp www-data /etc/zabbix/zabbix.conf.php && a2enconf -q zabbix-frontend-php >/dev/null"
+                     " && systemctl restart apache2"
+                     " && systemctl enable -q zabbix-server && systemctl restart zabbix-server")
     _write(fleet, host, "/etc/prometheus/prometheus.yml", _PROMETHEUS_CONF)
     fleet.exec(host, "mkdir -p /etc/prometheus/rules /etc/prometheus/file_sd && "
                      "touch %s && test -f %s || echo '[]' > %s; systemctl restart prometheus"

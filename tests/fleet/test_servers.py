@@ -178,9 +178,10 @@ def test_registration_is_idempotent_and_check_mode_writes_nothing(setup, tmp_pat
     again = run(setup["env"], args)
     assert again.returncode == 0, again.stdout[-4000:]
     assert re.findall(r"changed=(\d+)", again.stdout) == ["0"] * len(AGENTS), again.stdout[-3000:]
-    checked = run(setup["env"], args + ["--check", "-e", '{"netstate_zabbix_register_macros": {"{$NETSTATE.INTERVAL}": "11s"}}'])
+    moved = '{"netstate_zabbix_register_macros": {"{$NETSTATE.INTERVAL}": "11s"}}'
+    checked = run(setup["env"], args + ["--check", "-e", moved])
     assert checked.returncode == 0, checked.stdout[-4000:]
-    assert "Would call usermacro.update" in checked.stdout
+    assert "Check mode: would call usermacro.update" in checked.stdout
     for host in host_ids(setup["api"]).values():
         macros = {m["macro"]: m["value"] for m in setup["api"].usermacro.get(hostids=host, output=["macro", "value"])}
         assert macros["{$NETSTATE.INTERVAL}"] == "10s"
@@ -188,34 +189,45 @@ def test_registration_is_idempotent_and_check_mode_writes_nothing(setup, tmp_pat
 
 # ------------------------------------------------------------------------------ values
 
-def test_master_and_dependent_items_match_ss(setup):
+def _values_agree_with_ss(setup, host, hostid):
     api, fleet = setup["api"], setup["fleet"]
-    ids = host_ids(api)
-    for host, hostid in ids.items():
-        keys = ["netstate.tcp.state[LISTEN]", "netstate.tcp.port.state[22,LISTEN]"]
-        wait_for("%s: values of %s" % (host, keys), lambda: len(item_values(api, hostid, keys)) == 2, 240)
-        note("first_value_after_monitor_start_%s" % host, time.monotonic() - setup["started"])
+    keys = ["netstate.tcp.state[LISTEN]", "netstate.tcp.port.state[22,LISTEN]"]
+    wait_for("%s: values of %s" % (host, keys), lambda: len(item_values(api, hostid, keys)) == 2, 240)
+    note("first_value_after_monitor_start_%s" % host, time.monotonic() - setup["started"])
 
-        def agrees():
-            listen, ports = ss_listen(fleet, host)
-            values = item_values(api, hostid, keys)
-            return (int(values["netstate.tcp.state[LISTEN]"]) == listen
-                    and int(values["netstate.tcp.port.state[22,LISTEN]"]) == ports.get("22"))
-        wait_for("%s: LISTEN items equal ss" % host, agrees, 60)
+    def agrees():
+        listen, ports = ss_listen(fleet, host)
+        values = item_values(api, hostid, keys)
+        return (int(values["netstate.tcp.state[LISTEN]"]) == listen
+                and int(values["netstate.tcp.port.state[22,LISTEN]"]) == ports.get("22"))
+    wait_for("%s: LISTEN items equal ss" % host, agrees, 60)
+
+
+def test_master_and_dependent_items_match_ss(setup):
+    for host, hostid in host_ids(setup["api"]).items():
+        _values_agree_with_ss(setup, host, hostid)
+
+
+def _discovered(setup, host, hostid):
+    api = setup["api"]
+    _, ports = ss_listen(setup["fleet"], host)
+    wanted = {"netstate.tcp.port.total[%s]" % port for port in ports}
+
+    def keys():
+        return {item["key_"] for item in api.item.get(hostids=hostid, output=["key_"],
+                                                      search={"key_": "netstate.tcp.port.total"})}
+    wait_for("%s: per-port items for %s" % (host, sorted(wanted)), lambda: wanted <= keys(), 120)
+
+    # {#PROCESS} from the root job's discovery file, through the agent's discovery key
+    def names_sshd():
+        triggers = api.trigger.get(hostids=hostid, output=["description"], search={"description": "port 22"})
+        return any("port 22 (sshd)" in trigger["description"] for trigger in triggers)
+    wait_for("%s: port 22's trigger names sshd" % host, names_sshd, 150)
 
 
 def test_discovery_creates_per_port_items_with_process_names(setup):
-    api, fleet = setup["api"], setup["fleet"]
-    for host, hostid in host_ids(api).items():
-        _, ports = ss_listen(fleet, host)
-        wanted = {"netstate.tcp.port.total[%s]" % port for port in ports}
-        wait_for("%s: per-port items for %s" % (host, sorted(wanted)), lambda: wanted <= {
-            item["key_"] for item in api.item.get(hostids=hostid, output=["key_"], search={"key_": "netstate.tcp.port.total"})},
-            120)
-        # {#PROCESS} from the root job's discovery file, through the agent's discovery key
-        wait_for("%s: port 22's trigger names sshd" % host, lambda: any(
-            "port 22 (sshd)" in trigger["description"]
-            for trigger in api.trigger.get(hostids=hostid, output=["description"], search={"description": "port 22"})), 150)
+    for host, hostid in host_ids(setup["api"]).items():
+        _discovered(setup, host, hostid)
 
 
 # ------------------------------------------------------------------------------ problems and alerts

@@ -296,3 +296,48 @@ def test_write_atomically_failure_leaves_target_and_no_temporary(tmp_path):
         collect.write_atomically(str(target), "new\n")
     assert sorted(os.listdir(tmp_path)) == ["netstate.prom"]
     assert (target / "keep").read_text() == "x"
+
+
+# ------------------------------------------------------------------------------- discovery file
+
+def _rows():
+    row = {"{#PROTOCOL}": "tcp", "{#PORT}": "22", "{#ADDRESS}": "0.0.0.0", "{#ADDRESSES}": "0.0.0.0",
+           "{#FAMILY}": "ipv4", "{#PROCESS}": "sshd"}
+    return [row, dict(row, **{"{#PROTOCOL}": "udp", "{#PORT}": "53", "{#PROCESS}": "dnsmasq"})]
+
+
+def test_discovery_file_fresh_rows_filtered_by_protocol(tmp_path):
+    path = tmp_path / "discovery.json"
+    path.write_text(json.dumps(_rows()))
+    text, reason = collect.read_discovery_file(str(path), "tcp", 900)
+    assert reason is None
+    assert json.loads(text) == [_rows()[0]]
+    text, _ = collect.read_discovery_file(str(path), "all", 900)
+    assert len(json.loads(text)) == 2
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("[{\"{#PORT}\": \"22\"}]", "does not hold discovery rows"),
+    ("{not json", "discovery.json"),
+    ("{\"data\": []}", "does not hold discovery rows")])
+def test_discovery_file_malformed_is_refused(tmp_path, content, problem):
+    path = tmp_path / "discovery.json"
+    path.write_text(content)
+    text, reason = collect.read_discovery_file(str(path), "tcp", 900)
+    assert text is None and problem in reason
+
+
+def test_discovery_file_stale_or_missing_is_refused(tmp_path):
+    path = tmp_path / "discovery.json"
+    path.write_text(json.dumps(_rows()))
+    old = path.stat().st_mtime - 1000
+    os.utime(str(path), (old, old))
+    text, reason = collect.read_discovery_file(str(path), "tcp", 900)
+    assert text is None and "old" in reason
+    text, reason = collect.read_discovery_file(str(tmp_path / "missing.json"), "tcp", 900)
+    assert text is None and "missing.json" in reason
+
+
+def test_discovery_file_argument_must_be_absolute():
+    with pytest.raises(SystemExit):
+        collect.build_parser().parse_args(["--format", "zabbix-discovery", "--discovery-file", "relative.json"])
