@@ -57,7 +57,9 @@ changes; a rebuild drops that kind's older images only.
 Environment: NETSTATE_FLEET_NAME (fleet name, default "netstate"), NETSTATE_FLEET_STATE_DIR,
 NETSTATE_FLEET_MIRROR (default http://deb.debian.org/debian), NETSTATE_FLEET_EXTRA_PACKAGES
 (comma separated Debian packages added to every image), NETSTATE_FLEET_PROXY_ALLOW (comma separated
-host names the proxy tunnels HTTPS to, e.g. pypi.org,files.pythonhosted.org).
+host names the proxy tunnels HTTPS to, e.g. pypi.org,files.pythonhosted.org), NETSTATE_FLEET_HOST_CA
+(comma separated PEM files every host adds to its trust store, for a machine whose way out
+re-signs TLS).
 """
 
 from __future__ import annotations
@@ -320,6 +322,23 @@ def proxy_allow_list() -> List[str]:
     return sorted({name for name in names if name})
 
 
+def host_ca_certificates() -> List[str]:
+    """The PEM certificates in NETSTATE_FLEET_HOST_CA (comma separated files), for the hosts' trust
+    store: where the machine's way out re-signs TLS, a host tunnelling HTTPS through the proxy (pip
+    from PyPI) must trust that CA as the machine does."""
+    pems: List[str] = []
+    for name in [item.strip() for item in os.environ.get("NETSTATE_FLEET_HOST_CA", "").split(",") if item.strip()]:
+        try:
+            text = Path(name).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise FleetError("NETSTATE_FLEET_HOST_CA: cannot read {!r}: {}".format(name, error)) from None
+        found = re.findall(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", text, re.S)
+        if not found:
+            raise FleetError("NETSTATE_FLEET_HOST_CA: {!r} holds no PEM certificate".format(name))
+        pems.extend(found)
+    return pems
+
+
 class AptProxyHandler(http.server.BaseHTTPRequestHandler):
     """A forward proxy for the hosts: GET/HEAD of http://deb.debian.org only, pool/*.deb files
     cached on disk (they never change under one name), everything else (dists/...) passed
@@ -429,7 +448,7 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
                 shutil.copyfileobj(handle, self.wfile, 1 << 16)
 
     def do_CONNECT(self) -> None:  # noqa: N802
-        host, _, port = self.path.rpartition(":")
+        host, _colon, port = self.path.rpartition(":")
         if port != "443" or host.lower() not in self.server.allow:
             self.send_error(403, "CONNECT only to port 443 of: {}".format(", ".join(self.server.allow) or "nobody"))
             return
@@ -444,7 +463,7 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
         sockets = [self.connection, upstream]
         try:
             while True:
-                readable, _, _ = select.select(sockets, [], [], 300)
+                readable = select.select(sockets, [], [], 300)[0]
                 if not readable:
                     break
                 for sock in readable:
@@ -501,7 +520,6 @@ def serve_proxy(address: str, port: int, cache_dir: Path, allow: Sequence[str], 
         server.serve_forever()
     finally:
         os._exit(0)
-
 
 
 class LoadHandle:
@@ -803,9 +821,10 @@ class Fleet:
             "-v", "{}:{}:ro".format(self.dir / "loadgen.py", REMOTE_LOADGEN),
         ]
         if entry.get("init") == "systemd":
-            # systemd as PID 1: podman mounts /run, /tmp and the cgroups the way systemd wants them
-            # and stops the container with SIGRTMIN+3 (a clean shutdown of every unit).
-            options += ["--systemd=always", "--stop-timeout", "10", entry["image"], *SYSTEMD_COMMAND]
+            # systemd as PID 1: podman mounts /run, /tmp and the cgroups the way systemd wants them;
+            # SIGRTMIN+3 is systemd's "halt" (a clean shutdown of every unit; SIGTERM is not).
+            options += ["--systemd=always", "--stop-signal", "SIGRTMIN+3", "--stop-timeout", "10",
+                        entry["image"], *SYSTEMD_COMMAND]
         else:
             options += ["--stop-timeout", "2", entry["image"], "sh", "-c", SSHD_COMMAND]
         options[0] = "create"
@@ -815,10 +834,24 @@ class Fleet:
 
     def _start_container(self, entry: Dict[str, str]) -> None:
         """podman start; a systemd host first gets its own cgroup (see _delegate_cgroup)."""
-        if entry.get("init") == "systemd":
-            self.podman.run("init", entry["container"])
-            self._delegate_cgroup(entry["container"])
-        self.podman.run("start", entry["container"])
+        if entry.get("init") != "systemd":
+            self.podman.run("start", entry["container"])
+            return
+        error = ""
+        for attempt in range(8):
+            # Right after a stop, podman's clean-up of the previous run can still tear down the
+            # runtime `podman init` just made (its process is gone): then init again.
+            init = self.podman.run("init", entry["container"], check=False)
+            try:
+                if init.returncode != 0:
+                    raise FleetError(init.stderr.decode(errors="replace").strip())
+                self._delegate_cgroup(entry["container"])
+                self.podman.run("start", entry["container"])
+                return
+            except (FleetError, OSError) as failure:
+                error = str(failure)
+            time.sleep(0.3 * (attempt + 1))
+        raise FleetError("cannot start systemd host {}: {}".format(entry["container"], error))
 
     def _delegate_cgroup(self, container: str) -> None:
         """Hands the container's cgroup to its root (ID_MAP_BASE outside) before PID 1 runs.
@@ -936,6 +969,8 @@ class Fleet:
             raise FleetError("hosts must be between 1 and {} (one /{} slice), got {!r}".format(
                 MAX_HOSTS, SLICE_PREFIX, hosts))
         system_list, init_list = validate_kinds(systems, init)
+        proxy_allow_list()
+        host_ca_certificates()   # bad settings fail before anything is made
         ensure_prerequisites()
         started = time.monotonic()
         self.podman.configure()
@@ -1133,10 +1168,18 @@ class Fleet:
         return {"hits": 0, "misses": 0, "passed": 0, "tunnels": 0}
 
     def _configure_apt(self, hosts: Sequence[str]) -> None:
+        """Points every host's apt at the proxy, and adds NETSTATE_FLEET_HOST_CA to its trust store."""
         text = 'Acquire::http::Proxy "{}";\n'.format(self.proxy_url)
+        certificates = host_ca_certificates()
+        # One file per certificate (older ca-certificates take only the first of a file), written
+        # and update-ca-certificates run only when they changed (a second or two per host).
+        script = ('printf "%s\\n" "$1" > {conf}; shift; changed=; i=0; for pem in "$@"; do i=$((i+1)); '
+                  'file=/usr/local/share/ca-certificates/netstate-fleet-$i.crt; '
+                  'if [ "$(cat "$file" 2>/dev/null)" != "$pem" ]; then printf "%s\\n" "$pem" > "$file"; changed=1; fi; '
+                  'done; if [ -n "$changed" ]; then update-ca-certificates >/dev/null; fi').format(conf=APT_PROXY_CONF)
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda host: self.exec(host, ["sh", "-c", 'printf %s "$1" > {}'.format(APT_PROXY_CONF),
-                                                        "sh", text]), hosts))
+            list(pool.map(lambda host: self.exec(host, ["sh", "-c", script, "sh", text.strip(), *certificates]),
+                          hosts))
 
     # ---------------------------------------------------------------- per host
     def exec(self, host: str, command: Union[str, Sequence[str]], check: bool = True,
@@ -1155,7 +1198,8 @@ class Fleet:
         """Stops host: it keeps its address in the inventory but no longer answers (unreachable)."""
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._close_master(host)
-        self.podman.run("stop", "-t", "2", self.container(host))
+        # A systemd host shuts its units down (10 s at most); sshd alone is stopped in 2 s.
+        self.podman.run("stop", "-t", "10" if self.init(host) == "systemd" else "2", self.container(host))
 
     def start_host(self, host: str) -> None:
         self._start_container(self._host(host))
