@@ -15,7 +15,11 @@ Formats:
 ``prometheus``
     Prometheus text exposition format 0.0.4 (node_exporter's textfile collector reads it).
 ``zabbix-discovery``
-    Zabbix low-level discovery JSON, one row per listening port and protocol.
+    Zabbix low-level discovery JSON, one row per listening port and protocol. With
+    ``--discovery-file`` the rows come from that file when it is younger than
+    ``--discovery-max-age`` seconds (a root job writes it with ``--protocol all --output``, so
+    ``{#PROCESS}`` is filled although the agent's user cannot read other users' /proc/PID/fd);
+    otherwise, or when the file is unreadable or malformed, the collector gathers itself.
 
 Every argument is validated by argparse before anything is gathered; the command never runs a
 shell and never writes anywhere but ``--output``, which it replaces atomically. Plain Python,
@@ -34,6 +38,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 
 from . import _escape as escape
 from .engine import GatherError, gather
@@ -51,9 +56,16 @@ TOP_RANGE = (1, 10000)
 SAMPLE_RANGE = (0.0, 60.0)
 MAX_SOCKETS_RANGE = (0, 1000000)
 WALK_BUDGET_RANGE = (0, 100000000)
+DISCOVERY_MAX_AGE_RANGE = (1, 86400)
+LLD_KEYS = ("{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}")
 
 _NAMESPACE_RE = re.compile(r"^(host|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/[A-Za-z0-9_./-]{1,255})$")
 _METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+_ACRONYM_PLURAL = re.compile(r"([A-Z]{2,})s(?=[A-Z]|$)")
+_CAMEL_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_CAMEL_WORD = re.compile(r"([a-z0-9])([A-Z])")
+# Fields of /proc/net/snmp's Tcp line that are values now or settings, not cumulative counters.
+TCP_GAUGE_FIELDS = frozenset(("CurrEstab", "MaxConn", "RtoAlgorithm", "RtoMax", "RtoMin"))
 
 
 class UsageError(Exception):
@@ -114,6 +126,12 @@ def _protocol(text: str) -> str:
     return text
 
 
+def _absolute_file(text: str) -> str:
+    if not text.startswith("/") or "\0" in text or text.endswith("/"):
+        raise argparse.ArgumentTypeError("%r is not an absolute file name" % text)
+    return text
+
+
 def _output(text: str) -> str:
     if not text or "\0" in text or text.endswith("/"):
         raise argparse.ArgumentTypeError("%r is not a file name" % text)
@@ -154,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also read processes of other network namespaces to find listeners' processes")
     parser.add_argument("--protocol", type=_protocol, default="tcp",
                         help="zabbix-discovery: listeners of this protocol: tcp (default), udp or all")
+    parser.add_argument("--discovery-file", type=_absolute_file, default=None,
+                        help="zabbix-discovery: take the rows from this file (written by a root job with "
+                        "--format zabbix-discovery --protocol all --output FILE) when it is fresh")
+    parser.add_argument("--discovery-max-age", type=_int_range(*DISCOVERY_MAX_AGE_RANGE), default=900,
+                        help="zabbix-discovery: seconds after which --discovery-file is stale (default 900)")
     parser.add_argument("--quiet", action="store_true",
                         help="no warnings on standard error (Zabbix reads standard error into the value)")
     parser.add_argument("--output", type=_output, default=None,
@@ -184,6 +207,26 @@ def _format_value(value) -> str:
 
 def _metric_name(*parts: str) -> str:
     return _METRIC_NAME_BAD.sub("_", "_".join(parts))
+
+
+def snake_case(name: str) -> str:
+    """A kernel field name in Prometheus's snake_case: TCPTimeWaitOverflow -> tcp_time_wait_overflow."""
+    name = _ACRONYM_PLURAL.sub(r"\1S", name)  # DelayedACKs -> delayed_acks, not delayed_ac_ks
+    name = _CAMEL_WORD.sub(r"\1_\2", _CAMEL_ACRONYM.sub(r"\1_\2", name))
+    return _METRIC_NAME_BAD.sub("_", name).lower()
+
+
+def netstat_metric(group: str, field: str) -> tuple:
+    """(series name, type) of a /proc/net/snmp or /proc/net/netstat field.
+
+    Counters end in _total: Tcp ActiveOpens -> netstate_netstat_tcp_active_opens_total,
+    TcpExt ListenOverflows -> netstate_netstat_tcpext_listen_overflows_total; the Tcp values that
+    are no counters (CurrEstab, RtoMin, ...) are gauges without the suffix.
+    """
+    name = _metric_name("netstate_netstat", group.lower(), snake_case(field))
+    if group == "Tcp" and field in TCP_GAUGE_FIELDS:
+        return name, "gauge"
+    return name + "_total", "counter"
 
 
 class _Exposition:
@@ -298,12 +341,12 @@ def _add_document(out: _Exposition, facts: dict, extra: dict) -> None:
 
     counters = facts.get("counters") or {}
     for line_field, value in sorted((counters.get("sockstat") or {}).items()):
-        out.add(_metric_name("netstate_sockstat", line_field), "gauge",
+        out.add(_metric_name("netstate_sockstat", line_field.lower()), "gauge",
                 "/proc/net/sockstat{,6} %s." % line_field, value, extra)
     for group, source in (("Tcp", "snmp"), ("TcpExt", "netstat")):
         for field, value in sorted((counters.get(group) or {}).items()):
-            out.add(_metric_name("netstate_netstat", group, field), "untyped",
-                    "%s %s from /proc/net/%s." % (group, field, source), value, extra)
+            name, kind = netstat_metric(group, field)
+            out.add(name, kind, "%s %s from /proc/net/%s." % (group, field, source), value, extra)
     for key, value in sorted((counters.get("sysctl") or {}).items()):
         out.add("netstate_sysctl", "gauge", "TCP-related sysctl values (null ones left out).",
                 value, _labels(extra, name=key))
@@ -363,6 +406,25 @@ def render_zabbix_discovery(facts: dict, protocol: str = "tcp") -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
 
 
+def read_discovery_file(path: str, protocol: str, max_age: float, now=None):
+    """The rows of a fresh discovery file for one protocol (as render_zabbix_discovery prints them),
+    or None with the reason when it is missing, stale or not what the collector writes."""
+    try:
+        with open(path, "rb") as stream:
+            age = (time.time() if now is None else now) - os.fstat(stream.fileno()).st_mtime
+            if age > max_age:
+                return None, "%s is %d s old (more than %d s)" % (path, age, max_age)
+            data = json.loads(stream.read(16 * 1024 * 1024).decode("utf-8"))
+    except (OSError, ValueError) as error:
+        return None, "%s: %s" % (path, error)
+    if not isinstance(data, list) or not all(
+            isinstance(row, dict) and sorted(row) == sorted(LLD_KEYS) and all(isinstance(v, str) for v in row.values())
+            for row in data):
+        return None, "%s does not hold discovery rows" % path
+    rows = [row for row in data if protocol == "all" or row["{#PROTOCOL}"] == protocol]
+    return json.dumps(rows, sort_keys=True, separators=(",", ":")) + "\n", None
+
+
 def render(facts: dict, output_format: str, protocol: str = "tcp") -> str:
     if output_format == "json":
         return render_json(facts)
@@ -394,8 +456,15 @@ def write_atomically(path: str, text: str) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    subset = ["listeners"] if args.format == "zabbix-discovery" else args.subset or list(DEFAULT_SUBSET)
     warnings = []
+    if args.format == "zabbix-discovery" and args.discovery_file:
+        text, reason = read_discovery_file(args.discovery_file, args.protocol, args.discovery_max_age)
+        if text is not None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return 0
+        warnings.append("gathering instead of reading the discovery file: %s" % reason)
+    subset = ["listeners"] if args.format == "zabbix-discovery" else args.subset or list(DEFAULT_SUBSET)
     try:
         facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
                        namespace=args.namespace, backend=args.backend, max_sockets=args.max_sockets,

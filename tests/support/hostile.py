@@ -9,7 +9,6 @@ low-level discovery by json.
 """
 
 import json
-import re
 import shutil
 import subprocess
 from xml.etree import ElementTree
@@ -106,26 +105,20 @@ def parse_lld(text):
     return data
 
 
-# promtool's only lint finding on our output: kernel counter names kept as the kernel spells them
-# (netstate_netstat_TcpExt_ListenOverflows, as node_exporter's node_netstat_TcpExt_ListenOverflows).
-_PROMTOOL_KNOWN_LINT = re.compile(r"^netstate_netstat_\w+ metric names should be written in 'snake_case' not "
-                                  r"'camelCase'$")
-
-
 def promtool_available():
     return shutil.which("promtool") is not None
 
 
 def promtool_problems(text):
-    """What `promtool check metrics` (Prometheus's own Go parser and linter) finds, known lint left out.
+    """What `promtool check metrics` (Prometheus's own Go parser and linter) finds: parse errors and lint.
 
-    Exit status 1 is a parse error; 3 is lint only.
+    Exit status 1 is a parse error; 3 is lint only. Nothing is tolerated.
     """
     data = text if isinstance(text, bytes) else text.encode("utf-8")
     done = subprocess.run(["promtool", "check", "metrics"], input=data, capture_output=True,
                           timeout=60, check=False)
     output = (done.stdout + done.stderr).decode("utf-8", "replace")
-    problems = [line for line in output.splitlines() if line.strip() and not _PROMTOOL_KNOWN_LINT.match(line)]
-    if done.returncode not in (0, 3) and not problems:
+    problems = [line for line in output.splitlines() if line.strip()]
+    if done.returncode != 0 and not problems:
         problems.append("promtool exited %d" % done.returncode)
     return problems

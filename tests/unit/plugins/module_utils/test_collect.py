@@ -101,12 +101,23 @@ def test_prometheus_parses_and_has_help_and_type_once(facts):
     families = parse(text)
     for name in ("netstate_tcp_connections", "netstate_tcp_port_connections", "netstate_tcp_listen_queue",
                  "netstate_tcp_listen_backlog", "netstate_tcp_peer_connections",
-                 "netstate_netstat_TcpExt_ListenOverflows", "netstate_sockstat_TCP_tw"):
+                 "netstate_netstat_tcpext_listen_overflows", "netstate_sockstat_tcp_tw"):
         assert name in families, name
-        assert text.count("# HELP %s " % name) == 1
-        assert text.count("# TYPE %s " % name) == 1
+        exposed = name + "_total" if families[name].type == "counter" else name
+        assert text.count("# HELP %s " % exposed) == 1
+        assert text.count("# TYPE %s " % exposed) == 1
     assert families["netstate_tcp_connections"].type == "gauge"
-    assert families["netstate_netstat_TcpExt_ListenOverflows"].type == "unknown"  # untyped
+    # kernel counters: snake_case, type counter, _total on the series (the parser strips it off the family)
+    assert families["netstate_netstat_tcpext_listen_overflows"].type == "counter"
+    assert "\nnetstate_netstat_tcpext_listen_overflows_total " in text
+
+
+@pytest.mark.parametrize("field, series", [
+    ("TCPTimeWaitOverflow", "tcp_time_wait_overflow"), ("ListenOverflows", "listen_overflows"), ("TW", "tw"),
+    ("TWRecycled", "tw_recycled"), ("DelayedACKs", "delayed_acks"), ("TCPSpuriousRTOs", "tcp_spurious_rtos"),
+    ("PAWSActive", "paws_active"), ("InCsumErrors", "in_csum_errors"), ("TCP_orphan", "tcp_orphan")])
+def test_snake_case_of_kernel_field_names(field, series):
+    assert collect.snake_case(field) == series
 
 
 def test_prometheus_states_are_zero_filled_and_exact(facts):
@@ -136,8 +147,9 @@ def test_prometheus_peers_counters_sysctl(facts):
     families = parse(collect.render(facts, "prometheus"))
     assert samples(families["netstate_tcp_peer_connections"]) == {
         (("address", "198.18.0.5"),): 7, (("address", "2001:db8::1"),): 2}
-    assert samples(families["netstate_netstat_TcpExt_TW"]) == {(): 99}
-    assert samples(families["netstate_netstat_Tcp_MaxConn"]) == {(): -1}
+    assert samples(families["netstate_netstat_tcpext_tw"]) == {(): 99}
+    assert families["netstate_netstat_tcp_max_conn"].type == "gauge"  # a setting, not a counter
+    assert samples(families["netstate_netstat_tcp_max_conn"]) == {(): -1}
     # a null sysctl (global key not visible in a namespace) is left out, not exported as 0
     assert samples(families["netstate_sysctl"]) == {(("name", "somaxconn"),): 4096}
     assert samples(families["netstate_collector_success"]) == {(): 1}
@@ -287,3 +299,48 @@ def test_write_atomically_failure_leaves_target_and_no_temporary(tmp_path):
         collect.write_atomically(str(target), "new\n")
     assert sorted(os.listdir(tmp_path)) == ["netstate.prom"]
     assert (target / "keep").read_text() == "x"
+
+
+# ------------------------------------------------------------------------------- discovery file
+
+def _rows():
+    row = {"{#PROTOCOL}": "tcp", "{#PORT}": "22", "{#ADDRESS}": "0.0.0.0", "{#ADDRESSES}": "0.0.0.0",
+           "{#FAMILY}": "ipv4", "{#PROCESS}": "sshd"}
+    return [row, dict(row, **{"{#PROTOCOL}": "udp", "{#PORT}": "53", "{#PROCESS}": "dnsmasq"})]
+
+
+def test_discovery_file_fresh_rows_filtered_by_protocol(tmp_path):
+    path = tmp_path / "discovery.json"
+    path.write_text(json.dumps(_rows()))
+    text, reason = collect.read_discovery_file(str(path), "tcp", 900)
+    assert reason is None
+    assert json.loads(text) == [_rows()[0]]
+    text, _ = collect.read_discovery_file(str(path), "all", 900)
+    assert len(json.loads(text)) == 2
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("[{\"{#PORT}\": \"22\"}]", "does not hold discovery rows"),
+    ("{not json", "discovery.json"),
+    ("{\"data\": []}", "does not hold discovery rows")])
+def test_discovery_file_malformed_is_refused(tmp_path, content, problem):
+    path = tmp_path / "discovery.json"
+    path.write_text(content)
+    text, reason = collect.read_discovery_file(str(path), "tcp", 900)
+    assert text is None and problem in reason
+
+
+def test_discovery_file_stale_or_missing_is_refused(tmp_path):
+    path = tmp_path / "discovery.json"
+    path.write_text(json.dumps(_rows()))
+    old = path.stat().st_mtime - 1000
+    os.utime(str(path), (old, old))
+    text, reason = collect.read_discovery_file(str(path), "tcp", 900)
+    assert text is None and "old" in reason
+    text, reason = collect.read_discovery_file(str(tmp_path / "missing.json"), "tcp", 900)
+    assert text is None and "missing.json" in reason
+
+
+def test_discovery_file_argument_must_be_absolute():
+    with pytest.raises(SystemExit):
+        collect.build_parser().parse_args(["--format", "zabbix-discovery", "--discovery-file", "relative.json"])
