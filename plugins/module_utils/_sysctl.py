@@ -710,7 +710,7 @@ class SysctlEngine(object):
             "path": path,
             "file_changed": bool(file_changed),
             "live_changed": [e.key for e in live_changes],
-            "keys": keys,
+            "per_key": keys,
             # not "skipped": Ansible reads a truthy "skipped" in a result as "the task was skipped"
             "skipped_keys": [e.key for e in entries if e.skipped],
             "removed": [e.key for e in active if e.value is None],

@@ -157,7 +157,7 @@ removed:
   returned: always
   type: list
   elements: str
-keys:
+per_key:
   description:
     - One entry per key of O(settings), by full dotted name. Values are strings in the form the kernel prints
       them, whitespace collapsed (V(32768 60999)).

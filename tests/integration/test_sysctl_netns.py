@@ -229,7 +229,7 @@ def test_module_changes_the_namespace_only(sysctl_ns, tmp_path):
     assert "net.ipv4.tcp_max_orphans is global" in output
     assert "tcp_max_orphans" not in path.read_text()
     assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert result["keys"]["net.ipv4.tcp_tw_reuse"]["before"] == defaults["net/ipv4/tcp_tw_reuse"]
+    assert result["per_key"]["net.ipv4.tcp_tw_reuse"]["before"] == defaults["net/ipv4/tcp_tw_reuse"]
 
     again, _output = run_module(sysctl_ns, tmp_path, settings)
     assert again["changed"] is False, again

@@ -112,11 +112,11 @@ def test_short_and_dotted_keys_apply_live_and_persist(tree):
     assert "net.ipv4.tcp_tw_reuse = 1\n" in content
     assert "net.ipv4.ip_local_port_range = 16384 65535\n" in content
     assert stat.S_IMODE(os.stat(tree.ours).st_mode) == 0o644
-    key = result["keys"]["net.ipv4.tcp_tw_reuse"]
+    key = result["per_key"]["net.ipv4.tcp_tw_reuse"]
     assert key["before"] == "2" and key["after"] == "1" and key["changed"] is True
     assert key["boot"] == {"value": "1", "file": tree.ours}
     assert key["scope"] == "netns" and "timestamps" in key["advice"]
-    assert result["keys"]["net.ipv4.ip_local_port_range"]["before"] == "32768 60999"
+    assert result["per_key"]["net.ipv4.ip_local_port_range"]["before"] == "32768 60999"
     # tcp_fin_timeout below 60 is allowed but explained
     assert any("does not shorten TIME_WAIT" in w for w in result["warnings"])
 
@@ -131,8 +131,8 @@ def test_check_mode_changes_nothing_and_predicts(tree):
     result = tree.run({"tcp_tw_reuse": 1, "somaxconn": 1024}, check_mode=True)
     assert tree.snapshot() == before
     assert result["changed"] is True
-    assert result["keys"]["net.ipv4.tcp_tw_reuse"]["after"] == "1"
-    assert result["keys"]["net.core.somaxconn"]["boot"]["value"] == "1024"
+    assert result["per_key"]["net.ipv4.tcp_tw_reuse"]["after"] == "1"
+    assert result["per_key"]["net.core.somaxconn"]["boot"]["value"] == "1024"
     file_diff, live_diff = result["diff"]
     assert file_diff["before"] == "" and "net.core.somaxconn = 1024" in file_diff["after"]
     assert live_diff["before"] == "net.ipv4.tcp_tw_reuse = 2\nnet.core.somaxconn = 4096\n"
@@ -243,7 +243,7 @@ def test_global_key_invisible_in_namespace_is_skipped(tree):
     os.unlink(os.path.join(tree.proc, "net/ipv4/tcp_max_orphans"))
     result = tree.run({"tcp_max_orphans": 4096, "tcp_tw_reuse": 1})
     assert result["skipped_keys"] == ["net.ipv4.tcp_max_orphans"]
-    assert result["keys"]["net.ipv4.tcp_max_orphans"]["skipped"] is True
+    assert result["per_key"]["net.ipv4.tcp_max_orphans"]["skipped"] is True
     assert any(w.startswith("net.ipv4.tcp_max_orphans is global") for w in result["warnings"])
     assert "tcp_max_orphans" not in tree.read(tree.ours)
     assert tree.live("net/ipv4/tcp_tw_reuse") == "1"
@@ -256,7 +256,7 @@ def test_global_key_invisible_in_namespace_is_skipped(tree):
 def test_unknown_key_present_in_kernel_is_accepted(tree):
     result = tree.run({"tcp_ecn": 1})
     assert tree.live("net/ipv4/tcp_ecn") == "1"
-    assert result["keys"]["net.ipv4.tcp_ecn"]["advice"] is None
+    assert result["per_key"]["net.ipv4.tcp_ecn"]["advice"] is None
 
 
 def test_other_keys_in_our_file_are_kept_and_null_removes(tree):
@@ -277,7 +277,7 @@ def test_other_keys_in_our_file_are_kept_and_null_removes(tree):
 def test_reserved_ports_are_compared_in_kernel_form(tree):
     result = tree.run({"ip_local_reserved_ports": "9101,9000-9100,8080"})
     assert tree.live("net/ipv4/ip_local_reserved_ports") == "8080,9000-9101"
-    assert result["keys"]["net.ipv4.ip_local_reserved_ports"]["after"] == "8080,9000-9101"
+    assert result["per_key"]["net.ipv4.ip_local_reserved_ports"]["after"] == "8080,9000-9101"
     assert tree.run({"ip_local_reserved_ports": [8080, "9000-9101"]})["changed"] is False
 
 
@@ -292,7 +292,7 @@ def test_boot_order_scan(tree):
     tree.write(tree.conf, "; sysctl.conf is read last\nnet.ipv4.ip_local_port_range = 20000 30001\n")
     result = tree.run({"tcp_tw_reuse": 1, "tcp_fin_timeout": 30, "somaxconn": 1024,
                        "tcp_keepalive_probes": 4, "ip_local_port_range": "16384 65535"})
-    keys = result["keys"]
+    keys = result["per_key"]
     assert keys["net.ipv4.tcp_tw_reuse"]["boot"] == {"value": "1", "file": tree.ours}
     assert keys["net.ipv4.tcp_fin_timeout"]["boot"] == {"value": "30", "file": tree.ours}
     assert keys["net.core.somaxconn"]["boot"] == {"value": "256", "file": os.path.join(etc, "70-vendor.conf")}
@@ -309,7 +309,7 @@ def test_boot_order_scan(tree):
 def test_override_with_same_value_is_not_a_warning(tree):
     tree.write(os.path.join(tree.dirs[0], "99-local.conf"), "net.ipv4.tcp_tw_reuse = 1\n")
     result = tree.run({"tcp_tw_reuse": 1})
-    assert result["keys"]["net.ipv4.tcp_tw_reuse"]["boot"]["file"].endswith("99-local.conf")
+    assert result["per_key"]["net.ipv4.tcp_tw_reuse"]["boot"]["file"].endswith("99-local.conf")
     assert not any("wins at boot" in w for w in result["warnings"])
 
 
@@ -318,7 +318,7 @@ def test_path_outside_boot_dirs_warns(tree):
     result = tree.run({"tcp_tw_reuse": 1}, path=path)
     assert os.path.exists(path)
     assert any("not in a directory read at boot" in w for w in result["warnings"])
-    assert result["keys"]["net.ipv4.tcp_tw_reuse"]["boot"] == {"value": None, "file": None}
+    assert result["per_key"]["net.ipv4.tcp_tw_reuse"]["boot"] == {"value": None, "file": None}
 
 
 def _read_only_proc_file(tree, rel):

@@ -61,7 +61,7 @@ def test_documentation_is_complete():
     examples = yaml.safe_load(sysctl.EXAMPLES)
     assert all(task["name"] and "netstate.tcp.sysctl" in task for task in examples)
     returned = yaml.safe_load(sysctl.RETURN)
-    assert {"changed", "keys", "skipped_keys", "live_changed", "file_changed"} <= set(returned)
+    assert {"changed", "per_key", "skipped_keys", "live_changed", "file_changed"} <= set(returned)
 
 
 def test_invalid_settings_fail_with_one_message(capsys, tmp_path):
@@ -89,8 +89,8 @@ def test_check_mode_reports_without_writing(capsys, tmp_path):
                        _ansible_check_mode=True, _ansible_diff=True)
     assert code == 0 and result["changed"] is True
     assert result["live_changed"] == ["net.ipv4.tcp_tw_reuse"]
-    assert result["keys"]["net.ipv4.tcp_tw_reuse"] == dict(
-        result["keys"]["net.ipv4.tcp_tw_reuse"], before=current, after=other, value=other)
+    assert result["per_key"]["net.ipv4.tcp_tw_reuse"] == dict(
+        result["per_key"]["net.ipv4.tcp_tw_reuse"], before=current, after=other, value=other)
     file_diff, live_diff = result["diff"]
     assert file_diff["after_header"] == str(path) and "net.ipv4.tcp_tw_reuse = %s" % other in file_diff["after"]
     assert live_diff["before"] == "net.ipv4.tcp_tw_reuse = %s\n" % current
