@@ -142,3 +142,23 @@ def ansible_playbook(fleet):
         return run_playbook(fleet, playbook, *args, env=env, timeout=timeout, inventory=inventory)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def node_exporter_host(fleet, tmp_path_factory):
+    """The last fleet host with node_exporter and the collector from the netstate.tcp.node_exporter
+    role (tests/fleet/soak.py installs them through an apt proxy on the bridge gateway); restarted at
+    the end of the session, so node_exporter and cron stop. {"host": ..., "command": the collector's
+    command line as cron runs it}."""
+    from soak import install_node_exporter  # pylint: disable=import-outside-toplevel
+
+    host = fleet.hosts[-1]
+    try:
+        command = install_node_exporter(fleet, host, tmp_path_factory.mktemp("node_exporter"))
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield {"host": host, "command": command}
+    finally:
+        fleet.exec(host, "rm -f /etc/cron.d/netstate-tcp-textfile", check=False)
+        fleet.restart_host(host)
