@@ -10,8 +10,9 @@ What runs
     * node_exporter and the collector installed by the netstate.tcp.node_exporter role (Debian
       packages through an apt proxy on the bridge gateway), so cron also runs the collector
       once a minute: a second writer of the same textfile, as on a real host.
-    * loadgen.py ``churn``: connections opened and closed at --rate per second for the whole run
-      (TIME_WAIT settles at about rate x 60 once the first minute is over).
+    * loadgen.py ``churn``: connections opened and closed (FIN, so each leaves a TIME_WAIT) at --rate
+      per second for the whole run, in windows of 120 s (loadgen refuses more connections in one
+      run than the ephemeral port range holds); TIME_WAIT climbs to about rate x 60.
     * on the host, a probe runs the role's exact collector command every --interval seconds as a
       child process: its peak RSS (``wait4`` rusage of that child), the most descriptors it held
       (``/proc/PID/fd`` sampled every 5 ms while it runs), its exit code and duration, and the
@@ -56,6 +57,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 TEXTFILE = "/var/lib/prometheus/node-exporter/netstate_tcp.prom"
 COLLECTOR_DIR = "/usr/local/lib/netstate"
 CHURN_PORT = 18186
+CHURN_WINDOW = 120
 
 # Runs on the host: the collector command every INTERVAL s for DURATION s, one JSON line per run.
 PROBE = r'''
@@ -244,10 +246,21 @@ def soak(fleet, host, duration, interval=2.0, rate=200, workdir="/tmp", log=prin
     command = install_node_exporter(fleet, host, workdir)
     log("soak: node_exporter and the collector installed on %s; collector: %s" % (host, command))
     fleet.exec(host, command)  # a first textfile before node_exporter's first scrape
-    churn = fleet.loadgen(host, "churn", port=CHURN_PORT, rate=rate, duration=min(int(duration) + 60, 3600))
     scraper = Scraper(fleet.address(host))
     exporter = []
     stopping = threading.Event()
+    windows = []
+
+    def churn():
+        # loadgen refuses more FIN-closed connections than the port range holds (each leaves a
+        # TIME_WAIT), so the churn runs in windows of CHURN_WINDOW s, one after the other.
+        while not stopping.is_set():
+            with fleet.loadgen(host, "churn", port=CHURN_PORT, rate=rate, duration=CHURN_WINDOW) as load:
+                windows.append(load.info)
+                stopping.wait(CHURN_WINDOW)
+
+    churner = threading.Thread(target=churn, daemon=True)
+    churner.start()
 
     def watch_exporter():
         while not stopping.wait(5):
@@ -276,10 +289,10 @@ def soak(fleet, host, duration, interval=2.0, rate=200, workdir="/tmp", log=prin
         stopping.set()
         scraper.stopping.set()
         scraper.join(15)
-        churn.stop()
+        churner.join(60)
     figures, failed = evaluate(runs, exporter, scraper)
     figures.update(duration_s=duration, interval_s=interval, churn_rate=rate, host=host,
-                   churn=churn.info)
+                   churn_windows=len(windows), churn=windows[:1])
     return figures, failed
 
 
