@@ -61,7 +61,7 @@ def wait_for_module(fleet, host, process, timeout=60):
 
 
 def finish(process, timeout=300):
-    out, _ = process.communicate(timeout=timeout)
+    out, _stderr = process.communicate(timeout=timeout)
     return process.returncode, out
 
 
