@@ -27,7 +27,8 @@ Criteria (all must hold; --json writes the figures)
     * every scrape parses, with node_textfile_scrape_error 0, netstate_collector_success 1 and all
       11 netstate_tcp_connections series;
     * flat: the last quarter's maximum of the collector's peak RSS within 10 % of the first
-      quarter's, its descriptors no more than the first quarter's maximum, the textfile's size within
+      quarter's, its descriptors at most 2 above the first quarter's maximum (sampled every 5 ms, one
+      held for less can be missed), the textfile's size within
       25 % (churn moves ports and peers), node_exporter's RSS within 25 % and its descriptors within
       the first quarter's maximum + 2 (HTTP keep-alive).
 """
@@ -213,13 +214,14 @@ def evaluate(runs, exporter, scraper):
     if len(runs) < 8 or len(exporter) < 4:
         failed.append("too few samples: %d collector runs, %d node_exporter samples" % (len(runs), len(exporter)))
         return figures, failed
-    for key, limit, absolute in (("maxrss_kib", 1.10, 0), ("fds", 1.0, 0), ("size", 1.25, 0)):
+    # descriptors are sampled every 5 ms: one held for less may be missed in a quarter, hence + 2
+    for key, limit, absolute in (("maxrss_kib", 1.10, 0), ("fds", 1.0, 2), ("size", 1.25, 0)):
         series = [run[key] for run in runs]
         first, last = quarters(series)
         figures[key] = {"first_quarter_max": first, "last_quarter_max": last, "min": min(series), "max": max(series)}
         if last > first * limit + absolute:
-            failed.append("collector %s grew: last quarter max %s > first quarter max %s x %.2f"
-                          % (key, last, first, limit))
+            failed.append("collector %s grew: last quarter max %s > first quarter max %s x %.2f + %d"
+                          % (key, last, first, limit, absolute))
     seconds = [run["seconds"] for run in runs]
     figures["collector_seconds"] = {"median": sorted(seconds)[len(seconds) // 2], "max": max(seconds)}
     for key, limit, absolute in (("rss_kib", 1.25, 0), ("fds", 1.0, 2)):
@@ -292,7 +294,8 @@ def soak(fleet, host, duration, interval=2.0, rate=200, workdir="/tmp", log=prin
         churner.join(60)
     figures, failed = evaluate(runs, exporter, scraper)
     figures.update(duration_s=duration, interval_s=interval, churn_rate=rate, host=host,
-                   churn_windows=len(windows), churn=windows[:1])
+                   churn_windows=len(windows), churn=windows[:1],
+                   samples={"collector": runs, "node_exporter": exporter})
     return figures, failed
 
 
