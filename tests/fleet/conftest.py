@@ -144,11 +144,12 @@ def ansible_playbook(fleet):
     return run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def node_exporter_host(fleet, tmp_path_factory):
     """The last fleet host with node_exporter and the collector from the netstate.tcp.node_exporter
-    role (tests/fleet/soak.py installs them through an apt proxy on the bridge gateway); restarted at
-    the end of the session, so node_exporter and cron stop. {"host": ..., "command": the collector's
+    role (tests/fleet/soak.py installs them through an apt proxy on the bridge gateway; packages an
+    earlier module installed are still there); restarted at the end of the test module, so
+    node_exporter and cron stop before other modules use the host. {"host": ..., "command": the collector's
     command line as cron runs it}."""
     from soak import install_node_exporter  # pylint: disable=import-outside-toplevel
 
