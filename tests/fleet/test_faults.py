@@ -82,8 +82,10 @@ def test_host_stopped_while_gather_runs(fleet, tmp_path):
     play = start_playbook(fleet, GATHER, "-l", ",".join(hosts), "-e", "netstate_gather_report_dir=%s" % tmp_path,
                           "-e", '{"netstate_gather_args": {"sample_interval": 10}}')
     wait_for_module(fleet, victim, play)
+    stopped = time.monotonic()
     fleet.stop_host(victim)
     code, out = finish(play)
+    print("gather ended %.1fs after the stop" % (time.monotonic() - stopped))
     assert code == 2, out[-4000:]
     report = json.loads((tmp_path / "fleet-report.json").read_text())
     rows = {row["host"]: row for row in report["rows"]}
@@ -124,7 +126,18 @@ def test_host_stopped_while_health_runs(fleet, tmp_path):
 
 # ------------------------------------------------------------------------------ SSH connection killed
 
-KILL_SESSIONS = "for p in $(pgrep -x sshd); do [ \"$p\" = 1 ] || kill -KILL \"$p\"; done; pgrep -x sshd"
+KILL_SESSIONS = "for p in $(pgrep -x sshd); do [ \"$p\" = 1 ] || kill -KILL \"$p\"; done"
+
+
+def sshd_left(fleet, host, timeout=10):
+    """sshd processes on host once the killed ones are reaped (a zombie is listed until then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = fleet.exec(host, "ps -o pid=,stat= -C sshd").stdout.split("\n")
+        left = [line.split()[0] for line in left if line.strip() and not line.split()[1].startswith("Z")]
+        if left == ["1"] or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def test_ssh_connection_killed_mid_task(fleet, tmp_path):
@@ -134,8 +147,8 @@ def test_ssh_connection_killed_mid_task(fleet, tmp_path):
     play = start_playbook(fleet, HEALTH, "-l", ",".join(hosts), "-e", "netstate_health_report_dir=%s" % report,
                           "-e", "netstate_health_sample_interval=10")
     wait_for_module(fleet, victim, play)
-    left = fleet.exec(victim, KILL_SESSIONS).stdout.split()
-    assert left == ["1"], left  # only the listening sshd is left
+    fleet.exec(victim, KILL_SESSIONS)
+    assert sshd_left(fleet, victim) == ["1"]  # only the listening sshd is left
     code, out = finish(play)
     assert code == 2, out[-4000:]
     assert "UNREACHABLE" in out or "unreachable" in out, out[-3000:]
