@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: deps run test test-matrix lint units sanity integration fleet-demo bench bench-fleet clean
+.PHONY: deps run test test-matrix lint units sanity integration fleet-demo bench bench-fleet soak clean
 
 deps:
 	@bash scripts/setup.sh
@@ -49,6 +49,11 @@ fleet-demo: deps
 
 bench-fleet: deps
 	$(PY) benchmarks/bench_fleet.py
+
+# 30 minutes: the node_exporter collector every 2 s beside connection churn on a fleet host of its
+# own (tests/fleet/soak.py; make test runs a 2-minute version). SOAK_ARGS="--duration 600" etc.
+soak: deps
+	$(PY) tests/fleet/soak.py --json .build/soak.json $(SOAK_ARGS)
 
 clean:
 	rm -rf .build .pytest_cache .ansible

@@ -52,18 +52,22 @@ class ActionModule(ActionBase):
         dest = controller_path(args["dest"])
         paths = {name: os.path.join(dest, report_engine.FORMATS[name]) for name in args["formats"]}
         changed = False
+        target = dest
         try:
             if not self._task.check_mode:
                 os.makedirs(dest, exist_ok=True)
             elif not os.path.isdir(dest):
                 changed = True
-            for name, path in paths.items():
-                text = report_engine.RENDERERS[name](report)
-                if changed and self._task.check_mode:
-                    continue
-                changed |= report_engine.write_if_changed(path, text, self._task.check_mode)
+            with report_engine.locked_directory(None if self._task.check_mode else dest):
+                for name, path in paths.items():
+                    text = report_engine.RENDERERS[name](report)
+                    if changed and self._task.check_mode:
+                        continue
+                    target = path
+                    changed |= report_engine.write_if_changed(path, text, self._task.check_mode)
         except OSError as exc:
-            raise AnsibleActionFail(f"dest: cannot write the report into {dest}: {to_text(exc)}") from None
+            # name the report file (not the temporary one beside it) and the system's reason
+            raise AnsibleActionFail(f"dest: cannot write {target}: {to_text(exc.strerror or exc)}") from None
         markdown = report_engine.render_markdown(report)
         result.update(
             changed=changed,

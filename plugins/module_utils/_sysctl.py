@@ -33,8 +33,9 @@ import fnmatch
 import os
 import re
 import stat
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ansible_collections.netstate.tcp.plugins.module_utils._atomic import write_atomically
 
 DEFAULT_PATH = "/etc/sysctl.d/60-netstate-tcp.conf"
 DEFAULT_PROC_SYS = "/proc/sys"
@@ -423,28 +424,7 @@ class SysctlEngine(object):
             return
         if not os.path.isdir(directory):
             os.makedirs(directory, 0o755)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        try:
-            dir_fd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
+        write_atomically(path, content, mode, sync_directory=True)
 
     @staticmethod
     def render(values: Dict[str, str]) -> Optional[str]:

@@ -37,10 +37,10 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 
 from . import _escape as escape
+from ._atomic import write_atomically
 from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
@@ -435,23 +435,39 @@ def render(facts: dict, output_format: str, protocol: str = "tcp") -> str:
     raise UsageError("unknown format %r" % output_format)
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Write next to the target and rename, so a reader (node_exporter) never sees half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
+def spare_path(path: str) -> str:
+    """A failure textfile kept ready next to ``--output`` (node_exporter reads only ``*.prom``)."""
+    return os.path.join(os.path.dirname(os.path.abspath(path)), ".%s.failed" % os.path.basename(path))
+
+
+SPARE_MESSAGE = "cannot write the textfile (directory full or not writable, see the collector's standard error)"
+
+
+def write_output(path: str, text: str, output_format: str) -> None:
+    """Replace ``path`` atomically; for Prometheus also keep a failure textfile ready beside it,
+    so that a directory too full for one more byte can still be given ``netstate_collector_success 0``
+    by a rename, which needs no space."""
+    write_atomically(path, text)
+    if output_format == "prometheus" and not os.path.exists(spare_path(path)):
         try:
-            os.unlink(temporary)
+            write_atomically(spare_path(path), render_failure(SPARE_MESSAGE))
         except OSError:
             pass
-        raise
+
+
+def write_failure(path: str, message: str) -> bool:
+    """Put ``netstate_collector_success 0`` in ``path``: a new failure textfile if it fits, else
+    the spare renamed over it. False when neither could be done (the old file then stays whole)."""
+    try:
+        write_atomically(path, render_failure(message))
+        return True
+    except OSError:
+        pass
+    try:
+        os.replace(spare_path(path), path)
+        return True
+    except OSError:
+        return False
 
 
 def main(argv=None) -> int:
@@ -473,13 +489,20 @@ def main(argv=None) -> int:
     except GatherError as error:
         sys.stderr.write("netstate collect: %s\n" % escape.log_line(error))
         if args.output and args.format == "prometheus":
-            write_atomically(args.output, render_failure(str(error)))
+            write_failure(args.output, str(error))
         return 1
     for warning in [] if args.quiet else warnings:
         sys.stderr.write("netstate collect: warning: %s\n" % escape.log_line(warning))
     text = render(facts, args.format, args.protocol)
     if args.output:
-        write_atomically(args.output, text)
+        try:
+            write_output(args.output, text, args.format)
+        except OSError as error:
+            message = "cannot write --output %s: %s" % (args.output, error.strerror or error)
+            if args.format == "prometheus" and not write_failure(args.output, message):
+                message += "; nor a failure textfile: %s is left as it was" % args.output
+            sys.stderr.write("netstate collect: %s\n" % escape.log_line(message))
+            return 1
     else:
         sys.stdout.write(text)
         sys.stdout.flush()

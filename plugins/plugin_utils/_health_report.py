@@ -11,14 +11,16 @@ Output is deterministic (no timestamps), so an unchanged fleet gives unchanged f
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-import tempfile
 from xml.etree import ElementTree
 from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._atomic import write_atomically
 
 from . import _health_rules as rules_engine
 
@@ -176,6 +178,21 @@ def render_markdown(report: dict) -> str:
 RENDERERS = {"junit": render_junit, "json": render_json, "markdown": render_markdown}
 
 
+@contextlib.contextmanager
+def locked_directory(directory: str | None):
+    """Hold an exclusive flock on the report directory itself (no lock file is left behind), so
+    two runs writing into one directory at once leave the set of files of one run, not a mix."""
+    if directory is None:
+        yield
+        return
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def write_if_changed(path: str, text: str, check_mode: bool = False) -> bool:
     """Atomically replace ``path`` when its content differs; returns whether it (would have) changed."""
     try:
@@ -186,15 +203,5 @@ def write_if_changed(path: str, text: str, check_mode: bool = False) -> bool:
         pass
     if check_mode:
         return True
-    directory = os.path.dirname(path) or "."
-    handle, temporary = tempfile.mkstemp(prefix=".health-", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, text)
     return True

@@ -190,3 +190,24 @@ def ansible_playbook(fleet):
         return run_playbook(fleet, playbook, *args, env=env, timeout=timeout, inventory=inventory)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def node_exporter_host(fleet, tmp_path_factory):
+    """The last fleet host with node_exporter and the collector from the netstate.tcp.node_exporter
+    role (installed through the fleet's apt proxy; packages an
+    earlier module installed are still there); restarted at the end of the test module, so
+    node_exporter and cron stop before other modules use the host. {"host": ..., "command": the collector's
+    command line as cron runs it}."""
+    from soak import install_node_exporter  # pylint: disable=import-outside-toplevel
+
+    host = fleet.hosts[-1]
+    try:
+        command = install_node_exporter(fleet, host, tmp_path_factory.mktemp("node_exporter"))
+    except RuntimeError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield {"host": host, "command": command}
+    finally:
+        fleet.exec(host, "rm -f /etc/cron.d/netstate-tcp-textfile", check=False)
+        fleet.restart_host(host)
