@@ -30,11 +30,10 @@ sanity: deps
 integration: deps
 	$(PY) -m pytest tests/integration -q
 
+# lint, then pytest (unit, integration, fleet) beside the ansible-core matrix, whose 2.19 lane is the
+# sanity and units of .venv's release (scripts/test.sh)
 test: deps lint
-	bash scripts/ansible-test.sh sanity
-	bash scripts/ansible-test.sh units
-	$(PY) -m pytest -q
-	$(PY) scripts/matrix.py $(MATRIX_ARGS)
+	MATRIX_ARGS="$(MATRIX_ARGS)" PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
 
 # ansible-core 2.16 to 2.21: sanity, units and a smoke run each (README "Tested with")
 test-matrix: deps
