@@ -1,4 +1,6 @@
-#!/usr/bin/env python3
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Thresholds of the monitoring files from the one place that defines them.
 
 plugins/plugin_utils/health_builtin_rules.yml holds every built-in health rule with its threshold and

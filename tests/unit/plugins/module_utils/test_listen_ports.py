@@ -8,7 +8,10 @@ The same code on real sockets, against community.general's own module, is in
 tests/integration/test_listen_ports_compat.py.
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import os
 

@@ -1,7 +1,13 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of peer_block's option checks, address handling, SSH client search (a temporary /proc tree)
 and the nft transaction text. The firewall itself is tested for real in tests/integration and tests/fleet."""
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import ipaddress
 import os
