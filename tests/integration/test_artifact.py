@@ -112,7 +112,7 @@ def test_galaxy_importer_reports_no_error(artifact):
     result = json.loads((work / "importer_result.json").read_text())
     contents = result["docs_blob"]["contents"]
     roles = {entry["content_name"]: entry for entry in contents if entry["content_type"] == "role"}
-    assert sorted(roles) == ["gather", "health", "node_exporter", "tuning", "zabbix_agent"]
+    assert sorted(roles) == ["gather", "health", "node_exporter", "tuning", "zabbix_agent", "zabbix_register"]
     assert all(entry["readme_html"] for entry in roles.values()), "a role without README"
     documented = [entry for entry in contents if entry["content_type"] in ("module", "filter")]
     undocumented = sorted(entry["content_name"] for entry in documented if not entry["doc_strings"])
