@@ -340,9 +340,10 @@ def host_ca_certificates() -> List[str]:
 
 
 class AptProxyHandler(http.server.BaseHTTPRequestHandler):
-    """A forward proxy for the hosts: GET/HEAD of http://deb.debian.org only, pool/*.deb files
-    cached on disk (they never change under one name), everything else (dists/...) passed
-    through with the client's conditional headers; CONNECT to port 443 of the allow-listed hosts."""
+    """A forward proxy for the hosts: GET/HEAD of http://deb.debian.org only, pool/*.deb files and
+    the by-hash index files cached on disk (they never change under one name), everything else
+    (InRelease) passed through with the client's conditional headers; CONNECT to port 443 of the
+    allow-listed hosts."""
 
     protocol_version = "HTTP/1.1"
     server: "AptProxyServer"
@@ -355,8 +356,11 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _cache_path(self, url: urllib.parse.SplitResult) -> Optional[Path]:
         parts = url.path.split("/")
-        if (url.query or "pool" not in parts or not url.path.endswith(".deb")
-                or any(part in ("", ".", "..") for part in parts[1:])):
+        # pool/*.deb never change under one name, and neither do the index files apt fetches by
+        # their hash (dists/.../by-hash/SHA256/<hash>, Debian's InRelease says Acquire-By-Hash).
+        immutable = ("pool" in parts and url.path.endswith(".deb")) or (
+            "by-hash" in parts and len(parts) >= 3 and parts[-2].startswith("SHA"))
+        if url.query or not immutable or any(part in ("", ".", "..") for part in parts[1:]):
             return None
         return self.server.cache_dir / url.hostname / url.path.lstrip("/")
 
