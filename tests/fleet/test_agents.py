@@ -314,6 +314,7 @@ def test_template_preprocessing_on_the_real_master_value(fleet, zabbix, loads):
     for item in dependent.values():  # every dependent item evaluates on a real document
         preprocess(item, document)
     rule = next(rule for rule in tpl["discovery_rules"] if rule["key"] == "netstate.tcp.discovery[tcp]")
+    refresh_discovery(fleet, host)  # the listeners started above show at the root job's next run
     rows = json.loads(agent_value(fleet, host, "netstate.tcp.discovery[tcp]"))
     ports = {row["{#PORT}"] for row in rows}
     assert str(FULL_PORT) in ports and str(WEB_PORT) in ports
