@@ -1173,7 +1173,9 @@ class Fleet:
 
     def _configure_apt(self, hosts: Sequence[str]) -> None:
         """Points every host's apt at the proxy, and adds NETSTATE_FLEET_HOST_CA to its trust store."""
-        text = 'Acquire::http::Proxy "{}";\n'.format(self.proxy_url)
+        # Retries: a download the mirror drops under load is tried again rather than leaving apt's lists
+        # half updated ("Some index files failed to download" is only a warning to apt-get update).
+        text = 'Acquire::http::Proxy "{}";\nAcquire::Retries "5";\n'.format(self.proxy_url)
         certificates = host_ca_certificates()
         # One file per certificate (older ca-certificates take only the first of a file), written
         # and update-ca-certificates run only when they changed (a second or two per host).
