@@ -184,7 +184,7 @@ def render_register_vars(rules: list, template_text: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when a file is out of date")
     args = parser.parse_args(argv)
     rules = load_rules()

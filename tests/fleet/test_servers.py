@@ -49,8 +49,8 @@ def note(name, seconds):
 def setup(fleet_factory, tmp_path_factory, ansible_env):
     fleet = fleet_factory("srv", 4, systems=("debian12",), init="systemd")
     server = setup_monitoring_host(fleet, "h01")
-    print("monitoring host: Zabbix %s, %s, set up in %s" % (server["zabbix_version"], server["prometheus_version"],
-                                                           server["timings"]))
+    print("monitoring host: Zabbix %s, %s, set up in %s"
+          % (server["zabbix_version"], server["prometheus_version"], server["timings"]))
     tmp = tmp_path_factory.mktemp("servers")
     extra = {"all": {"children": {
         "agents": {
@@ -98,8 +98,8 @@ def run(env, args, timeout=1500):
 
 
 def host_ids(api):
-    return {host["host"]: host["hostid"] for host in api.host.get(output=["hostid", "host"],
-                                                                   filter={"host": list(AGENTS)})}
+    hosts = api.host.get(output=["hostid", "host"], filter={"host": list(AGENTS)})
+    return {host["host"]: host["hostid"] for host in hosts}
 
 
 def item_values(api, hostid, keys):
@@ -210,7 +210,7 @@ def test_master_and_dependent_items_match_ss(setup):
 
 def _discovered(setup, host, hostid):
     api = setup["api"]
-    _, ports = ss_listen(setup["fleet"], host)
+    _rows, ports = ss_listen(setup["fleet"], host)
     wanted = {"netstate.tcp.port.total[%s]" % port for port in ports}
 
     def keys():

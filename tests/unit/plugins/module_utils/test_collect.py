@@ -315,7 +315,7 @@ def test_discovery_file_fresh_rows_filtered_by_protocol(tmp_path):
     text, reason = collect.read_discovery_file(str(path), "tcp", 900)
     assert reason is None
     assert json.loads(text) == [_rows()[0]]
-    text, _ = collect.read_discovery_file(str(path), "all", 900)
+    text, _reason = collect.read_discovery_file(str(path), "all", 900)
     assert len(json.loads(text)) == 2
 
 
