@@ -24,7 +24,9 @@ Importable::
 
 What a fleet is made of
     * one podman bridge network ``nsf-<name>`` over a /27 slice of 198.18.0.0/24 (eight fleets at
-      most, so several engineers can run fleets at once); ``--internal``: no route out of it, no DNS.
+      most, so several engineers can run fleets at once; a larger fleet takes adjacent slices, and
+      ``up`` waits up to NETSTATE_FLEET_SLICE_WAIT seconds for slices to come free); ``--internal``:
+      no route out of it, no DNS.
     * hosts ``h01``..``hNN`` (containers ``nsf-<name>-hNN``), addresses .2 upwards in the slice, with
       a key the harness generates. Each host has a kind: its system (``debian11``, ``debian12`` or
       ``debian13``: Debian bullseye, bookworm, trixie) and its init. ``none``: sshd is the container
@@ -94,8 +96,9 @@ RECIPE = HERE / "image" / "recipe.sh"
 LOADGEN = HERE / "loadgen.py"
 
 FLEET_NETWORK = ipaddress.ip_network("198.18.0.0/24")
-SLICE_PREFIX = 27                     # 8 fleets of up to 29 hosts each
-MAX_HOSTS = 2 ** (32 - SLICE_PREFIX) - 3  # minus network, gateway, broadcast
+SLICE_PREFIX = 27                     # 8 fleets of up to 29 hosts each; a larger fleet takes
+MAX_HOSTS = 2 ** (32 - FLEET_NETWORK.prefixlen) - 3  # several adjacent slices (a /25 for 100 hosts)
+SLICE_WAIT = 600                      # seconds up() waits for slices to come free (NETSTATE_FLEET_SLICE_WAIT)
 IMAGE_REPO = "localhost/netstate-fleet"   # one repository per kind: IMAGE_REPO-<os>-<init>:<hash>
 # The systems a host can run: fleet_os -> (Debian suite, Python interpreter for Ansible).
 SYSTEMS = {
@@ -596,6 +599,29 @@ class LoadHandle:
         self.stop()
 
 
+def slice_prefix(hosts: int) -> int:
+    """The prefix of the network a fleet of `hosts` needs: a /27 slice up to 29 hosts, then the
+    smallest run of adjacent slices with room for them and the network, gateway and broadcast."""
+    prefix = SLICE_PREFIX
+    while 2 ** (32 - prefix) - 3 < hosts and prefix > FLEET_NETWORK.prefixlen:
+        prefix -= 1
+    return prefix
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A non-negative number of seconds from the environment; FleetError names the variable."""
+    text = os.environ.get(name, "")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise FleetError("{}: expected a number of seconds >= 0, got {!r}".format(name, text))
+    return value
+
+
 class Fleet:
     """N SSH hosts in podman containers; see the module docstring."""
 
@@ -729,8 +755,8 @@ class Fleet:
         return tag
 
     # ---------------------------------------------------------------- network
-    def _used_slices(self) -> Dict[str, str]:
-        """subnet -> owner (fleet name or 'host'), for every /27 of 198.18.0.0/24 in use."""
+    def _used_networks(self) -> Dict[str, str]:
+        """network -> owner (fleet name or 'route ...'), for every part of 198.18.0.0/24 in use."""
         used: Dict[str, str] = {}
         fleets = self.root / "fleets"
         for path in sorted(fleets.glob("*/state.json")) if fleets.exists() else []:
@@ -744,9 +770,8 @@ class Fleet:
         for line in routes.splitlines():
             with contextlib.suppress(ValueError):
                 net = ipaddress.ip_network(line.split()[0], strict=False)
-                for candidate in FLEET_NETWORK.subnets(new_prefix=SLICE_PREFIX):
-                    if net.overlaps(candidate) and str(candidate) not in used:
-                        used.setdefault(str(candidate), "route " + str(net))
+                if net.overlaps(FLEET_NETWORK) and str(net) not in used:
+                    used[str(net)] = "route " + str(net)
         return used
 
     def _reap_abandoned(self) -> None:
@@ -760,18 +785,17 @@ class Fleet:
                         state["name"], pid))
                     Fleet(state["name"], root=self.root)._remove()
 
-    def _allocate_subnet(self) -> str:
+    def _allocate_subnet(self, hosts: int) -> Optional[str]:
+        """The first free network of 198.18.0.0/24 with room for `hosts` (one /27 slice, or adjacent
+        slices for more), or None while every fitting one is in use."""
         for attempt in range(2):
-            used = self._used_slices()
-            for candidate in FLEET_NETWORK.subnets(new_prefix=SLICE_PREFIX):
-                if str(candidate) not in used:
+            used = [ipaddress.ip_network(net) for net in self._used_networks()]
+            for candidate in FLEET_NETWORK.subnets(new_prefix=slice_prefix(hosts)):
+                if not any(candidate.overlaps(net) for net in used):
                     return str(candidate)
             if attempt == 0:
                 self._reap_abandoned()
-        raise FleetError("every /{} slice of {} is in use ({}); remove one with "
-                         "`fleet.py down --name NAME`".format(
-                             SLICE_PREFIX, FLEET_NETWORK,
-                             ", ".join("{}={}".format(k, v) for k, v in sorted(used.items()))))
+        return None
 
     def _ensure_network(self) -> None:
         subnet = ipaddress.ip_network(self.state["subnet"])
@@ -960,6 +984,41 @@ class Fleet:
             with ThreadPoolExecutor(max_workers=8) as pool:
                 list(pool.map(self._wait_systemd, booting))
 
+    def _claim_subnet(self, hosts: int) -> None:
+        """Gives the fleet a network with room for `hosts`, waiting up to NETSTATE_FLEET_SLICE_WAIT
+        seconds while other fleets hold every fitting slice (many test sessions share one machine)."""
+        wait = env_seconds("NETSTATE_FLEET_SLICE_WAIT", SLICE_WAIT)
+        deadline = time.monotonic() + wait
+        said = False
+        while True:
+            with _locked(self.root / "fleets.lock"):
+                self.state = self._load()
+                subnet = self.state.get("subnet")
+                if subnet:
+                    room = ipaddress.ip_network(subnet).num_addresses - 3
+                    if hosts > room:
+                        raise FleetError("fleet {} holds {} (room for {} hosts), {} asked for: remove it first "
+                                         "with `fleet.py down --name {}`".format(self.name, subnet, room, hosts,
+                                                                                self.name))
+                    return
+                subnet = self._allocate_subnet(hosts)
+                if subnet is not None:
+                    # owner_pid from the start: a session that dies now still gives the slice back
+                    self.state = {"name": self.name, "subnet": subnet, "owner_pid": self.owner_pid}
+                    self._save()
+                    return
+                used = self._used_networks()
+            if time.monotonic() >= deadline:
+                raise FleetError("no free /{} of {} for {} hosts after {:.0f}s (in use: {}); remove a fleet with "
+                                 "`fleet.py down --name NAME`".format(
+                                     slice_prefix(hosts), FLEET_NETWORK, hosts, wait,
+                                     ", ".join("{}={}".format(k, v) for k, v in sorted(used.items()))))
+            if not said:
+                log("fleet {}: waiting up to {:.0f}s for a free /{} of {} (other fleets hold them)".format(
+                    self.name, wait, slice_prefix(hosts), FLEET_NETWORK))
+                said = True
+            time.sleep(5)
+
     def up(self, hosts: int = 5, inventory: Optional[Union[str, Path]] = None,
            systems: Union[str, Sequence[str]] = DEFAULT_SYSTEMS,
            init: Union[str, Sequence[str]] = DEFAULT_INIT) -> "Fleet":
@@ -970,8 +1029,8 @@ class Fleet:
         A host whose kind or image changed is made again.
         """
         if isinstance(hosts, bool) or not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
-            raise FleetError("hosts must be between 1 and {} (one /{} slice), got {!r}".format(
-                MAX_HOSTS, SLICE_PREFIX, hosts))
+            raise FleetError("hosts must be between 1 and {} ({}), got {!r}".format(
+                MAX_HOSTS, FLEET_NETWORK, hosts))
         system_list, init_list = validate_kinds(systems, init)
         proxy_allow_list()
         host_ca_certificates()   # bad settings fail before anything is made
@@ -980,10 +1039,9 @@ class Fleet:
         self.podman.configure()
         kinds = [(system_list[i % len(system_list)], init_list[i % len(init_list)]) for i in range(hosts)]
         images = self.ensure_images(kinds)
+        self._claim_subnet(hosts)
         with _locked(self.root / "fleets.lock"):
             self.state = self._load()
-            if not self.state.get("subnet"):
-                self.state = {"name": self.name, "subnet": self._allocate_subnet()}
             self.state["network"] = self.network
             self.state["owner_pid"] = self.owner_pid
             if inventory is not None:
