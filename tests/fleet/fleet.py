@@ -86,6 +86,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,6 +113,7 @@ DEFAULT_INIT = "none"
 APT_PROXY_PORT = 3142
 APT_PROXY_CONF = "/etc/apt/apt.conf.d/01netstate-fleet-proxy"
 APT_MIRROR_HOST = "deb.debian.org"
+UPSTREAM_TRIES = 4                      # the proxy's tries of one mirror request
 LABEL = "netstate.fleet"
 # Container root is this uid/gid outside; the same map for every host and fleet.
 ID_MAP_BASE = 2_000_000
@@ -391,9 +393,32 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _upstream(self, url: urllib.parse.SplitResult, method: str,
                   headers: Dict[str, str]) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        connection = http.client.HTTPConnection(url.hostname, 80, timeout=120)
-        connection.request(method, url.path + ("?" + url.query if url.query else ""), headers=headers)
-        return connection, connection.getresponse()
+        """The mirror's answer, through the machine's own http_proxy when it has one. A refused or
+        dropped connection and a 5xx answer are tried again (4 tries in about 7 s) before the host
+        is told: one mirror hiccup must not leave a host's apt lists half fetched."""
+        target = url.path + ("?" + url.query if url.query else "")
+        via = urllib.request.getproxies().get("http")
+        if via and not urllib.request.proxy_bypass(url.hostname):
+            proxy = urllib.parse.urlsplit(via)
+            address, target = (proxy.hostname, proxy.port or 80), urllib.parse.urlunsplit(url)
+        else:
+            address = (url.hostname, 80)
+        for attempt in range(UPSTREAM_TRIES):
+            connection = http.client.HTTPConnection(*address, timeout=120)
+            try:
+                connection.request(method, target, headers=dict(headers, Host=url.hostname))
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                if attempt == UPSTREAM_TRIES - 1:
+                    raise OSError("{} {}: {}".format(method, url.path, error)) from None
+            else:
+                if response.status < 500 or attempt == UPSTREAM_TRIES - 1:
+                    return connection, response
+                connection.close()
+            self.server.count("retries")
+            time.sleep(2 ** attempt)
+        raise AssertionError("unreachable")
 
     def _pass_through(self, url: urllib.parse.SplitResult, head: bool) -> None:
         headers = {name: self.headers[name] for name in self.request_headers if self.headers.get(name)}
@@ -427,23 +452,11 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
             if cached.exists():
                 self.server.count("hits")
             else:
-                connection, response = self._upstream(url, "GET", {})
-                try:
-                    if response.status != 200:
-                        self.send_error(response.status, response.reason)
-                        return
-                    expected = response.getheader("Content-Length")
-                    partial = cached.with_name(cached.name + ".part")
-                    with open(partial, "wb") as handle:
-                        shutil.copyfileobj(response, handle, 1 << 16)
-                    if expected is not None and partial.stat().st_size != int(expected):
-                        partial.unlink()
-                        self.send_error(502, "short download of " + url.path)
-                        return
-                    partial.replace(cached)
-                    self.server.count("misses")
-                finally:
-                    connection.close()
+                failure = self._download(url, cached)
+                if failure is not None:
+                    self.send_error(*failure)
+                    return
+                self.server.count("misses")
         size = cached.stat().st_size
         self.send_response(200)
         self.send_header("Content-Type", "application/vnd.debian.binary-package")
@@ -453,6 +466,32 @@ class AptProxyHandler(http.server.BaseHTTPRequestHandler):
         if not head:
             with open(cached, "rb") as handle:
                 shutil.copyfileobj(handle, self.wfile, 1 << 16)
+
+    def _download(self, url: urllib.parse.SplitResult, cached: Path) -> Optional[Tuple[int, str]]:
+        """Fetches one immutable file into the cache, whole or not at all; a dropped or short
+        transfer is fetched again. Returns the error to send when the mirror does not give it."""
+        partial = cached.with_name(cached.name + ".part")
+        for attempt in range(UPSTREAM_TRIES):
+            connection, response = self._upstream(url, "GET", {})
+            try:
+                if response.status != 200:
+                    return response.status, response.reason
+                expected = response.getheader("Content-Length")
+                with open(partial, "wb") as handle:
+                    shutil.copyfileobj(response, handle, 1 << 16)
+                if expected is None or partial.stat().st_size == int(expected):
+                    partial.replace(cached)
+                    return None
+            except (OSError, http.client.HTTPException):
+                if attempt == UPSTREAM_TRIES - 1:
+                    raise
+            finally:
+                connection.close()
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+            self.server.count("retries")
+            time.sleep(2 ** attempt)
+        return 502, "short download of " + url.path
 
     def do_CONNECT(self) -> None:  # noqa: N802
         host, port = self.path.rpartition(":")[::2]
@@ -495,7 +534,7 @@ class AptProxyServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.cache_dir = cache_dir
         self.allow = list(allow)
         self.stats_path = stats
-        self.stats = {"hits": 0, "misses": 0, "passed": 0, "tunnels": 0}
+        self.stats = {"hits": 0, "misses": 0, "passed": 0, "tunnels": 0, "retries": 0}
         self._stats_lock = threading.Lock()
 
     def count(self, what: str) -> None:
@@ -1227,7 +1266,7 @@ class Fleet:
         through (lists), CONNECT tunnels."""
         with contextlib.suppress(OSError, ValueError):
             return json.loads((self.run_dir / "proxy-stats.json").read_text())
-        return {"hits": 0, "misses": 0, "passed": 0, "tunnels": 0}
+        return {"hits": 0, "misses": 0, "passed": 0, "tunnels": 0, "retries": 0}
 
     def _configure_apt(self, hosts: Sequence[str]) -> None:
         """Points every host's apt at the proxy, and adds NETSTATE_FLEET_HOST_CA to its trust store."""

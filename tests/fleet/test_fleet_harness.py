@@ -249,6 +249,10 @@ def test_apt_goes_through_the_fleet_proxy_which_caches_pool_files(mixed):
     before = mixed.proxy_stats()
     update = mixed.exec(host, "apt-get update -q", check=False, timeout=300)
     assert update.returncode == 0, update.stdout + update.stderr
+    # apt-get update exits 0 when index files failed ("Err:", "W: Some index files failed"): the lists
+    # must be whole, or the next install finds nothing
+    assert "Err:" not in update.stdout + update.stderr and "W: " not in update.stdout + update.stderr, (
+        update.stdout + update.stderr)
     assert mixed.proxy_stats()["passed"] > before["passed"]
     # One pool file, by the URL and checksum apt itself would use: fetched once, then from the cache.
     uri = mixed.exec(host, "apt-get download --print-uris -q libpopt0").stdout.split()
