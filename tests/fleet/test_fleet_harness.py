@@ -245,7 +245,7 @@ def _through_proxy(the_fleet, method, url):
 def test_apt_goes_through_the_fleet_proxy_which_caches_pool_files(mixed):
     host = next(h for h in mixed.hosts if (mixed.os(h), mixed.init(h)) == ("debian13", "systemd"))
     assert mixed.exec(host, "cat " + fleet_module.APT_PROXY_CONF).stdout.strip().splitlines() == [
-        'Acquire::http::Proxy "%s";' % mixed.proxy_url, 'Acquire::Retries "5";']
+        'Acquire::http::Proxy "%s";' % mixed.proxy_url, 'Acquire::Retries "5";', 'Acquire::Languages "none";']
     before = mixed.proxy_stats()
     update = mixed.exec(host, "apt-get update -q", check=False, timeout=300)
     assert update.returncode == 0, update.stdout + update.stderr
