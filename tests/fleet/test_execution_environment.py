@@ -1,0 +1,126 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The collection as AWX runs it: the health playbook under ansible-runner in the execution
+environment (tests/fleet/ee.py) on real fleet hosts, against a plain ansible-playbook run.
+
+The EE is built once per content hash (a warm session only builds the collection tarball to hash it).
+Two hosts carry loads for the whole module: one a healthy mix, one a CLOSE_WAIT leak (critical), so
+the verdicts compared differ from host to host.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+
+import pytest
+import yaml
+from ee import ROOT, ExecutionEnvironment
+from fleet import FleetError
+from fleetcheck import run_playbook
+
+pytestmark = [pytest.mark.fleet, pytest.mark.slow]
+
+PLAYBOOK = "netstate.tcp.health"
+LEAK_LINE = "critical: close_wait_per_port [port 8082]: 150 > max 100"
+
+
+@pytest.fixture(scope="module")
+def ee(fleet):
+    """(ExecutionEnvironment, image): built unless cached, the build's seconds printed."""
+    environment = ExecutionEnvironment(fleet)
+    try:
+        image = environment.ensure()
+    except FleetError as error:
+        pytest.fail("execution environment: %s" % error, pytrace=False)
+    print("execution environment %s, seconds %s" % (image, environment.timings))
+    return environment, image
+
+
+@pytest.fixture(scope="module")
+def loaded(fleet, tmp_path_factory):
+    """Loads on two hosts and the plain ansible-playbook run of the health playbook on them:
+    {"hosts", "plain" (CompletedProcess), "report" (its health.json, parsed)}."""
+    healthy, leaking = fleet.hosts[:2]
+    report = tmp_path_factory.mktemp("plain") / "report"
+    with fleet.loadgen(healthy, "healthy"), fleet.loadgen(leaking, "close_wait", count=150, port=8082) as leak:
+        assert leak.info["expect"]["CLOSE_WAIT"] == 150
+        plain = run_playbook(fleet, PLAYBOOK, "-l", "%s,%s" % (healthy, leaking),
+                             "-e", "netstate_health_report_dir=%s" % report)
+        assert plain.returncode == 2, plain.stdout
+        yield {"hosts": [healthy, leaking], "plain": plain,
+               "report": json.loads((report / "health.json").read_text())}
+
+
+def verdicts(report):
+    """host -> (status, {rule: (status, subject)}) of a parsed health.json."""
+    return {entry["host"]: (entry["status"], {result["name"]: (result["status"], result["subject"])
+                                              for result in entry["results"]})
+            for entry in report["hosts"]}
+
+
+def in_image(fleet, image, command):
+    """A shell command in the EE image (its entrypoint, its default user, no network)."""
+    done = fleet.podman.run("run", "--rm", "--network=none", image, "sh", "-c", command, check=False)
+    assert done.returncode == 0, (command, done.stdout.decode(), done.stderr.decode())
+    return done.stdout.decode()
+
+
+def test_the_ee_holds_the_collection_and_what_its_meta_files_ask_for(fleet, ee):
+    environment, image = ee
+    listed = json.loads(in_image(fleet, image, "ansible-galaxy collection list netstate.tcp --format json"))
+    version = yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"]
+    assert listed == {"/usr/share/ansible/collections/ansible_collections": {"netstate.tcp": {"version": version}}}
+    # meta/ee-requirements.txt (Python) and meta/ee-bindep.txt (system) of the collection, by introspection
+    assert in_image(fleet, image, "python3 -c 'import jmespath; print(jmespath.__name__)'").strip() == "jmespath"
+    assert in_image(fleet, image, "ip -V").startswith("ip utility")
+    # the releases the controller runs: ansible-core's minor and ansible-runner exactly
+    core = in_image(fleet, image, "python3 -c 'import ansible.release as r; print(r.__version__)'").strip()
+    assert core.split(".")[:2] == metadata.version("ansible-core").split(".")[:2]
+    assert in_image(fleet, image, "ansible-runner --version").strip() == metadata.version("ansible-runner")
+    labels = json.loads(fleet.podman.text("image", "inspect", "--format", "{{json .Labels}}", image))
+    assert labels.get("ansible-execution-environment") == "true"
+    # cached by content: a second ensure() builds nothing
+    assert environment.ensure() == image
+    assert set(environment.timings) == {"collection", "total"}, environment.timings
+
+
+def test_health_under_ansible_runner_matches_a_plain_run(ee, loaded, tmp_path):
+    environment, image = ee
+    job = environment.run(tmp_path / "job", loaded["hosts"], image=image)
+    print("ansible-runner job in %.1fs" % job.seconds)
+    assert job.status == "failed", job.output
+    assert job.rc == loaded["plain"].returncode == 2, job.output
+    assert LEAK_LINE in job.stdout and LEAK_LINE in loaded["plain"].stdout
+    report = json.loads(job.report("health.json").read_text())
+    assert sorted(verdicts(report)) == sorted(loaded["hosts"])
+    assert verdicts(report) == verdicts(loaded["report"])
+    assert report["healthy"] is loaded["report"]["healthy"] is False
+    assert job.report("health.junit.xml").exists() and job.report("health.md").exists()
+    # the job's events (what AWX records): every host checked by the EE's own copy of the collection
+    checked = {event["event_data"]["host"]: event["event_data"]["task_path"] for event in job.events()
+               if event.get("event") == "runner_on_ok"
+               and event["event_data"].get("resolved_action") == "netstate.tcp.health_check"
+               and event["event_data"].get("task") == "Check the TCP health thresholds"}
+    assert sorted(checked) == sorted(loaded["hosts"])
+    for path in checked.values():
+        assert path.startswith("/usr/share/ansible/collections/ansible_collections/netstate/tcp/roles/health/"), path
+
+
+def test_job_slices_report_their_own_hosts_and_together_the_plain_verdicts(ee, loaded, tmp_path):
+    """AWX job slicing: one job per slice of the inventory (host i in slice i mod N), each with a
+    report of its own hosts only."""
+    environment, image = ee
+    hosts = loaded["hosts"]
+    slices = [hosts[number::2] for number in range(2)]
+    combined = {}
+    for number, members in enumerate(slices, start=1):
+        job = environment.run(tmp_path / ("slice%d" % number), members, image=image, ident="slice%d" % number)
+        report = json.loads(job.report("health.json").read_text())
+        found = verdicts(report)
+        assert sorted(found) == sorted(members), job.output
+        leaks = loaded["hosts"][1] in members
+        assert (job.status, job.rc) == (("failed", 2) if leaks else ("successful", 0)), job.output
+        combined.update(found)
+    assert combined == verdicts(loaded["report"])
