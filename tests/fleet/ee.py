@@ -32,10 +32,11 @@ What is built, from the project's own files only (nothing is pulled from a regis
     Both tags are content hashes: the base's covers base.Containerfile, netstate-ee-pkgmgr and the fleet
     image's tag (itself a hash of the fleet recipe); the EE's covers the base tag, the definition, the
     galaxy requirements, the collection tarball's MANIFEST.json and FILES.json (the checksum of every file
-    shipped) and ansible-builder's version. An image whose tag exists is never rebuilt; a new one drops the
-    older tags of its repository. Builds run ``podman build --layers=false --network host``: RUN steps reach
-    Debian's mirror and PyPI as the machine does, and the machine's CA bundle (/etc/ssl/certs/ca-certificates.crt)
-    is mounted over the image's for the build's steps only (a machine whose way out re-signs TLS), never kept.
+    shipped) and ansible-builder's version. An image whose tag exists is never rebuilt; a new one drops
+    the tags of its repository but the three newest. Builds run ``podman build --layers=false --network
+    host``: RUN steps reach Debian's mirror and PyPI as the machine does, and the machine's CA bundle
+    (/etc/ssl/certs/ca-certificates.crt) is mounted over the image's for the build's steps only (a machine
+    whose way out re-signs TLS), never kept.
 
 How a job runs (as AWX runs one with podman)
     ``ansible-runner run DIR -p health.yml --process-isolation --process-isolation-executable podman
@@ -43,7 +44,8 @@ How a job runs (as AWX runs one with podman)
     DIR is the job's private data directory: ``inventory/hosts`` (the fleet's hosts by address, its SSH
     options without the host-side ControlPath), ``env/ssh_key`` (the fleet key: runner hands it to
     ssh-agent in the container, as AWX does with a machine credential), ``env/extravars`` and
-    ``project/health.yml`` (the project's playbook: ``import_playbook: netstate.tcp.health``). The container
+    ``project/health.yml`` (the project's playbook: ``import_playbook: netstate.tcp.health``) and
+    ``project/ansible.cfg`` (SSH pipelining, as this tree's ansible.cfg for plain runs). The container
     joins the fleet's own bridge network, so it reaches the hosts as a controller on that network would.
     ``--user=root`` is what AWX passes to podman too: the private data directory belongs to root here.
     The health reports land in DIR/project/netstate-health (the role's relative default report dir).
@@ -77,9 +79,13 @@ DEFINITION_FILES = ("execution-environment.yml", "requirements.yml")
 BASE_REPO = "localhost/netstate-ee-base"
 EE_REPO = "localhost/netstate-ee"
 BASE_KIND = ("debian12", "none")          # the fleet image the base is made from
+KEEP_IMAGES = 3                           # tags kept per repository (the newest)
 TARBALL = "netstate-tcp.tar.gz"           # the name execution-environment.yml and requirements.yml use
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 PROJECT_PLAYBOOK = "health.yml"
+# The project's ansible.cfg (ansible-playbook runs in the project directory): SSH pipelining, as this
+# tree's ansible.cfg has it for plain runs; no collections_path, so the EE's collections are found.
+PROJECT_CONFIG_TEXT = "[ssh_connection]\npipelining = True\n"
 PROJECT_PLAYBOOK_TEXT = (
     "---\n"
     "# The project's playbook of the job template: the collection's health playbook, from the EE.\n"
@@ -195,11 +201,14 @@ class ExecutionEnvironment:
         return self.podman.run("image", "exists", tag, check=False).returncode == 0
 
     def _drop_older(self, tag: str) -> None:
-        """Removes the older tags of tag's repository (an image a container still uses stays)."""
+        """Removes the tags of tag's repository but the KEEP_IMAGES newest (tag among them): other
+        trees' test runs on the machine share the storage and may be about to start a job in theirs;
+        an image a container still uses stays."""
         repository = tag.rsplit(":", 1)[0]
-        for line in self.podman.text("images", "--format", "{{.Repository}}:{{.Tag}}", repository).splitlines():
-            if line != tag and line.rsplit(":", 1)[0] == repository:
-                self.podman.run("rmi", line, check=False)
+        listed = self.podman.text("images", "--sort", "created", "--format", "{{.Repository}}:{{.Tag}}", repository)
+        older = [line for line in listed.splitlines() if line != tag and line.rsplit(":", 1)[0] == repository]
+        for line in older[KEEP_IMAGES - 1:]:
+            self.podman.run("rmi", line, check=False)
 
     def _build_options(self) -> List[str]:
         options = ["--layers=false", "--network", "host"]
@@ -280,6 +289,7 @@ class ExecutionEnvironment:
         key.chmod(0o600)
         (directory / "env" / "extravars").write_text(json.dumps(extravars or {}, indent=2) + "\n")
         (directory / "project" / PROJECT_PLAYBOOK).write_text(PROJECT_PLAYBOOK_TEXT)
+        (directory / "project" / "ansible.cfg").write_text(PROJECT_CONFIG_TEXT)
         return directory
 
     def runner_command(self, directory: Path, image: str, ident: str) -> List[str]:
