@@ -313,7 +313,7 @@ class ExecutionEnvironment:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--fleet", default=default_name(), help="fleet name (run: the hosts' fleet)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build the EE unless cached; print its image")
