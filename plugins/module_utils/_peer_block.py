@@ -21,8 +21,8 @@ import json
 import os
 
 from . import engine
-
-STATES = tuple(name for name in engine.STATES if name != "LISTEN")
+from ._argspec import CONNECTION_STATES as STATES
+from ._argspec import RANGES
 BACKENDS = ("auto", "nftables", "iptables")
 MAX_DURATION = 2147483  # the largest ipset timeout (seconds); nftables takes it too
 MAX_BLOCKS = 65536
@@ -110,7 +110,7 @@ def validate(params):
             chosen.append(upper)
     options["states"] = chosen
     local_port = params.get("local_port")
-    options["local_port"] = None if local_port is None else _int_option("local_port", local_port, 1, 65535)
+    options["local_port"] = None if local_port is None else _int_option("local_port", local_port, *RANGES["local_port"])
     allow = params.get("allow") or []
     if isinstance(allow, str) or not isinstance(allow, (list, tuple)):
         raise PeerBlockError("allow: %r must be a list of addresses and CIDRs" % (allow,))

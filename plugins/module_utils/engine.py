@@ -22,14 +22,11 @@ import time
 from . import _netlink as netlink
 from . import _procfs as procfs
 from . import _rtnetlink as rtnetlink
+from ._argspec import BACKENDS, DEFAULT_SUBSET, RANGES, SUBSET_GROUPS, SUBSETS
+from ._argspec import TCP_STATES as STATES
 
-# Kernel TCP state numbers (include/net/tcp_states.h).
-STATE_NAMES = (
-    None, "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "SYN_RECV",
-)
-STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-          "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+# Kernel TCP state numbers (include/net/tcp_states.h): 1..11 in STATES' order, 12 NEW_SYN_RECV.
+STATE_NAMES = (None,) + STATES + ("SYN_RECV",)
 ESTABLISHED = 1
 TCP_CLOSE = 7
 LISTEN = 10
@@ -40,12 +37,7 @@ LISTEN_MASK = 1 << LISTEN
 CONNECTION_MASK = TCP_ALL_MASK & ~LISTEN_MASK
 UDP_ALL_MASK = 0xFFFFFFFF
 
-SUBSETS = ("states", "ports", "peers", "listeners", "counters", "timers", "processes", "sockets", "routes",
-           "multicast")
-DEFAULT_SUBSET = ("states", "ports", "peers", "listeners", "counters", "timers")
-BACKENDS = ("auto", "netlink", "proc")
 DUMP_ATTEMPTS = 3
-MAX_SAMPLE_INTERVAL = 60
 
 FAMILIES = ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6"))
 V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
@@ -71,15 +63,13 @@ def resolve_subset(requested):
             raise GatherError("gather_subset: %r is not a subset name" % (item,))
         negate = item.startswith("!")
         name = item[1:] if negate else item
-        if name == "all":
-            names = set(SUBSETS)
-        elif name in ("min", "default"):
-            names = {"states"} if name == "min" else set(DEFAULT_SUBSET)
+        if name in SUBSET_GROUPS:
+            names = set(SUBSET_GROUPS[name])
         elif name in SUBSETS:
             names = {name}
         else:
-            raise GatherError("gather_subset: unknown subset %r (choose from all, default, min, %s, or !name)"
-                              % (item, ", ".join(SUBSETS)))
+            raise GatherError("gather_subset: unknown subset %r (choose from %s, or !name)"
+                              % (item, ", ".join(tuple(SUBSET_GROUPS) + SUBSETS)))
         if negate:
             excluded |= names
         else:
@@ -725,15 +715,17 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     if warnings is None:
         warnings = []
     subsets = resolve_subset(subset)
-    top = _check_int("top", top, 1, 100000)
-    max_sockets = _check_int("max_sockets", max_sockets, 0)
+    top = _check_int("top", top, *RANGES["top"])
+    max_sockets = _check_int("max_sockets", max_sockets, *RANGES["max_sockets"])
+    low, high = RANGES["sample_interval"]
     if isinstance(sample_interval, bool) or not isinstance(sample_interval, (int, float)) \
-            or not 0 <= sample_interval <= MAX_SAMPLE_INTERVAL:
-        raise GatherError("sample_interval: %r must be a number of seconds from 0 to %d"
-                          % (sample_interval, MAX_SAMPLE_INTERVAL))
+            or not low <= sample_interval <= high:
+        raise GatherError("sample_interval: %r must be a number of seconds from %d to %d"
+                          % (sample_interval, low, high))
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
-    walk = {"budget": None if walk_budget is None else _check_int("walk_budget", walk_budget, 0),
+    walk = {"budget": None if walk_budget is None else _check_int("walk_budget", walk_budget,
+                                                                   *RANGES["walk_budget"]),
             "all_namespaces": bool(walk_all_namespaces)}
     if namespace == "all":
         facts = _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host", walk)
@@ -902,7 +894,7 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
         raise GatherError("states: %r must be a non-empty list of TCP state names" % (states,))
     mask = state_mask(states)
     if local_port is not None:
-        local_port = _check_int("local_port", local_port, 1, 65535)
+        local_port = _check_int("local_port", local_port, *RANGES["local_port"])
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
     if backend in ("auto", "netlink"):

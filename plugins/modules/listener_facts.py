@@ -28,20 +28,8 @@ extends_documentation_fragment:
   - netstate.tcp.attributes.FACTS
   - netstate.tcp.attributes.LINUX
   - netstate.tcp.listener_walk
+  - netstate.tcp.gather
 options:
-  namespace:
-    description:
-      - The network namespace to read, as for M(netstate.tcp.connection_facts)'s
-        O(netstate.tcp.connection_facts#module:namespace) (a name under C(/run/netns), V(pid:N) or a path).
-        V(all) is not accepted here.
-    type: str
-  backend:
-    description:
-      - V(auto) uses netlink and falls back to C(/proc/net) when netlink is refused.
-      - V(netlink) fails instead; V(proc) reads C(/proc/net) only (C(backlog) is then null).
-    type: str
-    choices: [auto, netlink, proc]
-    default: auto
   include_non_listening:
     description:
       - Also list the sockets that do not listen, as M(community.general.listen_ports_facts) does. Every TCP socket
@@ -203,7 +191,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
-from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK, SOCKET_SOURCE
 from ansible_collections.netstate.tcp.plugins.module_utils._listen_ports import gather_args, listen_ports_facts
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
@@ -211,11 +199,10 @@ from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherE
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            namespace=dict(type="str"),
-            backend=dict(type="str", default="auto", choices=["auto", "netlink", "proc"]),
             include_non_listening=dict(type="bool", default=False),
             # Accepted for compatibility with community.general.listen_ports_facts; nothing is run.
             command=dict(type="str", choices=["netstat", "ss"]),
+            **SOCKET_SOURCE,
             **LISTENER_WALK
         ),
         supports_check_mode=True,
