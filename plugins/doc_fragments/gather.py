@@ -55,7 +55,7 @@ def _range(name, unit=""):
     low, high = RANGES[name]
     if high is None:
         return "V(%s) or more%s." % (low, unit)
-    return "V(%s) to V(%s)%s." % (low, high, unit)
+    return "From V(%s) to V(%s)%s." % (low, high, unit)
 
 
 def _yaml(value):
