@@ -22,6 +22,7 @@ import time
 from . import _netlink as netlink
 from . import _procfs as procfs
 from . import _rtnetlink as rtnetlink
+from ._address import address_text, plain_raw, plain_text
 from ._argspec import BACKENDS, DEFAULT_SUBSET, RANGES, SUBSET_GROUPS, SUBSETS
 from ._argspec import TCP_STATES as STATES
 
@@ -40,7 +41,6 @@ UDP_ALL_MASK = 0xFFFFFFFF
 DUMP_ATTEMPTS = 3
 
 FAMILIES = ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6"))
-V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
 
 class GatherError(Exception):
@@ -127,14 +127,6 @@ def _states_from(counts):
     return states
 
 
-def _address(family, raw):
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    if raw[:12] == V4_MAPPED_PREFIX:
-        return socket.inet_ntop(socket.AF_INET, raw[12:16])
-    return socket.inet_ntop(socket.AF_INET6, raw)
-
-
 def each_message(buf, length, visit):
     """Call visit(buf, off) for every sock_diag message of a receive buffer.
 
@@ -161,9 +153,9 @@ def decode_message(buf, off):
     width = 4 if family == socket.AF_INET else 16
     return {
         "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": buf[off + 17],
-        "local_address": _address(family, bytes(buf[off + 24:off + 24 + width])),
+        "local_address": address_text(buf[off + 24:off + 24 + width]),
         "local_port": (buf[off + 20] << 8) | buf[off + 21],
-        "remote_address": _address(family, bytes(buf[off + 40:off + 40 + width])),
+        "remote_address": address_text(buf[off + 40:off + 40 + width]),
         "remote_port": (buf[off + 22] << 8) | buf[off + 23],
         "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
         "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
@@ -265,7 +257,7 @@ class TcpAggregate:
             if retransmitting or timer == netlink.TIMER_ZERO_WINDOW_PROBE:
                 entry[2] += 1
         if retransmitting:
-            peer = _plain_raw(peer)
+            peer = plain_raw(peer)
             entry = self.retransmits.get(peer)
             if entry is None:
                 entry = self.retransmits[peer] = [0, 0]
@@ -302,7 +294,7 @@ class TcpAggregate:
             self.family_states[family][LISTEN] += 1
             self.listeners.append({
                 "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
-                "address": _printable(laddr), "port": lport, "queue": rx_q, "backlog": None,
+                "address": plain_text(laddr), "port": lport, "queue": rx_q, "backlog": None,
                 "uid": uid, "inode": inode,
             })
         else:
@@ -330,8 +322,8 @@ class TcpAggregate:
         if len(self.sockets) < self.want_sockets:
             self.sockets.append({
                 "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
-                "state": STATE_NAMES[state], "local_address": _printable(laddr), "local_port": lport,
-                "remote_address": _printable(raddr), "remote_port": rport,
+                "state": STATE_NAMES[state], "local_address": plain_text(laddr), "local_port": lport,
+                "remote_address": plain_text(raddr), "remote_port": rport,
                 "recv_q": rx_q, "send_q": tx_q, "inode": inode, "uid": uid,
             })
 
@@ -373,7 +365,7 @@ class TcpAggregate:
             for state in range(1, 16):
                 for key, count in self.client[state].items():
                     dport = (key[0] << 8) | key[1]
-                    dst = _plain_raw(key[18:])
+                    dst = plain_raw(key[18:])
                     counts = per_port.get(dport)
                     if counts is None:
                         counts = per_port[dport] = [0] * 16
@@ -398,13 +390,13 @@ class TcpAggregate:
         per_raw = {}
         for state in range(1, 16):
             for key, count in self.server_peers[state].items():
-                counts = per_raw.setdefault(_plain_raw(key), [0] * 16)
+                counts = per_raw.setdefault(plain_raw(key), [0] * 16)
                 counts[state] += count
         for raw, client_counts in self._client_side()[1].items():
             counts = per_raw.setdefault(raw, [0] * 16)
             for state, count in enumerate(client_counts):
                 counts[state] += count
-        per_peer = {_peer_key(raw): counts for raw, counts in per_raw.items()}
+        per_peer = {address_text(raw): counts for raw, counts in per_raw.items()}
         return _top_entries(per_peer, top, key_name="address")
 
     def ephemeral(self):
@@ -414,7 +406,7 @@ class TcpAggregate:
         if per_destination:
             (raw, port), (count, time_wait) = max(
                 per_destination.items(), key=lambda item: (item[1][0], item[0]))
-            busiest = {"address": _peer_key(raw), "port": port, "connections": count, "time_wait": time_wait,
+            busiest = {"address": address_text(raw), "port": port, "connections": count, "time_wait": time_wait,
                        "share": round(count / size, 6) if size else None}
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
 
@@ -438,7 +430,7 @@ class TcpAggregate:
         }
 
     def retransmitting(self, top):
-        rows = [(_peer_key(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
+        rows = [(address_text(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
         rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
         return [{"address": address, "sockets": sockets, "retransmits": retransmits}
                 for address, sockets, retransmits in rows[:top]]
@@ -446,28 +438,6 @@ class TcpAggregate:
     def established_on(self, port):
         counts = self.local.get(port)
         return counts[ESTABLISHED] if counts else 0
-
-
-def _printable(address):
-    if address.startswith("::ffff:") and "." in address:
-        return address[7:]
-    return address
-
-
-def _plain_raw(raw):
-    """An IPv4-mapped IPv6 address as its 4 IPv4 bytes, so both forms count as one peer."""
-    if len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX:
-        return raw[12:]
-    return raw
-
-
-def _peer_key(raw):
-    raw = bytes(raw)
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
-    if raw[:12] == V4_MAPPED_PREFIX:
-        return socket.inet_ntop(socket.AF_INET, raw[12:])
-    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 def _top_entries(per_key, top, key_name):
@@ -505,7 +475,7 @@ class UdpAggregate:
         self.families[family] += 1
         self._keep({
             "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": state,
-            "local_address": _printable(laddr), "local_port": lport, "remote_address": _printable(raddr),
+            "local_address": plain_text(laddr), "local_port": lport, "remote_address": plain_text(raddr),
             "remote_port": rport, "recv_q": rx_q, "send_q": tx_q, "uid": uid, "inode": inode,
         })
 
@@ -875,7 +845,7 @@ class PeerCounter:
     def result(self):
         per_peer = {}
         for key, count in self.raw.items():
-            address = _peer_key(key)
+            address = address_text(key)
             per_peer[address] = per_peer.get(address, 0) + count
         return per_peer
 
