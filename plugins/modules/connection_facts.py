@@ -319,12 +319,10 @@ ansible_facts:
           elements: dict
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.module_utils._argspec import COUNTS, LISTENER_WALK, SOCKET_SOURCE
+from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_facts
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
 
@@ -333,27 +331,16 @@ def main():
         argument_spec=dict(**COUNTS, **SOCKET_SOURCE, **LISTENER_WALK),
         supports_check_mode=True,
     )
-    warnings = []
-    try:
-        facts = gather(
-            subset=module.params["gather_subset"],
-            top=module.params["top"],
-            sample_interval=module.params["sample_interval"],
-            namespace=module.params["namespace"],
-            backend=module.params["backend"],
-            max_sockets=module.params["max_sockets"],
-            walk_budget=module.params["walk_budget"],
-            walk_all_namespaces=module.params["walk_all_namespaces"],
-            warnings=warnings,
-        )
-    except GatherError as exc:
-        module.fail_json(msg=escape.log_line(exc))
-    except Exception as exc:  # a facts module must never end in a traceback
-        module.fail_json(msg="unexpected error gathering connection facts: %s" % escape.log_line(exc),
-                         exception=traceback.format_exc())
-    for warning in warnings:
-        module.warn(escape.log_line(warning))
-    module.exit_json(ansible_facts={"netstate": facts})
+    params = module.params
+
+    def gather_facts(warnings):
+        facts = gather(subset=params["gather_subset"], top=params["top"], sample_interval=params["sample_interval"],
+                       namespace=params["namespace"], backend=params["backend"], max_sockets=params["max_sockets"],
+                       walk_budget=params["walk_budget"], walk_all_namespaces=params["walk_all_namespaces"],
+                       warnings=warnings)
+        return {"netstate": facts}
+
+    exit_facts(module, gather_facts, GatherError, "connection facts")
 
 
 if __name__ == "__main__":
