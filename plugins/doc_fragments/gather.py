@@ -17,7 +17,7 @@ from ansible_collections.netstate.tcp.plugins.module_utils._argspec import (
     SUBSETS,
 )
 
-# What each subset adds, in the order of _argspec.SUBSETS (tests/unit/plugins/doc_fragments checks
+# What each subset adds, in the order of _argspec.SUBSETS (tests/unit/plugins/module_utils/test_argspec.py checks
 # that every subset is here).
 SUBSET_DESCRIPTIONS = {
     "states": "V(states) (always gathered) counts sockets by state and family, and UDP sockets by family.",

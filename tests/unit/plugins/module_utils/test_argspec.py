@@ -157,12 +157,23 @@ def test_doc_fragment_documents_the_contract():
     assert "V(0) or more." in counts["max_sockets"]["description"]
 
 
+def read_doc(name):
+    with open(os.path.join(ROOT, "docs", name), encoding="utf-8") as handle:
+        return handle.read()
+
+
 def test_collector_page_in_docs_agrees():
-    with open(os.path.join(ROOT, "docs", "monitoring.md"), encoding="utf-8") as handle:
-        rows = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| (.*) \|$", handle.read(), re.MULTILINE))
+    rows = dict(re.findall(r"^\| `(--[a-z-]+)[^`]*` \| (.*) \|$", read_doc("monitoring.md"), re.MULTILINE))
     assert "%s..%s" % contract.RANGES["top"] in rows["--top"]
     assert "(default %d)" % contract.DEFAULTS["top"] in rows["--top"]
     assert rows["--sample-interval"].startswith("%s..%s s" % contract.RANGES["sample_interval"])
     assert re.findall(r"`([a-z]+)`", rows["--backend"]) == list(contract.BACKENDS)
     assert re.match(r"gather_subset, comma separated: `([a-z,]+)` by default", rows["--subset"]).group(1) \
         == ",".join(contract.DEFAULT_SUBSET)
+
+
+def test_facts_contract_lists_the_states():
+    text = read_doc("facts-contract.md")
+    listed = re.search(r"all eleven TCP states, zeros included:\n(.*?) \(NEW_SYN_RECV", text, re.DOTALL).group(1)
+    assert tuple(listed.replace("\n", " ").split(", ")) == contract.TCP_STATES
+    assert len(contract.TCP_STATES) == 11  # "all eleven", as the page and the modules say
