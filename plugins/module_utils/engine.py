@@ -694,9 +694,9 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
                           % (sample_interval, low, high))
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
-    walk = {"budget": None if walk_budget is None else _check_int("walk_budget", walk_budget,
-                                                                   *RANGES["walk_budget"]),
-            "all_namespaces": bool(walk_all_namespaces)}
+    if walk_budget is not None:
+        walk_budget = _check_int("walk_budget", walk_budget, *RANGES["walk_budget"])
+    walk = {"budget": walk_budget, "all_namespaces": bool(walk_all_namespaces)}
     if namespace == "all":
         facts = _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host", walk)
         facts["namespaces"] = []
