@@ -242,7 +242,7 @@ def _parse_port_list(value: Any) -> List[Tuple[int, int]]:
     return [(pair[0], pair[1]) for pair in merged]
 
 
-def _integers(spec: KeySpec, value: Any, count: int, expected: str, what: str) -> List[int]:
+def _integers(spec, value, count, expected, what):
     """``count`` integers within spec's minimum..maximum, from "a b c" or [a, b, c]."""
     parts = list(value) if isinstance(value, (list, tuple)) else str(value).split()
     if len(parts) != count:

@@ -22,7 +22,9 @@ import time
 from . import _netlink as netlink
 from . import _procfs as procfs
 from . import _rtnetlink as rtnetlink
-from ._address import address_text, plain_raw, plain_text
+from ._address import address_text as _address_text
+from ._address import plain_raw as _plain_raw
+from ._address import plain_text as _printable
 from ._argspec import BACKENDS, DEFAULT_SUBSET, RANGES, SUBSET_GROUPS, SUBSETS
 from ._argspec import TCP_STATES as STATES
 
@@ -153,9 +155,9 @@ def decode_message(buf, off):
     width = 4 if family == socket.AF_INET else 16
     return {
         "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": buf[off + 17],
-        "local_address": address_text(buf[off + 24:off + 24 + width]),
+        "local_address": _address_text(buf[off + 24:off + 24 + width]),
         "local_port": (buf[off + 20] << 8) | buf[off + 21],
-        "remote_address": address_text(buf[off + 40:off + 40 + width]),
+        "remote_address": _address_text(buf[off + 40:off + 40 + width]),
         "remote_port": (buf[off + 22] << 8) | buf[off + 23],
         "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
         "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
@@ -257,7 +259,7 @@ class TcpAggregate:
             if retransmitting or timer == netlink.TIMER_ZERO_WINDOW_PROBE:
                 entry[2] += 1
         if retransmitting:
-            peer = plain_raw(peer)
+            peer = _plain_raw(peer)
             entry = self.retransmits.get(peer)
             if entry is None:
                 entry = self.retransmits[peer] = [0, 0]
@@ -294,7 +296,7 @@ class TcpAggregate:
             self.family_states[family][LISTEN] += 1
             self.listeners.append({
                 "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
-                "address": plain_text(laddr), "port": lport, "queue": rx_q, "backlog": None,
+                "address": _printable(laddr), "port": lport, "queue": rx_q, "backlog": None,
                 "uid": uid, "inode": inode,
             })
         else:
@@ -322,8 +324,8 @@ class TcpAggregate:
         if len(self.sockets) < self.want_sockets:
             self.sockets.append({
                 "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
-                "state": STATE_NAMES[state], "local_address": plain_text(laddr), "local_port": lport,
-                "remote_address": plain_text(raddr), "remote_port": rport,
+                "state": STATE_NAMES[state], "local_address": _printable(laddr), "local_port": lport,
+                "remote_address": _printable(raddr), "remote_port": rport,
                 "recv_q": rx_q, "send_q": tx_q, "inode": inode, "uid": uid,
             })
 
@@ -365,7 +367,7 @@ class TcpAggregate:
             for state in range(1, 16):
                 for key, count in self.client[state].items():
                     dport = (key[0] << 8) | key[1]
-                    dst = plain_raw(key[18:])
+                    dst = _plain_raw(key[18:])
                     counts = per_port.get(dport)
                     if counts is None:
                         counts = per_port[dport] = [0] * 16
@@ -390,13 +392,13 @@ class TcpAggregate:
         per_raw = {}
         for state in range(1, 16):
             for key, count in self.server_peers[state].items():
-                counts = per_raw.setdefault(plain_raw(key), [0] * 16)
+                counts = per_raw.setdefault(_plain_raw(key), [0] * 16)
                 counts[state] += count
         for raw, client_counts in self._client_side()[1].items():
             counts = per_raw.setdefault(raw, [0] * 16)
             for state, count in enumerate(client_counts):
                 counts[state] += count
-        per_peer = {address_text(raw): counts for raw, counts in per_raw.items()}
+        per_peer = {_address_text(raw): counts for raw, counts in per_raw.items()}
         return _top_entries(per_peer, top, key_name="address")
 
     def ephemeral(self):
@@ -406,7 +408,7 @@ class TcpAggregate:
         if per_destination:
             (raw, port), (count, time_wait) = max(
                 per_destination.items(), key=lambda item: (item[1][0], item[0]))
-            busiest = {"address": address_text(raw), "port": port, "connections": count, "time_wait": time_wait,
+            busiest = {"address": _address_text(raw), "port": port, "connections": count, "time_wait": time_wait,
                        "share": round(count / size, 6) if size else None}
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
 
@@ -430,7 +432,7 @@ class TcpAggregate:
         }
 
     def retransmitting(self, top):
-        rows = [(address_text(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
+        rows = [(_address_text(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
         rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
         return [{"address": address, "sockets": sockets, "retransmits": retransmits}
                 for address, sockets, retransmits in rows[:top]]
@@ -475,7 +477,7 @@ class UdpAggregate:
         self.families[family] += 1
         self._keep({
             "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": state,
-            "local_address": plain_text(laddr), "local_port": lport, "remote_address": plain_text(raddr),
+            "local_address": _printable(laddr), "local_port": lport, "remote_address": _printable(raddr),
             "remote_port": rport, "recv_q": rx_q, "send_q": tx_q, "uid": uid, "inode": inode,
         })
 
@@ -694,9 +696,8 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
                           % (sample_interval, low, high))
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
-    if walk_budget is not None:
-        walk_budget = _check_int("walk_budget", walk_budget, *RANGES["walk_budget"])
-    walk = {"budget": walk_budget, "all_namespaces": bool(walk_all_namespaces)}
+    walk = {"budget": None if walk_budget is None else _check_int("walk_budget", walk_budget, *RANGES["walk_budget"]),
+            "all_namespaces": bool(walk_all_namespaces)}
     if namespace == "all":
         facts = _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host", walk)
         facts["namespaces"] = []
@@ -845,7 +846,7 @@ class PeerCounter:
     def result(self):
         per_peer = {}
         for key, count in self.raw.items():
-            address = address_text(key)
+            address = _address_text(key)
             per_peer[address] = per_peer.get(address, 0) + count
         return per_peer
 
