@@ -242,17 +242,6 @@ def _parse_port_list(value: Any) -> List[Tuple[int, int]]:
     return [(pair[0], pair[1]) for pair in merged]
 
 
-def _integers(spec, value, count, expected, what):
-    """``count`` integers within spec's minimum..maximum, from "a b c" or [a, b, c]."""
-    parts = list(value) if isinstance(value, (list, tuple)) else str(value).split()
-    if len(parts) != count:
-        raise ValueError(expected)
-    numbers = [_to_int(part) for part in parts]
-    if not all(spec.minimum <= number <= spec.maximum for number in numbers):
-        raise ValueError("%s must lie within %d..%d" % (what, spec.minimum, spec.maximum))
-    return numbers
-
-
 def normalize_value(spec: Optional[KeySpec], value: Any) -> str:
     """Validate ``value`` for ``spec`` and return it as the canonical string the kernel shows.
 
@@ -281,7 +270,12 @@ def normalize_value(spec: Optional[KeySpec], value: Any) -> str:
             raise ValueError("must be at most %d" % spec.maximum)
         return str(number)
     if spec.kind == "port_range":
-        low, high = _integers(spec, value, 2, 'expected two ports, "low high" or [low, high]', "ports")
+        parts = list(value) if isinstance(value, (list, tuple)) else str(value).split()
+        if len(parts) != 2:
+            raise ValueError('expected two ports, "low high" or [low, high]')
+        low, high = _to_int(parts[0]), _to_int(parts[1])
+        if not (spec.minimum <= low <= spec.maximum and spec.minimum <= high <= spec.maximum):
+            raise ValueError("ports must lie within %d..%d" % (spec.minimum, spec.maximum))
         if low >= high:
             raise ValueError("low port must be below high port")
         return "%d %d" % (low, high)
@@ -289,7 +283,13 @@ def normalize_value(spec: Optional[KeySpec], value: Any) -> str:
         return ",".join(str(low) if low == high else "%d-%d" % (low, high)
                         for low, high in _parse_port_list(value))
     if spec.kind == "triple":
-        numbers = _integers(spec, value, 3, "expected three integers", "values")
+        parts = list(value) if isinstance(value, (list, tuple)) else str(value).split()
+        if len(parts) != 3:
+            raise ValueError("expected three integers")
+        numbers = [_to_int(p) for p in parts]
+        for number in numbers:
+            if number < spec.minimum or number > spec.maximum:
+                raise ValueError("values must lie within %d..%d" % (spec.minimum, spec.maximum))
         if not numbers[0] <= numbers[1] <= numbers[2]:
             raise ValueError("expected three non-decreasing integers")
         return " ".join(str(n) for n in numbers)
