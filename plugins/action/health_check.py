@@ -12,16 +12,16 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
-from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as engine
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
 FACTS_MODULE = "netstate.tcp.connection_facts"
 
 ARGUMENT_SPEC = {
-    # rules, extra_rules and thresholds are raw: the engine validates them and names rule and field
+    # rules, extra_rules and thresholds are raw: the rule engine validates them and names rule and field
     "rules": {"type": "raw"},
     "extra_rules": {"type": "raw", "default": []},
     "thresholds": {"type": "raw", "default": {}},
-    "fail_on": {"type": "str", "default": "critical", "choices": list(engine.SEVERITIES)},
+    "fail_on": {"type": "str", "default": "critical", "choices": list(health.SEVERITIES)},
     "facts": {"type": "dict"},
     "gather": {"type": "str", "default": "auto", "choices": ["auto", "always", "never"]},
     "gather_args": {"type": "dict", "default": {}},
@@ -46,17 +46,17 @@ class ActionModule(ActionBase):
         if args["sample_interval"] < 0:
             raise AnsibleActionFail(f"sample_interval: must be 0 or more seconds, got {args['sample_interval']}")
         try:
-            rules = engine.build_rules(args["rules"], args["extra_rules"], args["thresholds"])
+            rules = health.build_rules(args["rules"], args["extra_rules"], args["thresholds"])
             if args["validate_only"]:
                 return self._validated(result, args, rules)
-        except engine.HealthRuleError as exc:
+        except health.HealthRuleError as exc:
             raise AnsibleActionFail(to_text(exc)) from None
 
         facts, source = self._facts(args, rules, task_vars)
         if facts is None:
             return source  # the failed connection_facts result, as the module returned it
-        results = engine.evaluate(rules, facts)
-        summary = engine.summarize(results, args["fail_on"])
+        results = health.evaluate(rules, facts)
+        summary = health.summarize(results, args["fail_on"])
         result.update(
             changed=False,
             healthy=summary["healthy"],
@@ -77,7 +77,7 @@ class ActionModule(ActionBase):
             if not isinstance(by_host, dict):
                 raise AnsibleActionFail(f"thresholds_by_host: must be a mapping of host to thresholds, got {by_host!r}")
             for host in sorted(by_host, key=str):
-                engine.build_rules(args["rules"], args["extra_rules"], by_host[host],
+                health.build_rules(args["rules"], args["extra_rules"], by_host[host],
                                    threshold_source=f"thresholds of host {host}")
         result.update(changed=False, rules=[rule.name for rule in rules],
                       rule_definitions=[rule.as_dict() for rule in rules],
@@ -95,7 +95,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("ansible_facts.netstate is not set and gather=never: run "
                                     f"{FACTS_MODULE} first or pass facts")
         module_args = dict(args["gather_args"])
-        if engine.needs_rates(rules):
+        if health.needs_rates(rules):
             module_args.setdefault("sample_interval", args["sample_interval"])
         gathered = self._execute_module(module_name=FACTS_MODULE, module_args=module_args, task_vars=task_vars)
         if gathered.get("failed") or gathered.get("unreachable"):

@@ -16,13 +16,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import ipaddress
 import json
 import os
 
 from . import engine
-
-STATES = tuple(name for name in engine.STATES if name != "LISTEN")
+from ._address import plain_address, plain_network
+from ._argspec import CONNECTION_STATES as STATES
+from ._argspec import RANGES
 BACKENDS = ("auto", "nftables", "iptables")
 MAX_DURATION = 2147483  # the largest ipset timeout (seconds); nftables takes it too
 MAX_BLOCKS = 65536
@@ -51,32 +51,6 @@ def _int_option(name, value, low, high):
     if not low <= value <= high:
         raise PeerBlockError("%s: %r is out of range (%d..%d)" % (name, value, low, high))
     return value
-
-
-def plain_address(text):
-    """An address as ipaddress object, IPv4-mapped IPv6 as IPv4, a zone (%eth0) dropped; None if not one."""
-    try:
-        address = ipaddress.ip_address(str(text).split("%", 1)[0].strip())
-    except ValueError:
-        return None
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def parse_network(text):
-    """An address or CIDR (IPv4 or IPv6; IPv4-mapped IPv6 becomes IPv4); None if not one."""
-    text = str(text).strip()
-    address = plain_address(text)
-    if address is not None:
-        return ipaddress.ip_network(address)
-    try:
-        network = ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return None
-    if network.version == 6 and network.network_address.ipv4_mapped is not None and network.prefixlen >= 96:
-        return ipaddress.ip_network("%s/%d" % (network.network_address.ipv4_mapped, network.prefixlen - 96))
-    return network
 
 
 def validate(params):
@@ -110,13 +84,13 @@ def validate(params):
             chosen.append(upper)
     options["states"] = chosen
     local_port = params.get("local_port")
-    options["local_port"] = None if local_port is None else _int_option("local_port", local_port, 1, 65535)
+    options["local_port"] = None if local_port is None else _int_option("local_port", local_port, *RANGES["local_port"])
     allow = params.get("allow") or []
     if isinstance(allow, str) or not isinstance(allow, (list, tuple)):
         raise PeerBlockError("allow: %r must be a list of addresses and CIDRs" % (allow,))
     networks = []
     for item in allow:
-        network = parse_network(item)
+        network = plain_network(item)
         if network is None:
             raise PeerBlockError("allow: %r is not an IPv4/IPv6 address or CIDR" % (item,))
         networks.append(network)

@@ -39,24 +39,16 @@ import re
 import sys
 import time
 
+from . import _argspec as contract
 from . import _escape as escape
+from ._argspec import BACKENDS, DEFAULT_SUBSET, TCP_STATES
 from ._atomic import write_atomically
 from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
-SUBSETS = ("all", "default", "min", "states", "ports", "peers", "listeners", "counters", "timers", "processes",
-           "sockets", "routes", "multicast")
-BACKENDS = ("auto", "netlink", "proc")
+# What --subset accepts: the subsets and the names that stand for several (all, default, min).
+SUBSETS = tuple(contract.SUBSET_GROUPS) + contract.SUBSETS
 PROTOCOLS = ("tcp", "udp", "all")
-TCP_STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-              "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
-# What a poll needs by default: everything except the per-process walk and the raw socket list.
-DEFAULT_SUBSET = ["states", "ports", "peers", "listeners", "counters", "timers"]
-TOP_RANGE = (1, 10000)
-SAMPLE_RANGE = (0.0, 60.0)
-MAX_SOCKETS_RANGE = (0, 1000000)
-WALK_BUDGET_RANGE = (0, 100000000)
-DISCOVERY_MAX_AGE_RANGE = (1, 86400)
 LLD_KEYS = ("{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}")
 
 _NAMESPACE_RE = re.compile(r"^(host|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/[A-Za-z0-9_./-]{1,255})$")
@@ -76,26 +68,32 @@ class UsageError(Exception):
 # argument types: each one names the value it refuses
 # ---------------------------------------------------------------------------------------------
 
-def _int_range(low: int, high: int):
+def _int_range(name: str):
+    """An integer within contract.RANGES[name]."""
+    low, high = contract.RANGES[name]
+
     def convert(text: str) -> int:
         try:
             value = int(text, 10)
         except ValueError:
             raise argparse.ArgumentTypeError("%r is not an integer" % text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError("%d is outside %d..%d" % (value, low, high))
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError("%d is outside %s" % (value, contract.describe_range(name)))
         return value
     return convert
 
 
-def _float_range(low: float, high: float):
+def _float_range(name: str):
+    """A number within contract.RANGES[name]."""
+    low, high = contract.RANGES[name]
+
     def convert(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError("%r is not a number" % text)
         if math.isnan(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError("%r is outside %g..%g" % (text, low, high))
+            raise argparse.ArgumentTypeError("%r is outside %s" % (text, contract.describe_range(name)))
         return value
     return convert
 
@@ -153,19 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     parser.add_argument("--format", choices=FORMATS, default="json", help="output format (default json)")
+    defaults = contract.DEFAULTS
     parser.add_argument("--subset", type=_subset, default=None,
                         help="comma-separated gather_subset, e.g. states,ports,!peers (default %s)"
                         % ",".join(DEFAULT_SUBSET))
-    parser.add_argument("--top", type=_int_range(*TOP_RANGE), default=10,
-                        help="how many peers and remote ports to keep (default 10)")
-    parser.add_argument("--sample-interval", type=_float_range(*SAMPLE_RANGE), default=0.0,
-                        help="seconds between two counter samples to compute rates (default 0: no rates)")
+    parser.add_argument("--top", type=_int_range("top"), default=defaults["top"],
+                        help="how many peers and remote ports to keep, %s (default %d)"
+                        % (contract.describe_range("top"), defaults["top"]))
+    parser.add_argument("--sample-interval", type=_float_range("sample_interval"),
+                        default=float(defaults["sample_interval"]),
+                        help="seconds between two counter samples to compute rates, %s (default 0: no rates)"
+                        % contract.describe_range("sample_interval"))
     parser.add_argument("--namespace", type=_namespace, default=None,
                         help="network namespace: host (default), a name under /run/netns, pid:N, a path, or all")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="socket source (default auto)")
-    parser.add_argument("--max-sockets", type=_int_range(*MAX_SOCKETS_RANGE), default=1000,
-                        help="raw socket list limit with --subset sockets (default 1000)")
-    parser.add_argument("--walk-budget", type=_int_range(*WALK_BUDGET_RANGE), default=None,
+    parser.add_argument("--backend", choices=BACKENDS, default=defaults["backend"],
+                        help="socket source (default %s)" % defaults["backend"])
+    parser.add_argument("--max-sockets", type=_int_range("max_sockets"), default=defaults["max_sockets"],
+                        help="raw socket list limit with --subset sockets (default %d)" % defaults["max_sockets"])
+    parser.add_argument("--walk-budget", type=_int_range("walk_budget"), default=None,
                         help="most file descriptors read to find listeners' processes (default: as many as a "
                         "quarter of the socket dumps' time allows, at least 100 ms)")
     parser.add_argument("--walk-all-namespaces", action="store_true",
@@ -175,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--discovery-file", type=_absolute_file, default=None,
                         help="zabbix-discovery: take the rows from this file (written by a root job with "
                         "--format zabbix-discovery --protocol all --output FILE) when it is fresh")
-    parser.add_argument("--discovery-max-age", type=_int_range(*DISCOVERY_MAX_AGE_RANGE), default=900,
-                        help="zabbix-discovery: seconds after which --discovery-file is stale (default 900)")
+    parser.add_argument("--discovery-max-age", type=_int_range("discovery_max_age"),
+                        default=defaults["discovery_max_age"],
+                        help="zabbix-discovery: seconds after which --discovery-file is stale, %s (default %d)"
+                        % (contract.describe_range("discovery_max_age"), defaults["discovery_max_age"]))
     parser.add_argument("--quiet", action="store_true",
                         help="no warnings on standard error (Zabbix reads standard error into the value)")
     parser.add_argument("--output", type=_output, default=None,

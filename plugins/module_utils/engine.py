@@ -22,14 +22,14 @@ import time
 from . import _netlink as netlink
 from . import _procfs as procfs
 from . import _rtnetlink as rtnetlink
+from ._address import address_text as _address_text
+from ._address import plain_raw as _plain_raw
+from ._address import plain_text as _printable
+from ._argspec import BACKENDS, DEFAULT_SUBSET, RANGES, SUBSET_GROUPS, SUBSETS
+from ._argspec import TCP_STATES as STATES
 
-# Kernel TCP state numbers (include/net/tcp_states.h).
-STATE_NAMES = (
-    None, "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "SYN_RECV",
-)
-STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-          "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
+# Kernel TCP state numbers (include/net/tcp_states.h): 1..11 in STATES' order, 12 NEW_SYN_RECV.
+STATE_NAMES = (None,) + STATES + ("SYN_RECV",)
 ESTABLISHED = 1
 TCP_CLOSE = 7
 LISTEN = 10
@@ -40,15 +40,9 @@ LISTEN_MASK = 1 << LISTEN
 CONNECTION_MASK = TCP_ALL_MASK & ~LISTEN_MASK
 UDP_ALL_MASK = 0xFFFFFFFF
 
-SUBSETS = ("states", "ports", "peers", "listeners", "counters", "timers", "processes", "sockets", "routes",
-           "multicast")
-DEFAULT_SUBSET = ("states", "ports", "peers", "listeners", "counters", "timers")
-BACKENDS = ("auto", "netlink", "proc")
 DUMP_ATTEMPTS = 3
-MAX_SAMPLE_INTERVAL = 60
 
 FAMILIES = ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6"))
-V4_MAPPED_PREFIX = b"\x00" * 10 + b"\xff\xff"
 
 
 class GatherError(Exception):
@@ -71,15 +65,13 @@ def resolve_subset(requested):
             raise GatherError("gather_subset: %r is not a subset name" % (item,))
         negate = item.startswith("!")
         name = item[1:] if negate else item
-        if name == "all":
-            names = set(SUBSETS)
-        elif name in ("min", "default"):
-            names = {"states"} if name == "min" else set(DEFAULT_SUBSET)
+        if name in SUBSET_GROUPS:
+            names = set(SUBSET_GROUPS[name])
         elif name in SUBSETS:
             names = {name}
         else:
-            raise GatherError("gather_subset: unknown subset %r (choose from all, default, min, %s, or !name)"
-                              % (item, ", ".join(SUBSETS)))
+            raise GatherError("gather_subset: unknown subset %r (choose from %s, or !name)"
+                              % (item, ", ".join(tuple(SUBSET_GROUPS) + SUBSETS)))
         if negate:
             excluded |= names
         else:
@@ -137,14 +129,6 @@ def _states_from(counts):
     return states
 
 
-def _address(family, raw):
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    if raw[:12] == V4_MAPPED_PREFIX:
-        return socket.inet_ntop(socket.AF_INET, raw[12:16])
-    return socket.inet_ntop(socket.AF_INET6, raw)
-
-
 def each_message(buf, length, visit):
     """Call visit(buf, off) for every sock_diag message of a receive buffer.
 
@@ -171,9 +155,9 @@ def decode_message(buf, off):
     width = 4 if family == socket.AF_INET else 16
     return {
         "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": buf[off + 17],
-        "local_address": _address(family, bytes(buf[off + 24:off + 24 + width])),
+        "local_address": _address_text(buf[off + 24:off + 24 + width]),
         "local_port": (buf[off + 20] << 8) | buf[off + 21],
-        "remote_address": _address(family, bytes(buf[off + 40:off + 40 + width])),
+        "remote_address": _address_text(buf[off + 40:off + 40 + width]),
         "remote_port": (buf[off + 22] << 8) | buf[off + 23],
         "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
         "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
@@ -414,7 +398,7 @@ class TcpAggregate:
             counts = per_raw.setdefault(raw, [0] * 16)
             for state, count in enumerate(client_counts):
                 counts[state] += count
-        per_peer = {_peer_key(raw): counts for raw, counts in per_raw.items()}
+        per_peer = {_address_text(raw): counts for raw, counts in per_raw.items()}
         return _top_entries(per_peer, top, key_name="address")
 
     def ephemeral(self):
@@ -424,7 +408,7 @@ class TcpAggregate:
         if per_destination:
             (raw, port), (count, time_wait) = max(
                 per_destination.items(), key=lambda item: (item[1][0], item[0]))
-            busiest = {"address": _peer_key(raw), "port": port, "connections": count, "time_wait": time_wait,
+            busiest = {"address": _address_text(raw), "port": port, "connections": count, "time_wait": time_wait,
                        "share": round(count / size, 6) if size else None}
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
 
@@ -448,7 +432,7 @@ class TcpAggregate:
         }
 
     def retransmitting(self, top):
-        rows = [(_peer_key(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
+        rows = [(_address_text(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
         rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
         return [{"address": address, "sockets": sockets, "retransmits": retransmits}
                 for address, sockets, retransmits in rows[:top]]
@@ -456,28 +440,6 @@ class TcpAggregate:
     def established_on(self, port):
         counts = self.local.get(port)
         return counts[ESTABLISHED] if counts else 0
-
-
-def _printable(address):
-    if address.startswith("::ffff:") and "." in address:
-        return address[7:]
-    return address
-
-
-def _plain_raw(raw):
-    """An IPv4-mapped IPv6 address as its 4 IPv4 bytes, so both forms count as one peer."""
-    if len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX:
-        return raw[12:]
-    return raw
-
-
-def _peer_key(raw):
-    raw = bytes(raw)
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
-    if raw[:12] == V4_MAPPED_PREFIX:
-        return socket.inet_ntop(socket.AF_INET, raw[12:])
-    return socket.inet_ntop(socket.AF_INET6, raw)
 
 
 def _top_entries(per_key, top, key_name):
@@ -725,15 +687,16 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     if warnings is None:
         warnings = []
     subsets = resolve_subset(subset)
-    top = _check_int("top", top, 1, 100000)
-    max_sockets = _check_int("max_sockets", max_sockets, 0)
+    top = _check_int("top", top, *RANGES["top"])
+    max_sockets = _check_int("max_sockets", max_sockets, *RANGES["max_sockets"])
+    low, high = RANGES["sample_interval"]
     if isinstance(sample_interval, bool) or not isinstance(sample_interval, (int, float)) \
-            or not 0 <= sample_interval <= MAX_SAMPLE_INTERVAL:
-        raise GatherError("sample_interval: %r must be a number of seconds from 0 to %d"
-                          % (sample_interval, MAX_SAMPLE_INTERVAL))
+            or not low <= sample_interval <= high:
+        raise GatherError("sample_interval: %r must be a number of seconds from %d to %d"
+                          % (sample_interval, low, high))
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
-    walk = {"budget": None if walk_budget is None else _check_int("walk_budget", walk_budget, 0),
+    walk = {"budget": None if walk_budget is None else _check_int("walk_budget", walk_budget, *RANGES["walk_budget"]),
             "all_namespaces": bool(walk_all_namespaces)}
     if namespace == "all":
         facts = _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host", walk)
@@ -883,7 +846,7 @@ class PeerCounter:
     def result(self):
         per_peer = {}
         for key, count in self.raw.items():
-            address = _peer_key(key)
+            address = _address_text(key)
             per_peer[address] = per_peer.get(address, 0) + count
         return per_peer
 
@@ -902,7 +865,7 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
         raise GatherError("states: %r must be a non-empty list of TCP state names" % (states,))
     mask = state_mask(states)
     if local_port is not None:
-        local_port = _check_int("local_port", local_port, 1, 65535)
+        local_port = _check_int("local_port", local_port, *RANGES["local_port"])
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
     if backend in ("auto", "netlink"):

@@ -34,65 +34,8 @@ extends_documentation_fragment:
   - netstate.tcp.attributes.FACTS
   - netstate.tcp.attributes.LINUX
   - netstate.tcp.listener_walk
-options:
-  gather_subset:
-    description:
-      - What to gather, like M(ansible.builtin.setup)'s O(ansible.builtin.setup#module:gather_subset).
-      - V(states) (always gathered) counts sockets by state and family, and UDP sockets by family.
-      - V(ports) adds RV(ansible_facts.netstate.tcp.local_ports), RV(ansible_facts.netstate.tcp.remote_ports) and
-        RV(ansible_facts.netstate.tcp.ephemeral).
-      - V(peers) adds RV(ansible_facts.netstate.tcp.peers).
-      - V(listeners) adds RV(ansible_facts.netstate.listeners) with process, user and accept queue.
-      - V(counters) adds RV(ansible_facts.netstate.counters) (sockstat, TcpExt, Tcp, TCP sysctls).
-      - V(processes) adds RV(ansible_facts.netstate.processes); it reads every process's file descriptors.
-      - V(timers) adds RV(ansible_facts.netstate.tcp.timers), RV(ansible_facts.netstate.tcp.queues) and
-        RV(ansible_facts.netstate.tcp.retransmitting), from the same pass over the socket table.
-      - V(sockets) adds the raw socket list RV(ansible_facts.netstate.sockets), at most O(max_sockets) entries.
-      - V(routes) adds RV(ansible_facts.netstate.routes), every route of every routing table (rtnetlink).
-      - V(multicast) adds RV(ansible_facts.netstate.multicast), the multicast groups joined per interface.
-      - V(default) is V(states), V(ports), V(peers), V(listeners), V(counters) and V(timers); V(all) is every
-        subset;
-        V(min) is V(states). Prefix a name with V(!) to leave it out; a list of exclusions only starts from
-        V(default).
-    type: list
-    elements: str
-    default: [default]
-  top:
-    description:
-      - How many entries RV(ansible_facts.netstate.tcp.peers), RV(ansible_facts.netstate.tcp.remote_ports),
-        RV(ansible_facts.netstate.tcp.retransmitting) and C(send_ports) of RV(ansible_facts.netstate.tcp.queues)
-        hold at most, busiest first.
-    type: int
-    default: 10
-  sample_interval:
-    description:
-      - When above V(0), the kernel counters are read twice this many seconds apart and C(rates) in
-        RV(ansible_facts.netstate.counters) holds the per-second rates of the cumulative ones.
-      - At most V(60) seconds.
-    type: float
-    default: 0
-  namespace:
-    description:
-      - The network namespace to gather from. Unset or V(host) means the module's own namespace.
-      - A name under C(/run/netns) (as made by C(ip netns add)), V(pid:N) for the namespace of process N, or an
-        absolute path to a namespace file such as C(/proc/1234/ns/net).
-      - V(all) gathers the module's own namespace and then every other namespace found in C(/run/netns) and
-        through C(/proc/*/ns/net); each one is a full document in RV(ansible_facts.netstate.namespaces).
-      - Entering another namespace needs root (C(CAP_SYS_ADMIN)).
-    type: str
-  backend:
-    description:
-      - V(auto) uses netlink and falls back to C(/proc/net) when netlink is refused (with a warning).
-      - V(netlink) fails instead of falling back; V(proc) reads C(/proc/net) only (no listener backlog there).
-    type: str
-    choices: [auto, netlink, proc]
-    default: auto
-  max_sockets:
-    description:
-      - With the V(sockets) subset, the most raw sockets returned.
-        RV(ansible_facts.netstate.sockets_truncated) says when there were more.
-    type: int
-    default: 1000
+  - netstate.tcp.gather
+  - netstate.tcp.gather.COUNTS
 notes:
   - The fact document is a public contract; M(netstate.tcp.listener_facts), the health rules, the fleet report and
     the collector for monitoring agents all read the same shape.
@@ -376,49 +319,28 @@ ansible_facts:
           elements: dict
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
-from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import COUNTS, LISTENER_WALK, SOCKET_SOURCE
+from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_facts
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            gather_subset=dict(type="list", elements="str", default=["default"]),
-            top=dict(type="int", default=10),
-            sample_interval=dict(type="float", default=0),
-            namespace=dict(type="str"),
-            backend=dict(type="str", default="auto", choices=["auto", "netlink", "proc"]),
-            max_sockets=dict(type="int", default=1000),
-            **LISTENER_WALK
-        ),
+        argument_spec=dict(**COUNTS, **SOCKET_SOURCE, **LISTENER_WALK),
         supports_check_mode=True,
     )
-    warnings = []
-    try:
-        facts = gather(
-            subset=module.params["gather_subset"],
-            top=module.params["top"],
-            sample_interval=module.params["sample_interval"],
-            namespace=module.params["namespace"],
-            backend=module.params["backend"],
-            max_sockets=module.params["max_sockets"],
-            walk_budget=module.params["walk_budget"],
-            walk_all_namespaces=module.params["walk_all_namespaces"],
-            warnings=warnings,
-        )
-    except GatherError as exc:
-        module.fail_json(msg=escape.log_line(exc))
-    except Exception as exc:  # a facts module must never end in a traceback
-        module.fail_json(msg="unexpected error gathering connection facts: %s" % escape.log_line(exc),
-                         exception=traceback.format_exc())
-    for warning in warnings:
-        module.warn(escape.log_line(warning))
-    module.exit_json(ansible_facts={"netstate": facts})
+    params = module.params
+
+    def gather_facts(warnings):
+        facts = gather(subset=params["gather_subset"], top=params["top"], sample_interval=params["sample_interval"],
+                       namespace=params["namespace"], backend=params["backend"], max_sockets=params["max_sockets"],
+                       walk_budget=params["walk_budget"], walk_all_namespaces=params["walk_all_namespaces"],
+                       warnings=warnings)
+        return {"netstate": facts}
+
+    exit_facts(module, gather_facts, GatherError, "connection facts")
 
 
 if __name__ == "__main__":

@@ -28,20 +28,8 @@ extends_documentation_fragment:
   - netstate.tcp.attributes.FACTS
   - netstate.tcp.attributes.LINUX
   - netstate.tcp.listener_walk
+  - netstate.tcp.gather
 options:
-  namespace:
-    description:
-      - The network namespace to read, as for M(netstate.tcp.connection_facts)'s
-        O(netstate.tcp.connection_facts#module:namespace) (a name under C(/run/netns), V(pid:N) or a path).
-        V(all) is not accepted here.
-    type: str
-  backend:
-    description:
-      - V(auto) uses netlink and falls back to C(/proc/net) when netlink is refused.
-      - V(netlink) fails instead; V(proc) reads C(/proc/net) only (C(backlog) is then null).
-    type: str
-    choices: [auto, netlink, proc]
-    default: auto
   include_non_listening:
     description:
       - Also list the sockets that do not listen, as M(community.general.listen_ports_facts) does. Every TCP socket
@@ -198,12 +186,10 @@ ansible_facts:
                 user: dnsmasq, stime: "Thu Nov 26 03:58:31 2026", backlog: null, queue: null, connections: null}]
 """
 
-import traceback
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
-from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK, SOCKET_SOURCE
+from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_facts
 from ansible_collections.netstate.tcp.plugins.module_utils._listen_ports import gather_args, listen_ports_facts
 from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
 
@@ -211,11 +197,10 @@ from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherE
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            namespace=dict(type="str"),
-            backend=dict(type="str", default="auto", choices=["auto", "netlink", "proc"]),
             include_non_listening=dict(type="bool", default=False),
             # Accepted for compatibility with community.general.listen_ports_facts; nothing is run.
             command=dict(type="str", choices=["netstat", "ss"]),
+            **SOCKET_SOURCE,
             **LISTENER_WALK
         ),
         supports_check_mode=True,
@@ -223,21 +208,15 @@ def main():
     if module.params["namespace"] == "all":
         module.fail_json(msg="namespace: 'all' is not accepted by listener_facts; name one namespace")
     include_non_listening = module.params["include_non_listening"]
-    warnings = []
-    try:
-        walk = dict(walk_budget=module.params["walk_budget"], walk_all_namespaces=module.params["walk_all_namespaces"])
-        facts = gather(namespace=module.params["namespace"], backend=module.params["backend"], warnings=warnings,
+    namespace = module.params["namespace"]
+    walk = dict(walk_budget=module.params["walk_budget"], walk_all_namespaces=module.params["walk_all_namespaces"])
+
+    def gather_facts(warnings):
+        facts = gather(namespace=namespace, backend=module.params["backend"], warnings=warnings,
                        **dict(gather_args(include_non_listening), **walk))
-        result = listen_ports_facts(facts, include_non_listening, warnings=warnings,
-                                    namespace=module.params["namespace"], **walk)
-    except GatherError as exc:
-        module.fail_json(msg=escape.log_line(exc))
-    except Exception as exc:  # a facts module must never end in a traceback
-        module.fail_json(msg="unexpected error gathering listeners: %s" % escape.log_line(exc),
-                         exception=traceback.format_exc())
-    for warning in warnings:
-        module.warn(escape.log_line(warning))
-    module.exit_json(ansible_facts=result)
+        return listen_ports_facts(facts, include_non_listening, warnings=warnings, namespace=namespace, **walk)
+
+    exit_facts(module, gather_facts, GatherError, "listeners")
 
 
 if __name__ == "__main__":

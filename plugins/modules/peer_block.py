@@ -198,6 +198,7 @@ counted:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_change
 from ansible_collections.netstate.tcp.plugins.module_utils._peer_block import (
     BACKENDS,
     STATES,
@@ -228,20 +229,8 @@ def main() -> None:
     def which(name):
         return module.get_bin_path(name)
 
-    error = None
-    try:
-        result = peer_block(module.params, run_command, which, check_mode=module.check_mode)
-    except PeerBlockError as exc:
-        error = str(exc)
-    if error is not None:
-        # outside the except block: the message names the option or command, the traceback is noise
-        module.fail_json(msg=error)
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    exit_change(module, lambda: peer_block(module.params, run_command, which, check_mode=module.check_mode),
+                PeerBlockError)
 
 
 if __name__ == "__main__":

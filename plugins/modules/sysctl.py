@@ -209,6 +209,7 @@ per_key:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_change
 from ansible_collections.netstate.tcp.plugins.module_utils._sysctl import (
     DEFAULT_PATH,
     SysctlEngine,
@@ -227,27 +228,13 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    error = None
-    try:
-        result = SysctlEngine().run(
-            module.params["settings"],
-            path=module.params["path"],
-            persist=module.params["persist"],
-            apply=module.params["apply"],
-            force=module.params["force"],
-            check_mode=module.check_mode,
-        )
-    except SysctlError as exc:
-        error = str(exc)
-    if error is not None:
-        # outside the except block: the message names the key and value, the engine's traceback is noise
-        module.fail_json(msg=error)
-    for warning in result.pop("warnings"):
-        module.warn(warning)
-    diff = result.pop("diff")
-    if module._diff:
-        result["diff"] = diff
-    module.exit_json(**result)
+    params = module.params
+
+    def run():
+        return SysctlEngine().run(params["settings"], path=params["path"], persist=params["persist"],
+                                  apply=params["apply"], force=params["force"], check_mode=module.check_mode)
+
+    exit_change(module, run, SysctlError)
 
 
 if __name__ == "__main__":

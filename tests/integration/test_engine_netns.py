@@ -11,6 +11,7 @@ snapshots must agree with the facts exactly. Both backends (netlink and /proc) r
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import RANGES
 from tests.support.ss_oracle import Snapshot
 
 pytestmark = pytest.mark.netns
@@ -104,6 +105,14 @@ def test_peers_match_ss(mix_ns, backend):
     assert max(v["total"] for a, v in before.peers().items() if a not in {p["address"] for p in peers}) <= totals[-1]
     # IPv4-mapped peers of the dual-stack listener are shown as IPv4
     assert not any(p["address"].startswith("::ffff:") for p in peers)
+
+
+@pytest.mark.parametrize("backend", ["netlink", "proc"])
+def test_top_at_its_upper_bound_keeps_every_peer(mix_ns, backend):
+    before, facts, after = gather_between(mix_ns, backend=backend, top=RANGES["top"][1])
+    peers = {entry["address"]: {"total": entry["total"], "states": entry["states"]} for entry in facts["tcp"]["peers"]}
+    assert len(peers) == len(facts["tcp"]["peers"]) > 3
+    assert_same("peers", peers, before.peers(), after.peers())
 
 
 @pytest.mark.parametrize("backend", ["netlink", "proc"])

@@ -92,6 +92,7 @@ def test_listener_facts_include_non_listening_in_a_namespace(localhost, mixed):
 
 @pytest.mark.parametrize("args, message", [
     ({"top": 0}, "top: 0 is out of range"),
+    ({"top": 100001}, "top: 100001 is out of range (1..100000)"),
     ({"gather_subset": ["everything"]}, "gather_subset: unknown subset 'everything'"),
     ({"sample_interval": 61}, "sample_interval: 61.0 must be a number of seconds"),
     ({"namespace": "no-such-ns"}, "namespace: 'no-such-ns' not found"),

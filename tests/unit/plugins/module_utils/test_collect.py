@@ -19,8 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.netstate.tcp.plugins.module_utils import collect
-
-STATES = collect.TCP_STATES
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import TCP_STATES as STATES
 
 
 def states(**counts):
@@ -251,9 +250,9 @@ def test_valid_arguments(tmp_path):
 @pytest.mark.parametrize("argv, named", [
     (["--format", "xml"], "'xml'"),
     (["--format", "json;id"], "'json;id'"),
-    (["--top", "0"], "0 is outside 1..10000"),
+    (["--top", "0"], "0 is outside 1..100000"),
     (["--top", "1; rm -rf /"], "'1; rm -rf /'"),
-    (["--top", "10001"], "10001"),
+    (["--top", "100001"], "100001 is outside 1..100000"),
     (["--sample-interval", "-1"], "'-1'"),
     (["--sample-interval", "nan"], "'nan'"),
     (["--sample-interval", "61"], "'61'"),

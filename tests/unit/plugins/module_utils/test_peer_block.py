@@ -17,8 +17,6 @@ import pytest
 from ansible_collections.netstate.tcp.plugins.module_utils._peer_block import (
     NftablesFirewall,
     PeerBlockError,
-    parse_network,
-    plain_address,
     protected_reason,
     ssh_client,
     validate,
@@ -50,14 +48,6 @@ def test_bad_options_name_the_option_and_value(params, message):
 
 def test_absent_needs_no_threshold():
     assert validate({"state": "absent"})["max_connections"] is None
-
-
-def test_ipv4_mapped_and_zones_are_plain():
-    assert plain_address("::ffff:198.51.100.7") == ipaddress.ip_address("198.51.100.7")
-    assert plain_address("fe80::1%eth0") == ipaddress.ip_address("fe80::1")
-    assert plain_address("not-an-address") is None
-    assert parse_network("::ffff:10.0.0.0/104") == ipaddress.ip_network("10.0.0.0/8")
-    assert parse_network("2001:db8::/32").version == 6
 
 
 def test_reasons_in_order():

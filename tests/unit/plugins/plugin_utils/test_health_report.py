@@ -14,11 +14,9 @@ from xml.etree import ElementTree
 
 import pytest
 
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import TCP_STATES as STATES
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
-
-STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-          "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
 
 
 def states(**counts):

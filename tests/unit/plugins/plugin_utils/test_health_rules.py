@@ -16,10 +16,9 @@ import re
 import pytest
 import yaml
 
+from ansible_collections.netstate.tcp.plugins.module_utils._argspec import TCP_STATES as STATES
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
-STATES = ("ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-          "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 BUILTIN_NAMES = ["time_wait_ephemeral_share", "close_wait_per_port", "syn_recv_total", "accept_queue_saturation",
                  "accept_queue_full", "listen_overflows_rate", "listen_drops_rate", "orphans_share",
