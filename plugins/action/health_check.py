@@ -12,6 +12,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _fleet_model as fleet_model
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as engine
 
 FACTS_MODULE = "netstate.tcp.connection_facts"
@@ -68,6 +69,7 @@ class ActionModule(ActionBase):
             results=results,
             violations=summary["violations"],
             summary=summary["counts"],
+            snapshot=fleet_model.snapshot(engine.plain(facts), rules, results),
         )
         return result
 

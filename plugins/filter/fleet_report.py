@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _fleet_html as html_page
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _fleet_model as model
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as rules_engine
 
 DOCUMENTATION = r"""
 name: fleet_report
@@ -124,41 +126,38 @@ _value:
 """
 
 TITLE = "netstate.tcp fleet report"
-DEFAULT_LIMITS = {"accept_queue": 1.0, "time_wait_share": 0.25, "close_wait": 100, "syn_recv": 256}
 STATUS_ORDER = {"unreachable": 0, "failed": 1, "ok": 2}
 TABLE_STATES = (("ESTABLISHED", "ESTAB"), ("TIME_WAIT", "TIME_WAIT"), ("CLOSE_WAIT", "CLOSE_WAIT"),
                 ("SYN_SENT", "SYN_SENT"), ("SYN_RECV", "SYN_RECV"), ("LISTEN", "LISTEN"))
+FORMATS = ("data", "markdown", "html")
+_cell = model.markdown_cell
 
 
-def _one_line(text: Any) -> str:
-    return escape.log_line(" ".join(escape.text(text).split()))
-
-
-def _limits(limits: Any) -> dict:
+def _limit_overrides(limits: Any) -> dict:
+    """O(limits) as threshold overrides of the rules behind the pressure columns."""
     if limits is None:
-        return dict(DEFAULT_LIMITS)
+        return {}
     if not isinstance(limits, Mapping):
         raise AnsibleFilterError("fleet_report: limits must be a dictionary, got %r" % (limits,))
-    merged = dict(DEFAULT_LIMITS)
+    overrides = {}
     for key, value in limits.items():
-        if key not in DEFAULT_LIMITS:
+        if key not in model.PRESSURE_RULES:
             raise AnsibleFilterError("fleet_report: limits: unknown key %r (known: %s)"
-                                     % (key, ", ".join(sorted(DEFAULT_LIMITS))))
+                                     % (key, ", ".join(sorted(model.PRESSURE_RULES))))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise AnsibleFilterError("fleet_report: limits.%s must be a number above 0, got %r" % (key, value))
-        merged[key] = value
-    return merged
+        overrides[model.PRESSURE_RULES[key]] = {"max": value}
+    return overrides
 
 
 def _host_facts(host: str, variables: Mapping, result_var: str) -> tuple[str, str, Mapping | None]:
     """(status, message, netstate facts) of one host."""
     result = variables.get(result_var)
     if isinstance(result, Mapping):
-        if result.get("unreachable"):
-            return "unreachable", _one_line(result.get("msg", "unreachable")), None
-        if result.get("failed") or result.get("skipped"):
-            reason = "skipped" if result.get("skipped") else result.get("msg", "failed")
-            return "failed", _one_line(reason), None
+        outcome = model.registered_outcome(result)
+        if outcome is not None:
+            kind, message = outcome
+            return ("unreachable", message, None) if kind == "unreachable" else ("failed", message, None)
         facts = (result.get("ansible_facts") or {}).get("netstate")
         if isinstance(facts, Mapping):
             return "ok", "", facts
@@ -169,73 +168,44 @@ def _host_facts(host: str, variables: Mapping, result_var: str) -> tuple[str, st
     return "unreachable", "no connection facts: the host was not reached", None
 
 
-def _ratio(value: Any, limit: float) -> float:
-    return round(float(value) / float(limit), 4) if isinstance(value, (int, float)) else 0.0
-
-
-def _row(host: str, status: str, message: str, facts: Mapping | None, limits: Mapping) -> dict:
+def _row(host: str, status: str, message: str, facts: Mapping | None, rules: list) -> dict:
     row: dict[str, Any] = {
         "host": host, "status": status, "message": message, "pressure": None, "worst": None, "ratios": None,
-        "backend": None, "kernel": None, "total": None, "states": None, "udp_total": None, "busiest_port": None,
-        "top_peer": None, "fullest_accept_queue": None, "time_wait_share": None, "busiest_destination": None,
-        "listen_overflows": None, "listen_drops": None,
+        "limits": None, "backend": None, "kernel": None, "total": None, "states": None, "udp_total": None,
+        "busiest_port": None, "top_peer": None, "fullest_accept_queue": None, "time_wait_share": None,
+        "busiest_destination": None, "ephemeral_size": None, "listen_overflows": None, "listen_drops": None,
+        "verdict": status, "violations": None,
     }
     if facts is None:
         return row
-    tcp = facts.get("tcp") or {}
-    states = dict(tcp.get("states") or {})
-    local_ports = tcp.get("local_ports") or {}
-    busiest_port = None
-    if local_ports:
-        port, entry = max(local_ports.items(), key=lambda item: (item[1].get("total", 0), -int(item[0])))
-        busiest_port = {"port": int(port), "total": entry.get("total", 0), "states": entry.get("states")}
-    peers = tcp.get("peers") or []
-    top_peer = {"address": peers[0]["address"], "total": peers[0]["total"]} if peers else None
-    queues = [item for item in facts.get("listeners") or []
-              if item.get("protocol") == "tcp" and item.get("saturation") is not None]
-    fullest = None
-    if queues:
-        best = max(queues, key=lambda item: (item["saturation"], item.get("queue") or 0))
-        fullest = {key: best.get(key) for key in ("address", "port", "queue", "backlog", "saturation", "process")}
-    ephemeral = tcp.get("ephemeral") or {}
-    busiest_destination = ephemeral.get("busiest")
-    time_wait_share = None
-    if ephemeral.get("size"):
-        waiting = busiest_destination.get("time_wait", 0) if busiest_destination else 0
-        time_wait_share = round(waiting / float(ephemeral["size"]), 4)
-    close_wait_worst = max([entry.get("states", {}).get("CLOSE_WAIT", 0) for entry in local_ports.values()] or
-                           [states.get("CLOSE_WAIT", 0)])
-    ratios = {
-        "accept_queue": _ratio(fullest["saturation"] if fullest else None, limits["accept_queue"]),
-        "time_wait_share": _ratio(time_wait_share, limits["time_wait_share"]),
-        "close_wait": _ratio(close_wait_worst, limits["close_wait"]),
-        "syn_recv": _ratio(states.get("SYN_RECV", 0), limits["syn_recv"]),
-    }
-    worst = max(ratios, key=lambda key: (ratios[key], key))
-    counters = facts.get("counters") or {}
-    tcp_ext = counters.get("TcpExt") or {}
-    row.update(
-        pressure=ratios[worst], worst=worst if ratios[worst] > 0 else None, ratios=ratios,
-        backend=facts.get("backend"), kernel=facts.get("kernel"), total=tcp.get("total"), states=states,
-        udp_total=(facts.get("udp") or {}).get("total"), busiest_port=busiest_port, top_peer=top_peer,
-        fullest_accept_queue=fullest, time_wait_share=time_wait_share, busiest_destination=busiest_destination,
-        listen_overflows=tcp_ext.get("ListenOverflows"), listen_drops=tcp_ext.get("ListenDrops"),
-    )
+    results = rules_engine.evaluate(rules, facts)
+    row.update(model.snapshot(facts, rules, results))
+    row.update(verdict=model.verdict(results), violations=model.violations_per_rule(results))
     return row
 
 
 def build_report(hosts: list, hostvars: Mapping, result_var: str = "netstate_gather_result",
                  limits: Any = None) -> dict:
-    merged = _limits(limits)
+    overrides = _limit_overrides(limits)
+    try:
+        fleet_rules = model.host_rules(overrides, "limits")
+    except rules_engine.HealthRuleError as error:  # pragma: no cover - _limit_overrides checked every value
+        raise AnsibleFilterError("fleet_report: %s" % error) from None
     rows = []
     for host in hosts:
         host = str(host)
         try:
             variables = hostvars[host]
         except KeyError:
-            raise AnsibleFilterError("fleet_report: host %r is not in hostvars" % host)
+            raise AnsibleFilterError("fleet_report: host %r is not in hostvars" % host) from None
+        try:
+            # the host's own overrides, as the health role applies them, over the limits of the report
+            rules = rules_engine.apply_thresholds(fleet_rules, variables.get(model.THRESHOLDS_VAR) or None,
+                                                  "%s of host %s" % (model.THRESHOLDS_VAR, host))
+        except rules_engine.HealthRuleError as error:
+            raise AnsibleFilterError("fleet_report: %s" % error) from None
         status, message, facts = _host_facts(host, variables, result_var)
-        rows.append(_row(host, status, message, facts, merged))
+        rows.append(_row(host, status, message, facts, rules))
     rows.sort(key=lambda row: (STATUS_ORDER[row["status"]], -(row["pressure"] or 0), -(row["total"] or 0),
                                row["host"]))
     for rank, row in enumerate(rows, 1):
@@ -246,17 +216,9 @@ def build_report(hosts: list, hostvars: Mapping, result_var: str = "netstate_gat
         "gathered": sum(1 for row in rows if row["status"] == "ok"),
         "unreachable": sorted(row["host"] for row in rows if row["status"] == "unreachable"),
         "failed": sorted(row["host"] for row in rows if row["status"] == "failed"),
-        "limits": merged,
+        "limits": model.pressure(fleet_rules, [])["limits"],
         "rows": rows,
     }
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "{:.4g}".format(value)
-    return escape.markdown(value)
 
 
 def render_markdown(report: Mapping) -> str:
@@ -303,10 +265,14 @@ def fleet_report(hosts: Any, hostvars: Any, result_var: str = "netstate_gather_r
     if not isinstance(hostvars, Mapping):
         raise AnsibleFilterError("fleet_report: hostvars must be the play's hostvars, got %s"
                                  % type(hostvars).__name__)
-    if format not in ("data", "markdown"):
-        raise AnsibleFilterError("fleet_report: format must be data or markdown, got %r" % (format,))
+    if format not in FORMATS:
+        raise AnsibleFilterError("fleet_report: format must be %s, got %r" % (", ".join(FORMATS), format))
     report = build_report(list(hosts), hostvars, result_var, limits)
-    return render_markdown(report) if format == "markdown" else report
+    if format == "markdown":
+        return render_markdown(report)
+    if format == "html":
+        return html_page.render(html_page.from_fleet_report(report))
+    return report
 
 
 class FilterModule:

@@ -5,8 +5,9 @@
 Plain Python on the controller, no ``ansible`` import. Turns the registered results of
 netstate.tcp.health_check for every host of a play into one report (JSON), a JUnit XML (one
 testcase per host x rule: failures for violations at or above fail_on, errors for hosts that
-could not be checked and rules that could not be evaluated) and a Markdown summary table.
-Output is deterministic (no timestamps), so an unchanged fleet gives unchanged files.
+could not be checked and rules that could not be evaluated), a Markdown summary table and the
+HTML fleet page (plugins/plugin_utils/_fleet_html.py). Hosts are described by the fleet model
+(plugins/plugin_utils/_fleet_model.py), as in the gather role's fleet report. Output is deterministic (no timestamps), so an unchanged fleet gives unchanged files.
 """
 
 from __future__ import annotations
@@ -22,28 +23,31 @@ from typing import Any
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.module_utils._atomic import write_atomically
 
+from . import _fleet_html as html_page
+from . import _fleet_model as model
 from . import _health_rules as rules_engine
 
 HOST_STATUSES = ("passed", "failed", "error", "unreachable")
-FORMATS = {"junit": "health.junit.xml", "json": "health.json", "markdown": "health.md"}
+FORMATS = {"junit": "health.junit.xml", "json": "health.json", "markdown": "health.md", "html": "health.html"}
 
 
 def _host_entry(host: str, registered: Any, default_fail_on: str) -> dict:
     """Classify one host's registered health_check result."""
     entry = {"host": host, "status": "error", "fail_on": default_fail_on, "rules": [], "results": [],
-             "counts": dict.fromkeys(rules_engine.STATUSES, 0), "message": ""}
+             "counts": dict.fromkeys(rules_engine.STATUSES, 0), "message": "", "snapshot": None}
     if not isinstance(registered, Mapping):
         entry.update(status="unreachable", message="no health result: the host was unreachable or failed "
                                                    "before the check")
         return entry
-    if registered.get("unreachable"):
-        entry.update(status="unreachable", message=_one_line(registered.get("msg", "unreachable")))
+    outcome = model.registered_outcome(registered)
+    if outcome is not None and outcome[0] == "unreachable":
+        entry.update(status="unreachable", message=outcome[1])
         return entry
-    if registered.get("skipped"):
+    if outcome is not None and outcome[0] == "skipped":
         entry.update(status="error", message="the health check was skipped on this host")
         return entry
     if "results" not in registered or "healthy" not in registered:
-        entry.update(status="error", message=_one_line(registered.get("msg", "no health results")))
+        entry.update(status="error", message=model.one_line(registered.get("msg", "no health results")))
         return entry
     fail_on = registered.get("fail_on") or default_fail_on
     results = [dict(result) for result in registered["results"]]
@@ -56,12 +60,9 @@ def _host_entry(host: str, registered: Any, default_fail_on: str) -> dict:
         rules=list(registered.get("rules") or dict.fromkeys(result["name"] for result in results)),
         results=results,
         message="\n".join(result["message"] for result in failing),
+        snapshot=registered.get("snapshot"),
     )
     return entry
-
-
-def _one_line(text: Any) -> str:
-    return escape.log_line(" ".join(escape.text(text).split()))
 
 
 def build_report(registered_by_host: Mapping, rule_names: list | None = None, fail_on: str = "critical",
@@ -148,8 +149,7 @@ def render_json(report: dict) -> str:
     return json.dumps(report, indent=2, sort_keys=True) + "\n"
 
 
-def _cell(text: Any) -> str:
-    return escape.markdown(text)
+_cell = escape.markdown
 
 
 def render_markdown(report: dict) -> str:
@@ -168,14 +168,19 @@ def render_markdown(report: dict) -> str:
                          f"{_cell(entry['message'])} |")
             continue
         counts = entry["counts"]
-        violations = [result["message"] for result in entry["results"] if not result["ok"]]
+        violations = [result["message"] for result in model.violations(entry["results"])]
         lines.append(f"| {_cell(entry['host'])} | {'FAILED' if entry['status'] == 'failed' else 'passed'} "
                      f"| {counts['critical']} | {counts['warning']} | {counts['error']} | {counts['no_data']} "
                      f"| {counts['ok']} | {_cell(chr(10).join(violations)) or '-'} |")
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"junit": render_junit, "json": render_json, "markdown": render_markdown}
+def render_html(report: dict) -> str:
+    """The HTML fleet page, worst host first."""
+    return html_page.render(html_page.from_health_report(report))
+
+
+RENDERERS = {"junit": render_junit, "json": render_json, "markdown": render_markdown, "html": render_html}
 
 
 @contextlib.contextmanager
