@@ -18,13 +18,22 @@ short_description: One row per host from netstate.tcp connection facts, worst ho
 version_added: 0.1.0
 description:
   - Turns the M(netstate.tcp.connection_facts) results of every host of a play into a fleet report, as data
-    (for C(to_nice_json)) or as Markdown.
+    (for C(to_nice_json)), as Markdown or as an HTML page.
   - A row per host holds the TCP states, the busiest local port, the top peer, the fullest accept queue, the
     TIME_WAIT share of the ephemeral port range, the backend, and the host's C(pressure).
-  - C(pressure) is the largest of four ratios, each 1.0 at its limit (O(limits)) - C(accept_queue) (the fullest
-    listener's queue over its backlog), C(time_wait_share) (TIME_WAIT sockets towards the busiest destination over
-    the ephemeral port range), C(close_wait) (CLOSE_WAIT sockets on the worst listening port) and C(syn_recv)
-    (half-open connections). The defaults are the thresholds of the built-in health rules (docs/health.md).
+  - C(pressure) is the largest of four ratios, each the value of a built-in health rule (docs/health.md) over
+    that rule's C(max), as M(netstate.tcp.health_check) evaluates it - C(accept_queue) (rule
+    C(accept_queue_full), the fullest listener's queue over its backlog), C(time_wait_share) (rule
+    C(time_wait_ephemeral_share), TIME_WAIT sockets towards the busiest destination over the ephemeral port
+    range), C(close_wait) (rule C(close_wait_per_port), CLOSE_WAIT sockets on the worst listening port) and
+    C(syn_recv) (rule C(syn_recv_total), half-open connections). No threshold is kept here; the rules file is
+    the one place they live.
+  - Each host's C(netstate_health_thresholds) (its host and group variables, as the health role reads them)
+    overrides the rules for that host, over O(limits). A ratio whose rule is disabled, or has no C(max) above 0,
+    is 0.
+  - Every built-in rule is evaluated; a row also holds its C(verdict) (the worst status - V(error),
+    V(critical), V(warning) or V(ok); for a host without facts its status) and C(violations) (rule name to
+    C({count, status})).
   - Rows are sorted worst first - hosts that were unreachable, then hosts whose gathering failed, then by
     pressure, then by number of TCP sockets, then by name.
   - A host whose result says C(unreachable) (registered with C(ignore_unreachable)), or that has neither a
@@ -51,13 +60,18 @@ options:
     type: str
     default: netstate_gather_result
   limits:
-    description: Where each pressure ratio reaches 1.0; keys not given keep their defaults.
+    description:
+      - Where each pressure ratio reaches 1.0, by column (C(accept_queue), C(time_wait_share), C(close_wait),
+        C(syn_recv)); a number above 0. Each is an override of the C(max) of the column's rule for every host;
+        columns not given keep the rule's own C(max).
     type: dict
-    default: {accept_queue: 1.0, time_wait_share: 0.25, close_wait: 100, syn_recv: 256}
+    default: {}
   format:
-    description: V(data) returns the report as a dictionary, V(markdown) as Markdown text.
+    description:
+      - V(data) returns the report as a dictionary, V(markdown) as Markdown text, V(html) as the HTML fleet page
+        (one self-contained file with inline SVG, worst host first, docs/fleet.md).
     type: str
-    choices: [data, markdown]
+    choices: [data, markdown, html]
     default: data
 """
 
@@ -76,6 +90,14 @@ EXAMPLES = r"""
   run_once: true
   delegate_to: localhost
 
+- name: Write the HTML fleet page
+  ansible.builtin.copy:
+    content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars, format='html') }}"
+    dest: "{{ 'reports' | netstate.tcp.controller_path }}/fleet-report.html"
+    mode: "0644"
+  run_once: true
+  delegate_to: localhost
+
 - name: Write it as Markdown, counting CLOSE_WAIT as pressure from 20 sockets on
   ansible.builtin.copy:
     content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars, limits={'close_wait': 20},
@@ -88,7 +110,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: The report (O(format=data)) or its Markdown text (O(format=markdown)).
+  description: The report (O(format=data)), its Markdown text (O(format=markdown)) or its HTML page (O(format=html)).
   type: raw
   contains:
     title:
@@ -109,18 +131,19 @@ _value:
       type: list
       elements: str
     limits:
-      description: The limits the pressure was computed with.
+      description: The limits the pressure was computed with (the rules' maxima after O(limits)); a host's own
+        thresholds are in its row's C(limits).
       type: dict
     rows:
       description:
         - One per host, worst first. C(status) is V(ok), V(failed) or V(unreachable); C(message) says why for
           the last two, whose other fields are null.
         - C(rank), C(host), C(status), C(message), C(pressure), C(worst) (which ratio gives the pressure),
-          C(ratios), C(backend), C(kernel), C(total), C(states) (all eleven), C(udp_total),
+          C(ratios), C(limits), C(backend), C(kernel), C(total), C(states) (all eleven), C(udp_total),
           C(busiest_port) (C({port, total, states})), C(top_peer) (C({address, total})),
           C(fullest_accept_queue) (C({address, port, queue, backlog, saturation, process})),
-          C(time_wait_share), C(busiest_destination) (the fact C(tcp.ephemeral.busiest)),
-          C(listen_overflows), C(listen_drops).
+          C(time_wait_share), C(busiest_destination) (the fact C(tcp.ephemeral.busiest)), C(ephemeral_size),
+          C(listen_overflows), C(listen_drops), C(verdict), C(violations).
       type: list
       elements: dict
 """

@@ -202,7 +202,7 @@ msg:
   type: str
   sample: |-
     1 health rule violation(s) at or above critical:
-    critical: close_wait_per_port [port 8080]: 5000 > max 100
+    critical: close_wait_per_port [port 8080]: 5000 > max 20
 rules:
   description: Names of the effective rules, in evaluation order.
   returned: always
@@ -257,7 +257,7 @@ results:
     message:
       description: One line naming status, rule, subject and value.
       type: str
-      sample: "critical: close_wait_per_port [port 8080]: 5000 > max 100"
+      sample: "critical: close_wait_per_port [port 8080]: 5000 > max 20"
 violations:
   description: The results that are not ok (any severity, and errors).
   returned: unless O(validate_only)

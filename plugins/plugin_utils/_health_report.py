@@ -7,7 +7,8 @@ netstate.tcp.health_check for every host of a play into one report (JSON), a JUn
 testcase per host x rule: failures for violations at or above fail_on, errors for hosts that
 could not be checked and rules that could not be evaluated), a Markdown summary table and the
 HTML fleet page (plugins/plugin_utils/_fleet_html.py). Hosts are described by the fleet model
-(plugins/plugin_utils/_fleet_model.py), as in the gather role's fleet report. Output is deterministic (no timestamps), so an unchanged fleet gives unchanged files.
+(plugins/plugin_utils/_fleet_model.py), as in the gather role's fleet report.
+Output is deterministic (no timestamps), so an unchanged fleet gives unchanged files.
 """
 
 from __future__ import annotations
