@@ -12,7 +12,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
-from ansible_collections.netstate.tcp.plugins.plugin_utils import _fleet_model as fleet_model
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report_engine
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as engine
 
 FACTS_MODULE = "netstate.tcp.connection_facts"
@@ -56,21 +56,7 @@ class ActionModule(ActionBase):
         facts, source = self._facts(args, rules, task_vars)
         if facts is None:
             return source  # the failed connection_facts result, as the module returned it
-        results = engine.evaluate(rules, facts)
-        summary = engine.summarize(results, args["fail_on"])
-        result.update(
-            changed=False,
-            healthy=summary["healthy"],
-            failed=not summary["healthy"],
-            msg=summary["msg"],
-            fail_on=args["fail_on"],
-            facts_source=source,
-            rules=[rule.name for rule in rules],
-            results=results,
-            violations=summary["violations"],
-            summary=summary["counts"],
-            snapshot=fleet_model.snapshot(engine.plain(facts), rules, results),
-        )
+        result.update(changed=False, facts_source=source, **report_engine.host_result(rules, facts, args["fail_on"]))
         return result
 
     def _validated(self, result, args, rules):

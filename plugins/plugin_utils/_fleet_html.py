@@ -28,26 +28,28 @@ STATE_COLOURS = {"ESTABLISHED": "#4e79a7", "TIME_WAIT": "#f28e2b", "CLOSE_WAIT":
 VERDICT_CLASSES = {"unreachable": "down", "error": "bad", "failed": "bad", "critical": "bad", "warning": "warn",
                    "passed": "ok", "ok": "ok"}
 HEALTH_ORDER = {"unreachable": 0, "error": 1, "failed": 2, "passed": 3}
-BAR_WIDTH = 220
-GAUGE_WIDTH = 120
-HEIGHT = 14
+BAR_WIDTH = 160
+GAUGE_WIDTH = 90
+HEIGHT = 12
 
 STYLE = """
 body{font:13px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em;color:#222;background:#fff}
 h1{font-size:1.4em;margin:0 0 .2em}
 p.summary{margin:.2em 0 1em}
 table{border-collapse:collapse;width:100%}
-th,td{padding:3px 6px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:middle}
+th,td{padding:2px 6px;border-bottom:1px solid #e4e4e4;text-align:left;vertical-align:middle}
 th{background:#f4f4f4;position:sticky;top:0}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.host{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all;max-width:18em}
+td.host{font-family:ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere;min-width:11em;max-width:20em}
 .verdict{font-weight:600;padding:1px 6px;border-radius:3px;white-space:nowrap}
 .down{background:#444;color:#fff}.bad{background:#d62728;color:#fff}.warn{background:#f2b701;color:#222}
 .ok{background:#2ca02c;color:#fff}
 .message{white-space:pre-line;color:#555;font-size:.9em}
-.rule{display:inline-block;margin:1px 3px 1px 0;padding:0 5px;border-radius:3px;font-size:.9em}
+.rule{display:inline-block;margin:1px 3px 1px 0;padding:0 4px;border-radius:3px;font-size:.85em;white-space:nowrap}
 .rule.critical,.rule.error{background:#fbd5d5}.rule.warning{background:#fdf0c2}
-.label{font-size:.85em;color:#444;margin-left:4px}
+.label{font-size:.85em;color:#444;margin-left:4px;white-space:nowrap}
+td.gauge,td.pressure{white-space:nowrap}
+td.violations{min-width:18em}
 .legend span{display:inline-block;margin-right:1em}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;vertical-align:middle}
 svg{vertical-align:middle}
@@ -118,7 +120,7 @@ def _time_wait(snapshot: Mapping) -> str:
         towards = " to %s:%s" % (_text(busiest.get("address")), _number(busiest.get("port")))
     title = "TIME_WAIT%s: %s of the ephemeral port range%s" % (
         towards, _percent(share), "" if limit is None else ", limit " + _percent(limit))
-    return _gauge(share, scale, limit, colour, title) + '<span class="label">%s%s</span>' % (_percent(share), towards)
+    return _gauge(share, scale, limit, colour, title) + '<span class="label">%s</span>' % _percent(share)
 
 
 def _accept_queue(snapshot: Mapping) -> str:
@@ -137,10 +139,20 @@ def _accept_queue(snapshot: Mapping) -> str:
             + '<span class="label">%s</span>' % label.rstrip())
 
 
+def _pressure(snapshot: Mapping) -> str:
+    """The largest ratio of a rule's value to its limit, and which column gives it."""
+    value = snapshot.get("pressure")
+    if value is None:
+        return "-"
+    worst = snapshot.get("worst")
+    return "%s%s" % (_number(float(value)), ' <span class="label">%s</span>' % _text(worst) if worst else "")
+
+
 def _violations(violations: Mapping | None) -> str:
     if not violations:
         return "-"
-    return "".join('<span class="rule %s">%s &#215;%d</span>' % (_text(entry["status"]), _text(name), entry["count"])
+    return "".join('<span class="rule %s">%s%s</span>' % (_text(entry["status"]), _text(name),
+                                                           " &#215;%d" % entry["count"] if entry["count"] > 1 else "")
                    for name, entry in violations.items())
 
 
@@ -154,21 +166,23 @@ def render(page: Mapping) -> str:
              "<title>%s</title>" % title, "<style>%s</style>" % STYLE.strip(), "</head>", "<body>",
              "<h1>%s</h1>" % title, '<p class="summary">%s</p>' % _text(page["summary"]),
              '<p class="legend">TCP states: %s</p>' % legend,
-             "<table>", "<thead><tr><th>#</th><th>Host</th><th>Verdict</th><th>TCP</th><th>TCP states</th>"
-             "<th>TIME_WAIT share of the port range</th><th>Fullest accept queue</th><th>Violations per rule</th>"
-             "</tr></thead>", "<tbody>"]
+             "<table>", "<thead><tr><th>#</th><th>Host</th><th>Verdict</th><th>Pressure</th><th>TCP</th>"
+             "<th>TCP states</th><th>TIME_WAIT share of the port range</th><th>Fullest accept queue</th>"
+             "<th>Violations per rule</th></tr></thead>", "<tbody>"]
     for rank, host in enumerate(page["hosts"], 1):
         snapshot = host.get("snapshot")
         verdict = host["verdict"]
         cells = ['<td class="num">%d</td>' % rank, '<td class="host">%s</td>' % _text(host["host"]),
                  '<td><span class="verdict %s">%s</span></td>' % (VERDICT_CLASSES.get(verdict, "bad"), _text(verdict))]
         if snapshot is None:
-            cells.append('<td colspan="5" class="message">%s</td>' % (_text(host.get("message")) or "-"))
+            cells.append('<td colspan="6" class="message">%s</td>' % (_text(host.get("message")) or "-"))
         else:
-            cells += ['<td class="num">%s</td>' % _number(snapshot.get("total")),
+            cells += ['<td class="num pressure">%s</td>' % _pressure(snapshot),
+                      '<td class="num">%s</td>' % _number(snapshot.get("total")),
                       "<td>%s</td>" % _state_bar(snapshot.get("states")),
-                      "<td>%s</td>" % _time_wait(snapshot), "<td>%s</td>" % _accept_queue(snapshot),
-                      "<td>%s</td>" % _violations(host.get("violations"))]
+                      '<td class="gauge">%s</td>' % _time_wait(snapshot),
+                      '<td class="gauge">%s</td>' % _accept_queue(snapshot),
+                      '<td class="violations">%s</td>' % _violations(host.get("violations"))]
         lines.append('<tr class="host-row" data-verdict="%s">%s</tr>' % (_text(verdict), "".join(cells)))
     lines += ["</tbody>", "</table>", "</body>", "</html>"]
     return "\n".join(lines) + "\n"

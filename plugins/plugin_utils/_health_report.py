@@ -32,6 +32,18 @@ HOST_STATUSES = ("passed", "failed", "error", "unreachable")
 FORMATS = {"junit": "health.junit.xml", "json": "health.json", "markdown": "health.md", "html": "health.html"}
 
 
+def host_result(rules: list, facts: Any, fail_on: str) -> dict:
+    """What netstate.tcp.health_check returns for one host (besides changed and facts_source):
+    the results of ``rules`` on ``facts``, their summary and the host's snapshot for the fleet pages."""
+    data = rules_engine.plain(facts)
+    results = rules_engine.evaluate(rules, data)
+    summary = rules_engine.summarize(results, fail_on)
+    return {"healthy": summary["healthy"], "failed": not summary["healthy"], "msg": summary["msg"],
+            "fail_on": fail_on, "rules": [rule.name for rule in rules], "results": results,
+            "violations": summary["violations"], "summary": summary["counts"],
+            "snapshot": model.snapshot(data, rules, results)}
+
+
 def _host_entry(host: str, registered: Any, default_fail_on: str) -> dict:
     """Classify one host's registered health_check result."""
     entry = {"host": host, "status": "error", "fail_on": default_fail_on, "rules": [], "results": [],
