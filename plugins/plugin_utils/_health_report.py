@@ -48,6 +48,7 @@ def _host_entry(host: str, registered: Any, default_fail_on: str) -> dict:
     """Classify one host's registered health_check result."""
     entry = {"host": host, "status": "error", "fail_on": default_fail_on, "rules": [], "results": [],
              "counts": dict.fromkeys(rules_engine.STATUSES, 0), "message": "", "snapshot": None}
+    # the fields are ENTRY_FIELDS: merge_reports reads them back from health.json
     if not isinstance(registered, Mapping):
         entry.update(status="unreachable", message="no health result: the host was unreachable or failed "
                                                    "before the check")
@@ -82,8 +83,13 @@ def build_report(registered_by_host: Mapping, rule_names: list | None = None, fa
                  title: str = "netstate.tcp health") -> dict:
     """The JSON report: one entry per host (sorted by name) and fleet totals."""
     rules_engine.check_fail_on(fail_on)
-    hosts = [_host_entry(str(host), registered_by_host[host], fail_on)
-             for host in sorted(registered_by_host, key=str)]
+    hosts = [_host_entry(str(host), registered_by_host[host], fail_on) for host in registered_by_host]
+    return _assemble(hosts, rule_names, fail_on, title)
+
+
+def _assemble(hosts: list, rule_names: list | None, fail_on: str, title: str) -> dict:
+    """The report of host entries: sorted by name, every rule name, totals."""
+    hosts = sorted(hosts, key=lambda entry: entry["host"])
     names = list(rule_names or [])
     for entry in hosts:
         for name in entry["rules"]:
@@ -95,6 +101,54 @@ def build_report(registered_by_host: Mapping, rule_names: list | None = None, fa
     totals = {status: sum(1 for entry in hosts if entry["status"] == status) for status in HOST_STATUSES}
     return {"title": title, "fail_on": fail_on, "rules": names, "totals": totals,
             "healthy": totals["passed"] == len(hosts), "hosts": hosts}
+
+
+class ReportMergeError(ValueError):
+    """A partial report cannot be merged; names the report and what is wrong."""
+
+
+ENTRY_FIELDS = ("host", "status", "fail_on", "rules", "results", "counts", "message", "snapshot")
+
+
+def merge_reports(partials: list, rule_names: list | None = None) -> dict:
+    """One report from the JSON reports (``health.json``) of runs over disjoint parts of a fleet (job
+    slices): the same report, to the byte in every format, as one run over all their hosts.
+
+    ``partials`` is a list of (source, parsed JSON) pairs; ``source`` names the report in errors.
+    The reports must agree on title and fail_on and hold each host once.
+    """
+    if not partials:
+        raise ReportMergeError("merge: no partial report given")
+    hosts: list = []
+    seen: dict = {}
+    first_source, first = partials[0]
+    for source, partial in partials:
+        if not isinstance(partial, Mapping) or not isinstance(partial.get("hosts"), list):
+            raise ReportMergeError(f"merge: {source}: not a netstate.tcp health report (no list of hosts)")
+        for key in ("title", "fail_on"):
+            if partial.get(key) != first.get(key):
+                raise ReportMergeError(f"merge: {source}: {key} {partial.get(key)!r} differs from "
+                                       f"{first.get(key)!r} in {first_source}")
+        names = partial.get("rules")
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ReportMergeError(f"merge: {source}: rules must be a list of rule names, got {names!r}")
+        for index, entry in enumerate(partial["hosts"]):
+            if not isinstance(entry, Mapping) or sorted(entry) != sorted(ENTRY_FIELDS):
+                raise ReportMergeError(f"merge: {source}: hosts[{index}] is not a host entry of this version "
+                                       f"(fields: {', '.join(ENTRY_FIELDS)})")
+            if entry["status"] not in HOST_STATUSES:
+                raise ReportMergeError(f"merge: {source}: hosts[{index}]: status {entry['status']!r} is not one "
+                                       f"of {', '.join(HOST_STATUSES)}")
+            host = entry["host"]
+            if host in seen:
+                raise ReportMergeError(f"merge: host {host!r} is in both {seen[host]} and {source}")
+            seen[host] = source
+            hosts.append({key: entry[key] for key in ENTRY_FIELDS})
+    names = list(rule_names or [])
+    for _source, partial in partials:
+        names += [name for name in partial["rules"] if name not in names]
+    fail_on = rules_engine.check_fail_on(first.get("fail_on"))
+    return _assemble(hosts, names, fail_on, str(first.get("title")))
 
 
 def _testcase_outcome(entry: dict, name: str) -> tuple:
