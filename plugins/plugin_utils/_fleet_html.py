@@ -151,9 +151,11 @@ def _pressure(snapshot: Mapping) -> str:
 def _violations(violations: Mapping | None) -> str:
     if not violations:
         return "-"
-    return "".join('<span class="rule %s">%s%s</span>' % (_text(entry["status"]), _text(name),
-                                                           " &#215;%d" % entry["count"] if entry["count"] > 1 else "")
-                   for name, entry in violations.items())
+    chips = []
+    for name, entry in violations.items():
+        count = " &#215;%d" % entry["count"] if entry["count"] > 1 else ""
+        chips.append('<span class="rule %s">%s%s</span>' % (_text(entry["status"]), _text(name), count))
+    return "".join(chips)
 
 
 def render(page: Mapping) -> str:

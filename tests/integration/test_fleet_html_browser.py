@@ -25,9 +25,12 @@ from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report
 from tests.conftest import require
 from tests.support import browser
 from tests.support.hostile import HOSTILE_NAMES
-from tests.unit.plugins.plugin_utils.test_health_report import facts, fleet  # noqa: F401 - fixtures
+from tests.unit.plugins.plugin_utils import test_health_report
 from tests.unit.plugins.plugin_utils.test_health_report import listener, registered
 
+# the fixtures of test_health_report.py: facts of a healthy host, and the unit fleet made from them
+facts = test_health_report.facts
+fleet = test_health_report.fleet
 fleet_report = FilterModule().filters()["fleet_report"]
 # names that would log to the console if the page let them become markup
 SCRIPTED = ['<script>console.error("host")</script>', '<img src=x onerror="console.error(1)">',
@@ -62,7 +65,7 @@ def test_the_console_check_sees_a_script(tmp_path):
     assert any("seen" in line for line in console)
 
 
-def hostile_health_fleet(facts):  # noqa: F811
+def hostile_health_fleet(facts):
     hosts = {}
     for index, name in enumerate(HOSTILE_NAMES + SCRIPTED):
         host_facts = json.loads(json.dumps(facts))
@@ -73,7 +76,7 @@ def hostile_health_fleet(facts):  # noqa: F811
     return hosts
 
 
-def test_health_page_with_hostile_names_in_chromium(tmp_path, facts):  # noqa: F811
+def test_health_page_with_hostile_names_in_chromium(tmp_path, facts):
     built = report.build_report(hostile_health_fleet(facts))
     rows, png = render(tmp_path, report.render_html(built), height=1600)
     expected = {escape.visible(entry["host"], keep="\n"): entry["status"] for entry in built["hosts"]}
@@ -86,7 +89,7 @@ def test_health_page_with_hostile_names_in_chromium(tmp_path, facts):  # noqa: F
     assert counts["#d62728"] > 1000  # full accept queues and failed verdicts in red
 
 
-def test_health_page_of_the_unit_fleet_in_chromium(tmp_path, fleet):  # noqa: F811
+def test_health_page_of_the_unit_fleet_in_chromium(tmp_path, fleet):
     built = report.build_report(fleet)
     rows, _png = render(tmp_path, report.render_html(built))
     assert rows == [{"host": host, "verdict": verdict} for host, verdict in [
@@ -94,7 +97,7 @@ def test_health_page_of_the_unit_fleet_in_chromium(tmp_path, fleet):  # noqa: F8
         ("full", "failed"), ("flood", "passed"), ("healthy", "passed"), ("sampled_not", "passed")]]
 
 
-def test_gather_page_with_hostile_names_in_chromium(tmp_path, facts):  # noqa: F811
+def test_gather_page_with_hostile_names_in_chromium(tmp_path, facts):
     hostvars = {}
     for index, name in enumerate(HOSTILE_NAMES + SCRIPTED):
         host_facts = json.loads(json.dumps(facts))
@@ -109,7 +112,7 @@ def test_gather_page_with_hostile_names_in_chromium(tmp_path, facts):  # noqa: F
     assert browser.colour_counts(png, [page.STATE_COLOURS["ESTABLISHED"]])[page.STATE_COLOURS["ESTABLISHED"]] > 1000
 
 
-def test_one_hundred_hosts_in_chromium(tmp_path, facts):  # noqa: F811
+def test_one_hundred_hosts_in_chromium(tmp_path, facts):
     hosts = {}
     for index in range(100):
         host_facts = json.loads(json.dumps(facts))

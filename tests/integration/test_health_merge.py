@@ -22,9 +22,12 @@ import pytest
 import yaml
 
 from tests.conftest import require
+from tests.integration import test_health_role
 from tests.integration.test_health_role import PLAYBOOK, TARGET_PYTHON
-from tests.integration.test_health_role import namespaces  # noqa: F401 - the module's namespaces
 from tests.support import browser
+
+# the namespaces of test_health_role.py (module scope: built again for this module)
+namespaces = test_health_role.namespaces
 
 FILES = ("health.junit.xml", "health.json", "health.md", "health.html")
 
@@ -37,14 +40,14 @@ def run(playbook, inventory_path, cache, *extra):
 
 
 @pytest.fixture(scope="module")
-def sliced(namespaces, tmp_path_factory):  # noqa: F811
+def sliced(namespaces, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("merge")
     hosts = {}
     for name in sorted(namespaces):
         for copy in (1, 2):
             args = {"namespace": namespaces[name].name}
-            hosts["%s-%d" % (name, copy)] = {"netstate_gather_args": dict(args, sample_interval=1),
-                                            "netstate_health_gather_args": args}
+            hosts["%s-%d" % (name, copy)] = {
+                "netstate_gather_args": dict(args, sample_interval=1), "netstate_health_gather_args": args}
     hosts["leak-2"]["netstate_health_thresholds"] = {"close_wait_per_port": 500}
     hosts["gone"] = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 9,
                      "ansible_user": "nobody"}
@@ -54,7 +57,8 @@ def sliced(namespaces, tmp_path_factory):  # noqa: F811
     path.write_text(yaml.safe_dump(data))
     inventory_path = str(path)
     cache = tmp / "facts"
-    gathered = run("netstate.tcp.gather", inventory_path, cache, "-e", "netstate_gather_report_dir=%s" % (tmp / "gather"),
+    gathered = run("netstate.tcp.gather", inventory_path, cache,
+                   "-e", "netstate_gather_report_dir=%s" % (tmp / "gather"),
                    "-e", "netstate_gather_fail_unreachable=false")
     assert gathered.returncode == 0, gathered.stdout[-4000:] + gathered.stderr
     assert len(os.listdir(cache)) == 8  # every reached host, once
@@ -65,10 +69,9 @@ def sliced(namespaces, tmp_path_factory):  # noqa: F811
     for index, part in enumerate(slices, 1):
         runs.append(run("netstate.tcp.health", inventory_path, cache, "--limit", ",".join(part),
                         "-e", "netstate_health_report_dir=%s" % (tmp / ("slice-%d" % index))))
-    merged = run("netstate.tcp.health_merge", "localhost,", cache,
-                 "-e", json.dumps({"netstate_health_merge_reports": [str(tmp / ("slice-%d" % index))
-                                                                      for index in (1, 2, 3)],
-                                   "netstate_health_report_dir": str(tmp / "merged")}))
+    merge_vars = {"netstate_health_merge_reports": [str(tmp / ("slice-%d" % index)) for index in (1, 2, 3)],
+                  "netstate_health_report_dir": str(tmp / "merged")}
+    merged = run("netstate.tcp.health_merge", "localhost,", cache, "-e", json.dumps(merge_vars))
     return {"tmp": tmp, "whole": whole, "slices": slices, "runs": runs, "merged": merged}
 
 

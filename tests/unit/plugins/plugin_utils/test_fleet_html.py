@@ -22,9 +22,12 @@ from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules 
 
 from tests.support.browser import parse_dom
 from tests.support.hostile import HOSTILE_NAMES
-from tests.unit.plugins.plugin_utils.test_health_report import facts, fleet  # noqa: F401 - fixtures
+from tests.unit.plugins.plugin_utils import test_health_report
 from tests.unit.plugins.plugin_utils.test_health_report import listener, registered
 
+# the fixtures of test_health_report.py: facts of a healthy host, and the unit fleet made from them
+facts = test_health_report.facts
+fleet = test_health_report.fleet
 fleet_report = FilterModule().filters()["fleet_report"]
 # every element the page is made of; data must not add any
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "p", "span", "i", "table", "thead", "tbody",
@@ -56,7 +59,7 @@ def test_html_text_escapes_markup_and_keeps_newlines():
     assert escape.html_text(None) == ""
 
 
-def test_health_page_is_self_contained_and_worst_first(fleet):  # noqa: F811
+def test_health_page_is_self_contained_and_worst_first(fleet):
     built = report.build_report(fleet)
     text = report.render_html(built)
     assert self_contained(text)
@@ -73,7 +76,7 @@ def test_health_page_is_self_contained_and_worst_first(fleet):  # noqa: F811
     assert '<span class="label">70.8&#8201;%</span>' in text
 
 
-def test_health_json_holds_the_snapshot_the_page_is_drawn_from(fleet):  # noqa: F811
+def test_health_json_holds_the_snapshot_the_page_is_drawn_from(fleet):
     built = json.loads(report.render_json(report.build_report(fleet)))
     flood = next(entry for entry in built["hosts"] if entry["host"] == "flood")
     rules = health.build_rules()
@@ -89,7 +92,7 @@ def test_health_json_holds_the_snapshot_the_page_is_drawn_from(fleet):  # noqa: 
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=[ascii(name) for name in HOSTILE_NAMES])
-def test_hostile_names_stay_text(facts, name):  # noqa: F811
+def test_hostile_names_stay_text(facts, name):
     full = dict(facts, listeners=facts["listeners"] + [listener(9000, 9, 8, process=name, pid=77)])
     hosts = {name: registered(full), "down": {"unreachable": True, "msg": name}, "x" + name: None}
     text = report.render_html(report.build_report(hosts))
@@ -110,11 +113,12 @@ class _Collect(HTMLParser):
 
 
 def test_fleet_report_page_follows_its_rows():
-    gathered = {"backend": "netlink", "tcp": {"total": 5, "states": {"ESTABLISHED": 4, "LISTEN": 1},
-                                           "local_ports": {"80": {"total": 5, "states": {"CLOSE_WAIT": 150}}},
-                                           "ephemeral": {"size": 1000, "busiest": None}},
-             "listeners": [{"protocol": "tcp", "address": "<b>", "port": 80, "queue": 1, "backlog": 2,
-                            "saturation": 0.5, "process": "<script>x</script>"}]}
+    gathered = {"backend": "netlink",
+                "tcp": {"total": 5, "states": {"ESTABLISHED": 4, "LISTEN": 1},
+                        "local_ports": {"80": {"total": 5, "states": {"CLOSE_WAIT": 150}}},
+                        "ephemeral": {"size": 1000, "busiest": None}},
+                "listeners": [{"protocol": "tcp", "address": "<b>", "port": 80, "queue": 1, "backlog": 2,
+                               "saturation": 0.5, "process": "<script>x</script>"}]}
     hostvars = {"leaky": {"netstate_gather_result": {"ansible_facts": {"netstate": gathered}}},
                 "down": {"netstate_gather_result": {"unreachable": True, "msg": "no route"}},
                 "calm": {"netstate_gather_result": {"ansible_facts": {"netstate": dict(gathered, tcp=dict(
@@ -132,7 +136,7 @@ def test_fleet_report_page_follows_its_rows():
     assert "<b>:80 1/2 <script>x</script>" in "".join(collected.data)
 
 
-def test_one_hundred_hosts(facts):  # noqa: F811
+def test_one_hundred_hosts(facts):
     hosts = {}
     for index in range(100):
         host_facts = json.loads(json.dumps(facts))
@@ -145,7 +149,7 @@ def test_one_hundred_hosts(facts):  # noqa: F811
     assert [row["verdict"] for row in dom.rows].count("failed") == 66  # more than 100 CLOSE_WAIT from host034 on
 
 
-def test_pressure_columns_are_the_rules(facts):  # noqa: F811
+def test_pressure_columns_are_the_rules(facts):
     """Each ratio is the rule's value over its max; an override moves it, a disabled rule zeroes it."""
     leaking = json.loads(json.dumps(facts))
     leaking["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 40

@@ -16,12 +16,16 @@ import pytest
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
-from tests.unit.plugins.plugin_utils.test_health_report import facts, fleet  # noqa: F401 - fixtures
+from tests.unit.plugins.plugin_utils import test_health_report
 from tests.unit.plugins.plugin_utils.test_health_report import registered
+
+# the fixtures of test_health_report.py: facts of a healthy host, and the unit fleet made from them
+facts = test_health_report.facts
+fleet = test_health_report.fleet
 
 
 @pytest.fixture
-def nine(fleet, facts):  # noqa: F811
+def nine(fleet, facts):
     """Nine hosts: the unit fleet (passed, failed, error, unreachable) and one with its own threshold."""
     hosts = dict(fleet)
     leaking = json.loads(json.dumps(facts))
