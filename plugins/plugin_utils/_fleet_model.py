@@ -146,7 +146,7 @@ def registered_outcome(registered: Any) -> tuple[str, str] | None:
     if registered.get("unreachable"):
         return "unreachable", one_line(registered.get("msg", "unreachable"))
     if registered.get("skipped"):
-        return "skipped", one_line(registered.get("skip_reason", "skipped"))
+        return "skipped", "skipped"
     if registered.get("failed"):
         return "failed", one_line(registered.get("msg", "failed"))
     return None
