@@ -10,7 +10,8 @@ fullest accept queue against the backlog, and its violations per rule. Every tex
 goes through escape.html_text. Output is deterministic (no timestamps).
 
 The page is drawn from a page model, made from either report by :func:`from_fleet_report`
-(netstate.tcp.fleet_report) or :func:`from_health_report` (plugins/plugin_utils/_health_report.py).
+(the gather role's, plugins/plugin_utils/_gather_report.py) or :func:`from_health_report`
+(plugins/plugin_utils/_health_report.py).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 """The one model behind the fleet reports of netstate.tcp (private: not a public API of the collection).
 
 Plain Python on the controller, no ``ansible`` import. The gather role's fleet report
-(netstate.tcp.fleet_report) and the health role's report (plugins/plugin_utils/_health_report.py)
-both describe a host the same way, from here:
+(plugins/plugin_utils/_gather_report.py) and the health role's report (_health_report.py) both
+describe a host the same way, from here:
 
 * :func:`host_rules` - the built-in health rules after a host's threshold overrides
   (``netstate_health_thresholds``), exactly as netstate.tcp.health_check applies them;
@@ -18,8 +18,8 @@ both describe a host the same way, from here:
 * :func:`one_line` and :func:`markdown_cell` - the text helpers every renderer uses.
 
 Renderings of the model: plugins/plugin_utils/_health_report.py (JSON, JUnit, Markdown of the
-health role), plugins/filter/fleet_report.py (JSON and Markdown of the gather role) and
-plugins/plugin_utils/_fleet_html.py (the HTML fleet page of both).
+health role), plugins/plugin_utils/_gather_report.py (data and Markdown of the gather role, through
+the netstate.tcp.fleet_report filter) and plugins/plugin_utils/_fleet_html.py (the HTML page of both).
 """
 
 from __future__ import annotations
