@@ -39,7 +39,7 @@ def limit_overrides(limits: Any) -> dict:
     for key, value in limits.items():
         if key not in model.PRESSURE_RULES:
             raise FleetReportError("limits: unknown key %r (known: %s)"
-                                     % (key, ", ".join(sorted(model.PRESSURE_RULES))))
+                                   % (key, ", ".join(sorted(model.PRESSURE_RULES))))
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise FleetReportError("limits.%s must be a number above 0, got %r" % (key, value))
         overrides[model.PRESSURE_RULES[key]] = {"max": value}

@@ -29,17 +29,16 @@ TEMPLATE = os.path.join(ROOT, "roles", "tuning", "templates", "report.j2")
 
 
 def play(namespace, facts_file, report_file, thresholds):
+    gather = {"namespace": namespace, "gather_subset": ["ports", "counters"]}  # as the role gathers
     return [{
         "name": "Render the tuning report", "hosts": "localhost", "connection": "local", "gather_facts": False,
         "vars": {"ansible_python_interpreter": "/usr/bin/python3", "netstate_tuning_profile": "none",
                  "netstate_tuning_persist": True, "netstate_health_thresholds": thresholds},
         "tasks": [
-            {"name": "Before", "netstate.tcp.connection_facts": {"namespace": namespace,
-                                                                  "gather_subset": ["ports", "counters"]}},
+            {"name": "Before", "netstate.tcp.connection_facts": gather},
             {"name": "Remember",
              "ansible.builtin.set_fact": {"__netstate_tuning_before": "{{ ansible_facts.netstate }}"}},
-            {"name": "After", "netstate.tcp.connection_facts": {"namespace": namespace,
-                                                                 "gather_subset": ["ports", "counters"]}},
+            {"name": "After", "netstate.tcp.connection_facts": gather},
             {"name": "Keep the facts", "ansible.builtin.copy": {
                 "content": "{{ {'before': __netstate_tuning_before, 'after': ansible_facts.netstate} | to_json }}",
                 "dest": facts_file, "mode": "0644"}},
