@@ -16,10 +16,11 @@ cd "$here"
 
 packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client libseccomp2 util-linux
           podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time prometheus
-          nftables ipset netcat-openbsd python3-apt shellcheck)
+          nftables ipset netcat-openbsd python3-apt shellcheck chromium)
 # netcat-openbsd and python3-apt: the listen_ports_facts compatibility target starts nc servers and
 # uses ansible.builtin.package (apt, through the system python's apt bindings). shellcheck: ansible-test
-# sanity runs its shellcheck test only when it is installed.
+# sanity runs its shellcheck test only when it is installed. chromium: tests/integration/test_fleet_html_browser.py
+# renders the HTML fleet pages in headless Chromium (screenshot, console, DOM).
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
 FACTS_MODULE = "netstate.tcp.connection_facts"
@@ -55,20 +56,7 @@ class ActionModule(ActionBase):
         facts, source = self._facts(args, rules, task_vars)
         if facts is None:
             return source  # the failed connection_facts result, as the module returned it
-        results = health.evaluate(rules, facts)
-        summary = health.summarize(results, args["fail_on"])
-        result.update(
-            changed=False,
-            healthy=summary["healthy"],
-            failed=not summary["healthy"],
-            msg=summary["msg"],
-            fail_on=args["fail_on"],
-            facts_source=source,
-            rules=[rule.name for rule in rules],
-            results=results,
-            violations=summary["violations"],
-            summary=summary["counts"],
-        )
+        result.update(changed=False, facts_source=source, **report.host_result(rules, facts, args["fail_on"]))
         return result
 
     def _validated(self, result, args, rules):

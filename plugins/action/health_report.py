@@ -9,6 +9,7 @@ connects to a host.
 
 from __future__ import annotations
 
+import json
 import os
 
 from ansible.errors import AnsibleActionFail
@@ -19,7 +20,8 @@ from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules 
 from ansible_collections.netstate.tcp.plugins.plugin_utils._paths import controller_path
 
 ARGUMENT_SPEC = {
-    "hosts": {"type": "list", "elements": "str", "required": True},
+    "hosts": {"type": "list", "elements": "str"},
+    "merge": {"type": "list", "elements": "path"},
     "result_var": {"type": "str", "default": "netstate_health_result"},
     "dest": {"type": "path", "required": True},
     "formats": {"type": "list", "elements": "str", "default": ["junit", "json", "markdown"],
@@ -41,14 +43,19 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         del tmp
-        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        hostvars = task_vars.get("hostvars") or {}
-        registered = {}
-        for host in args["hosts"]:
-            if host not in hostvars:
-                raise AnsibleActionFail(f"hosts: {host!r} is not in the inventory")
-            registered[host] = hostvars[host].get(args["result_var"])
-        report = report_engine.build_report(registered, args["rule_names"], args["fail_on"], args["title"])
+        _validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC,
+                                                        mutually_exclusive=[("hosts", "merge")],
+                                                        required_one_of=[("hosts", "merge")])
+        if args["merge"] is not None:
+            report = self._merged(args)
+        else:
+            hostvars = task_vars.get("hostvars") or {}
+            registered = {}
+            for host in args["hosts"]:
+                if host not in hostvars:
+                    raise AnsibleActionFail(f"hosts: {host!r} is not in the inventory")
+                registered[host] = hostvars[host].get(args["result_var"])
+            report = report_engine.build_report(registered, args["rule_names"], args["fail_on"], args["title"])
         dest = controller_path(args["dest"])
         paths = {name: os.path.join(dest, report_engine.FORMATS[name]) for name in args["formats"]}
         changed = False
@@ -79,3 +86,23 @@ class ActionModule(ActionBase):
             hosts={entry["host"]: entry["status"] for entry in report["hosts"]},
         )
         return result
+
+    @staticmethod
+    def _merged(args):
+        """The report of the partial JSON reports in merge (files, or directories holding health.json)."""
+        partials = []
+        for given in args["merge"]:
+            path = controller_path(given)
+            if os.path.isdir(path):
+                path = os.path.join(path, report_engine.FORMATS["json"])
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    partials.append((path, json.load(handle)))
+            except OSError as exc:
+                raise AnsibleActionFail(f"merge: cannot read {path}: {to_text(exc.strerror or exc)}") from None
+            except ValueError as exc:
+                raise AnsibleActionFail(f"merge: {path} is not JSON: {exc}") from None
+        try:
+            return report_engine.merge_reports(partials, args["rule_names"])
+        except (report_engine.ReportMergeError, rules_engine.HealthRuleError) as exc:
+            raise AnsibleActionFail(to_text(exc)) from None

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _fleet_html as html_page
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _gather_report as gather_report
 
 DOCUMENTATION = r"""
 name: fleet_report
@@ -16,13 +17,22 @@ short_description: One row per host from netstate.tcp connection facts, worst ho
 version_added: 0.1.0
 description:
   - Turns the M(netstate.tcp.connection_facts) results of every host of a play into a fleet report, as data
-    (for C(to_nice_json)) or as Markdown.
+    (for C(to_nice_json)), as Markdown or as an HTML page.
   - A row per host holds the TCP states, the busiest local port, the top peer, the fullest accept queue, the
     TIME_WAIT share of the ephemeral port range, the backend, and the host's C(pressure).
-  - C(pressure) is the largest of four ratios, each 1.0 at its limit (O(limits)) - C(accept_queue) (the fullest
-    listener's queue over its backlog), C(time_wait_share) (TIME_WAIT sockets towards the busiest destination over
-    the ephemeral port range), C(close_wait) (CLOSE_WAIT sockets on the worst listening port) and C(syn_recv)
-    (half-open connections). The defaults are the thresholds of the built-in health rules (docs/health.md).
+  - C(pressure) is the largest of four ratios, each the value of a built-in health rule (docs/health.md) over
+    that rule's C(max), as M(netstate.tcp.health_check) evaluates it - C(accept_queue) (rule
+    C(accept_queue_full), the fullest listener's queue over its backlog), C(time_wait_share) (rule
+    C(time_wait_ephemeral_share), TIME_WAIT sockets towards the busiest destination over the ephemeral port
+    range), C(close_wait) (rule C(close_wait_per_port), CLOSE_WAIT sockets on the worst listening port) and
+    C(syn_recv) (rule C(syn_recv_total), half-open connections). No threshold is kept here; the rules file is
+    the one place they live.
+  - Each host's C(netstate_health_thresholds) (its host and group variables, as the health role reads them)
+    overrides the rules for that host, over O(limits). A ratio whose rule is disabled, or has no C(max) above 0,
+    is 0.
+  - Every built-in rule is evaluated; a row also holds its C(verdict) (the worst status - V(error),
+    V(critical), V(warning) or V(ok); for a host without facts its status) and C(violations) (rule name to
+    C({count, status})).
   - Rows are sorted worst first - hosts that were unreachable, then hosts whose gathering failed, then by
     pressure, then by number of TCP sockets, then by name.
   - A host whose result says C(unreachable) (registered with C(ignore_unreachable)), or that has neither a
@@ -49,13 +59,18 @@ options:
     type: str
     default: netstate_gather_result
   limits:
-    description: Where each pressure ratio reaches 1.0; keys not given keep their defaults.
+    description:
+      - Where each pressure ratio reaches 1.0, by column (C(accept_queue), C(time_wait_share), C(close_wait),
+        C(syn_recv)); a number above 0. Each is an override of the C(max) of the column's rule for every host;
+        columns not given keep the rule's own C(max).
     type: dict
-    default: {accept_queue: 1.0, time_wait_share: 0.25, close_wait: 100, syn_recv: 256}
+    default: {}
   format:
-    description: V(data) returns the report as a dictionary, V(markdown) as Markdown text.
+    description:
+      - V(data) returns the report as a dictionary, V(markdown) as Markdown text, V(html) as the HTML fleet page
+        (one self-contained file with inline SVG, worst host first, docs/fleet.md).
     type: str
-    choices: [data, markdown]
+    choices: [data, markdown, html]
     default: data
 """
 
@@ -74,6 +89,14 @@ EXAMPLES = r"""
   run_once: true
   delegate_to: localhost
 
+- name: Write the HTML fleet page
+  ansible.builtin.copy:
+    content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars, format='html') }}"
+    dest: "{{ 'reports' | netstate.tcp.controller_path }}/fleet-report.html"
+    mode: "0644"
+  run_once: true
+  delegate_to: localhost
+
 - name: Write it as Markdown, counting CLOSE_WAIT as pressure from 20 sockets on
   ansible.builtin.copy:
     content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars, limits={'close_wait': 20},
@@ -86,7 +109,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: The report (O(format=data)) or its Markdown text (O(format=markdown)).
+  description: The report (O(format=data)), its Markdown text (O(format=markdown)) or its HTML page (O(format=html)).
   type: raw
   contains:
     title:
@@ -107,192 +130,24 @@ _value:
       type: list
       elements: str
     limits:
-      description: The limits the pressure was computed with.
+      description: The limits the pressure was computed with (the rules' maxima after O(limits)); a host's own
+        thresholds are in its row's C(limits).
       type: dict
     rows:
       description:
         - One per host, worst first. C(status) is V(ok), V(failed) or V(unreachable); C(message) says why for
           the last two, whose other fields are null.
         - C(rank), C(host), C(status), C(message), C(pressure), C(worst) (which ratio gives the pressure),
-          C(ratios), C(backend), C(kernel), C(total), C(states) (all eleven), C(udp_total),
+          C(ratios), C(limits), C(backend), C(kernel), C(total), C(states) (all eleven), C(udp_total),
           C(busiest_port) (C({port, total, states})), C(top_peer) (C({address, total})),
           C(fullest_accept_queue) (C({address, port, queue, backlog, saturation, process})),
-          C(time_wait_share), C(busiest_destination) (the fact C(tcp.ephemeral.busiest)),
-          C(listen_overflows), C(listen_drops).
+          C(time_wait_share), C(busiest_destination) (the fact C(tcp.ephemeral.busiest)), C(ephemeral_size),
+          C(listen_overflows), C(listen_drops), C(verdict), C(violations).
       type: list
       elements: dict
 """
 
-TITLE = "netstate.tcp fleet report"
-DEFAULT_LIMITS = {"accept_queue": 1.0, "time_wait_share": 0.25, "close_wait": 100, "syn_recv": 256}
-STATUS_ORDER = {"unreachable": 0, "failed": 1, "ok": 2}
-TABLE_STATES = (("ESTABLISHED", "ESTAB"), ("TIME_WAIT", "TIME_WAIT"), ("CLOSE_WAIT", "CLOSE_WAIT"),
-                ("SYN_SENT", "SYN_SENT"), ("SYN_RECV", "SYN_RECV"), ("LISTEN", "LISTEN"))
-
-
-def _one_line(text: Any) -> str:
-    return escape.log_line(" ".join(escape.text(text).split()))
-
-
-def _limits(limits: Any) -> dict:
-    if limits is None:
-        return dict(DEFAULT_LIMITS)
-    if not isinstance(limits, Mapping):
-        raise AnsibleFilterError("fleet_report: limits must be a dictionary, got %r" % (limits,))
-    merged = dict(DEFAULT_LIMITS)
-    for key, value in limits.items():
-        if key not in DEFAULT_LIMITS:
-            raise AnsibleFilterError("fleet_report: limits: unknown key %r (known: %s)"
-                                     % (key, ", ".join(sorted(DEFAULT_LIMITS))))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise AnsibleFilterError("fleet_report: limits.%s must be a number above 0, got %r" % (key, value))
-        merged[key] = value
-    return merged
-
-
-def _host_facts(host: str, variables: Mapping, result_var: str) -> tuple[str, str, Mapping | None]:
-    """(status, message, netstate facts) of one host."""
-    result = variables.get(result_var)
-    if isinstance(result, Mapping):
-        if result.get("unreachable"):
-            return "unreachable", _one_line(result.get("msg", "unreachable")), None
-        if result.get("failed") or result.get("skipped"):
-            reason = "skipped" if result.get("skipped") else result.get("msg", "failed")
-            return "failed", _one_line(reason), None
-        facts = (result.get("ansible_facts") or {}).get("netstate")
-        if isinstance(facts, Mapping):
-            return "ok", "", facts
-        return "failed", "the result holds no ansible_facts.netstate", None
-    facts = (variables.get("ansible_facts") or {}).get("netstate")
-    if isinstance(facts, Mapping):
-        return "ok", "", facts
-    return "unreachable", "no connection facts: the host was not reached", None
-
-
-def _ratio(value: Any, limit: float) -> float:
-    return round(float(value) / float(limit), 4) if isinstance(value, (int, float)) else 0.0
-
-
-def _row(host: str, status: str, message: str, facts: Mapping | None, limits: Mapping) -> dict:
-    row: dict[str, Any] = {
-        "host": host, "status": status, "message": message, "pressure": None, "worst": None, "ratios": None,
-        "backend": None, "kernel": None, "total": None, "states": None, "udp_total": None, "busiest_port": None,
-        "top_peer": None, "fullest_accept_queue": None, "time_wait_share": None, "busiest_destination": None,
-        "listen_overflows": None, "listen_drops": None,
-    }
-    if facts is None:
-        return row
-    tcp = facts.get("tcp") or {}
-    states = dict(tcp.get("states") or {})
-    local_ports = tcp.get("local_ports") or {}
-    busiest_port = None
-    if local_ports:
-        port, entry = max(local_ports.items(), key=lambda item: (item[1].get("total", 0), -int(item[0])))
-        busiest_port = {"port": int(port), "total": entry.get("total", 0), "states": entry.get("states")}
-    peers = tcp.get("peers") or []
-    top_peer = {"address": peers[0]["address"], "total": peers[0]["total"]} if peers else None
-    queues = [item for item in facts.get("listeners") or []
-              if item.get("protocol") == "tcp" and item.get("saturation") is not None]
-    fullest = None
-    if queues:
-        best = max(queues, key=lambda item: (item["saturation"], item.get("queue") or 0))
-        fullest = {key: best.get(key) for key in ("address", "port", "queue", "backlog", "saturation", "process")}
-    ephemeral = tcp.get("ephemeral") or {}
-    busiest_destination = ephemeral.get("busiest")
-    time_wait_share = None
-    if ephemeral.get("size"):
-        waiting = busiest_destination.get("time_wait", 0) if busiest_destination else 0
-        time_wait_share = round(waiting / float(ephemeral["size"]), 4)
-    close_wait_worst = max([entry.get("states", {}).get("CLOSE_WAIT", 0) for entry in local_ports.values()] or
-                           [states.get("CLOSE_WAIT", 0)])
-    ratios = {
-        "accept_queue": _ratio(fullest["saturation"] if fullest else None, limits["accept_queue"]),
-        "time_wait_share": _ratio(time_wait_share, limits["time_wait_share"]),
-        "close_wait": _ratio(close_wait_worst, limits["close_wait"]),
-        "syn_recv": _ratio(states.get("SYN_RECV", 0), limits["syn_recv"]),
-    }
-    worst = max(ratios, key=lambda key: (ratios[key], key))
-    counters = facts.get("counters") or {}
-    tcp_ext = counters.get("TcpExt") or {}
-    row.update(
-        pressure=ratios[worst], worst=worst if ratios[worst] > 0 else None, ratios=ratios,
-        backend=facts.get("backend"), kernel=facts.get("kernel"), total=tcp.get("total"), states=states,
-        udp_total=(facts.get("udp") or {}).get("total"), busiest_port=busiest_port, top_peer=top_peer,
-        fullest_accept_queue=fullest, time_wait_share=time_wait_share, busiest_destination=busiest_destination,
-        listen_overflows=tcp_ext.get("ListenOverflows"), listen_drops=tcp_ext.get("ListenDrops"),
-    )
-    return row
-
-
-def build_report(hosts: list, hostvars: Mapping, result_var: str = "netstate_gather_result",
-                 limits: Any = None) -> dict:
-    merged = _limits(limits)
-    rows = []
-    for host in hosts:
-        host = str(host)
-        try:
-            variables = hostvars[host]
-        except KeyError:
-            raise AnsibleFilterError("fleet_report: host %r is not in hostvars" % host)
-        status, message, facts = _host_facts(host, variables, result_var)
-        rows.append(_row(host, status, message, facts, merged))
-    rows.sort(key=lambda row: (STATUS_ORDER[row["status"]], -(row["pressure"] or 0), -(row["total"] or 0),
-                               row["host"]))
-    for rank, row in enumerate(rows, 1):
-        row["rank"] = rank
-    return {
-        "title": TITLE,
-        "hosts": len(rows),
-        "gathered": sum(1 for row in rows if row["status"] == "ok"),
-        "unreachable": sorted(row["host"] for row in rows if row["status"] == "unreachable"),
-        "failed": sorted(row["host"] for row in rows if row["status"] == "failed"),
-        "limits": merged,
-        "rows": rows,
-    }
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "{:.4g}".format(value)
-    return escape.markdown(value)
-
-
-def render_markdown(report: Mapping) -> str:
-    lines = ["# " + _cell(report["title"]), ""]
-    summary = "{} hosts, {} gathered".format(report["hosts"], report["gathered"])
-    if report["unreachable"]:
-        summary += ", unreachable: " + ", ".join(_cell(host) for host in report["unreachable"])
-    if report["failed"]:
-        summary += ", failed: " + ", ".join(_cell(host) for host in report["failed"])
-    lines += [summary + ".", "", "Worst host first. Pressure is the largest ratio to its limit ({}).".format(
-        ", ".join("{} {}".format(key, _cell(value)) for key, value in sorted(report["limits"].items()))), ""]
-    header = (["#", "Host", "Status", "Pressure", "Worst", "TCP"] + [short for _state, short in TABLE_STATES]
-              + ["Busiest port", "Top peer", "Fullest accept queue", "TIME_WAIT port share", "Backend"])
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---" for _column in header) + "|")
-    for row in report["rows"]:
-        states = row["states"] or {}
-        port = row["busiest_port"]
-        peer = row["top_peer"]
-        queue = row["fullest_accept_queue"]
-        cells = [row["rank"], row["host"], row["status"], row["pressure"], row["worst"], row["total"]]
-        cells += [states.get(state) if row["states"] is not None else None for state, _short in TABLE_STATES]
-        cells += [
-            "{} ({})".format(port["port"], port["total"]) if port else None,
-            "{} ({})".format(peer["address"], peer["total"]) if peer else None,
-            "{}:{} {}/{}".format(queue["address"], queue["port"], queue["queue"], queue["backlog"]) if queue else None,
-            row["time_wait_share"],
-            row["backend"],
-        ]
-        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
-    troubled = [row for row in report["rows"] if row["status"] != "ok"]
-    if troubled:
-        lines += ["", "## Hosts without facts", ""]
-        lines += ["- {} ({}): {}".format(_cell(row["host"]), row["status"], _cell(row["message"] or "-"))
-                  for row in troubled]
-    return "\n".join(lines) + "\n"
+FORMATS = ("data", "markdown", "html")
 
 
 def fleet_report(hosts: Any, hostvars: Any, result_var: str = "netstate_gather_result", limits: Any = None,
@@ -303,10 +158,17 @@ def fleet_report(hosts: Any, hostvars: Any, result_var: str = "netstate_gather_r
     if not isinstance(hostvars, Mapping):
         raise AnsibleFilterError("fleet_report: hostvars must be the play's hostvars, got %s"
                                  % type(hostvars).__name__)
-    if format not in ("data", "markdown"):
-        raise AnsibleFilterError("fleet_report: format must be data or markdown, got %r" % (format,))
-    report = build_report(list(hosts), hostvars, result_var, limits)
-    return render_markdown(report) if format == "markdown" else report
+    if format not in FORMATS:
+        raise AnsibleFilterError("fleet_report: format must be %s, got %r" % (", ".join(FORMATS), format))
+    try:
+        report = gather_report.build_report(list(hosts), hostvars, result_var, limits)
+    except gather_report.FleetReportError as error:
+        raise AnsibleFilterError("fleet_report: %s" % error) from None
+    if format == "markdown":
+        return gather_report.render_markdown(report)
+    if format == "html":
+        return html_page.render(html_page.from_fleet_report(report))
+    return report
 
 
 class FilterModule:

@@ -17,6 +17,7 @@ nowhere else:
 ``prometheus_label``  a label value of the text exposition format
 ``prometheus_help``   a HELP text of the text exposition format
 ``json_text``         a string value for JSON that any consumer reads back (Zabbix LLD macros)
+``html_text``         HTML (and inline SVG) element content or a quoted attribute value
 
 Part of the engine: standard library only, no ansible import, Python 3.8+.
 """
@@ -117,3 +118,16 @@ def prometheus_help(value):
 def json_text(value):
     """A JSON string value on one line, without characters a consumer may drop or reorder."""
     return visible(value)
+
+
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}
+_HTML_SPECIAL = re.compile("[&<>\"']")
+
+
+def html_text(value):
+    """Text for HTML (and inline SVG) element content or a quoted attribute value.
+
+    ``&<>"'`` become character references, so data never opens a tag, ends an attribute or
+    makes an entity; newlines are kept (a page shows them with ``white-space: pre-line``).
+    """
+    return _HTML_SPECIAL.sub(lambda match: _HTML[match.group(0)], visible(value, keep="\n"))

@@ -202,7 +202,7 @@ msg:
   type: str
   sample: |-
     1 health rule violation(s) at or above critical:
-    critical: close_wait_per_port [port 8080]: 5000 > max 100
+    critical: close_wait_per_port [port 8080]: 5000 > max 20
 rules:
   description: Names of the effective rules, in evaluation order.
   returned: always
@@ -257,7 +257,7 @@ results:
     message:
       description: One line naming status, rule, subject and value.
       type: str
-      sample: "critical: close_wait_per_port [port 8080]: 5000 > max 100"
+      sample: "critical: close_wait_per_port [port 8080]: 5000 > max 20"
 violations:
   description: The results that are not ok (any severity, and errors).
   returned: unless O(validate_only)
@@ -268,6 +268,16 @@ summary:
   returned: unless O(validate_only)
   type: dict
   sample: {ok: 6, no_data: 0, warning: 1, critical: 1, error: 0}
+snapshot:
+  description:
+    - What the fleet reports show of the host (M(netstate.tcp.health_report) puts it into C(health.json) and
+      draws the HTML page from it) - C(total), C(states), C(busiest_port), C(top_peer), C(fullest_accept_queue),
+      C(time_wait_share), C(busiest_destination), C(ephemeral_size), C(backend), C(kernel), C(udp_total),
+      C(listen_overflows), C(listen_drops), and the pressure - C(ratios) (per column, the value of the rules
+      C(accept_queue_full), C(time_wait_ephemeral_share), C(close_wait_per_port) and C(syn_recv_total) over
+      their max, as evaluated here), C(limits) (those maxima), C(pressure) (the largest ratio) and C(worst).
+  returned: unless O(validate_only)
+  type: dict
 facts_source:
   description: V(host_facts), V(gathered) or V(argument).
   returned: unless O(validate_only)

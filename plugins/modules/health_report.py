@@ -11,11 +11,17 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 module: health_report
-short_description: Write one JUnit, JSON and Markdown report of netstate.tcp health results for a fleet
+short_description: Write one JUnit, JSON, Markdown and HTML report of netstate.tcp health results for a fleet
 version_added: 0.1.0
 description:
   - Collects the registered results of M(netstate.tcp.health_check) of every host in O(hosts) and writes, on the
-    controller, into O(dest) - C(health.junit.xml), C(health.json) and C(health.md).
+    controller, into O(dest) - C(health.junit.xml), C(health.json), C(health.md) and C(health.html) (O(formats)).
+  - With O(merge) instead of O(hosts), reads the C(health.json) of runs over parts of a fleet (the job slices of a
+    sliced AWX job template, or C(--limit) runs) and writes the report of the whole fleet - the same files, to
+    the byte, as one run over all their hosts.
+  - "HTML: one self-contained page (no script, no external font or style sheet) with inline SVG, worst host first -
+    per host its verdict, pressure, a stacked bar of its TCP states, the TIME_WAIT share of the ephemeral port
+    range against the rule's limit, the fullest accept queue and its violations per rule."
   - "JUnit: a C(testsuite) per host and a C(testcase) per host and rule (C(classname) is the host, C(name) the
     rule). A violation at or above O(fail_on) is a C(failure) (C(type) is the severity); a lower violation passes
     with its message in C(system-out); a rule whose value was null is C(skipped); a rule that could not be
@@ -32,9 +38,19 @@ options:
     description:
       - Hosts to report, usually V({{ ansible_play_hosts_all }}). A host without a registered result (skipped by
         an earlier failure or unreachable) is reported as unreachable.
+      - One of O(hosts) and O(merge) is required.
     type: list
     elements: str
-    required: true
+  merge:
+    description:
+      - C(health.json) reports of earlier runs over disjoint sets of hosts (a file, or a directory holding
+        C(health.json)), to merge into one report. Relative paths are relative to the directory
+        C(ansible-playbook) runs in.
+      - The reports must have the same title and C(fail_on), which the merged report keeps (O(fail_on) and
+        O(title) are not used); a host in two reports is an error naming both. O(result_var) is not used.
+      - Mutually exclusive with O(hosts).
+    type: list
+    elements: path
   result_var:
     description: Name of the variable each host registered the M(netstate.tcp.health_check) result in.
     type: str
@@ -48,7 +64,7 @@ options:
     description: Which files to write.
     type: list
     elements: str
-    choices: [json, junit, markdown]
+    choices: [html, json, junit, markdown]
     default: [junit, json, markdown]
   fail_on:
     description: Severity that fails a host when its result does not say (results of M(netstate.tcp.health_check)
@@ -104,6 +120,14 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ health_report.summary_lines }}"
   run_once: true
+
+- name: Merge the reports of three job slices into the fleet's report
+  netstate.tcp.health_report:
+    merge: [slices/1, slices/2, slices/3]
+    dest: reports/health
+    formats: [junit, json, markdown, html]
+  run_once: true
+  delegate_to: localhost
 """
 
 RETURN = r"""
@@ -112,7 +136,7 @@ paths:
   returned: always
   type: dict
   sample: {junit: /ci/reports/health/health.junit.xml, json: /ci/reports/health/health.json,
-           markdown: /ci/reports/health/health.md}
+           markdown: /ci/reports/health/health.md, html: /ci/reports/health/health.html}
 healthy:
   description: Every host passed.
   returned: always

@@ -5,7 +5,9 @@
 Plain Python on the controller, no ``ansible`` import. Turns the registered results of
 netstate.tcp.health_check for every host of a play into one report (JSON), a JUnit XML (one
 testcase per host x rule: failures for violations at or above fail_on, errors for hosts that
-could not be checked and rules that could not be evaluated) and a Markdown summary table.
+could not be checked and rules that could not be evaluated), a Markdown summary table and the
+HTML fleet page (plugins/plugin_utils/_fleet_html.py). Hosts are described by the fleet model
+(plugins/plugin_utils/_fleet_model.py), as in the gather role's fleet report.
 Output is deterministic (no timestamps), so an unchanged fleet gives unchanged files.
 """
 
@@ -22,28 +24,44 @@ from typing import Any
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.module_utils._atomic import write_atomically
 
+from . import _fleet_html as html_page
+from . import _fleet_model as model
 from . import _health_rules as rules_engine
 
 HOST_STATUSES = ("passed", "failed", "error", "unreachable")
-FORMATS = {"junit": "health.junit.xml", "json": "health.json", "markdown": "health.md"}
+FORMATS = {"junit": "health.junit.xml", "json": "health.json", "markdown": "health.md", "html": "health.html"}
+
+
+def host_result(rules: list, facts: Any, fail_on: str) -> dict:
+    """What netstate.tcp.health_check returns for one host (besides changed and facts_source):
+    the results of ``rules`` on ``facts``, their summary and the host's snapshot for the fleet pages."""
+    data = rules_engine.plain(facts)
+    results = rules_engine.evaluate(rules, data)
+    summary = rules_engine.summarize(results, fail_on)
+    return {"healthy": summary["healthy"], "failed": not summary["healthy"], "msg": summary["msg"],
+            "fail_on": fail_on, "rules": [rule.name for rule in rules], "results": results,
+            "violations": summary["violations"], "summary": summary["counts"],
+            "snapshot": model.snapshot(data, rules, results)}
 
 
 def _host_entry(host: str, registered: Any, default_fail_on: str) -> dict:
     """Classify one host's registered health_check result."""
     entry = {"host": host, "status": "error", "fail_on": default_fail_on, "rules": [], "results": [],
-             "counts": dict.fromkeys(rules_engine.STATUSES, 0), "message": ""}
+             "counts": dict.fromkeys(rules_engine.STATUSES, 0), "message": "", "snapshot": None}
+    # the fields are ENTRY_FIELDS: merge_reports reads them back from health.json
     if not isinstance(registered, Mapping):
         entry.update(status="unreachable", message="no health result: the host was unreachable or failed "
                                                    "before the check")
         return entry
-    if registered.get("unreachable"):
-        entry.update(status="unreachable", message=_one_line(registered.get("msg", "unreachable")))
+    outcome = model.registered_outcome(registered)
+    if outcome is not None and outcome[0] == "unreachable":
+        entry.update(status="unreachable", message=outcome[1])
         return entry
-    if registered.get("skipped"):
+    if outcome is not None and outcome[0] == "skipped":
         entry.update(status="error", message="the health check was skipped on this host")
         return entry
     if "results" not in registered or "healthy" not in registered:
-        entry.update(status="error", message=_one_line(registered.get("msg", "no health results")))
+        entry.update(status="error", message=model.one_line(registered.get("msg", "no health results")))
         return entry
     fail_on = registered.get("fail_on") or default_fail_on
     results = [dict(result) for result in registered["results"]]
@@ -56,20 +74,22 @@ def _host_entry(host: str, registered: Any, default_fail_on: str) -> dict:
         rules=list(registered.get("rules") or dict.fromkeys(result["name"] for result in results)),
         results=results,
         message="\n".join(result["message"] for result in failing),
+        snapshot=registered.get("snapshot"),
     )
     return entry
-
-
-def _one_line(text: Any) -> str:
-    return escape.log_line(" ".join(escape.text(text).split()))
 
 
 def build_report(registered_by_host: Mapping, rule_names: list | None = None, fail_on: str = "critical",
                  title: str = "netstate.tcp health") -> dict:
     """The JSON report: one entry per host (sorted by name) and fleet totals."""
     rules_engine.check_fail_on(fail_on)
-    hosts = [_host_entry(str(host), registered_by_host[host], fail_on)
-             for host in sorted(registered_by_host, key=str)]
+    hosts = [_host_entry(str(host), registered_by_host[host], fail_on) for host in registered_by_host]
+    return _assemble(hosts, rule_names, fail_on, title)
+
+
+def _assemble(hosts: list, rule_names: list | None, fail_on: str, title: str) -> dict:
+    """The report of host entries: sorted by name, every rule name, totals."""
+    hosts = sorted(hosts, key=lambda entry: entry["host"])
     names = list(rule_names or [])
     for entry in hosts:
         for name in entry["rules"]:
@@ -81,6 +101,54 @@ def build_report(registered_by_host: Mapping, rule_names: list | None = None, fa
     totals = {status: sum(1 for entry in hosts if entry["status"] == status) for status in HOST_STATUSES}
     return {"title": title, "fail_on": fail_on, "rules": names, "totals": totals,
             "healthy": totals["passed"] == len(hosts), "hosts": hosts}
+
+
+class ReportMergeError(ValueError):
+    """A partial report cannot be merged; names the report and what is wrong."""
+
+
+ENTRY_FIELDS = ("host", "status", "fail_on", "rules", "results", "counts", "message", "snapshot")
+
+
+def merge_reports(partials: list, rule_names: list | None = None) -> dict:
+    """One report from the JSON reports (``health.json``) of runs over disjoint parts of a fleet (job
+    slices): the same report, to the byte in every format, as one run over all their hosts.
+
+    ``partials`` is a list of (source, parsed JSON) pairs; ``source`` names the report in errors.
+    The reports must agree on title and fail_on and hold each host once.
+    """
+    if not partials:
+        raise ReportMergeError("merge: no partial report given")
+    hosts: list = []
+    seen: dict = {}
+    first_source, first = partials[0]
+    for source, partial in partials:
+        if not isinstance(partial, Mapping) or not isinstance(partial.get("hosts"), list):
+            raise ReportMergeError(f"merge: {source}: not a netstate.tcp health report (no list of hosts)")
+        for key in ("title", "fail_on"):
+            if partial.get(key) != first.get(key):
+                raise ReportMergeError(f"merge: {source}: {key} {partial.get(key)!r} differs from "
+                                       f"{first.get(key)!r} in {first_source}")
+        names = partial.get("rules")
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ReportMergeError(f"merge: {source}: rules must be a list of rule names, got {names!r}")
+        for index, entry in enumerate(partial["hosts"]):
+            if not isinstance(entry, Mapping) or sorted(entry) != sorted(ENTRY_FIELDS):
+                raise ReportMergeError(f"merge: {source}: hosts[{index}] is not a host entry of this version "
+                                       f"(fields: {', '.join(ENTRY_FIELDS)})")
+            if entry["status"] not in HOST_STATUSES:
+                raise ReportMergeError(f"merge: {source}: hosts[{index}]: status {entry['status']!r} is not one "
+                                       f"of {', '.join(HOST_STATUSES)}")
+            host = entry["host"]
+            if host in seen:
+                raise ReportMergeError(f"merge: host {host!r} is in both {seen[host]} and {source}")
+            seen[host] = source
+            hosts.append({key: entry[key] for key in ENTRY_FIELDS})
+    names = list(rule_names or [])
+    for _source, partial in partials:
+        names += [name for name in partial["rules"] if name not in names]
+    fail_on = rules_engine.check_fail_on(first.get("fail_on"))
+    return _assemble(hosts, names, fail_on, str(first.get("title")))
 
 
 def _testcase_outcome(entry: dict, name: str) -> tuple:
@@ -148,8 +216,7 @@ def render_json(report: dict) -> str:
     return json.dumps(report, indent=2, sort_keys=True) + "\n"
 
 
-def _cell(text: Any) -> str:
-    return escape.markdown(text)
+_cell = escape.markdown
 
 
 def render_markdown(report: dict) -> str:
@@ -168,14 +235,19 @@ def render_markdown(report: dict) -> str:
                          f"{_cell(entry['message'])} |")
             continue
         counts = entry["counts"]
-        violations = [result["message"] for result in entry["results"] if not result["ok"]]
+        violations = [result["message"] for result in model.violations(entry["results"])]
         lines.append(f"| {_cell(entry['host'])} | {'FAILED' if entry['status'] == 'failed' else 'passed'} "
                      f"| {counts['critical']} | {counts['warning']} | {counts['error']} | {counts['no_data']} "
                      f"| {counts['ok']} | {_cell(chr(10).join(violations)) or '-'} |")
     return "\n".join(lines) + "\n"
 
 
-RENDERERS = {"junit": render_junit, "json": render_json, "markdown": render_markdown}
+def render_html(report: dict) -> str:
+    """The HTML fleet page, worst host first."""
+    return html_page.render(html_page.from_health_report(report))
+
+
+RENDERERS = {"junit": render_junit, "json": render_json, "markdown": render_markdown, "html": render_html}
 
 
 @contextlib.contextmanager

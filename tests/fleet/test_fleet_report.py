@@ -110,7 +110,7 @@ def test_top_peer_and_time_wait_share():
     (("calm", HOSTVARS), "the input must be a list of host names, got str"),
     ((["calm"], ["x"]), "hostvars must be the play's hostvars, got list"),
     ((["nobody"], HOSTVARS), "host 'nobody' is not in hostvars"),
-    ((["calm"], HOSTVARS, "netstate_gather_result", None, "html"), "format must be data or markdown, got 'html'"),
+    ((["calm"], HOSTVARS, "netstate_gather_result", None, "pdf"), "format must be data, markdown, html, got 'pdf'"),
     ((["calm"], HOSTVARS, "netstate_gather_result", [1]), "limits must be a dictionary, got \\[1\\]"),
 ])
 def test_bad_input_is_named(args, message):

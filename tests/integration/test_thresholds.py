@@ -2,9 +2,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One source of thresholds: plugins/plugin_utils/health_builtin_rules.yml.
 
-The shipped Prometheus alerts (roles/node_exporter/files/netstate_tcp_alerts.yml), the Zabbix
-template's macro defaults and trigger severities, and fleet_report's default limits must say what the
-health rules say; scripts/generate_thresholds.py writes the first two, this test fails on any drift.
+The shipped Prometheus alerts (roles/node_exporter/files/netstate_tcp_alerts.yml) and the Zabbix
+template's macro defaults and trigger severities must say what the health rules say;
+scripts/generate_thresholds.py writes them, this test fails on any drift. Nothing else in plugins/ or
+roles/ may hold a copy of a threshold: the reports evaluate the rules (fleet_report's pressure, the
+tuning report's TIME_WAIT share), and a scan of every file proves no threshold literal is left.
 The alerts are checked by Prometheus's own promtool: ``check rules`` and ``test rules`` (unit tests
 with series just beyond and exactly at each threshold, tests/integration/prometheus/).
 """
@@ -21,6 +23,7 @@ import pytest
 import yaml
 
 from ansible_collections.netstate.tcp.plugins.filter import fleet_report
+from ansible_collections.netstate.tcp.plugins.plugin_utils import _fleet_model
 from tests.conftest import require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -30,9 +33,8 @@ ALERTS_TEST = os.path.join(ROOT, "tests", "integration", "prometheus", "netstate
 TEMPLATE = os.path.join(ROOT, "roles", "zabbix_agent", "files", "netstate_tcp_zabbix_template.yaml")
 GENERATOR = os.path.join(ROOT, "scripts", "generate_thresholds.py")
 SEVERITY_PRIORITY = {"warning": "WARNING", "critical": "HIGH"}
-# fleet_report's limit -> the health rule whose max it must equal
-FLEET_LIMITS = {"accept_queue": "accept_queue_full", "time_wait_share": "time_wait_ephemeral_share",
-                "close_wait": "close_wait_per_port", "syn_recv": "syn_recv_total"}
+# Files generate_thresholds.py writes from the rules (drift-tested above): they hold thresholds by design.
+GENERATED = {RULES, ALERTS, TEMPLATE}
 
 
 def load(path):
@@ -127,7 +129,105 @@ def test_zabbix_macros_and_trigger_severities_match(rules):
             assert trigger["priority"] == SEVERITY_PRIORITY[rule["severity"]], (name, trigger["name"])
 
 
-def test_fleet_report_default_limits_match(rules):
-    assert set(fleet_report.DEFAULT_LIMITS) == set(FLEET_LIMITS)
-    for limit, rule in FLEET_LIMITS.items():
-        assert float(fleet_report.DEFAULT_LIMITS[limit]) == float(rules[rule]["max"]), limit
+NUMBER = r"(\d+(?:\.\d+)?|\.\d+)"
+
+
+def threshold_scanner(rules):
+    """(path, text) -> list of (line number, rule, line) where a rule's threshold is written down.
+
+    A rule is named by its name or by the fleet report's column for it (accept_queue for
+    accept_queue_full, ...). A threshold literal is its max or min (as any number equal to it:
+    0.25, .25, 25 %) bound to such a name - ``name: 0.25``, ``"name": 0.25``, ``name=0.25``,
+    ``name > 0.25`` - or given, on a line naming the rule, as ``max 0.25``, ``limit 0.25``,
+    ``threshold 0.25``, a comparison (``share > 0.25``) or a percentage.
+    """
+    columns = {rule: column for column, rule in _fleet_model.PRESSURE_RULES.items()}
+    checks = []
+    for name, rule in rules.items():
+        labels = [name] + ([columns[name]] if name in columns else [])
+        label = "(?:%s)" % "|".join(re.escape(item) for item in labels)
+        bound = re.compile(r"\b%s\b['\"]?\s*(?::|=|==|[<>]=?)\s*%s(%%?)(?![\w.])" % (label, NUMBER), re.I)
+        reverse = re.compile(r"(?<![\w.])%s(%%?)\s*[<>]=?\s*\b%s\b" % (NUMBER, label), re.I)
+        prose = re.compile(r"\b(?:max|min|limit|threshold)\s*(?:of\s*|is\s*|:\s*)?%s(%%?)(?![\w.])" % NUMBER, re.I)
+        percent = re.compile(r"(?<![\w.])%s\s*(%%)" % NUMBER)
+        compared = re.compile(r"(?:[<>]=?|==)\s*%s(%%?)(?![\w.])" % NUMBER)
+        named = re.compile(r"\b%s\b" % label, re.I)
+        values = {float(rule[key]) for key in ("max", "min") if rule.get(key) is not None}
+        checks.append((name, values, bound, reverse, (prose, percent, compared), named))
+
+    def scan(text):
+        found = []
+        for number, line in enumerate(text.splitlines(), 1):
+            for name, values, bound, reverse, near, named in checks:
+                matches = list(bound.finditer(line)) + list(reverse.finditer(line))
+                if named.search(line):
+                    matches += [match for pattern in near for match in pattern.finditer(line)]
+                for match in matches:
+                    value = float(match.group(1)) / (100.0 if match.group(2) else 1.0)
+                    if any(abs(value - wanted) < 1e-9 for wanted in values):
+                        found.append((number, name, line.strip()))
+        return found
+    return scan
+
+
+def tracked_files(*tops):
+    for top in tops:
+        for directory, _subdirectories, names in os.walk(os.path.join(ROOT, top)):
+            for name in sorted(names):
+                path = os.path.join(directory, name)
+                if path in GENERATED or "__pycache__" in path:
+                    continue
+                try:
+                    with open(path, encoding="utf-8") as stream:
+                        yield path, stream.read()
+                except UnicodeDecodeError:
+                    continue
+
+
+def test_no_threshold_literal_outside_the_rules_file(rules):
+    scan = threshold_scanner(rules)
+    scanned = 0
+    found = []
+    for path, text in tracked_files("plugins", "roles"):
+        scanned += 1
+        found += [(os.path.relpath(path, ROOT),) + hit for hit in scan(text)]
+    assert scanned > 50  # the walk really read the tree
+    assert found == []
+
+
+@pytest.mark.parametrize("copy", [
+    'DEFAULT_LIMITS = {"accept_queue": 1.0, "time_wait_share": 0.25, "close_wait": 100, "syn_recv": 256}',
+    "netstate_gather_report_limits: {close_wait: 100}",
+    "{% if share > 0.25 %}time_wait_share above its limit{% endif %}",
+    "thresholds: {syn_recv_total: 256}",
+    "    default: {accept_queue: 1.0}",
+    "CLOSE_WAIT on one port beyond close_wait_per_port's max 100",
+    "the time_wait_ephemeral_share rule warns above 25 % of the range",
+    "if queue / backlog > 1: # accept_queue_full",
+    "0.8 < accept_queue_saturation",
+])
+def test_the_scan_finds_a_copied_threshold(rules, copy):
+    """The scan above can fail: each way a threshold used to be (or could be) copied is found."""
+    hits = threshold_scanner(rules)("x = 1\n" + copy + "\n")
+    assert hits and all(number == 2 for number, _rule, _line in hits), hits
+
+
+def test_the_scan_leaves_other_numbers_alone(rules):
+    scan = threshold_scanner(rules)
+    assert scan("top: 10\nmode: '0644'\nsaturation: round(queue / backlog, 4)\nclose_wait: 5000\n") == []
+
+
+def test_fleet_report_limits_are_the_rules_maxima_and_follow_host_overrides(rules):
+    """The pressure limits are read from the rules, per host after its netstate_health_thresholds."""
+    facts = {"tcp": {"total": 1, "states": {"CLOSE_WAIT": 0}, "local_ports": {}, "ephemeral": {}},
+             "listeners": []}
+    hostvars = {"a": {"netstate_gather_result": {"ansible_facts": {"netstate": facts}}},
+                "b": {"netstate_gather_result": {"ansible_facts": {"netstate": facts}},
+                      "netstate_health_thresholds": {"close_wait_per_port": 7, "syn_recv_total": {"enabled": False}}}}
+    report = fleet_report.fleet_report(["a", "b"], hostvars)
+    expected = {column: rules[rule]["max"] for column, rule in _fleet_model.PRESSURE_RULES.items()}
+    assert report["limits"] == expected
+    rows = {row["host"]: row for row in report["rows"]}
+    assert rows["a"]["limits"] == expected
+    assert rows["b"]["limits"] == dict(expected, close_wait=7, syn_recv=None)
+    assert fleet_report.fleet_report(["a"], hostvars, limits={"close_wait": 3})["limits"]["close_wait"] == 3
