@@ -8,6 +8,9 @@ output taken just before and just after gathering; the mix is held steady, so bo
 snapshots must agree with the facts exactly. Both backends (netlink and /proc) run.
 """
 
+import struct
+import threading
+
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils import engine
@@ -214,25 +217,30 @@ def test_interrupted_netlink_falls_back_only_when_auto(mix_ns, monkeypatch):
 
 
 def test_dump_interrupted_is_retried_then_reported(mix_ns, monkeypatch):
+    """Real dumps whose buffers carry NLM_F_DUMP_INTR, as the kernel marks them when a table changes."""
     from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
 
-    real_dump = _netlink.dump
-    calls = {"n": 0}
+    real_receive = _netlink.receive
+    flag = {"buffers": 1}
+    lock = threading.Lock()  # every dump has a receiver thread of its own
 
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise _netlink.DumpInterrupted("the socket table changed during the dump")
-        return real_dump(*args, **kwargs)
+    def interrupted(sock):
+        buf = real_receive(sock)
+        with lock:
+            if not flag["buffers"]:
+                return buf
+            flag["buffers"] -= 1
+        marked = bytearray(buf)
+        flags = struct.unpack_from("=H", marked, 6)[0]
+        struct.pack_into("=H", marked, 6, flags | _netlink.NLM_F_DUMP_INTR)
+        return bytes(marked)
 
-    monkeypatch.setattr(_netlink, "dump", flaky)
+    monkeypatch.setattr(_netlink, "receive", interrupted)
     facts = engine.gather(namespace=mix_ns.name)
+    assert flag["buffers"] == 0
     assert facts["backend"] == "netlink" and facts["tcp"]["states"] == Snapshot(mix_ns.name).states()
 
-    def always(*_args, **_kwargs):
-        raise _netlink.DumpInterrupted("the socket table changed during the dump")
-
-    monkeypatch.setattr(_netlink, "dump", always)
+    flag["buffers"] = float("inf")
     with pytest.raises(engine.GatherError, match="interrupted 3 times"):
         engine.gather(namespace=mix_ns.name)
 
