@@ -245,7 +245,7 @@ class TcpAggregate:
         # the offsets as locals: the loop runs once per socket
         data_type, min_len, ipv4 = netlink.SOCK_DIAG_BY_FAMILY, netlink.MSG_MIN_LEN, socket.AF_INET
         sport_at, dport_at, dst_at = netlink.OFF_SPORT, netlink.OFF_DPORT, netlink.OFF_DST
-        dst_end4, dst_end6 = dst_at + 4, dst_at + 16
+        sport_low, dst_end4, dst_end6 = sport_at + 1, dst_at + 4, dst_at + 16
         off = 0
         while off < length:
             try:
@@ -257,7 +257,7 @@ class TcpAggregate:
             if msg_len < min_len or off + msg_len > length:
                 raise netlink.malformed(off, msg_len, length)
             family_states[family][state | timer << 4] += 1
-            sport = (buf[off + sport_at] << 8) | buf[off + sport_at + 1]
+            sport = (buf[off + sport_at] << 8) | buf[off + sport_low]
             dst_end = off + (dst_end4 if family == ipv4 else dst_end6)
             if sport in listen_ports:
                 counts = local.get(sport)
