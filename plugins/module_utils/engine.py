@@ -139,14 +139,6 @@ def _states_from(counts):
     return states
 
 
-def _address(family, raw):
-    if family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    if raw[:12] == V4_MAPPED_PREFIX:
-        return socket.inet_ntop(socket.AF_INET, raw[12:16])
-    return socket.inet_ntop(socket.AF_INET6, raw)
-
-
 def each_message(buf, length, visit):
     """Call visit(buf, off) for every sock_diag message of a receive buffer.
 
@@ -190,9 +182,9 @@ def decode_message(buf, off):
     return {
         "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
         "state": buf[off + netlink.OFF_STATE],
-        "local_address": _address(family, bytes(buf[src:src + width])),
+        "local_address": _address_text(buf[src:src + width]),
         "local_port": _port(buf, off + netlink.OFF_SPORT),
-        "remote_address": _address(family, bytes(_peer_raw(buf, off))),
+        "remote_address": _address_text(_peer_raw(buf, off)),
         "remote_port": _port(buf, off + netlink.OFF_DPORT),
         "recv_q": _u32(buf, off + netlink.OFF_RQUEUE),
         "send_q": _u32(buf, off + netlink.OFF_WQUEUE),
@@ -441,7 +433,7 @@ class TcpAggregate:
             counts = per_raw.setdefault(raw, [0] * 16)
             for state, count in enumerate(client_counts):
                 counts[state] += count
-        per_peer = {_peer_key(raw): counts for raw, counts in per_raw.items()}
+        per_peer = {_address_text(raw): counts for raw, counts in per_raw.items()}
         return _top_entries(per_peer, top, key_name="address")
 
     def ephemeral(self):
@@ -451,7 +443,7 @@ class TcpAggregate:
         if per_destination:
             (raw, port), (count, time_wait) = max(
                 per_destination.items(), key=lambda item: (item[1][0], item[0]))
-            busiest = {"address": _peer_key(raw), "port": port, "connections": count, "time_wait": time_wait,
+            busiest = {"address": _address_text(raw), "port": port, "connections": count, "time_wait": time_wait,
                        "share": round(count / size, 6) if size else None}
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
 
@@ -475,7 +467,7 @@ class TcpAggregate:
         }
 
     def retransmitting(self, top):
-        rows = [(_peer_key(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
+        rows = [(_address_text(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
         rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
         return [{"address": address, "sockets": sockets, "retransmits": retransmits}
                 for address, sockets, retransmits in rows[:top]]
@@ -493,18 +485,15 @@ def _printable(address):
 
 def _plain_raw(raw):
     """An IPv4-mapped IPv6 address as its 4 IPv4 bytes, so both forms count as one peer."""
-    if len(raw) == 16 and raw[:12] == V4_MAPPED_PREFIX:
-        return raw[12:]
+    if len(raw) == 16 and raw.startswith(V4_MAPPED_PREFIX):
+        return raw[len(V4_MAPPED_PREFIX):]
     return raw
 
 
-def _peer_key(raw):
-    raw = bytes(raw)
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
-    if raw[:12] == V4_MAPPED_PREFIX:
-        return socket.inet_ntop(socket.AF_INET, raw[12:])
-    return socket.inet_ntop(socket.AF_INET6, raw)
+def _address_text(raw):
+    """A raw address (4 or 16 bytes) as text; an IPv4-mapped one as its IPv4 address."""
+    raw = _plain_raw(bytes(raw))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 def _top_entries(per_key, top, key_name):
@@ -933,7 +922,7 @@ class PeerCounter:
     def result(self):
         per_peer = {}
         for key, count in self.raw.items():
-            address = _peer_key(key)
+            address = _address_text(key)
             per_peer[address] = per_peer.get(address, 0) + count
         return per_peer
 
