@@ -71,6 +71,7 @@ MSG_FIXED = struct.Struct("=IH%dxBBBB%dxII" % (OFF_FAMILY - MSG_HEAD.size, OFF_R
 # idiag_timer values (net/ipv4/inet_diag.c), named as tcp.timers names them.
 TIMER_NAMES = ("none", "retransmit", "keepalive", "time_wait", "zero_window_probe")
 TIMER_RETRANSMIT = 1
+TIMER_KEEPALIVE = 2
 TIMER_ZERO_WINDOW_PROBE = 4
 
 RECV_SIZE = 1 << 18
