@@ -102,6 +102,7 @@ def hotloop_call(collections, _subset=None):
     """
     sys.path.insert(0, collections)
     from ansible_collections.netstate.tcp.plugins.module_utils import _netlink, engine
+
     def aggregate(ports):
         try:
             tcp = engine.TcpAggregate((1024, 65535))

@@ -37,6 +37,7 @@ class ProcFormatError(ValueError):
 # rem_address, st, tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, inode, then more.
 COL_LOCAL, COL_REMOTE, COL_STATE, COL_QUEUES, COL_TIMER, COL_RETRANSMITS, COL_UID, COL_PROBES, COL_INODE = range(1, 10)
 
+
 def _hex_address(text, family):
     """Turn the kernel's %08X-per-32-bit-word address into a printable address."""
     if family == socket.AF_INET:
