@@ -221,6 +221,17 @@ def dump(family, protocol, states_mask, consume, sock=None, seq=1):
             sock.close()
 
 
+def _done_at_tail(buf, length):
+    """The offset of the NLMSG_DONE the kernel puts at the end of a dump's last buffer, or None.
+
+    Read from the last DONE_LEN bytes alone, without walking the messages before them.
+    """
+    tail = length - DONE_LEN
+    if tail >= 0 and MSG_HEAD.unpack_from(buf, tail) == (DONE_LEN, NLMSG_DONE):
+        return tail
+    return None
+
+
 def _looks_final(buf):
     """Whether a receive buffer ends the dump, from its ends only: NLMSG_ERROR first or NLMSG_DONE last.
 
@@ -231,8 +242,7 @@ def _looks_final(buf):
     length = len(buf)
     if length < NLMSG_HDR.size or MSG_HEAD.unpack_from(buf, 0)[1] == NLMSG_ERROR:
         return True
-    tail = length - DONE_LEN
-    return tail >= 0 and MSG_HEAD.unpack_from(buf, tail) == (DONE_LEN, NLMSG_DONE)
+    return _done_at_tail(buf, length) is not None
 
 
 class Dump:
@@ -317,10 +327,7 @@ def dump_raw(family, protocol, states_mask):
 
     def consume(buf, length):
         total[0] += length
-        tail = length - DONE_LEN
-        if tail >= 0 and MSG_HEAD.unpack_from(buf, tail) == (DONE_LEN, NLMSG_DONE):
-            return tail
-        return None
+        return _done_at_tail(buf, length)
 
     dump(family, protocol, states_mask, consume)
     return total[0]
