@@ -245,6 +245,14 @@ def _looks_final(buf):
     return _done_at_tail(buf, length) is not None
 
 
+def usable_cpus():
+    """How many CPUs this process may run on (its affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class Dump:
     """One sock_diag dump received by a thread of its own, consumed in the caller's thread.
 
@@ -253,20 +261,27 @@ class Dump:
     PIPELINE_DEPTH buffers wait in a bounded queue; a dump nobody consumes yet stops in the
     kernel when its queue is full. The socket is opened and the request sent here, in the
     caller's thread (and network namespace), so refusal raises NetlinkUnavailable at once.
+
+    threaded=None starts the receiver thread only when the process may run on more than one
+    CPU: on one, nothing can overlap and consume() receives in the caller's thread, as dump() does.
     """
 
-    def __init__(self, family, protocol, states_mask, seq=1, depth=PIPELINE_DEPTH):
+    def __init__(self, family, protocol, states_mask, seq=1, depth=PIPELINE_DEPTH, threaded=None):
         self.sock = open_socket()
         try:
             request(self.sock, family, protocol, states_mask, seq)
-            self.sock.settimeout(RECEIVER_POLL)
         except BaseException:
             self.sock.close()
             raise
-        self.buffers = queue.Queue(depth)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._receive, name="sock_diag dump", daemon=True)
-        self.thread.start()
+        self.thread = None
+        if threaded is None:
+            threaded = usable_cpus() > 1
+        if threaded:
+            self.sock.settimeout(RECEIVER_POLL)
+            self.buffers = queue.Queue(depth)
+            self.stopping = threading.Event()
+            self.thread = threading.Thread(target=self._receive, name="sock_diag dump", daemon=True)
+            self.thread.start()
 
     def _receive(self):
         """The receiver thread: buffers (or the exception that ended receiving) into the queue, then None."""
@@ -292,28 +307,29 @@ class Dump:
 
     def consume(self, consume):
         """Hand every buffer of the dump to consume, as dump() does; raises what dump() raises."""
-        while True:
+        while self.thread is not None:
             item = self.buffers.get()
             if item is None:
+                # The receiver stopped on a buffer that only looked final: receive the rest here.
+                self.thread.join()
+                self.sock.settimeout(None)
                 break
             if isinstance(item, Exception):
                 raise item
             if take(item, consume):
                 return
-        # The receiver stopped on a buffer that only looked final: receive the rest here.
-        self.thread.join()
-        self.sock.settimeout(None)
         while not take(receive(self.sock), consume):
             pass
 
     def close(self):
         """Stop the receiver (at once when the dump has ended) and close the socket."""
-        self.stopping.set()
-        while self.thread.is_alive():
-            try:
-                self.buffers.get_nowait()  # a receiver waiting for room
-            except queue.Empty:
-                self.thread.join(RECEIVER_POLL)
+        if self.thread is not None:
+            self.stopping.set()
+            while self.thread.is_alive():
+                try:
+                    self.buffers.get_nowait()  # a receiver waiting for room
+                except queue.Empty:
+                    self.thread.join(RECEIVER_POLL)
         self.sock.close()
 
 

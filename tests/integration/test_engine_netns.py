@@ -8,6 +8,7 @@ output taken just before and just after gathering; the mix is held steady, so bo
 snapshots must agree with the facts exactly. Both backends (netlink and /proc) run.
 """
 
+import os
 import struct
 import threading
 
@@ -243,6 +244,33 @@ def test_dump_interrupted_is_retried_then_reported(mix_ns, monkeypatch):
     flag["buffers"] = float("inf")
     with pytest.raises(engine.GatherError, match="interrupted 3 times"):
         engine.gather(namespace=mix_ns.name)
+
+
+def test_dumps_have_receiver_threads_unless_one_cpu(mix_ns, monkeypatch):
+    """Six dumps (listeners, connections, UDP; both families), each with a receiver thread on a machine
+    of several CPUs; confined to one CPU, the same facts without a thread."""
+    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
+
+    started = []
+    real_start = _netlink.threading.Thread.start
+
+    def counted(thread):
+        started.append(thread.name)
+        real_start(thread)
+
+    monkeypatch.setattr(_netlink.threading.Thread, "start", counted)
+    cpus = os.sched_getaffinity(0)
+    facts = engine.gather(namespace=mix_ns.name)
+    assert facts["tcp"]["states"] == Snapshot(mix_ns.name).states()
+    assert started == (["sock_diag dump"] * 6 if len(cpus) > 1 else []), started
+    del started[:]
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        facts = engine.gather(namespace=mix_ns.name)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert started == []
+    assert facts["backend"] == "netlink" and facts["tcp"]["states"] == Snapshot(mix_ns.name).states()
 
 
 NAMED = r"""

@@ -187,19 +187,23 @@ def test_dump_of_mutated_replies_ends_in_the_engines_own_error(buffers):
 @given(st.lists(mutated(), min_size=1, max_size=3))
 @FUZZ
 def test_pipelined_dump_of_mutated_replies_ends_in_the_engines_own_error(buffers):
-    """The same through netlink.Dump: a receiver thread and a bounded queue, consumed here."""
+    """The same through netlink.Dump: a receiver thread and a bounded queue, consumed here (and without
+    the thread, as on a machine with one CPU)."""
     _tcp, _udp, consumers = _consumers()
-    for consume in consumers:
-        replay = ReplaySocket(buffers)
-        with no_hang(), _opened(replay):
-            dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, depth=1)
-            try:
-                dump.consume(consume)
-            except NETLINK_ERRORS as exc:
-                assert any(word in str(exc) for word in ("sock_diag", "netlink", "socket table")), exc
-            finally:
-                dump.close()
-        assert replay.closed and not dump.thread.is_alive()
+    for threaded in (True, False):
+        for consume in consumers:
+            replay = ReplaySocket(buffers)
+            with no_hang(), _opened(replay):
+                dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, depth=1,
+                                    threaded=threaded)
+                try:
+                    dump.consume(consume)
+                except NETLINK_ERRORS as exc:
+                    assert any(word in str(exc) for word in ("sock_diag", "netlink", "socket table")), exc
+                finally:
+                    dump.close()
+            assert replay.closed and (dump.thread is not None) == threaded
+            assert dump.thread is None or not dump.thread.is_alive()
 
 
 @contextlib.contextmanager
@@ -271,7 +275,7 @@ def test_a_buffer_that_only_looks_final_is_received_on():
     counter = engine.PeerCounter(engine.CONNECTION_MASK)
     replay = ReplaySocket([bytes(lookalike), rest])
     with no_hang(), _opened(replay):
-        dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK)
+        dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, threaded=True)
         try:
             dump.consume(counter.consume_netlink)
         finally:
@@ -288,7 +292,7 @@ def test_an_abandoned_dump_stops_its_receiver():
         raise KeyError(99)
 
     with no_hang(), _opened(replay):
-        dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, depth=1)
+        dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, depth=1, threaded=True)
         with pytest.raises(netlink.NetlinkError, match=r"field out of range \(KeyError: 99\)"):
             dump.consume(fail)
         dump.close()
