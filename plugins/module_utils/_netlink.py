@@ -144,13 +144,23 @@ def request(sock, family, protocol, states_mask, seq=1):
         raise NetlinkUnavailable("sock_diag request refused: %s" % exc)
 
 
+# Per thread: the buffer every recv_into() of that thread fills.
+_scratch = threading.local()
+
+
 def receive(sock):
     """One receive buffer of a dump, as bytes (not a reused bytearray: slices of it are hashable dict keys).
 
-    Python retries a recv() a signal interrupts (PEP 475); a socket timeout goes to the caller.
+    The kernel's datagram lands in a buffer the thread keeps, and only its length is copied out:
+    recv(RECV_SIZE) would map a fresh RECV_SIZE block and shrink it for every datagram, and with a
+    receiver thread each unmapping interrupts the other CPU. Python retries a recv a signal
+    interrupts (PEP 475); a socket timeout goes to the caller.
     """
+    scratch = getattr(_scratch, "buf", None)
+    if scratch is None:
+        scratch = _scratch.buf = memoryview(bytearray(RECV_SIZE))
     try:
-        return sock.recv(RECV_SIZE)
+        return bytes(scratch[:sock.recv_into(scratch)])
     except socket.timeout:
         raise
     except OSError as exc:

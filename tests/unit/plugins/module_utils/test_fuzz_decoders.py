@@ -111,8 +111,10 @@ class ReplaySocket:
     def settimeout(self, _seconds):
         pass
 
-    def recv(self, _size):
-        return self.buffers.pop(0) if self.buffers else b""
+    def recv_into(self, buffer):
+        data = self.buffers.pop(0) if self.buffers else b""
+        buffer[:len(data)] = data
+        return len(data)
 
     def close(self):
         self.closed = True
