@@ -102,7 +102,16 @@ def hotloop_call(collections, _subset=None):
     """
     sys.path.insert(0, collections)
     from ansible_collections.netstate.tcp.plugins.module_utils import _netlink, engine
-    listeners = engine.TcpAggregate(frozenset(), (1024, 65535))
+
+    def aggregate(ports):
+        try:
+            tcp = engine.TcpAggregate((1024, 65535))
+        except TypeError:  # a --baseline tree from before the listening ports were set after the listener dump
+            tcp = engine.TcpAggregate(frozenset(), (1024, 65535))
+        tcp.listen_ports = ports
+        return tcp
+
+    listeners = aggregate(frozenset())
     buffers = []
 
     def keep(buf, length):
@@ -116,7 +125,7 @@ def hotloop_call(collections, _subset=None):
         _netlink.dump(family, socket.IPPROTO_TCP, engine.CONNECTION_MASK, keep)
 
     def call():
-        tcp = engine.TcpAggregate(ports, (1024, 65535))
+        tcp = aggregate(ports)
         for buf, length in buffers:
             tcp.consume_netlink(buf, length)
         return tcp

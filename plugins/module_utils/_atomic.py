@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# Copyright: netstate.tcp developers
+# Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Replace a file atomically: the one writer of the collection (private, not a public API).
 

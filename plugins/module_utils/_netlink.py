@@ -5,8 +5,10 @@
 """Private: NETLINK_SOCK_DIAG dumps (inet_diag_req_v2), standard library only.
 
 This file is part of the engine: it must not import ansible and must run on Python 3.8+.
-It yields raw receive buffers; parsing and aggregation live in engine.py, so a dump
-builds no Python object per socket.
+It hands raw receive buffers to the engine's consumers; parsing and aggregation live in
+engine.py, so a dump builds no Python object per socket. Dump runs a dump in a receiver thread
+so that the kernel's work (inside recv()) overlaps the caller's counting. The netlink plumbing
+rtnetlink shares (socket, request, header flags) is here too.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,10 +17,13 @@ __metaclass__ = type
 
 import errno
 import os
+import queue
 import socket
 import struct
+import threading
 
 AF_NETLINK = getattr(socket, "AF_NETLINK", 16)
+NETLINK_ROUTE = 0
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 
@@ -33,12 +38,15 @@ IPPROTO_UDP = 17
 
 NLMSG_HDR = struct.Struct("=IHHII")
 MSG_HEAD = struct.Struct("=IH")
+ERROR_CODE = struct.Struct("=i")
 # inet_diag_req_v2: family, protocol, ext, pad, states, then an all-zero inet_diag_sockid (48 bytes).
 INET_DIAG_REQ_V2 = struct.Struct("=BBBxI48x")
 
 # Offsets inside one netlink message (nlmsghdr is 16 bytes, inet_diag_msg follows; the kernel's
 # include/uapi/linux/inet_diag.h: idiag_family, idiag_state, idiag_timer, idiag_retrans, the
 # 48-byte inet_diag_sockid, idiag_expires, idiag_rqueue, idiag_wqueue, idiag_uid, idiag_inode).
+# Ports are big-endian, the other numbers host order; an IPv4 address fills the first 4 of its 16
+# bytes. Every reader of a sock_diag message uses these names.
 OFF_FAMILY = 16
 OFF_STATE = 17
 OFF_TIMER = 18
@@ -53,6 +61,7 @@ OFF_WQUEUE = 76
 OFF_UID = 80
 OFF_INODE = 84
 MSG_MIN_LEN = 88
+ADDRESS_WIDTH = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
 # One unpack for what the connection loop reads of every message: nlmsg_len, nlmsg_type, then
 # idiag_family, idiag_state, idiag_timer, idiag_retrans, then idiag_rqueue and idiag_wqueue.
@@ -62,9 +71,17 @@ MSG_FIXED = struct.Struct("=IH%dxBBBB%dxII" % (OFF_FAMILY - MSG_HEAD.size, OFF_R
 # idiag_timer values (net/ipv4/inet_diag.c), named as tcp.timers names them.
 TIMER_NAMES = ("none", "retransmit", "keepalive", "time_wait", "zero_window_probe")
 TIMER_RETRANSMIT = 1
+TIMER_KEEPALIVE = 2
 TIMER_ZERO_WINDOW_PROBE = 4
 
 RECV_SIZE = 1 << 18
+# NLMSG_DONE of a dump: a header and the int the kernel puts after it (no extended ack asked for).
+DONE_LEN = NLMSG_HDR.size + ERROR_CODE.size
+# Buffers a dump's receiver thread may hold before the consumer takes them (a buffer is at most
+# 32 KiB: the kernel's dump allocation), and how often a waiting receiver looks whether it is
+# still wanted.
+PIPELINE_DEPTH = 64
+RECEIVER_POLL = 0.1
 
 
 class NetlinkUnavailable(Exception):
@@ -91,104 +108,239 @@ def malformed(off, msg_len, length):
                         % (off, msg_len, MSG_MIN_LEN, length - off))
 
 
-def open_socket():
-    try:
-        sock = socket.socket(AF_NETLINK, socket.SOCK_RAW | getattr(socket, "SOCK_CLOEXEC", 0), NETLINK_SOCK_DIAG)
-    except (OSError, ValueError) as exc:
-        raise NetlinkUnavailable("cannot open a NETLINK_SOCK_DIAG socket: %s" % exc)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    except OSError:
-        pass
+# ---------------------------------------------------------------- netlink plumbing (sock_diag and rtnetlink)
+
+def netlink_socket(protocol, rcvbuf=0):
+    """A netlink socket of one protocol; OSError or ValueError when the kernel or a sandbox refuses it."""
+    sock = socket.socket(AF_NETLINK, socket.SOCK_RAW | getattr(socket, "SOCK_CLOEXEC", 0), protocol)
+    if rcvbuf:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        except OSError:
+            pass
     return sock
 
 
-def dump(family, protocol, states_mask, consume, sock=None, seq=1):
-    """Run one sock_diag dump, handing every receive buffer to consume(buf, length).
+def send_dump_request(sock, msg_type, payload, seq=1):
+    """Ask the kernel for a dump: one nlmsghdr (NLM_F_REQUEST | NLM_F_DUMP) and its payload. OSError on refusal."""
+    sock.sendto(NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+                + payload, (0, 0))
+
+
+# ---------------------------------------------------------------- sock_diag dumps
+
+def open_socket():
+    try:
+        return netlink_socket(NETLINK_SOCK_DIAG, rcvbuf=4 << 20)
+    except (OSError, ValueError) as exc:
+        raise NetlinkUnavailable("cannot open a NETLINK_SOCK_DIAG socket: %s" % exc)
+
+
+def request(sock, family, protocol, states_mask, seq=1):
+    """Send the inet_diag_req_v2 of one dump; NetlinkUnavailable when it is refused."""
+    try:
+        send_dump_request(sock, SOCK_DIAG_BY_FAMILY, INET_DIAG_REQ_V2.pack(family, protocol, 0, states_mask), seq)
+    except OSError as exc:
+        raise NetlinkUnavailable("sock_diag request refused: %s" % exc)
+
+
+# Per thread: the buffer every recv_into() of that thread fills.
+_scratch = threading.local()
+
+
+def receive(sock):
+    """One receive buffer of a dump, as bytes (not a reused bytearray: slices of it are hashable dict keys).
+
+    The kernel's datagram lands in a buffer the thread keeps, and only its length is copied out:
+    recv(RECV_SIZE) would map a fresh RECV_SIZE block and shrink it for every datagram, and with a
+    receiver thread each unmapping interrupts the other CPU. Python retries a recv a signal
+    interrupts (PEP 475); a socket timeout goes to the caller.
+    """
+    scratch = getattr(_scratch, "buf", None)
+    if scratch is None:
+        scratch = _scratch.buf = memoryview(bytearray(RECV_SIZE))
+    try:
+        return bytes(scratch[:sock.recv_into(scratch)])
+    except socket.timeout:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ENOBUFS:
+            raise DumpInterrupted("netlink receive buffer overrun")
+        raise NetlinkError("sock_diag receive failed: %s" % exc)
+
+
+def take(buf, consume):
+    """Hand one receive buffer of a dump to consume(buf, length); True when the buffer ended the dump.
 
     consume walks the messages of the buffer and returns None when all were data
     (SOCK_DIAG_BY_FAMILY), or the offset of the first other message (NLMSG_DONE or
     NLMSG_ERROR), which this function then reads. This keeps the per-message loop in one
-    place: the caller's aggregation. Raises DumpInterrupted when the kernel marks the
-    dump inconsistent, NetlinkError on an error reply, NetlinkUnavailable when netlink is
-    refused.
+    place: the caller's aggregation. Raises DumpInterrupted when the kernel marks the dump
+    inconsistent, NetlinkError on an error reply or a malformed buffer, NetlinkUnavailable
+    when the kernel refuses the request.
     """
+    length = len(buf)
+    if length < NLMSG_HDR.size:
+        raise NetlinkError("sock_diag dump ended without NLMSG_DONE")
+    # The kernel flags every message after an inconsistency (NLMSG_DONE included),
+    # so the first message of each buffer and the final one are enough to look at.
+    if NLMSG_HDR.unpack_from(buf, 0)[2] & NLM_F_DUMP_INTR:
+        raise DumpInterrupted("the socket table changed during the dump")
+    try:
+        stop = consume(buf, length)
+    except (IndexError, KeyError, AttributeError, TypeError, struct.error) as exc:
+        # a field out of range: an address family or a state the decoders have no slot for
+        raise NetlinkError("malformed sock_diag reply: a field out of range (%s: %s)" % (type(exc).__name__, exc))
+    if stop is None:
+        return False
+    _end_of_dump(buf, length, stop)
+    return True
+
+
+def _end_of_dump(buf, length, stop):
+    """Read the control message at offset stop: return at NLMSG_DONE, raise on anything else."""
+    if stop + NLMSG_HDR.size > length:
+        raise NetlinkError("malformed sock_diag reply: %d bytes at offset %d, too short for a netlink header"
+                           % (length - stop, stop))
+    _msg_len, msg_type, flags, _seq, _pid = NLMSG_HDR.unpack_from(buf, stop)
+    if msg_type == NLMSG_ERROR:
+        if stop + DONE_LEN > length:
+            raise NetlinkError("malformed sock_diag reply: truncated NLMSG_ERROR at offset %d" % stop)
+        code = ERROR_CODE.unpack_from(buf, stop + NLMSG_HDR.size)[0]
+        if code in (-errno.EPERM, -errno.EACCES, -errno.EPROTONOSUPPORT, -errno.ENOENT,
+                    -errno.EOPNOTSUPP, -errno.EINVAL):
+            raise NetlinkUnavailable("sock_diag refused: %s" % os.strerror(-code))
+        raise NetlinkError("sock_diag error: %s" % os.strerror(-code))
+    if msg_type != NLMSG_DONE:
+        raise NetlinkError("unexpected netlink message type %d" % msg_type)
+    if flags & NLM_F_DUMP_INTR:
+        raise DumpInterrupted("the socket table changed during the dump")
+
+
+def dump(family, protocol, states_mask, consume, sock=None, seq=1):
+    """Run one sock_diag dump in this thread, handing every receive buffer to consume (see take())."""
     own = sock is None
     if own:
         sock = open_socket()
     try:
-        payload = INET_DIAG_REQ_V2.pack(family, protocol, 0, states_mask)
-        request = NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), SOCK_DIAG_BY_FAMILY,
-                                 NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
-        try:
-            sock.sendto(request, (0, 0))
-        except OSError as exc:
-            raise NetlinkUnavailable("sock_diag request refused: %s" % exc)
-        unpack_hdr = NLMSG_HDR.unpack_from
-        while True:
-            try:
-                # bytes, not a reused bytearray: slices of it are hashable dict keys.
-                buf = sock.recv(RECV_SIZE)
-                length = len(buf)
-            except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
-                if exc.errno == errno.ENOBUFS:
-                    raise DumpInterrupted("netlink receive buffer overrun")
-                raise NetlinkError("sock_diag receive failed: %s" % exc)
-            if length < NLMSG_HDR.size:
-                raise NetlinkError("sock_diag dump ended without NLMSG_DONE")
-            # The kernel flags every message after an inconsistency (NLMSG_DONE included),
-            # so the first message of each buffer and the final one are enough to look at.
-            if unpack_hdr(buf, 0)[2] & NLM_F_DUMP_INTR:
-                raise DumpInterrupted("the socket table changed during the dump")
-            try:
-                stop = consume(buf, length)
-            except (IndexError, KeyError, AttributeError, TypeError, struct.error) as exc:
-                # a field out of range: an address family or a state the decoders have no slot for
-                raise NetlinkError("malformed sock_diag reply: a field out of range (%s: %s)"
-                                   % (type(exc).__name__, exc))
-            if stop is None:
-                continue
-            if stop + NLMSG_HDR.size > length:
-                raise NetlinkError("malformed sock_diag reply: %d bytes at offset %d, too short for a netlink "
-                                   "header" % (length - stop, stop))
-            _msg_len, msg_type, flags, _seq, _pid = unpack_hdr(buf, stop)
-            if msg_type == NLMSG_ERROR:
-                if stop + NLMSG_HDR.size + 4 > length:
-                    raise NetlinkError("malformed sock_diag reply: truncated NLMSG_ERROR at offset %d" % stop)
-                code = struct.unpack_from("=i", buf, stop + NLMSG_HDR.size)[0]
-                if code in (-errno.EPERM, -errno.EACCES, -errno.EPROTONOSUPPORT, -errno.ENOENT,
-                            -errno.EOPNOTSUPP, -errno.EINVAL):
-                    raise NetlinkUnavailable("sock_diag refused: %s" % os.strerror(-code))
-                raise NetlinkError("sock_diag error: %s" % os.strerror(-code))
-            if msg_type != NLMSG_DONE:
-                raise NetlinkError("unexpected netlink message type %d" % msg_type)
-            if flags & NLM_F_DUMP_INTR:
-                raise DumpInterrupted("the socket table changed during the dump")
-            return
+        request(sock, family, protocol, states_mask, seq)
+        while not take(receive(sock), consume):
+            pass
     finally:
         if own:
             sock.close()
 
 
-def count_messages(buf, length):
-    """consume() for the floor benchmark and tests: walks headers only. Returns (stop, count)."""
-    off = 0
-    count = 0
-    unpack = MSG_HEAD.unpack_from
-    while off < length:
-        msg_len, msg_type = unpack(buf, off)
-        if msg_type != SOCK_DIAG_BY_FAMILY:
-            return off, count
-        if msg_len < MSG_MIN_LEN or off + msg_len > length:
-            raise malformed(off, msg_len, length)
-        count += 1
-        off += (msg_len + 3) & ~3
-    return None, count
+def _done_at_tail(buf, length):
+    """The offset of the NLMSG_DONE the kernel puts at the end of a dump's last buffer, or None.
+
+    Read from the last DONE_LEN bytes alone, without walking the messages before them.
+    """
+    tail = length - DONE_LEN
+    if tail >= 0 and MSG_HEAD.unpack_from(buf, tail) == (DONE_LEN, NLMSG_DONE):
+        return tail
+    return None
 
 
-DONE_LEN = NLMSG_HDR.size + 4
+def _looks_final(buf):
+    """Whether a receive buffer ends the dump, from its ends only: NLMSG_ERROR first or NLMSG_DONE last.
+
+    The receiver thread stops on this without walking the messages; take(), which walks them,
+    stays the judge (a data message whose last bytes happened to look like NLMSG_DONE only makes
+    the consumer receive the rest itself).
+    """
+    length = len(buf)
+    if length < NLMSG_HDR.size or MSG_HEAD.unpack_from(buf, 0)[1] == NLMSG_ERROR:
+        return True
+    return _done_at_tail(buf, length) is not None
+
+
+def usable_cpus():
+    """How many CPUs this process may run on (its affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class Dump:
+    """One sock_diag dump received by a thread of its own, consumed in the caller's thread.
+
+    The kernel builds each buffer of a dump inside recv(), which releases the GIL: while the
+    caller's consume walks one buffer, the receiver thread is in recv() for the next. Up to
+    PIPELINE_DEPTH buffers wait in a bounded queue; a dump nobody consumes yet stops in the
+    kernel when its queue is full. The socket is opened and the request sent here, in the
+    caller's thread (and network namespace), so refusal raises NetlinkUnavailable at once.
+
+    threaded=None starts the receiver thread only when the process may run on more than one
+    CPU: on one, nothing can overlap and consume() receives in the caller's thread, as dump() does.
+    """
+
+    def __init__(self, family, protocol, states_mask, seq=1, depth=PIPELINE_DEPTH, threaded=None):
+        self.sock = open_socket()
+        try:
+            request(self.sock, family, protocol, states_mask, seq)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.thread = None
+        if threaded is None:
+            threaded = usable_cpus() > 1
+        if threaded:
+            self.sock.settimeout(RECEIVER_POLL)
+            self.buffers = queue.Queue(depth)
+            self.stopping = threading.Event()
+            self.thread = threading.Thread(target=self._receive, name="sock_diag dump", daemon=True)
+            self.thread.start()
+
+    def _receive(self):
+        """The receiver thread: buffers (or the exception that ended receiving) into the queue, then None."""
+        while not self.stopping.is_set():
+            try:
+                item = receive(self.sock)
+            except socket.timeout:
+                continue
+            except (NetlinkError, DumpInterrupted) as exc:
+                item = exc
+            if not self._put(item) or isinstance(item, Exception) or _looks_final(item):
+                break
+        self._put(None)
+
+    def _put(self, item):
+        while True:
+            try:
+                self.buffers.put(item, timeout=RECEIVER_POLL)
+                return True
+            except queue.Full:
+                if self.stopping.is_set():
+                    return False
+
+    def consume(self, consume):
+        """Hand every buffer of the dump to consume, as dump() does; raises what dump() raises."""
+        while self.thread is not None:
+            item = self.buffers.get()
+            if item is None:
+                # The receiver stopped on a buffer that only looked final: receive the rest here.
+                self.thread.join()
+                self.sock.settimeout(None)
+                break
+            if isinstance(item, Exception):
+                raise item
+            if take(item, consume):
+                return
+        while not take(receive(self.sock), consume):
+            pass
+
+    def close(self):
+        """Stop the receiver (at once when the dump has ended) and close the socket."""
+        if self.thread is not None:
+            self.stopping.set()
+            while self.thread.is_alive():
+                try:
+                    self.buffers.get_nowait()  # a receiver waiting for room
+                except queue.Empty:
+                    self.thread.join(RECEIVER_POLL)
+        self.sock.close()
 
 
 def dump_raw(family, protocol, states_mask):
@@ -201,10 +353,7 @@ def dump_raw(family, protocol, states_mask):
 
     def consume(buf, length):
         total[0] += length
-        tail = length - DONE_LEN
-        if tail >= 0 and MSG_HEAD.unpack_from(buf, tail) == (DONE_LEN, NLMSG_DONE):
-            return tail
-        return None
+        return _done_at_tail(buf, length)
 
     dump(family, protocol, states_mask, consume)
     return total[0]

@@ -22,6 +22,7 @@ import struct
 import time
 
 from . import _escape as escape
+from ._netlink import TIMER_KEEPALIVE, TIMER_ZERO_WINDOW_PROBE
 
 CLONE_NEWNET = 0x40000000
 
@@ -31,6 +32,11 @@ class ProcFormatError(ValueError):
 
 
 # ---------------------------------------------------------------- /proc/net/{tcp,udp}[6]
+
+# Columns of a /proc/net/tcp(6) or udp(6) line (net/ipv4/tcp_ipv4.c, get_tcp4_sock): sl, local_address,
+# rem_address, st, tx_queue:rx_queue, tr:tm->when, retrnsmt, uid, timeout, inode, then more.
+COL_LOCAL, COL_REMOTE, COL_STATE, COL_QUEUES, COL_TIMER, COL_RETRANSMITS, COL_UID, COL_PROBES, COL_INODE = range(1, 10)
+
 
 def _hex_address(text, family):
     """Turn the kernel's %08X-per-32-bit-word address into a printable address."""
@@ -62,20 +68,21 @@ def parse_proc_net(text, family):
         raise ProcFormatError("missing header line")
     for number, line in enumerate(lines[1:], 2):
         fields = line.split()
-        if len(fields) < 10:
-            raise ProcFormatError("line %d has %d fields, expected at least 10" % (number, len(fields)))
+        if len(fields) <= COL_INODE:
+            raise ProcFormatError("line %d has %d fields, expected at least %d" % (number, len(fields), COL_INODE + 1))
         try:
-            local, local_port = fields[1].split(":")
-            remote, remote_port = fields[2].split(":")
-            tx_queue, rx_queue = fields[4].split(":")
-            timer = int(fields[5].split(":")[0], 16)
+            local, local_port = fields[COL_LOCAL].split(":")
+            remote, remote_port = fields[COL_REMOTE].split(":")
+            tx_queue, rx_queue = fields[COL_QUEUES].split(":")
+            timer = int(fields[COL_TIMER].split(":")[0], 16)
+            probing = timer in (TIMER_KEEPALIVE, TIMER_ZERO_WINDOW_PROBE)
             yield (
-                int(fields[3], 16),
+                int(fields[COL_STATE], 16),
                 _hex_address(local, family), int(local_port, 16),
                 _hex_address(remote, family), int(remote_port, 16),
                 int(tx_queue, 16), int(rx_queue, 16),
-                int(fields[7]), int(fields[9]),
-                timer, int(fields[8]) if timer in (2, 4) else int(fields[6], 16),
+                int(fields[COL_UID]), int(fields[COL_INODE]),
+                timer, int(fields[COL_PROBES]) if probing else int(fields[COL_RETRANSMITS], 16),
             )
         except (ValueError, struct.error) as exc:
             raise ProcFormatError("line %d: %s" % (number, exc))

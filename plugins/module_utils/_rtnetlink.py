@@ -15,23 +15,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import errno
 import os
 import socket
 import struct
 
-AF_NETLINK = getattr(socket, "AF_NETLINK", 16)
-NETLINK_ROUTE = 0
+from ._netlink import ERROR_CODE, NETLINK_ROUTE, NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDR, \
+    netlink_socket, send_dump_request
+
 RTM_NEWROUTE = 24
 RTM_GETROUTE = 26
-NLM_F_REQUEST = 0x1
-NLM_F_DUMP = 0x300
-NLM_F_DUMP_INTR = 0x10
-NLMSG_ERROR = 0x2
-NLMSG_DONE = 0x3
 RECV_SIZE = 1 << 16
 
-NLMSG_HDR = struct.Struct("=IHHII")
 # struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
 RTMSG = struct.Struct("=BBBBBBBBI")
 RTATTR = struct.Struct("=HH")
@@ -102,43 +96,48 @@ def read_names(path, names):
 def dump_routes(family):
     """The payloads (bytes after nlmsghdr) of every RTM_NEWROUTE the kernel sends for one family."""
     try:
-        sock = socket.socket(AF_NETLINK, socket.SOCK_RAW | getattr(socket, "SOCK_CLOEXEC", 0), NETLINK_ROUTE)
+        sock = netlink_socket(NETLINK_ROUTE)
     except (OSError, ValueError) as exc:
         raise RouteDumpError("cannot open a NETLINK_ROUTE socket: %s" % exc)
     try:
-        payload = RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        sock.sendto(NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, 1, 0)
-                    + payload, (0, 0))
+        send_dump_request(sock, RTM_GETROUTE, RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0))
         messages = []
         while True:
             try:
-                buf = sock.recv(RECV_SIZE)
+                buf = sock.recv(RECV_SIZE)  # Python retries a recv() a signal interrupts (PEP 475)
             except OSError as exc:
-                if exc.errno == errno.EINTR:
-                    continue
                 raise RouteDumpError("RTM_GETROUTE receive failed: %s" % exc)
-            off = 0
             if not buf:
                 raise RouteDumpError("RTM_GETROUTE dump ended without NLMSG_DONE")
-            while off + NLMSG_HDR.size <= len(buf):
-                msg_len, msg_type, flags, _seq, _pid = NLMSG_HDR.unpack_from(buf, off)
-                if msg_len < NLMSG_HDR.size or off + msg_len > len(buf):
-                    raise RouteDumpError("RTM_GETROUTE: truncated netlink message of %d bytes" % msg_len)
-                if flags & NLM_F_DUMP_INTR:
-                    raise RouteDumpInterrupted("a routing table changed during the dump")
-                if msg_type == NLMSG_DONE:
-                    return messages
-                if msg_type == NLMSG_ERROR:
-                    code = struct.unpack_from("=i", buf, off + NLMSG_HDR.size)[0]
-                    raise RouteDumpError("RTM_GETROUTE refused: %s" % os.strerror(-code))
-                # A kernel without this family answers with every family's routes: keep ours only.
-                if msg_type == RTM_NEWROUTE and msg_len > NLMSG_HDR.size and buf[off + NLMSG_HDR.size] == family:
-                    messages.append(bytes(buf[off + NLMSG_HDR.size:off + msg_len]))
-                off += (msg_len + 3) & ~3
+            if _routes_of_buffer(buf, family, messages):
+                return messages
     except OSError as exc:
         raise RouteDumpError("RTM_GETROUTE request failed: %s" % exc)
     finally:
         sock.close()
+
+
+def _routes_of_buffer(buf, family, messages):
+    """Append the RTM_NEWROUTE payloads of one receive buffer to messages; True at NLMSG_DONE."""
+    off = 0
+    while off + NLMSG_HDR.size <= len(buf):
+        msg_len, msg_type, flags, _seq, _pid = NLMSG_HDR.unpack_from(buf, off)
+        if msg_len < NLMSG_HDR.size or off + msg_len > len(buf):
+            raise RouteDumpError("RTM_GETROUTE: truncated netlink message of %d bytes" % msg_len)
+        if flags & NLM_F_DUMP_INTR:
+            raise RouteDumpInterrupted("a routing table changed during the dump")
+        if msg_type == NLMSG_DONE:
+            return True
+        if msg_type == NLMSG_ERROR:
+            if msg_len < NLMSG_HDR.size + ERROR_CODE.size:
+                raise RouteDumpError("RTM_GETROUTE: truncated NLMSG_ERROR of %d bytes" % msg_len)
+            code = ERROR_CODE.unpack_from(buf, off + NLMSG_HDR.size)[0]
+            raise RouteDumpError("RTM_GETROUTE refused: %s" % os.strerror(-code))
+        # A kernel without this family answers with every family's routes: keep ours only.
+        if msg_type == RTM_NEWROUTE and msg_len > NLMSG_HDR.size and buf[off + NLMSG_HDR.size] == family:
+            messages.append(bytes(buf[off + NLMSG_HDR.size:off + msg_len]))
+        off += (msg_len + 3) & ~3
+    return False
 
 
 def _attributes(data, start, end):

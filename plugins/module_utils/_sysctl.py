@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# Copyright: netstate.tcp developers
+# Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Private engine of the ``netstate.tcp.sysctl`` module: safe TCP sysctl tuning.
@@ -33,9 +33,8 @@ import fnmatch
 import os
 import re
 import stat
-from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ansible_collections.netstate.tcp.plugins.module_utils._atomic import write_atomically
+from ._atomic import write_atomically
 
 DEFAULT_PATH = "/etc/sysctl.d/60-netstate-tcp.conf"
 DEFAULT_PROC_SYS = "/proc/sys"
@@ -65,21 +64,10 @@ class SysctlError(Exception):
     """A problem with the request or the system, with a message naming the key involved."""
 
 
-class KeySpec(object):
+class KeySpec:
     """What we know about one sysctl key."""
 
-    def __init__(
-        self,
-        name: str,
-        kind: str,
-        scope: str,
-        since: str,
-        advice: str,
-        minimum: Optional[int] = None,
-        maximum: Optional[int] = None,
-        choices: Optional[Sequence[int]] = None,
-        default: Optional[str] = None,
-    ) -> None:
+    def __init__(self, name, kind, scope, since, advice, minimum=None, maximum=None, choices=None, default=None):
         self.name = name
         self.short = name.rsplit(".", 1)[-1]
         self.kind = kind  # int | choice | port_range | port_list | triple
@@ -91,7 +79,7 @@ class KeySpec(object):
         self.choices = tuple(choices) if choices is not None else None
         self.default = default
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self):
         return {
             "kind": self.kind,
             "scope": self.scope,
@@ -181,7 +169,7 @@ _SPECS = [
 ]
 
 #: The knowledge table: full dotted name -> :class:`KeySpec`.
-KNOWLEDGE: Dict[str, KeySpec] = {spec.name: spec for spec in _SPECS}
+KNOWLEDGE = {spec.name: spec for spec in _SPECS}
 _BY_SHORT = {spec.short: spec for spec in _SPECS}
 
 #: Keys that are refused outright, with the reason.
@@ -196,7 +184,7 @@ REFUSED = {
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
 
 
-def _to_int(value: Any) -> int:
+def _to_int(value):
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -206,12 +194,12 @@ def _to_int(value: Any) -> int:
     raise ValueError("not an integer")
 
 
-def canonical_text(value: str) -> str:
+def canonical_text(value):
     """Collapse whitespace the way values are compared (the kernel prints tabs between fields)."""
     return " ".join(str(value).split())
 
 
-def _parse_port_list(value: Any) -> List[Tuple[int, int]]:
+def _parse_port_list(value):
     if isinstance(value, (list, tuple)):
         items = [str(v) for v in value]
     else:
@@ -233,7 +221,7 @@ def _parse_port_list(value: Any) -> List[Tuple[int, int]]:
             raise ValueError("range %s has low > high" % item)
         ranges.append((low, high))
     ranges.sort()
-    merged: List[List[int]] = []
+    merged = []
     for low, high in ranges:
         if merged and low <= merged[-1][1] + 1:
             merged[-1][1] = max(merged[-1][1], high)
@@ -242,7 +230,7 @@ def _parse_port_list(value: Any) -> List[Tuple[int, int]]:
     return [(pair[0], pair[1]) for pair in merged]
 
 
-def normalize_value(spec: Optional[KeySpec], value: Any) -> str:
+def normalize_value(spec, value):
     """Validate ``value`` for ``spec`` and return it as the canonical string the kernel shows.
 
     Raises ValueError with a short reason.
@@ -296,7 +284,7 @@ def normalize_value(spec: Optional[KeySpec], value: Any) -> str:
     raise ValueError("unsupported kind %s" % spec.kind)  # pragma: no cover - table is static
 
 
-def normalize_live(spec: Optional[KeySpec], text: str) -> str:
+def normalize_live(spec, text):
     """Canonical form of a value read from /proc/sys or a sysctl file (never raises)."""
     try:
         return normalize_value(spec, text)
@@ -304,7 +292,7 @@ def normalize_live(spec: Optional[KeySpec], text: str) -> str:
         return canonical_text(text)
 
 
-def dotted_key(key: str) -> str:
+def dotted_key(key):
     """``net/ipv4/conf/eth0.100/rp_filter`` -> dotted form; like sysctl(8), the first separator decides."""
     key = key.strip()
     first = re.search(r"[./]", key.lstrip("/"))
@@ -314,7 +302,7 @@ def dotted_key(key: str) -> str:
     return key
 
 
-def parse_sysctl_text(text: str) -> List[Tuple[str, str]]:
+def parse_sysctl_text(text):
     """(key, value) assignments of a sysctl.d file, in order, keys in dotted form."""
     assignments = []
     for line in text.splitlines():
@@ -330,45 +318,40 @@ def parse_sysctl_text(text: str) -> List[Tuple[str, str]]:
     return assignments
 
 
-class Entry(object):
+class Entry:
     """One requested key, planned."""
 
-    def __init__(self, key: str, raw_key: str, spec: Optional[KeySpec], value: Optional[str], proc_path: str) -> None:
+    def __init__(self, key, raw_key, spec, value, proc_path):
         self.key = key
         self.raw_key = raw_key
         self.spec = spec
         self.value = value  # canonical string, None = remove from our file
         self.proc_path = proc_path
-        self.before: Optional[str] = None
-        self.after: Optional[str] = None
+        self.before = None
+        self.after = None
         self.skipped = False
 
     @property
-    def live_changes(self) -> bool:
+    def live_changes(self):
         return not self.skipped and self.value is not None and self.before != self.value
 
 
-class SysctlEngine(object):
+class SysctlEngine:
     """Plans, applies and reports sysctl changes. Paths are injectable for tests."""
 
-    def __init__(
-        self,
-        proc_sys: str = DEFAULT_PROC_SYS,
-        sysctl_dirs: Sequence[str] = DEFAULT_SYSCTL_DIRS,
-        sysctl_conf: Optional[str] = DEFAULT_SYSCTL_CONF,
-        kernel_release: Optional[str] = None,
-    ) -> None:
+    def __init__(self, proc_sys=DEFAULT_PROC_SYS, sysctl_dirs=DEFAULT_SYSCTL_DIRS, sysctl_conf=DEFAULT_SYSCTL_CONF,
+                 kernel_release=None):
         self.proc_sys = proc_sys
         self.sysctl_dirs = tuple(sysctl_dirs)
         self.sysctl_conf = sysctl_conf
         self.kernel_release = kernel_release or os.uname().release
 
     # ---------------------------------------------------------------- keys and /proc/sys
-    def proc_path(self, key: str) -> str:
+    def proc_path(self, key):
         # a "/" inside a dotted segment stands for a literal dot (interface eth0.100)
         return os.path.join(self.proc_sys, *(part.replace("/", ".") for part in key.split(".")))
 
-    def resolve_key(self, raw_key: Any) -> str:
+    def resolve_key(self, raw_key):
         """Full dotted name of ``raw_key`` (short, dotted or slash form). Raises ValueError."""
         key = str(raw_key).strip()
         if not key or not _KEY_RE.match(key.replace("/", ".")):
@@ -390,11 +373,11 @@ class SysctlEngine(object):
             raise ValueError("only net.ipv4.* and net.core.* keys are managed by this module")
         return key
 
-    def read_live(self, key: str) -> str:
+    def read_live(self, key):
         with open(self.proc_path(key), "r") as handle:
             return handle.read()
 
-    def write_live(self, key: str, value: str) -> None:
+    def write_live(self, key, value):
         # one write() call: /proc/sys parses the whole buffer at once
         fd = os.open(self.proc_path(key), os.O_WRONLY | os.O_TRUNC)
         try:
@@ -404,7 +387,7 @@ class SysctlEngine(object):
 
     # ---------------------------------------------------------------- drop-in file
     @staticmethod
-    def read_file(path: str) -> Tuple[Optional[str], int]:
+    def read_file(path):
         try:
             with open(path, "r") as handle:
                 content = handle.read()
@@ -413,7 +396,7 @@ class SysctlEngine(object):
             return None, 0o644
 
     @staticmethod
-    def write_file_atomic(path: str, content: Optional[str], mode: int) -> None:
+    def write_file_atomic(path, content, mode):
         """Replace ``path`` by ``content`` atomically (None removes the file)."""
         directory = os.path.dirname(path) or "."
         if content is None:
@@ -427,15 +410,15 @@ class SysctlEngine(object):
         write_atomically(path, content, mode, sync_directory=True)
 
     @staticmethod
-    def render(values: Dict[str, str]) -> Optional[str]:
+    def render(values):
         if not values:
             return None
         return FILE_HEADER + "".join("%s = %s\n" % (key, value) for key, value in values.items())
 
     # ---------------------------------------------------------------- boot order
-    def boot_files(self, path: str, new_content: Optional[str]) -> List[str]:
+    def boot_files(self, path, new_content):
         """Files in the order systemd-sysctl / sysctl --system read them."""
-        by_name: Dict[str, str] = {}
+        by_name = {}
         seen_dirs = set()
         target_dir = os.path.realpath(os.path.dirname(path))
         for directory in self.sysctl_dirs:
@@ -463,14 +446,9 @@ class SysctlEngine(object):
             files.append(self.sysctl_conf)
         return files
 
-    def boot_values(
-        self,
-        keys: Sequence[str],
-        path: str,
-        new_content: Optional[str],
-    ) -> Dict[str, Tuple[Optional[str], Optional[str]]]:
+    def boot_values(self, keys, path, new_content):
         """key -> (raw value, file) that wins at boot, or (None, None)."""
-        result: Dict[str, Tuple[Optional[str], Optional[str]]] = dict.fromkeys(keys, (None, None))
+        result = dict.fromkeys(keys, (None, None))
         ours = os.path.realpath(path)
         for filename in self.boot_files(path, new_content):
             if os.path.realpath(filename) == ours:
@@ -490,7 +468,7 @@ class SysctlEngine(object):
                     result[key] = (value, filename)
         return result
 
-    def path_read_at_boot(self, path: str) -> bool:
+    def path_read_at_boot(self, path):
         directory = os.path.realpath(os.path.dirname(path))
         if self.sysctl_conf and os.path.realpath(path) == os.path.realpath(self.sysctl_conf):
             return True
@@ -498,14 +476,14 @@ class SysctlEngine(object):
             os.path.realpath(d) == directory for d in self.sysctl_dirs)
 
     # ---------------------------------------------------------------- plan
-    def plan(self, settings: Dict[Any, Any], force: bool = False) -> Tuple[List[Entry], List[str]]:
+    def plan(self, settings, force=False):
         """Validate everything; return (entries, warnings) or raise SysctlError listing every problem."""
         if not isinstance(settings, dict):
             raise SysctlError("settings must be a dict of key: value, got %r" % (settings,))
-        errors: List[str] = []
-        warnings: List[str] = []
-        entries: List[Entry] = []
-        by_key: Dict[str, Entry] = {}
+        errors = []
+        warnings = []
+        entries = []
+        by_key = {}
         for raw_key, raw_value in settings.items():
             shown = "%s=%s" % (raw_key, raw_value)
             try:
@@ -556,7 +534,7 @@ class SysctlEngine(object):
             raise SysctlError("invalid sysctl settings, nothing was changed: " + "; ".join(errors))
         return entries, warnings
 
-    def _current(self, by_key: Dict[str, Entry], key: str) -> Optional[str]:
+    def _current(self, by_key, key):
         entry = by_key.get(key)
         if entry is not None and entry.value is not None and not entry.skipped:
             return entry.value
@@ -565,7 +543,7 @@ class SysctlEngine(object):
         except OSError:
             return None
 
-    def _cross_checks(self, by_key: Dict[str, Entry], force: bool, errors: List[str], warnings: List[str]) -> None:
+    def _cross_checks(self, by_key, force, errors, warnings):
         buckets = by_key.get("net.ipv4.tcp_max_tw_buckets")
         if (buckets is not None and buckets.value is not None and buckets.before is not None
                 and int(buckets.value) < int(buckets.before)):
@@ -596,35 +574,12 @@ class SysctlEngine(object):
                                 "(e.g. use %d %d)" % (ports.value, low, high + 1 if high < 65535 else high - 1))
 
     # ---------------------------------------------------------------- run
-    def run(
-        self,
-        settings: Dict[Any, Any],
-        path: str = DEFAULT_PATH,
-        persist: bool = True,
-        apply: bool = True,
-        force: bool = False,
-        check_mode: bool = False,
-    ) -> Dict[str, Any]:
+    def run(self, settings, path=DEFAULT_PATH, persist=True, apply=True, force=False, check_mode=False):
         if not path or not os.path.isabs(path):
             raise SysctlError("path=%s: must be an absolute file path" % (path,))
         entries, warnings = self.plan(settings, force=force)
         active = [e for e in entries if not e.skipped]
-
-        try:
-            old_content, mode = self.read_file(path)
-        except OSError as exc:
-            raise SysctlError("path=%s: cannot read the drop-in: %s" % (path, exc.strerror or exc))
-        new_content = old_content
-        file_values: Dict[str, str] = {}
-        if persist:
-            for file_key, file_value in parse_sysctl_text(old_content or ""):
-                file_values[file_key] = canonical_text(file_value)
-            for entry in active:
-                if entry.value is None:
-                    file_values.pop(entry.key, None)
-                else:
-                    file_values[entry.key] = entry.value
-            new_content = self.render(file_values)
+        old_content, mode, new_content = self._drop_in(path, active, persist)
         file_changed = persist and new_content != old_content
 
         live_changes = [e for e in active if e.live_changes] if apply else []
@@ -637,26 +592,66 @@ class SysctlEngine(object):
                     raise SysctlError("path=%s: cannot write the drop-in, nothing was changed: %s"
                                       % (path, exc.strerror or exc))
             self._apply_live(live_changes, path, old_content if file_changed else False, mode)
-
-        for entry in entries:
-            if entry.skipped:
-                continue
-            if entry in live_changes:
-                entry.after = entry.value
-                if not check_mode:
-                    try:
-                        entry.after = normalize_live(entry.spec, self.read_live(entry.key))
-                    except OSError:
-                        pass
-                    if entry.after != entry.value:
-                        warnings.append("%s: the kernel stored %r after %r was written"
-                                        % (entry.key, entry.after, entry.value))
-            else:
-                entry.after = entry.before
+        self._read_back(active, live_changes, check_mode, warnings)
 
         if persist and entries and not self.path_read_at_boot(path):
             warnings.append("%s is not in a directory read at boot (%s): the values will not come back "
                             "after a reboot" % (path, ", ".join(self.sysctl_dirs)))
+        diff = []
+        if persist:
+            diff.append({"before_header": path, "after_header": path,
+                         "before": old_content or "", "after": new_content or ""})
+        if apply:
+            diff.append(_live_diff(active))
+        return {
+            "changed": bool(file_changed or live_changes),
+            "path": path,
+            "file_changed": bool(file_changed),
+            "live_changed": [e.key for e in live_changes],
+            "per_key": self._per_key(entries, live_changes, path, persist, new_content, warnings),
+            # not "skipped": Ansible reads a truthy "skipped" in a result as "the task was skipped"
+            "skipped_keys": [e.key for e in entries if e.skipped],
+            "removed": [e.key for e in active if e.value is None],
+            "warnings": warnings,
+            "diff": diff,
+        }
+
+    def _drop_in(self, path, active, persist):
+        """(old content, mode, new content) of the drop-in: ours merged into what it holds when persist."""
+        try:
+            old_content, mode = self.read_file(path)
+        except OSError as exc:
+            raise SysctlError("path=%s: cannot read the drop-in: %s" % (path, exc.strerror or exc))
+        if not persist:
+            return old_content, mode, old_content
+        file_values = {}
+        for file_key, file_value in parse_sysctl_text(old_content or ""):
+            file_values[file_key] = canonical_text(file_value)
+        for entry in active:
+            if entry.value is None:
+                file_values.pop(entry.key, None)
+            else:
+                file_values[entry.key] = entry.value
+        return old_content, mode, self.render(file_values)
+
+    def _read_back(self, active, live_changes, check_mode, warnings):
+        """Set every active entry's after: what the kernel holds now (the value asked for in check mode)."""
+        for entry in active:
+            if entry not in live_changes:
+                entry.after = entry.before
+                continue
+            entry.after = entry.value
+            if check_mode:
+                continue
+            try:
+                entry.after = normalize_live(entry.spec, self.read_live(entry.key))
+            except OSError:
+                pass
+            if entry.after != entry.value:
+                warnings.append("%s: the kernel stored %r after %r was written" % (entry.key, entry.after, entry.value))
+
+    def _per_key(self, entries, live_changes, path, persist, new_content, warnings):
+        """The per_key result, with a warning for each key another file sets differently at boot."""
         boot = self.boot_values([e.key for e in entries], path, new_content)
         keys = {}
         for entry in entries:
@@ -676,29 +671,9 @@ class SysctlEngine(object):
                 "advice": entry.spec.advice if entry.spec else None,
                 "boot": {"value": boot_value, "file": boot_file},
             }
-        live_before = "".join("%s = %s\n" % (e.key, e.before) for e in active if e.value is not None)
-        live_after = "".join("%s = %s\n" % (e.key, e.after) for e in active if e.value is not None)
-        diff = []
-        if persist:
-            diff.append({"before_header": path, "after_header": path,
-                         "before": old_content or "", "after": new_content or ""})
-        if apply:
-            diff.append({"before_header": "live values (/proc/sys)", "after_header": "live values (/proc/sys)",
-                         "before": live_before, "after": live_after})
-        return {
-            "changed": bool(file_changed or live_changes),
-            "path": path,
-            "file_changed": bool(file_changed),
-            "live_changed": [e.key for e in live_changes],
-            "per_key": keys,
-            # not "skipped": Ansible reads a truthy "skipped" in a result as "the task was skipped"
-            "skipped_keys": [e.key for e in entries if e.skipped],
-            "removed": [e.key for e in active if e.value is None],
-            "warnings": warnings,
-            "diff": diff,
-        }
+        return keys
 
-    def _check_writable(self, changes: List[Entry]) -> None:
+    def _check_writable(self, changes):
         """Fail before anything is written when a key cannot be set live (read-only /proc/sys, not root).
 
         Opening a /proc/sys file for writing changes nothing (the kernel acts on write()), and
@@ -719,9 +694,9 @@ class SysctlEngine(object):
         if errors:
             raise SysctlError("cannot set live, nothing was changed: " + "; ".join(errors))
 
-    def _apply_live(self, changes: List[Entry], path: str, old_content: Any, mode: int) -> None:
+    def _apply_live(self, changes, path, old_content, mode):
         """Write live values; on failure restore what was written and the previous file (if rewritten)."""
-        done: List[Entry] = []
+        done = []
         for entry in changes:
             try:
                 self.write_live(entry.key, entry.value)
@@ -740,7 +715,7 @@ class SysctlEngine(object):
                 raise SysctlError(message)
             done.append(entry)
 
-    def _rollback(self, done: List[Entry], path: str, old_content: Any, mode: int) -> List[str]:
+    def _rollback(self, done, path, old_content, mode):
         problems = []
         for entry in reversed(done):
             try:
@@ -753,3 +728,11 @@ class SysctlEngine(object):
             except OSError as exc:
                 problems.append("%s: %s" % (path, exc.strerror or exc))
         return problems
+
+
+def _live_diff(active):
+    """The diff entry of the live values, before and after, as `key = value` lines."""
+    lines = [e for e in active if e.value is not None]
+    return {"before_header": "live values (/proc/sys)", "after_header": "live values (/proc/sys)",
+            "before": "".join("%s = %s\n" % (e.key, e.before) for e in lines),
+            "after": "".join("%s = %s\n" % (e.key, e.after) for e in lines)}

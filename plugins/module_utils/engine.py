@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import os
 import socket
 import struct
@@ -31,6 +32,7 @@ from ._argspec import TCP_STATES as STATES
 # Kernel TCP state numbers (include/net/tcp_states.h): 1..11 in STATES' order, 12 NEW_SYN_RECV.
 STATE_NAMES = (None,) + STATES + ("SYN_RECV",)
 ESTABLISHED = 1
+TIME_WAIT = 6
 TCP_CLOSE = 7
 LISTEN = 10
 NEW_SYN_RECV = 12
@@ -133,7 +135,8 @@ def each_message(buf, length, visit):
     """Call visit(buf, off) for every sock_diag message of a receive buffer.
 
     Returns the offset of the first control message (NLMSG_DONE/ERROR) or None, as
-    netlink.dump() expects of a consumer. The TCP connection loop does the same walk
+    netlink.take() expects of a consumer; a length field that cannot be right is a
+    NetlinkError naming its offset. The TCP connection loop does the same walk and check
     inline, because it runs once per socket on busy hosts.
     """
     unpack = netlink.MSG_HEAD.unpack_from
@@ -149,28 +152,49 @@ def each_message(buf, length, visit):
     return None
 
 
+def _port(buf, at):
+    return (buf[at] << 8) | buf[at + 1]
+
+
+def _u32(buf, at):
+    return int.from_bytes(buf[at:at + 4], "little")
+
+
+def _peer_raw(buf, off):
+    """The raw remote address of a message: 4 bytes for IPv4, 16 for IPv6."""
+    start = off + netlink.OFF_DST
+    return buf[start:start + netlink.ADDRESS_WIDTH[buf[off + netlink.OFF_FAMILY]]]
+
+
 def decode_message(buf, off):
     """Every field of one inet_diag_msg, for the few sockets kept whole (listeners, raw lists)."""
-    family = buf[off + 16]
-    width = 4 if family == socket.AF_INET else 16
+    family = buf[off + netlink.OFF_FAMILY]
+    width = netlink.ADDRESS_WIDTH[family]
+    src = off + netlink.OFF_SRC
     return {
-        "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6", "state": buf[off + 17],
-        "local_address": _address_text(buf[off + 24:off + 24 + width]),
-        "local_port": (buf[off + 20] << 8) | buf[off + 21],
-        "remote_address": _address_text(buf[off + 40:off + 40 + width]),
-        "remote_port": (buf[off + 22] << 8) | buf[off + 23],
-        "recv_q": int.from_bytes(buf[off + 72:off + 76], "little"),
-        "send_q": int.from_bytes(buf[off + 76:off + 80], "little"),
-        "uid": int.from_bytes(buf[off + 80:off + 84], "little"),
-        "inode": int.from_bytes(buf[off + 84:off + 88], "little"),
+        "protocol": "tcp", "family": "ipv4" if family == socket.AF_INET else "ipv6",
+        "state": buf[off + netlink.OFF_STATE],
+        "local_address": _address_text(buf[src:src + width]),
+        "local_port": _port(buf, off + netlink.OFF_SPORT),
+        "remote_address": _address_text(_peer_raw(buf, off)),
+        "remote_port": _port(buf, off + netlink.OFF_DPORT),
+        "recv_q": _u32(buf, off + netlink.OFF_RQUEUE),
+        "send_q": _u32(buf, off + netlink.OFF_WQUEUE),
+        "uid": _u32(buf, off + netlink.OFF_UID),
+        "inode": _u32(buf, off + netlink.OFF_INODE),
     }
+
+
+# Where the remote address starts in a client-side key (the bytes of a message from OFF_DPORT on).
+CLIENT_KEY_DST = netlink.OFF_DST - netlink.OFF_DPORT
 
 
 class TcpAggregate:
     """Counts for one TCP dump, kept as integers and small dicts until finish()."""
 
-    def __init__(self, listen_ports, port_range, want_sockets=0, want_inodes=False):
-        self.listen_ports = listen_ports
+    def __init__(self, port_range, want_sockets=0, want_inodes=False):
+        # the ports of this host's TCP listeners: set from the listener dump before connections count
+        self.listen_ports = frozenset()
         self.low, self.high = port_range
         # Counts by (state, idiag_timer) in one list per family, indexed state | timer << 4: one
         # increment per socket for both. states() and timer_counts() fold them.
@@ -178,7 +202,7 @@ class TcpAggregate:
         # server side: port -> [count per state]; peers seen from the server side
         self.local = {}
         self.server_peers = [None] + [{} for _state in range(15)]
-        # client side, per state: key bytes (dport, src, dst) -> count
+        # client side, per state: key bytes (dport, src, dst: the message from OFF_DPORT on) -> count
         self.client = [None] + [{} for _state in range(15)]
         self.listeners = []
         self.want_sockets = want_sockets
@@ -202,40 +226,43 @@ class TcpAggregate:
         server_peers = self.server_peers
         client = self.client
         detail = self.want_sockets or self.inode_states is not None
-        min_len = netlink.MSG_MIN_LEN
+        # the offsets as locals: the loop runs once per socket
+        data_type, min_len, ipv4 = netlink.SOCK_DIAG_BY_FAMILY, netlink.MSG_MIN_LEN, socket.AF_INET
+        sport_at, dport_at, dst_at = netlink.OFF_SPORT, netlink.OFF_DPORT, netlink.OFF_DST
+        sport_low, dst_end4, dst_end6 = sport_at + 1, dst_at + 4, dst_at + 16
         off = 0
         while off < length:
             try:
                 msg_len, msg_type, family, state, timer, retrans, rqueue, wqueue = unpack(buf, off)
             except struct.error:
                 return off  # less than a whole inet_diag_msg left: the 20-byte NLMSG_DONE
-            if msg_type != 20:
+            if msg_type != data_type:
                 return off
             if msg_len < min_len or off + msg_len > length:
                 raise netlink.malformed(off, msg_len, length)
             family_states[family][state | timer << 4] += 1
-            sport = (buf[off + 20] << 8) | buf[off + 21]
-            dst_end = off + 44 if family == 2 else off + 56
+            sport = (buf[off + sport_at] << 8) | buf[off + sport_low]
+            dst_end = off + (dst_end4 if family == ipv4 else dst_end6)
             if sport in listen_ports:
                 counts = local.get(sport)
                 if counts is None:
                     counts = local[sport] = [0] * 16
                 counts[state] += 1
                 peers = server_peers[state]
-                key = buf[off + 40:dst_end]
+                key = buf[off + dst_at:dst_end]
                 peers[key] = peers.get(key, 0) + 1
             else:
                 # dport, src, dst in one slice: one dict operation for ports, peers and ephemeral use.
                 side = client[state]
-                key = buf[off + 22:dst_end]
+                key = buf[off + dport_at:dst_end]
                 side[key] = side.get(key, 0) + 1
             if rqueue or wqueue or retrans:
                 # rare on most hosts: data waiting, or a retransmission/probe under way
                 if sport in listen_ports:
                     port, side_name = sport, "local"
                 else:
-                    port, side_name = (buf[off + 22] << 8) | buf[off + 23], "remote"
-                self._queued(port, side_name, buf[off + 40:dst_end], timer, retrans, rqueue, wqueue)
+                    port, side_name = _port(buf, off + dport_at), "remote"
+                self._queued(port, side_name, buf[off + dst_at:dst_end], timer, retrans, rqueue, wqueue)
             if detail:
                 self._detail(buf, off, state)
             off += (msg_len + 3) & ~3
@@ -280,7 +307,7 @@ class TcpAggregate:
 
     def _add_listener(self, buf, off):
         decoded = decode_message(buf, off)
-        self.family_states[buf[off + 16]][LISTEN] += 1
+        self.family_states[buf[off + netlink.OFF_FAMILY]][LISTEN] += 1
         self.listeners.append({
             "protocol": "tcp", "family": decoded["family"], "address": decoded["local_address"],
             "port": decoded["local_port"], "queue": decoded["recv_q"], "backlog": decoded["send_q"],
@@ -366,8 +393,8 @@ class TcpAggregate:
             per_destination = {}
             for state in range(1, 16):
                 for key, count in self.client[state].items():
-                    dport = (key[0] << 8) | key[1]
-                    dst = _plain_raw(key[18:])
+                    dport = _port(key, 0)
+                    dst = _plain_raw(key[CLIENT_KEY_DST:])
                     counts = per_port.get(dport)
                     if counts is None:
                         counts = per_port[dport] = [0] * 16
@@ -380,7 +407,7 @@ class TcpAggregate:
                     if entry is None:
                         entry = per_destination[(dst, dport)] = [0, 0]
                     entry[0] += count
-                    if state == 6:
+                    if state == TIME_WAIT:
                         entry[1] += count
             self._client_summary = (per_port, per_peer, per_destination)
         return self._client_summary
@@ -466,9 +493,9 @@ class UdpAggregate:
         return each_message(buf, length, self._add_message)
 
     def _add_message(self, buf, off):
-        self.families[buf[off + 16]] += 1
+        self.families[buf[off + netlink.OFF_FAMILY]] += 1
         # Only bound, unconnected sockets (listeners) and the raw list need decoding.
-        unconnected = buf[off + 17] == TCP_CLOSE and not buf[off + 22] and not buf[off + 23]
+        unconnected = buf[off + netlink.OFF_STATE] == TCP_CLOSE and not _port(buf, off + netlink.OFF_DPORT)
         if unconnected or len(self.sockets) < self.want_sockets:
             self._keep(decode_message(buf, off))
 
@@ -495,18 +522,42 @@ class UdpAggregate:
 
 # ---------------------------------------------------------------- backends
 
-def _netlink_gather(tcp, udp):
-    sock = netlink.open_socket()
+def _start_dumps(protocol, mask):
+    """One netlink.Dump per family, receiving at once; every one is closed again if one fails to start."""
+    dumps = []
     try:
         for family, _label in FAMILIES:
-            netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, tcp.consume_listeners, sock=sock)
+            dumps.append(netlink.Dump(family, protocol, mask))
+    except BaseException:
+        _close_dumps(dumps)
+        raise
+    return dumps
+
+
+def _close_dumps(dumps):
+    for dump in dumps:
+        dump.close()
+
+
+def _netlink_gather(tcp, udp):
+    """The TCP listener, TCP connection and UDP dumps of both families, all received at once (netlink.Dump)
+    while this thread counts them in turn: listeners first, as counting connections needs their ports."""
+    dumps = []
+    try:
+        for protocol, mask in ((netlink.IPPROTO_TCP, LISTEN_MASK), (netlink.IPPROTO_TCP, CONNECTION_MASK),
+                               (netlink.IPPROTO_UDP, UDP_ALL_MASK)):
+            dumps.append(_start_dumps(protocol, mask))
+        listeners, connections, udp_dumps = dumps
+        for dump in listeners:
+            dump.consume(tcp.consume_listeners)
         tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
-        for family, _label in FAMILIES:
-            netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, tcp.consume_netlink, sock=sock)
-        for family, _label in FAMILIES:
-            netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink, sock=sock)
+        for dump in connections:
+            dump.consume(tcp.consume_netlink)
+        for dump in udp_dumps:
+            dump.consume(udp.consume_netlink)
     finally:
-        sock.close()
+        for family_dumps in dumps:
+            _close_dumps(family_dumps)
 
 
 def _proc_table(proc, name, family, required):
@@ -542,7 +593,7 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
     if backend in ("auto", "netlink"):
         last = None
         for _attempt in range(DUMP_ATTEMPTS):
-            tcp = TcpAggregate(frozenset(), port_range, top_sockets, want_inodes)
+            tcp = TcpAggregate(port_range, top_sockets, want_inodes)
             udp = UdpAggregate(top_sockets)
             try:
                 _netlink_gather(tcp, udp)
@@ -562,7 +613,7 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
         else:
             raise GatherError("netlink dump interrupted %d times in a row (%s): the socket table changes too fast; "
                               "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
-    tcp = TcpAggregate(frozenset(), port_range, top_sockets, want_inodes)
+    tcp = TcpAggregate(port_range, top_sockets, want_inodes)
     udp = UdpAggregate(top_sockets)
     _proc_gather(tcp, udp, proc)
     return "proc", tcp, udp
@@ -576,19 +627,20 @@ WALK_TIME_SHARE = 0.25
 WALK_TIME_FLOOR = 0.1
 
 
-def _listeners(tcp, udp, proc, full_walk, warnings, walk, dump_seconds):
+def _listeners(tcp, udp, options, full_walk, warnings, dump_seconds):
     """Listener rows with process information, the walk's account, and the inode -> pids map
     when full_walk."""
+    proc = options.proc
     rows = tcp.listeners + udp.listeners
     wanted = {item["inode"] for item in rows if item["inode"]}
-    budget = walk.get("budget")
+    budget = options.walk_budget
     time_budget = None
     if budget is None and not full_walk:
         time_budget = max(WALK_TIME_FLOOR, WALK_TIME_SHARE * dump_seconds)
     started = time.monotonic()
     found = procfs.map_socket_inodes(wanted, proc=proc, full=full_walk, budget=budget,
                                      deadline=None if time_budget is None else started + time_budget,
-                                     all_namespaces=walk.get("all_namespaces", False))
+                                     all_namespaces=options.walk_all_namespaces)
     walk_ms = round((time.monotonic() - started) * 1000, 1)
     infos = {}
     missing = 0
@@ -636,7 +688,7 @@ def _listeners(tcp, udp, proc, full_walk, warnings, walk, dump_seconds):
             reason = "not held"
             warnings.append("%d listener(s) without pid/process: no process of %s holds them (a descriptor in "
                             "flight over a unix socket, or held by a process of another network namespace)"
-                            % (missing, "any namespace" if walk.get("all_namespaces") else "this namespace"))
+                            % (missing, "any namespace" if options.walk_all_namespaces else "this namespace"))
     account = {"descriptors_read": found.reads, "budget": None if full_walk else budget,
                "time_budget_ms": None if time_budget is None else round(time_budget * 1000, 1),
                "walk_ms": walk_ms, "unattributed": missing, "reason": reason}
@@ -674,6 +726,11 @@ def _processes(tcp, inode_pids, proc):
 
 # ---------------------------------------------------------------- entry point
 
+# The checked options of one gather(), the same for every namespace it visits.
+GatherOptions = collections.namedtuple(
+    "GatherOptions", "subsets top sample_interval backend max_sockets proc walk_budget walk_all_namespaces")
+
+
 def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
            warnings=None, proc="/proc", run_netns="/run/netns", walk_budget=None, walk_all_namespaces=False):
     """Gather the ansible_facts.netstate document (see docs/facts-contract.md).
@@ -696,45 +753,47 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
                           % (sample_interval, low, high))
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
-    walk = {"budget": None if walk_budget is None else _check_int("walk_budget", walk_budget, *RANGES["walk_budget"]),
-            "all_namespaces": bool(walk_all_namespaces)}
+    if walk_budget is not None:
+        walk_budget = _check_int("walk_budget", walk_budget, *RANGES["walk_budget"])
+    options = GatherOptions(
+        subsets=subsets, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
+        proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces))
     if namespace == "all":
-        facts = _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host", walk)
-        facts["namespaces"] = []
-        for label, path in procfs.find_namespaces(proc, run_netns):
-            facts["namespaces"].append(_gather_in(path, label, subsets, top, sample_interval, backend,
-                                                  max_sockets, warnings, proc, walk))
+        facts = _gather_here(options, "host", warnings)
+        facts["namespaces"] = [_gather_in(options, path, label, warnings)
+                               for label, path in procfs.find_namespaces(proc, run_netns)]
         return facts
     label, path = resolve_namespace(namespace, run_netns, proc)
     if path is None:
-        return _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, "host", walk)
-    return _gather_in(path, label, subsets, top, sample_interval, backend, max_sockets, warnings, proc, walk)
+        return _gather_here(options, "host", warnings)
+    return _gather_in(options, path, label, warnings)
 
 
-def _gather_in(path, label, subsets, top, sample_interval, backend, max_sockets, warnings, proc, walk):
+def _gather_in(options, path, label, warnings):
     try:
         with procfs.NetNamespace(path):
-            return _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, label, walk)
+            return _gather_here(options, label, warnings)
     except (IOError, OSError) as exc:
         raise GatherError("namespace %s: cannot enter %s: %s" % (label, path, exc.strerror or exc))
 
 
-def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, proc, label, walk):
+def _gather_here(options, label, warnings):
     started = time.time()
-    want = set(subsets)
+    want = set(options.subsets)
+    proc, top, sample_interval = options.proc, options.top, options.sample_interval
     counters_before = None
     if "counters" in want and sample_interval:
         counters_before = _read_counters(proc)
         sample_started = time.time()
     dump_started = time.monotonic()
     backend_used, tcp, udp = _collect_sockets(
-        backend, max_sockets if "sockets" in want else 0, "processes" in want, proc, warnings)
+        options.backend, options.max_sockets if "sockets" in want else 0, "processes" in want, proc, warnings)
     dump_seconds = time.monotonic() - dump_started
     facts = {
         "backend": backend_used,
         "namespace": label,
         "kernel": os.uname()[2],
-        "gather_subset": subsets,
+        "gather_subset": options.subsets,
     }
     facts["tcp"] = tcp.states()
     facts["udp"] = {
@@ -752,7 +811,7 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
         facts["tcp"]["queues"] = tcp.queues(top)
         facts["tcp"]["retransmitting"] = tcp.retransmitting(top)
     if "listeners" in want or "processes" in want:
-        listeners, account, inode_pids = _listeners(tcp, udp, proc, "processes" in want, warnings, walk,
+        listeners, account, inode_pids = _listeners(tcp, udp, options, "processes" in want, warnings,
                                                     dump_seconds)
         if "listeners" in want:
             for item in listeners:
@@ -779,8 +838,8 @@ def _gather_here(subsets, top, sample_interval, backend, max_sockets, warnings, 
     if "multicast" in want:
         facts["multicast"] = _multicast(proc)
     if "sockets" in want:
-        facts["sockets"] = (tcp.sockets + udp.sockets)[:max_sockets]
-        facts["sockets_truncated"] = tcp.sockets_seen + len(udp.sockets) > max_sockets
+        facts["sockets"] = (tcp.sockets + udp.sockets)[:options.max_sockets]
+        facts["sockets_truncated"] = tcp.sockets_seen + len(udp.sockets) > options.max_sockets
     facts["duration_ms"] = round((time.time() - started) * 1000, 1)
     return facts
 
@@ -821,21 +880,13 @@ class PeerCounter:
         self.raw = {}
 
     def consume_netlink(self, buf, length):
-        unpack = netlink.MSG_HEAD.unpack_from
-        mask = self.mask
-        local_port = self.local_port
-        raw = self.raw
-        off = 0
-        while off < length:
-            msg_len, msg_type = unpack(buf, off)
-            if msg_type != netlink.SOCK_DIAG_BY_FAMILY:
-                return off
-            if (1 << buf[off + 17]) & mask and (
-                    local_port is None or ((buf[off + 20] << 8) | buf[off + 21]) == local_port):
-                key = buf[off + 40:off + 44] if buf[off + 16] == socket.AF_INET else buf[off + 40:off + 56]
-                raw[key] = raw.get(key, 0) + 1
-            off += (msg_len + 3) & ~3
-        return None
+        return each_message(buf, length, self._add_message)
+
+    def _add_message(self, buf, off):
+        if (1 << buf[off + netlink.OFF_STATE]) & self.mask and (
+                self.local_port is None or _port(buf, off + netlink.OFF_SPORT) == self.local_port):
+            key = _peer_raw(buf, off)
+            self.raw[key] = self.raw.get(key, 0) + 1
 
     def add_proc(self, entry):
         state, _laddr, lport, raddr, _rport = entry[:5]
@@ -873,12 +924,12 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
         for _attempt in range(DUMP_ATTEMPTS):
             counter = PeerCounter(mask, local_port)
             try:
-                sock = netlink.open_socket()
+                dumps = _start_dumps(netlink.IPPROTO_TCP, mask)
                 try:
-                    for family, _label in FAMILIES:
-                        netlink.dump(family, netlink.IPPROTO_TCP, mask, counter.consume_netlink, sock=sock)
+                    for dump in dumps:
+                        dump.consume(counter.consume_netlink)
                 finally:
-                    sock.close()
+                    _close_dumps(dumps)
                 peers = counter.result()
                 return {"backend": "netlink", "peers": peers, "total": sum(peers.values())}
             except netlink.DumpInterrupted as exc:

@@ -8,6 +8,10 @@ output taken just before and just after gathering; the mix is held steady, so bo
 snapshots must agree with the facts exactly. Both backends (netlink and /proc) run.
 """
 
+import os
+import struct
+import threading
+
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils import engine
@@ -223,27 +227,59 @@ def test_interrupted_netlink_falls_back_only_when_auto(mix_ns, monkeypatch):
 
 
 def test_dump_interrupted_is_retried_then_reported(mix_ns, monkeypatch):
+    """Real dumps whose buffers carry NLM_F_DUMP_INTR, as the kernel marks them when a table changes."""
     from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
 
-    real_dump = _netlink.dump
-    calls = {"n": 0}
+    real_receive = _netlink.receive
+    flag = {"buffers": 1}
+    lock = threading.Lock()  # every dump has a receiver thread of its own
 
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise _netlink.DumpInterrupted("the socket table changed during the dump")
-        return real_dump(*args, **kwargs)
+    def interrupted(sock):
+        buf = real_receive(sock)
+        with lock:
+            if not flag["buffers"]:
+                return buf
+            flag["buffers"] -= 1
+        marked = bytearray(buf)
+        flags = struct.unpack_from("=H", marked, 6)[0]
+        struct.pack_into("=H", marked, 6, flags | _netlink.NLM_F_DUMP_INTR)
+        return bytes(marked)
 
-    monkeypatch.setattr(_netlink, "dump", flaky)
+    monkeypatch.setattr(_netlink, "receive", interrupted)
     facts = engine.gather(namespace=mix_ns.name)
+    assert flag["buffers"] == 0
     assert facts["backend"] == "netlink" and facts["tcp"]["states"] == Snapshot(mix_ns.name).states()
 
-    def always(*_args, **_kwargs):
-        raise _netlink.DumpInterrupted("the socket table changed during the dump")
-
-    monkeypatch.setattr(_netlink, "dump", always)
+    flag["buffers"] = float("inf")
     with pytest.raises(engine.GatherError, match="interrupted 3 times"):
         engine.gather(namespace=mix_ns.name)
+
+
+def test_dumps_have_receiver_threads_unless_one_cpu(mix_ns, monkeypatch):
+    """Six dumps (listeners, connections, UDP; both families), each with a receiver thread on a machine
+    of several CPUs; confined to one CPU, the same facts without a thread."""
+    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
+
+    started = []
+    real_start = _netlink.threading.Thread.start
+
+    def counted(thread):
+        started.append(thread.name)
+        real_start(thread)
+
+    monkeypatch.setattr(_netlink.threading.Thread, "start", counted)
+    cpus = os.sched_getaffinity(0)
+    facts = engine.gather(namespace=mix_ns.name)
+    assert facts["tcp"]["states"] == Snapshot(mix_ns.name).states()
+    assert started == (["sock_diag dump"] * 6 if len(cpus) > 1 else []), started
+    del started[:]
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        facts = engine.gather(namespace=mix_ns.name)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert started == []
+    assert facts["backend"] == "netlink" and facts["tcp"]["states"] == Snapshot(mix_ns.name).states()
 
 
 NAMED = r"""

@@ -82,7 +82,8 @@ PROC_NET_TCP_TIMERS = """\
 def test_proc_net_timers_and_queues():
     rows = list(procfs.parse_proc_net(PROC_NET_TCP_TIMERS, socket.AF_INET))
     assert [row[9:] for row in rows] == [(0, 0), (1, 5), (2, 2), (4, 7), (0, 0)]
-    tcp = engine.TcpAggregate(frozenset([8080]), (32768, 60999))
+    tcp = engine.TcpAggregate((32768, 60999))
+    tcp.listen_ports = frozenset([8080])
     for row in rows:
         tcp.add_proc(socket.AF_INET, row)
     assert tcp.timer_counts() == {"none": 1, "retransmit": 1, "keepalive": 1, "time_wait": 0,
@@ -104,7 +105,7 @@ def test_proc_net_tcp6_maps_ipv4():
 
 
 def test_proc_aggregate_from_recorded_tables():
-    tcp = engine.TcpAggregate(frozenset(), (32768, 60999))
+    tcp = engine.TcpAggregate((32768, 60999))
     entries = {socket.AF_INET: list(procfs.parse_proc_net(PROC_NET_TCP, socket.AF_INET)),
                socket.AF_INET6: list(procfs.parse_proc_net(PROC_NET_TCP6, socket.AF_INET6))}
     tcp.listen_ports = frozenset(e[2] for rows in entries.values() for e in rows if e[0] == engine.LISTEN)
@@ -213,7 +214,7 @@ def test_netlink_aggregation_on_synthetic_dump():
     listeners = (diag_message(socket.AF_INET, 10, 80, 0, "0.0.0.0", "0.0.0.0", rqueue=3, wqueue=128, inode=7)
                  + diag_message(socket.AF_INET6, 10, 8080, 0, "::", "::", rqueue=0, wqueue=4096, inode=8)
                  + done_message())
-    tcp = engine.TcpAggregate(frozenset(), (32768, 60999))
+    tcp = engine.TcpAggregate((32768, 60999))
     assert tcp.consume_listeners(listeners, len(listeners)) == len(listeners) - 20
     tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
     attrs = struct.pack("=HHB3x", 5, 8, 0)  # an INET_DIAG_SHUTDOWN attribute, as full sockets carry
@@ -244,7 +245,7 @@ def test_netlink_aggregation_on_synthetic_dump():
 
 
 def test_data_before_done_in_one_buffer_is_all_counted():
-    tcp = engine.TcpAggregate(frozenset(), (1024, 65535))
+    tcp = engine.TcpAggregate((1024, 65535))
     buf = diag_message(socket.AF_INET, 1, 1, 2, "1.1.1.1", "2.2.2.2") + done_message()
     assert tcp.consume_netlink(buf, len(buf)) == len(buf) - 20
     assert tcp.states()["total"] == 1
@@ -290,7 +291,8 @@ def test_netlink_timers_queues_retransmitting_on_synthetic_dump():
         diag_message(socket.AF_INET, 1, 8080, 40003, "10.0.0.1", "10.0.0.3", wqueue=10, timer=1),  # in flight
     ]
     buf = b"".join(messages) + done_message()
-    tcp = engine.TcpAggregate(frozenset([8080]), (32768, 60999))
+    tcp = engine.TcpAggregate((32768, 60999))
+    tcp.listen_ports = frozenset([8080])
     assert tcp.consume_netlink(buf, len(buf)) == len(buf) - 20
     assert tcp.timer_counts() == {"none": 1, "retransmit": 3, "keepalive": 1, "time_wait": 1, "zero_window_probe": 1}
     queues = tcp.queues(10)

@@ -103,15 +103,21 @@ class ReplaySocket:
 
     def __init__(self, buffers):
         self.buffers = list(buffers)
+        self.closed = False
 
     def sendto(self, _request, _address):
         return 0
 
-    def recv(self, _size):
-        return self.buffers.pop(0) if self.buffers else b""
+    def settimeout(self, _seconds):
+        pass
+
+    def recv_into(self, buffer):
+        data = self.buffers.pop(0) if self.buffers else b""
+        buffer[:len(data)] = data
+        return len(data)
 
     def close(self):
-        pass
+        self.closed = True
 
 
 @st.composite
@@ -143,17 +149,15 @@ def mutated(draw):
 
 
 def _consumers():
-    tcp = engine.TcpAggregate(frozenset([8080, 22]), (32768, 60999), want_sockets=5, want_inodes=True)
+    """Every consumer the engine hands a dump: listeners, connections (with and without detail), UDP, peers."""
+    tcp = engine.TcpAggregate((32768, 60999), want_sockets=5, want_inodes=True)
+    tcp.listen_ports = frozenset([8080, 22])
     udp = engine.UdpAggregate(want_sockets=5)
-    plain = engine.TcpAggregate(frozenset(), (32768, 60999))
-    counted = []
-
-    def count(buf, length):
-        stop, number = netlink.count_messages(buf, length)
-        counted.append(number)
-        return stop
-
-    return tcp, udp, [tcp.consume_listeners, tcp.consume_netlink, plain.consume_netlink, udp.consume_netlink, count]
+    plain = engine.TcpAggregate((32768, 60999))
+    peers = engine.PeerCounter(engine.CONNECTION_MASK)
+    on_port = engine.PeerCounter(engine.state_mask(["ESTABLISHED", "TIME_WAIT"]), local_port=8080)
+    return tcp, udp, [tcp.consume_listeners, tcp.consume_netlink, plain.consume_netlink, udp.consume_netlink,
+                      peers.consume_netlink, on_port.consume_netlink]
 
 
 def _finish(tcp, udp):
@@ -180,6 +184,39 @@ def test_dump_of_mutated_replies_ends_in_the_engines_own_error(buffers):
                 assert any(word in str(exc) for word in ("sock_diag", "netlink", "socket table")), exc
     with no_hang():
         _finish(tcp, udp)
+
+
+@given(st.lists(mutated(), min_size=1, max_size=3))
+@FUZZ
+def test_pipelined_dump_of_mutated_replies_ends_in_the_engines_own_error(buffers):
+    """The same through netlink.Dump: a receiver thread and a bounded queue, consumed here (and without
+    the thread, as on a machine with one CPU)."""
+    _tcp, _udp, consumers = _consumers()
+    for threaded in (True, False):
+        for consume in consumers:
+            replay = ReplaySocket(buffers)
+            with no_hang(), _opened(replay):
+                dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, depth=1,
+                                    threaded=threaded)
+                try:
+                    dump.consume(consume)
+                except NETLINK_ERRORS as exc:
+                    assert any(word in str(exc) for word in ("sock_diag", "netlink", "socket table")), exc
+                finally:
+                    dump.close()
+            assert replay.closed and (dump.thread is not None) == threaded
+            assert dump.thread is None or not dump.thread.is_alive()
+
+
+@contextlib.contextmanager
+def _opened(replay):
+    """netlink.open_socket() hands out the replay socket instead of a kernel one."""
+    real = netlink.open_socket
+    netlink.open_socket = lambda: replay
+    try:
+        yield
+    finally:
+        netlink.open_socket = real
 
 
 @given(mutated())
@@ -215,7 +252,7 @@ def test_a_message_running_past_the_buffer_is_named():
     struct.pack_into("=I", buf, 0, 96)
     with pytest.raises(netlink.NetlinkError, match="at offset 0 says it is 96 bytes long"):
         engine.each_message(bytes(buf[:90]), 90, lambda _buf, _off: None)
-    listeners = engine.TcpAggregate(frozenset(), (1, 2)).consume_listeners
+    listeners = engine.TcpAggregate((1, 2)).consume_listeners
     with pytest.raises(netlink.NetlinkError, match="^malformed sock_diag reply: 12 bytes at offset 88, too short"):
         netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.LISTEN_MASK, listeners,
                      sock=ReplaySocket([SYNTHETIC[0][:100]]))
@@ -227,7 +264,41 @@ def test_an_unknown_family_is_named():
     expected = r"^malformed sock_diag reply: a field out of range \(KeyError: 44\)$"
     with pytest.raises(netlink.NetlinkError, match=expected):
         netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.LISTEN_MASK,
-                     engine.TcpAggregate(frozenset(), (1, 2)).consume_listeners, sock=ReplaySocket([bytes(buf)]))
+                     engine.TcpAggregate((1, 2)).consume_listeners, sock=ReplaySocket([bytes(buf)]))
+
+
+def test_a_buffer_that_only_looks_final_is_received_on():
+    """A data message whose last 20 bytes read like NLMSG_DONE stops the receiver thread; the consumer,
+    which walks every message, receives the rest of the dump itself."""
+    lookalike = bytearray(diag_message(socket.AF_INET, 1, 40000, 80, "10.0.0.1", "10.0.0.2"))
+    struct.pack_into("=IH", lookalike, len(lookalike) - netlink.DONE_LEN, netlink.DONE_LEN, netlink.NLMSG_DONE)
+    assert netlink._looks_final(bytes(lookalike))
+    rest = diag_message(socket.AF_INET, 1, 40001, 80, "10.0.0.1", "10.0.0.3") + done_message()
+    counter = engine.PeerCounter(engine.CONNECTION_MASK)
+    replay = ReplaySocket([bytes(lookalike), rest])
+    with no_hang(), _opened(replay):
+        dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, threaded=True)
+        try:
+            dump.consume(counter.consume_netlink)
+        finally:
+            dump.close()
+    assert counter.result() == {"10.0.0.2": 1, "10.0.0.3": 1}
+
+
+def test_an_abandoned_dump_stops_its_receiver():
+    """The consumer fails on the first buffer while the receiver waits for room in a full queue."""
+    many = [diag_message(socket.AF_INET, 1, 40000, 80, "10.0.0.1", "10.0.0.2")] * 50 + [done_message()]
+    replay = ReplaySocket(many)
+
+    def fail(_buf, _length):
+        raise KeyError(99)
+
+    with no_hang(), _opened(replay):
+        dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, depth=1, threaded=True)
+        with pytest.raises(netlink.NetlinkError, match=r"field out of range \(KeyError: 99\)"):
+            dump.consume(fail)
+        dump.close()
+    assert replay.closed and not dump.thread.is_alive() and len(replay.buffers) > 40
 
 
 # ---------------------------------------------------------------- /proc through the engine
