@@ -19,6 +19,8 @@ import pytest
 import yaml
 from fleetcheck import GATHER, ROOT, ansible_binary, playbook_env, read_fact_cache, run_playbook
 
+from tests.conftest import require
+
 pytestmark = pytest.mark.fleet
 
 EXAMPLE = os.path.join(ROOT, "docs", "inventory", "netstate.constructed.yml")
@@ -89,8 +91,7 @@ def ran_on(output):
 @pytest.fixture(scope="module")
 def cached(fleet, tmp_path_factory):
     """Gather with three loaded hosts into a jsonfile cache; the loads are gone afterwards."""
-    if len(fleet.hosts) < 5:
-        pytest.skip("needs 5 fleet hosts (NETSTATE_FLEET_HOSTS)")
+    require(len(fleet.hosts) >= 5, "needs 5 fleet hosts (NETSTATE_FLEET_HOSTS)")
     leak, https, pressure, strict = fleet.hosts[:4]
     tmp = tmp_path_factory.mktemp("inventory")
     overrides = tmp / "overrides.yml"
