@@ -25,7 +25,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from zabbix_utils import Getter
 
-from tests.support.ss_oracle import ALL_STATES, SS_STATES, endpoint
+from tests.support.ss_oracle import ALL_STATES, ss_view
+from tests.support.ss_oracle import stable as ss_stable
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
@@ -52,33 +53,15 @@ def agent_hosts(fleet):
 
 # ------------------------------------------------------------------------------ ss, the oracle
 
-def ss_view(fleet, host, exclude=()):
-    """ss's counts; sockets (not listeners) on an excluded local port - the agent answering us - left out."""
-    out = fleet.exec(host, "ss -H -n -t -a").stdout
-    rows = [line.split() for line in out.splitlines() if line.strip()]
-    rows = [row for row in rows if row[0] == "LISTEN" or endpoint(row[3])[1] not in exclude]
-    states = Counter(SS_STATES[row[0]] for row in rows)
-    listeners = [dict(zip(("address", "port"), endpoint(row[3])), queue=int(row[1]), backlog=int(row[2]))
-                 for row in rows if row[0] == "LISTEN"]
-    ports = {listener["port"] for listener in listeners}
-    per_port = {str(port): Counter() for port in ports}
-    for row in rows:
-        port = endpoint(row[3])[1]
-        if port in ports:
-            per_port[str(port)][SS_STATES[row[0]]] += 1
-    return {"states": states, "listeners": listeners, "per_port": per_port}
+def host_view(fleet, host, exclude=()):
+    """ss's view of host (ss_oracle.ss_view); sockets (not listeners) on an excluded local port - the agent
+    answering us - left out."""
+    return ss_view(fleet.exec(host, "ss -H -n -t -a").stdout, exclude=exclude)
 
 
-def stable(fleet, host, produce, exclude=(), attempts=6):
-    """produce() between two identical ss views."""
-    for _attempt in range(attempts):
-        before = ss_view(fleet, host, exclude)
-        value = produce()
-        after = ss_view(fleet, host, exclude)
-        if before == after:
-            return before, value
-        time.sleep(0.5)
-    pytest.fail("sockets on %s kept changing around the query" % host)
+def stable(fleet, host, produce, exclude=()):
+    """produce() between two identical ss views of host."""
+    return ss_stable(lambda: host_view(fleet, host, exclude), produce, attempts=6, pause=0.5)
 
 
 def facts_without(facts, port):
