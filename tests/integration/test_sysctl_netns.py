@@ -18,13 +18,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl
 from tests.conftest import require
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -282,6 +282,12 @@ def _time_wait_to_server(ns: str) -> int:
     return len([row for row in rows if row.strip()])
 
 
+def _closes_settled(ns: str) -> bool:
+    """Every connection of the load towards the server has finished closing: TIME_WAIT or gone."""
+    rows = inside(ns, "ss", "-H", "-tan", "dst", SERVER_ADDRESS).stdout.splitlines()
+    return all(row.split()[0] == "TIME-WAIT" for row in rows if row.strip())
+
+
 def _load(client: str, count: int, rate: float) -> dict:
     proc = inside(client, sys.executable, "-c", CLIENT, SERVER_ADDRESS, str(SERVER_PORT), str(count), str(rate),
                   timeout=120)
@@ -311,7 +317,7 @@ def test_proof_tw_reuse_lets_the_same_load_through(veth_pair, tmp_path):
 
         first = _load(client, count, rate)
         print("tcp_tw_reuse=0:", first)
-        time.sleep(0.3)
+        wait_for("the first load's connections have closed", lambda: _closes_settled(client), 10, interval=0.05)
         held = _time_wait_to_server(client)
         assert first["ok"] == ports, first
         assert first["first_error"] is not None and first["first_error"]["errno"] == "EADDRNOTAVAIL", first
@@ -332,7 +338,7 @@ def test_proof_tw_reuse_lets_the_same_load_through(veth_pair, tmp_path):
 
         second = _load(client, count, rate)
         print("tcp_tw_reuse=1:", second)
-        time.sleep(0.3)
+        wait_for("the second load's connections have closed", lambda: _closes_settled(client), 10, interval=0.05)
         assert second["errors"] == {} and second["ok"] == count, second
         # more connections than ports: ports were taken over from TIME_WAIT sockets
         assert _time_wait_to_server(client) <= ports

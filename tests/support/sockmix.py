@@ -89,15 +89,6 @@ def connect_pair(to, source=None, accept=True):
     return client, server
 
 
-def wait_state(check, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def leave_namespace(path):
     """setns(2) into the network namespace at path (os.setns needs Python 3.12)."""
     fd = os.open(path, os.O_RDONLY)
