@@ -21,10 +21,12 @@ __metaclass__ = type
 
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import struct
 import tempfile
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -273,7 +275,11 @@ def test_proc_backend_on_mutated_tables_ends_in_gather_error(tcp, tcp6, udp, soc
             except engine.GatherError as exc:
                 assert root in str(exc) or "kernel counters" in str(exc), exc
             else:
-                assert facts["backend"] == "proc" and facts["tcp"]["total"] >= 0
+                # every row of the TCP tables is counted once, in exactly one state
+                rows = [row for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6))
+                        for row in procfs.parse_proc_net(procfs.read_text(os.path.join(root, "net", name)), family)]
+                assert facts["backend"] == "proc"
+                assert facts["tcp"]["total"] == len(rows) == sum(facts["tcp"]["states"].values())
 
 
 @given(st.text(max_size=200))
@@ -333,3 +339,9 @@ def test_comm_and_stat_of_any_bytes_never_raise(raw):
         finally:
             procfs._BOOT_TIME.clear()
         info["process"].encode("utf-8")  # raises on a lone surrogate
+    # the name as the kernel keeps it (comm without its newline), bytes that are not UTF-8 as \xNN;
+    # the start time from the field after the name's last ')', whatever the name holds
+    name = raw[:-1] if raw.endswith(b"\n") else raw
+    assert info == {"pid": 7, "process": name.decode("utf-8", "backslashreplace"),
+                    "user": pwd.getpwuid(os.getuid()).pw_name,
+                    "stime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1700000000))}
