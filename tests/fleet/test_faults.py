@@ -157,6 +157,7 @@ def test_ssh_connection_killed_mid_task(fleet, tmp_path):
     report = tmp_path / "report"
     play = start_health(fleet, hosts, victim, report)
     fleet.exec(victim, KILL_SESSIONS)
+
     def only_the_listening_sshd():
         left = sshd_processes(fleet, victim)
         assert left == ["1"], left

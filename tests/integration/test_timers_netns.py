@@ -109,6 +109,7 @@ class TimerMix:
         _ip("-n", self.peer, "link", "set", self.veth_b, "down")
         for client in lost:
             client.send(b"y" * 100)
+
         def settled():
             snapshot = TimerSnapshot(self.ns.name)
             peer = snapshot.retransmitting().get(PEER, {})
