@@ -46,7 +46,7 @@ Rules for sharing the one session fleet (every fleet test file runs on the same 
       call ``fleet.restart_host(h)`` at the end: a restarted host gets a fresh network namespace,
       so its net.* sysctls and addresses are back to the defaults.
     * Never assert exact whole-host totals that another test's leftovers could change: compare
-      with ``ss`` run on the host before and after (see test_gather.py), or count your own ports.
+      with ``ss`` run on the host before and after (see test_fleet_gather.py), or count your own ports.
 
 Prerequisites: root and podman (fleet.py installs podman, runc and debootstrap with apt-get
 when CI=true). Without them fleet tests skip and say why; under CI=true they fail instead.

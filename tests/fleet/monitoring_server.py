@@ -16,6 +16,8 @@ import json
 import time
 import urllib.request
 
+from tests.support.waiting import wait_for
+
 PACKAGES = ("postgresql", "zabbix-server-pgsql", "zabbix-frontend-php", "apache2", "libapache2-mod-php",
             "php-pgsql", "prometheus")
 DB_PASSWORD = "netstate-test-db"
@@ -103,21 +105,6 @@ def _api(url, method, params, auth=None, timeout=30):
                                      headers={"Content-Type": "application/json-rpc"})
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (fleet address)
         return json.loads(response.read().decode())
-
-
-def wait_for(what, probe, timeout, interval=2.0):
-    """probe() until it returns something true; that value, or AssertionError naming what."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as error:  # noqa: BLE001 - retried until the deadline, then reported
-            last = error
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError("%s: not within %d s (last: %r)" % (what, timeout, last))
 
 
 def setup_monitoring_host(fleet, host):

@@ -25,7 +25,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from zabbix_utils import Getter
 
-from tests.support.ss_oracle import ALL_STATES, SS_STATES, endpoint
+from tests.support.ss_oracle import ALL_STATES, ss_view
+from tests.support.ss_oracle import stable as ss_stable
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
@@ -52,33 +54,15 @@ def agent_hosts(fleet):
 
 # ------------------------------------------------------------------------------ ss, the oracle
 
-def ss_view(fleet, host, exclude=()):
-    """ss's counts; sockets (not listeners) on an excluded local port - the agent answering us - left out."""
-    out = fleet.exec(host, "ss -H -n -t -a").stdout
-    rows = [line.split() for line in out.splitlines() if line.strip()]
-    rows = [row for row in rows if row[0] == "LISTEN" or endpoint(row[3])[1] not in exclude]
-    states = Counter(SS_STATES[row[0]] for row in rows)
-    listeners = [dict(zip(("address", "port"), endpoint(row[3])), queue=int(row[1]), backlog=int(row[2]))
-                 for row in rows if row[0] == "LISTEN"]
-    ports = {listener["port"] for listener in listeners}
-    per_port = {str(port): Counter() for port in ports}
-    for row in rows:
-        port = endpoint(row[3])[1]
-        if port in ports:
-            per_port[str(port)][SS_STATES[row[0]]] += 1
-    return {"states": states, "listeners": listeners, "per_port": per_port}
+def host_view(fleet, host, exclude=()):
+    """ss's view of host (ss_oracle.ss_view); sockets (not listeners) on an excluded local port - the agent
+    answering us - left out."""
+    return ss_view(fleet.exec(host, "ss -H -n -t -a").stdout, exclude=exclude)
 
 
-def stable(fleet, host, produce, exclude=(), attempts=6):
-    """produce() between two identical ss views."""
-    for _attempt in range(attempts):
-        before = ss_view(fleet, host, exclude)
-        value = produce()
-        after = ss_view(fleet, host, exclude)
-        if before == after:
-            return before, value
-        time.sleep(0.5)
-    pytest.fail("sockets on %s kept changing around the query" % host)
+def stable(fleet, host, produce, exclude=()):
+    """produce() between two identical ss views of host."""
+    return ss_stable(lambda: host_view(fleet, host, exclude), produce, attempts=6, pause=0.5)
 
 
 def facts_without(facts, port):
@@ -344,27 +328,34 @@ def test_template_preprocessing_on_the_real_master_value(fleet, zabbix, loads):
 
 
 # Counts opens of the compiled collector module: each run of the collector opens it exactly once.
+# Writes RUNDIR/ready once its watches are set; counts until RUNDIR/stop appears (or the time limit passes).
 WATCH = r'''
-import ctypes, os, struct, sys, time
+import ctypes, os, select, struct, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 fd = libc.inotify_init1(os.O_NONBLOCK)
 for path in (sys.argv[1], sys.argv[1] + "/__pycache__"):
     assert libc.inotify_add_watch(fd, path.encode(), 0x20) >= 0, path  # IN_OPEN
-print("watching", flush=True)
-end, opens = time.time() + float(sys.argv[2]), 0
-while time.time() < end:
-    try:
-        data = os.read(fd, 65536)
-    except BlockingIOError:
-        time.sleep(0.01); continue
-    offset = 0
-    while offset < len(data):
-        _, _, _, length = struct.unpack_from("iIII", data, offset)
-        name = data[offset + 16:offset + 16 + length].rstrip(b"\0").decode()
-        opens += name.startswith("collect.")
-        offset += 16 + length
-print(opens)
+rundir, limit = sys.argv[2], time.monotonic() + float(sys.argv[3])
+opens = []
+def read_events(wait):
+    while select.select([fd], [], [], wait)[0]:
+        data, offset, wait = os.read(fd, 65536), 0, 0
+        while offset < len(data):
+            _, _, _, length = struct.unpack_from("iIII", data, offset)
+            opens.append(data[offset + 16:offset + 16 + length].rstrip(b"\0").decode().startswith("collect."))
+            offset += 16 + length
+open(os.path.join(rundir, "ready"), "w").close()
+while not os.path.exists(os.path.join(rundir, "stop")) and time.monotonic() < limit:
+    read_events(0.1)
+read_events(0)  # what was queued before the stop
+print(sum(opens))
 '''
+
+
+def seconds(delay, macros):
+    """A Zabbix delay ("3s", "1h" or a macro naming one) in seconds."""
+    delay = macros.get(delay, delay)
+    return {"s": 1, "m": 60, "h": 3600}[delay[-1]] * int(delay[:-1])
 
 
 def test_one_enumeration_per_interval_with_every_item_polled(fleet, zabbix):
@@ -380,27 +371,32 @@ def test_one_enumeration_per_interval_with_every_item_polled(fleet, zabbix):
     assert sum(1 for key, _delay in agent_keys if key.startswith("netstate.")) == 2  # the rest is dependent
     host = zabbix["hosts"][0]
     intervals = 4
+    window = intervals * 3
+    # the poller's schedule over the window: each key at 0, delay, 2 * delay, ... seconds
+    schedule = sorted((at, key) for key, delay in agent_keys for at in range(0, window, seconds(delay, macros)))
+    rundir = fleet.exec(host, "mktemp -d").stdout.strip()
     result = {}
 
     def watch():
-        result["out"] = fleet.exec(host, ["python3", "-c", WATCH, MODULE_UTILS, str(intervals * 3 + 2)],
-                                   timeout=60).stdout
+        result["out"] = fleet.exec(host, ["python3", "-c", WATCH, MODULE_UTILS, rundir, str(window + 60)],
+                                   timeout=window + 90).stdout
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    time.sleep(1.5)  # the watcher is set up
-    polls = Counter()
-    last = {}
-    start = time.time()
-    while time.time() - start < intervals * 3 - 0.5:
-        for key, delay in agent_keys:
-            seconds = {"s": 1, "m": 60, "h": 3600}[macros.get(delay, delay)[-1]] * int(macros.get(delay, delay)[:-1])
-            if key not in last or time.time() - last[key] >= seconds:
-                last[key] = time.time()
-                getter(fleet, host).get(key)
-                polls[key] += 1
-        time.sleep(0.05)
-    watcher.join()
+    try:
+        wait_for("the collector watcher on %s is set up" % host,
+                 lambda: fleet.exec(host, ["test", "-e", rundir + "/ready"], check=False).returncode == 0,
+                 30, interval=0.1)
+        polls = Counter()
+        start = time.monotonic()
+        for at, key in schedule:
+            time.sleep(max(0.0, start + at - time.monotonic()))  # the poller's next slot, not a guess
+            getter(fleet, host).get(key)
+            polls[key] += 1
+    finally:
+        fleet.exec(host, ["touch", rundir + "/stop"], check=False)
+        watcher.join()
+        fleet.exec(host, ["rm", "-rf", rundir], check=False)
     opens = int(result["out"].split()[-1])
     assert polls["netstate.tcp.json"] == intervals
     assert polls["netstate.tcp.discovery[tcp]"] == 1
@@ -487,11 +483,6 @@ def test_textfile_is_refreshed_by_cron(fleet, node_exporter):
     host = node_exporter["hosts"][0]
     path = "/var/lib/prometheus/node-exporter/netstate_tcp.prom"
     before = float(fleet.exec(host, "stat -c %Y " + path).stdout)
-    deadline = time.time() + 75
-    while time.time() < deadline:
-        if float(fleet.exec(host, "stat -c %Y " + path).stdout) > before:
-            break
-        time.sleep(3)
-    else:
-        pytest.fail("cron did not rewrite %s within 75 s" % path)
+    wait_for("cron rewrites %s" % path, lambda: float(fleet.exec(host, "stat -c %Y " + path).stdout) > before, 75,
+             interval=3)
     assert scrape(fleet, host)["netstate_collector_success"][()] == 1

@@ -32,6 +32,7 @@ from markdown_it import MarkdownIt
 from soak import TEXTFILE, parse_scrape, scrape_text
 
 from tests.conftest import ROOT
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.fleet
 
@@ -53,16 +54,28 @@ def start_playbook(fleet, playbook, *args):
 
 def wait_for_module(fleet, host, process, timeout=60):
     """Until the module runs on host (pgrep inside the container); fails if the play ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the play ended before the module ran on %s:\n%s" % (
-            host, process.stdout.read()[-3000:])
-        found = fleet.exec(host, "pgrep -f '%s'" % MODULE, check=False).stdout.split()
-        if found:
-            return found
-        time.sleep(0.2)
-    process.kill()
-    pytest.fail("the module never ran on %s within %ss" % (host, timeout))
+    def running():
+        if process.poll() is not None:
+            return "the play ended"
+        return fleet.exec(host, "pgrep -f '%s'" % MODULE, check=False).stdout.split()
+
+    try:
+        found = wait_for("the module runs on %s" % host, running, timeout, interval=0.2)
+    except AssertionError:
+        process.kill()
+        raise
+    assert found != "the play ended", "the play ended before the module ran on %s:\n%s" % (
+        host, process.stdout.read()[-3000:])
+    return found
+
+
+def start_health(fleet, hosts, victim, report):
+    """netstate.tcp.health over hosts in the background with a long sample interval, once its module
+    runs on victim: the moment to break victim."""
+    play = start_playbook(fleet, HEALTH, "-l", ",".join(hosts), "-e", "netstate_health_report_dir=%s" % report,
+                          "-e", "netstate_health_sample_interval=10")
+    wait_for_module(fleet, victim, play)
+    return play
 
 
 def finish(process, timeout=300):
@@ -109,9 +122,7 @@ def test_host_stopped_while_health_runs(fleet, tmp_path):
     hosts = fleet.hosts[:3]
     victim = hosts[2]
     report = tmp_path / "report"
-    play = start_playbook(fleet, HEALTH, "-l", ",".join(hosts), "-e", "netstate_health_report_dir=%s" % report,
-                          "-e", "netstate_health_sample_interval=10")
-    wait_for_module(fleet, victim, play)
+    play = start_health(fleet, hosts, victim, report)
     fleet.stop_host(victim)
     code, out = finish(play)
     assert code == 2, out[-4000:]
@@ -134,26 +145,25 @@ def test_host_stopped_while_health_runs(fleet, tmp_path):
 KILL_SESSIONS = "for p in $(pgrep -x sshd); do [ \"$p\" = 1 ] || kill -KILL \"$p\"; done"
 
 
-def sshd_left(fleet, host, timeout=10):
-    """sshd processes on host once the killed ones are reaped (a zombie is listed until then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = fleet.exec(host, "ps -o pid=,stat= -C sshd").stdout.split("\n")
-        left = [line.split()[0] for line in left if line.strip() and not line.split()[1].startswith("Z")]
-        if left == ["1"] or time.monotonic() > deadline:
-            return left
-        time.sleep(0.2)
+def sshd_processes(fleet, host):
+    """The pids of host's live sshd processes (a killed one is listed as a zombie until reaped: left out)."""
+    listed = fleet.exec(host, "ps -o pid=,stat= -C sshd").stdout.split("\n")
+    return [line.split()[0] for line in listed if line.strip() and not line.split()[1].startswith("Z")]
 
 
 def test_ssh_connection_killed_mid_task(fleet, tmp_path):
     hosts = fleet.hosts[:2]
     victim = hosts[0]
     report = tmp_path / "report"
-    play = start_playbook(fleet, HEALTH, "-l", ",".join(hosts), "-e", "netstate_health_report_dir=%s" % report,
-                          "-e", "netstate_health_sample_interval=10")
-    wait_for_module(fleet, victim, play)
+    play = start_health(fleet, hosts, victim, report)
     fleet.exec(victim, KILL_SESSIONS)
-    assert sshd_left(fleet, victim) == ["1"]  # only the listening sshd is left
+
+    def only_the_listening_sshd():
+        left = sshd_processes(fleet, victim)
+        assert left == ["1"], left
+        return left
+
+    wait_for("only the listening sshd is left on %s" % victim, only_the_listening_sshd, 10, interval=0.2)
     code, out = finish(play)
     assert code == 2, out[-4000:]
     assert "UNREACHABLE" in out or "unreachable" in out, out[-3000:]

@@ -8,6 +8,8 @@ import json
 import pytest
 from fleetcheck import GATHER, HostSnapshot, check_against_ss, read_fact_cache, run_playbook
 
+from tests.conftest import require
+
 pytestmark = pytest.mark.fleet
 
 # host index -> (scenario, parameters); the report must rank them in this order (worst first).
@@ -23,8 +25,7 @@ SCENARIOS = [
 @pytest.fixture(scope="module")
 def gathered(fleet, tmp_path_factory):
     """One gather run over five loaded hosts, with ss snapshots of each host around it."""
-    if len(fleet.hosts) < len(SCENARIOS):
-        pytest.skip("needs %d fleet hosts (NETSTATE_FLEET_HOSTS)" % len(SCENARIOS))
+    require(len(fleet.hosts) >= len(SCENARIOS), "needs %d fleet hosts (NETSTATE_FLEET_HOSTS)" % len(SCENARIOS))
     hosts = fleet.hosts[:len(SCENARIOS)]
     handles = []
     try:

@@ -9,14 +9,14 @@ import textwrap
 import pytest
 from fleetcheck import GATHER, HostSnapshot, between, read_fact_cache
 
+from tests.conftest import require
 from tests.support.ss_oracle import ALL_STATES
 
 pytestmark = pytest.mark.fleet
 
 
 def test_stopped_host_is_reported_and_fails_the_run(fleet, ansible_playbook, tmp_path):
-    if len(fleet.hosts) < 3:
-        pytest.skip("needs 3 fleet hosts")
+    require(len(fleet.hosts) >= 3, "needs 3 fleet hosts (NETSTATE_FLEET_HOSTS)")
     stopped = fleet.hosts[len(fleet.hosts) // 2]  # in the middle of the inventory
     fleet.stop_host(stopped)
     run = ansible_playbook(GATHER, "-e", "netstate_gather_report_dir=%s" % tmp_path)

@@ -23,6 +23,7 @@ import pytest
 from fleetcheck import run_playbook
 
 from tests.conftest import require
+from tests.support.firewall import ipset_members, nft_set_members
 
 pytestmark = pytest.mark.fleet
 
@@ -96,13 +97,7 @@ class Scene:
 
     def nft_members(self):
         listed = self.fleet.exec(self.target, "nft -j list table inet netstate_tcp", check=False)
-        if listed.returncode != 0:
-            return None
-        members = set()
-        for item in json.loads(listed.stdout)["nftables"]:
-            for element in item.get("set", {}).get("elem", []):
-                members.add(element["elem"]["val"] if isinstance(element, dict) else element)
-        return members
+        return nft_set_members(listed.stdout) if listed.returncode == 0 else None
 
     def dropped_packets(self):
         listed = json.loads(self.fleet.exec(self.target, "nft -j list table inet netstate_tcp").stdout)
@@ -111,9 +106,7 @@ class Scene:
 
     def ipset_members(self):
         listed = self.fleet.exec(self.target, "ipset list netstate_tcp_ipv4", check=False)
-        if listed.returncode != 0:
-            return None
-        return {line.split()[0] for line in listed.stdout.split("Members:", 1)[1].splitlines() if line.strip()}
+        return ipset_members(listed.stdout) if listed.returncode == 0 else None
 
     def held(self, host):
         proc = self.fleet.podman.popen("exec", "-i", self.fleet.container(host), "python3", "-c", HELD,

@@ -16,16 +16,14 @@ import re
 import subprocess
 
 import pytest
-import yaml
 from fleetcheck import GATHER, ROOT, ansible_binary, playbook_env, read_fact_cache, run_playbook
+
+from tests.conftest import require
 
 pytestmark = pytest.mark.fleet
 
 EXAMPLE = os.path.join(ROOT, "docs", "inventory", "netstate.constructed.yml")
 RULES = os.path.join(ROOT, "plugins", "plugin_utils", "health_builtin_rules.yml")
-# group -> (composed threshold variable, the built-in health rule it comes from)
-MIRRORS = {"close_wait_leak": ("netstate_close_wait_max", "close_wait_per_port"),
-           "ephemeral_pressure": ("netstate_ephemeral_share_max", "time_wait_ephemeral_share")}
 # The fourth host holds itself to 20 CLOSE_WAIT per port, as netstate.tcp.health_check would.
 OVERRIDES = """\
 all:
@@ -60,16 +58,6 @@ LATER_PLAY = """\
 """
 
 
-def test_example_thresholds_are_the_health_rules():
-    """Each group compares with its rule's threshold, taken by health_threshold with the host's overrides."""
-    with open(EXAMPLE) as handle:
-        example = yaml.safe_load(handle)
-    for group, (variable, rule) in MIRRORS.items():
-        assert example["groups"][group].endswith("> %s" % variable), example["groups"][group]
-        assert example["compose"][variable].strip() == (
-            "'%s' | netstate.tcp.health_threshold(netstate_health_thresholds | default({}))" % rule)
-
-
 def ran_on(output):
     """{task name: [hosts it ran on]} from the default callback."""
     result = {}
@@ -89,8 +77,7 @@ def ran_on(output):
 @pytest.fixture(scope="module")
 def cached(fleet, tmp_path_factory):
     """Gather with three loaded hosts into a jsonfile cache; the loads are gone afterwards."""
-    if len(fleet.hosts) < 5:
-        pytest.skip("needs 5 fleet hosts (NETSTATE_FLEET_HOSTS)")
+    require(len(fleet.hosts) >= 5, "needs 5 fleet hosts (NETSTATE_FLEET_HOSTS)")
     leak, https, pressure, strict = fleet.hosts[:4]
     tmp = tmp_path_factory.mktemp("inventory")
     overrides = tmp / "overrides.yml"

@@ -27,7 +27,9 @@ import pytest
 import yaml
 from zabbix_utils import ZabbixAPI
 
-from monitoring_server import setup_monitoring_host, wait_for
+from monitoring_server import setup_monitoring_host
+
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 

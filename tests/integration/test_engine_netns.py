@@ -196,11 +196,17 @@ def test_raw_sockets_and_truncation(mix_ns):
     facts = engine.gather(namespace=mix_ns.name, subset=["min", "sockets"], max_sockets=100000)
     snapshot = Snapshot(mix_ns.name)
     assert facts["sockets_truncated"] is False
-    tcp = [(s["local_address"], s["local_port"], s["remote_address"], s["remote_port"], s["state"])
-           for s in facts["sockets"] if s["protocol"] == "tcp"]
-    oracle = [(r["local"], r["lport"], r["peer"] if r["peer"] != "*" else r["peer"], r["pport"], r["state"])
-              for r in snapshot.tcp]
-    assert sorted(t[1:2] + t[3:] for t in tcp) == sorted(o[1:2] + o[3:] for o in oracle)
+    # every socket, whole: both addresses (IPv4-mapped shown as IPv4 on both sides), ports, state, queues;
+    # UDP sockets carry ss's own words, UNCONN (bound, unconnected) and ESTAB (connected)
+    udp_states = {"CLOSE": "UNCONN", "ESTABLISHED": "ESTAB"}
+    for protocol, oracle_rows, state_of in (("tcp", snapshot.tcp, lambda state: state),
+                                            ("udp", snapshot.udp, udp_states.__getitem__)):
+        got = sorted((s["family"], s["local_address"], s["local_port"], s["remote_address"], s["remote_port"],
+                      s["state"], s["recv_q"], s["send_q"]) for s in facts["sockets"] if s["protocol"] == protocol)
+        oracle = sorted((r["family"], r["local"], r["lport"], r["peer"], r["pport"], state_of(r["state"]),
+                         r["recv_q"], r["send_q"]) for r in oracle_rows)
+        assert got == oracle, protocol
+    assert len(facts["sockets"]) == len(snapshot.tcp) + len(snapshot.udp)
 
 
 def test_namespace_all_labels_each(mix_ns):

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.conftest import SUPPORT, Namespace, require
+from tests.support.firewall import ipset_members, nft_set_members
 from tests.support.ss_oracle import Snapshot
 
 pytestmark = pytest.mark.netns
@@ -135,13 +136,7 @@ class Lab:
     def nft_active(self):
         """Addresses in the table's sets, from nft -j (None when the table does not exist)."""
         listed = self.server.run(["nft", "-j", "list", "table", "inet", "netstate_tcp"], check=False)
-        if listed.returncode != 0:
-            return None
-        members = set()
-        for item in json.loads(listed.stdout)["nftables"]:
-            for element in item.get("set", {}).get("elem", []):
-                members.add(element["elem"]["val"] if isinstance(element, dict) else element)
-        return members
+        return nft_set_members(listed.stdout) if listed.returncode == 0 else None
 
     def ipset_active(self):
         members = set()
@@ -151,8 +146,7 @@ class Lab:
             if listed.returncode != 0:
                 continue
             found = True
-            members |= {line.split()[0] for line in listed.stdout.split("Members:", 1)[1].splitlines()
-                        if line.strip()}
+            members |= ipset_members(listed.stdout)
         return members if found else None
 
     def can_connect(self, source, destination=SERVER4, timeout=2.0):

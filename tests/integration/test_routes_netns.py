@@ -12,12 +12,12 @@ IPV6_JOIN_GROUP), one of them twice so its user count is 2.
 import json
 import socket
 import struct
-import time
 
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
 from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -69,9 +69,8 @@ def routed_ns(netns):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
                                 socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", index))
                 held.append(sock)
-    deadline = time.time() + 10
-    while netns.run(["ip", "-6", "addr", "show", "tentative"]).stdout.strip() and time.time() < deadline:
-        time.sleep(0.1)
+    wait_for("IPv6 duplicate address detection ends in %s" % netns.name,
+             lambda: not netns.run(["ip", "-6", "addr", "show", "tentative"]).stdout.strip(), 10, interval=0.1)
     try:
         yield netns
     finally:

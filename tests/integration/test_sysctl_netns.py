@@ -18,13 +18,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl
-from tests.conftest import require
+from tests.conftest import Namespace, netns_prerequisites, require
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -113,8 +113,7 @@ print(json.dumps({"ok": ok, "errors": errors, "first_error": first_error,
 
 
 def _prerequisites() -> None:
-    require(os.geteuid() == 0, "needs root for ip netns")
-    require(shutil.which("ip") is not None and shutil.which("ss") is not None, "needs iproute2 (ip, ss)")
+    netns_prerequisites()
     require(_ansible_playbook() is not None, "needs ansible-playbook next to the test interpreter")
 
 
@@ -149,21 +148,16 @@ def host_values() -> dict:
     return values
 
 
-def _make_ns(name: str) -> str:
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    return name
-
-
 @pytest.fixture
 def sysctl_ns():
+    """A private namespace's name; the host's own values must be the same afterwards."""
     _prerequisites()
-    name = _make_ns("nst-sysctl-%d" % os.getpid())
     host = host_values()
+    namespace = Namespace(prefix="nst-sysctl")
     try:
-        yield name
+        yield namespace.name
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        namespace.close()
     assert host_values() == host, "the host's values changed"
 
 
@@ -171,10 +165,12 @@ def sysctl_ns():
 def veth_pair():
     """(client, server) namespaces joined by a veth pair, addresses from 198.18.0.0/24 only."""
     _prerequisites()
-    client = _make_ns("nst-twc-%d" % os.getpid())
-    server = _make_ns("nst-tws-%d" % os.getpid())
     host = host_values()
+    made = []
     try:
+        for prefix in ("nst-twc", "nst-tws"):
+            made.append(Namespace(prefix=prefix))
+        client, server = (namespace.name for namespace in made)
         subprocess.run(["ip", "link", "add", "nstc%d" % os.getpid(), "netns", client,
                         "type", "veth", "peer", "name", "nsts%d" % os.getpid(), "netns", server], check=True)
         for ns, dev, address in ((client, "nstc%d" % os.getpid(), CLIENT_ADDRESS),
@@ -183,8 +179,8 @@ def veth_pair():
             subprocess.run(["ip", "-n", ns, "link", "set", dev, "up"], check=True)
         yield client, server
     finally:
-        subprocess.run(["ip", "netns", "del", client], check=False)
-        subprocess.run(["ip", "netns", "del", server], check=False)
+        for namespace in made:
+            namespace.close()
     assert host_values() == host, "the host's values changed"
 
 
@@ -282,6 +278,12 @@ def _time_wait_to_server(ns: str) -> int:
     return len([row for row in rows if row.strip()])
 
 
+def _closes_settled(ns: str) -> bool:
+    """Every connection of the load towards the server has finished closing: TIME_WAIT or gone."""
+    rows = inside(ns, "ss", "-H", "-tan", "dst", SERVER_ADDRESS).stdout.splitlines()
+    return all(row.split()[0] == "TIME-WAIT" for row in rows if row.strip())
+
+
 def _load(client: str, count: int, rate: float) -> dict:
     proc = inside(client, sys.executable, "-c", CLIENT, SERVER_ADDRESS, str(SERVER_PORT), str(count), str(rate),
                   timeout=120)
@@ -311,7 +313,7 @@ def test_proof_tw_reuse_lets_the_same_load_through(veth_pair, tmp_path):
 
         first = _load(client, count, rate)
         print("tcp_tw_reuse=0:", first)
-        time.sleep(0.3)
+        wait_for("the first load's connections have closed", lambda: _closes_settled(client), 10, interval=0.05)
         held = _time_wait_to_server(client)
         assert first["ok"] == ports, first
         assert first["first_error"] is not None and first["first_error"]["errno"] == "EADDRNOTAVAIL", first
@@ -332,7 +334,7 @@ def test_proof_tw_reuse_lets_the_same_load_through(veth_pair, tmp_path):
 
         second = _load(client, count, rate)
         print("tcp_tw_reuse=1:", second)
-        time.sleep(0.3)
+        wait_for("the second load's connections have closed", lambda: _closes_settled(client), 10, interval=0.05)
         assert second["errors"] == {} and second["ok"] == count, second
         # more connections than ports: ports were taken over from TIME_WAIT sockets
         assert _time_wait_to_server(client) <= ports

@@ -14,7 +14,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -24,6 +23,7 @@ from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as pro
 from ansible_collections.netstate.tcp.plugins.module_utils import engine
 from tests import conftest
 from tests.support.ss_oracle import TimerSnapshot
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -109,14 +109,15 @@ class TimerMix:
         _ip("-n", self.peer, "link", "set", self.veth_b, "down")
         for client in lost:
             client.send(b"y" * 100)
-        deadline = time.time() + 10
-        while time.time() < deadline:
+
+        def settled():
             snapshot = TimerSnapshot(self.ns.name)
             peer = snapshot.retransmitting().get(PEER, {})
-            if peer.get("sockets") == RETRANSMITTING and snapshot.timers()["zero_window_probe"] == 2 * UNREAD:
-                return self
-            time.sleep(0.2)
-        raise AssertionError("the mix did not settle: %r" % TimerSnapshot(self.ns.name).rows)
+            return peer.get("sockets") == RETRANSMITTING and snapshot.timers()["zero_window_probe"] == 2 * UNREAD
+
+        wait_for("the timer mix settles (%d sockets retransmitting to %s, %d probing a zero window)" % (
+            RETRANSMITTING, PEER, 2 * UNREAD), settled, 10, interval=0.2)
+        return self
 
     def close(self):
         for sock in self.held:
@@ -196,16 +197,16 @@ def test_builtin_rules_catch_the_lost_peer_and_the_stalled_port(timer_ns):
     from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as rules
 
     checked = {rule.name: rule for rule in rules.build_rules(thresholds={"send_queue_stalled_port": 3})}
-    deadline = time.time() + 15
-    while True:
+
+    def once_the_peer_is_lost():
         facts = engine.gather(namespace=timer_ns.name)
         results = {name: rules.evaluate_rule(checked[name], facts)
                    for name in ("retransmitting_peer", "send_queue_stalled_port")}
-        lost = results["retransmitting_peer"][0]
-        # three retransmissions in a row take 0.2 + 0.4 + 0.8 s at the minimum RTO
-        if not lost["ok"] or time.time() > deadline:
-            break
-        time.sleep(0.3)
+        return None if results["retransmitting_peer"][0]["ok"] else (facts, results)
+
+    # three retransmissions in a row take 0.2 + 0.4 + 0.8 s at the minimum RTO
+    facts, results = wait_for("retransmitting_peer fails for %s" % PEER, once_the_peer_is_lost, 15, interval=0.3)
+    lost = results["retransmitting_peer"][0]
     assert not lost["ok"] and lost["subject"] == PEER and lost["value"] == RETRANSMITTING, lost
     stalled = results["send_queue_stalled_port"]
     # the never-read receivers' port (zero window probes) and the lost peer's (retransmissions)

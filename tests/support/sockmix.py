@@ -11,10 +11,11 @@ SIGTERM) ends it and the kernel tears everything down with the namespace.
 Spec keys, all optional:
   listeners:    [{"address": "127.0.0.1", "port": 8080, "backlog": 128}]
   established:  [{"to": ["127.0.0.1", 8080], "from": "127.0.0.2", "count": 10}]
+                "accepted": false leaves the connections in the listener's accept queue
   time_wait:    [{"to": [...], "from": ..., "count": n}]   client closes first: client side TIME_WAIT
   server_time_wait: [{"to": [...], "count": n}]             server closes first: TIME_WAIT on the listener port
   close_wait:   [{"to": [...], "count": n}]                 client closes, server never does: CLOSE_WAIT + FIN_WAIT2
-  accept_full:  [{"address": ..., "port": ..., "backlog": 2, "clients": 6}]   never accepted
+  accept_full:  [{"address": ..., "port": ..., "backlog": 2, "clients": 6, "from": ...}]   never accepted
   udp:          [{"address": "0.0.0.0", "port": 5353}]     bound, unconnected
   udp_connected: [{"to": ["127.0.0.1", 5353]}]
   filler_fds:   n                                          n descriptors (pipes) opened first, so the sockets
@@ -69,8 +70,8 @@ def listener_for(to):
     return LISTENERS[key]
 
 
-def connect_pair(to, source=None):
-    """Connect a client to a declared listener and accept it: (client, server)."""
+def connect_pair(to, source=None, accept=True):
+    """Connect a client to a declared listener and accept it: (client, server); server None if not accepted."""
     server_sock = listener_for(to)
     address = to[0]
     if address in ("0.0.0.0",):
@@ -82,17 +83,10 @@ def connect_pair(to, source=None):
     if source:
         client.bind((source, 0))
     client.connect((address, to[1]))
+    if not accept:
+        return client, None
     server, _peer = server_sock.accept()
     return client, server
-
-
-def wait_state(check, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def leave_namespace(path):
@@ -121,30 +115,23 @@ def build(spec):
     count = 0
     for item in spec.get("established", []):
         for _index in range(item["count"]):
-            client, server = connect_pair(item["to"], item.get("from"))
-            HELD.extend((client, server))
+            client, server = connect_pair(item["to"], item.get("from"), item.get("accepted", True))
+            HELD.extend(sock for sock in (client, server) if sock is not None)
             count += 1
     built["established_pairs"] = count
 
-    count = 0
-    for item in spec.get("time_wait", []):
-        for _index in range(item["count"]):
-            client, server = connect_pair(item["to"], item.get("from"))
-            client.close()
-            server.recv(1)  # EOF: the client's FIN arrived
-            server.close()
-            count += 1
-    built["time_wait"] = count
-
-    count = 0
-    for item in spec.get("server_time_wait", []):
-        for _index in range(item["count"]):
-            client, server = connect_pair(item["to"], item.get("from"))
-            server.close()
-            client.recv(1)
-            client.close()
-            count += 1
-    built["server_time_wait"] = count
+    # TIME_WAIT stays with the side that closes first: the client (time_wait) or the server
+    for key, client_first in (("time_wait", True), ("server_time_wait", False)):
+        count = 0
+        for item in spec.get(key, []):
+            for _index in range(item["count"]):
+                client, server = connect_pair(item["to"], item.get("from"))
+                first, second = (client, server) if client_first else (server, client)
+                first.close()
+                second.recv(1)  # EOF: the first side's FIN arrived
+                second.close()
+                count += 1
+        built[key] = count
 
     count = 0
     for item in spec.get("close_wait", []):
@@ -164,6 +151,8 @@ def build(spec):
             address = "127.0.0.1"
         for _index in range(item["clients"]):
             client = socket.socket(family_of(address), socket.SOCK_STREAM)
+            if item.get("from"):
+                client.bind((item["from"], 0))
             client.setblocking(False)
             try:
                 client.connect((address, item["port"]))

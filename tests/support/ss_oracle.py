@@ -8,6 +8,7 @@ Nothing here imports the engine; the aggregates are computed the plain way, from
 
 import re
 import subprocess
+import time
 from collections import Counter, defaultdict
 
 SS_STATES = {
@@ -82,6 +83,43 @@ def states_of(items):
     for row in items:
         states[row["state"]] += 1
     return states
+
+
+def ss_view(tcp_text, udp_text=None, exclude=()):
+    """What ss says, in the shape the collector's outputs are checked in, from `ss -H -n -t -a` text.
+
+    states (Counter of TCP states), listeners [{address, port, queue, backlog}], per_port (listening
+    port as text -> Counter of the states of its sockets), peers (remote address -> connections); with
+    udp_text (`ss -H -n -u -l`), udp [(address, port)] of the UDP listeners. Connections (not listeners)
+    on a local port in exclude are left out: a query's own socket to the agent answering it.
+    """
+    tcp = [row for row in rows(tcp_text) if row["state"] == "LISTEN" or row["lport"] not in exclude]
+    listeners = [{"address": row["local"], "port": row["lport"], "queue": row["recv_q"], "backlog": row["send_q"]}
+                 for row in tcp if row["state"] == "LISTEN"]
+    ports = {listener["port"] for listener in listeners}
+    per_port = {str(port): Counter() for port in ports}
+    peers = Counter()
+    for row in tcp:
+        if row["lport"] in ports:
+            per_port[str(row["lport"])][row["state"]] += 1
+        if row["state"] != "LISTEN":
+            peers[row["peer"]] += 1
+    view = {"states": Counter(row["state"] for row in tcp), "listeners": listeners, "per_port": per_port,
+            "peers": peers}
+    if udp_text is not None:
+        view["udp"] = [(row["local"], row["lport"]) for row in rows(udp_text)]
+    return view
+
+
+def stable(view, produce, attempts=5, pause=0.0):
+    """(view, produce()) with produce() run between two identical view()s; tried again while sockets move."""
+    for _attempt in range(attempts):
+        before = view()
+        value = produce()
+        if view() == before:
+            return before, value
+        time.sleep(pause)
+    raise AssertionError("the sockets kept changing around %d runs of %r" % (attempts, produce))
 
 
 class Snapshot:

@@ -5,12 +5,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netstate.tcp.plugins.filter.health_threshold import FilterModule, health_threshold
 from ansible_collections.netstate.tcp.plugins.plugin_utils._health_rules import BUILTIN_RULES_PATH
+from tests.conftest import ROOT
+
+EXAMPLE = os.path.join(ROOT, "docs", "inventory", "netstate.constructed.yml")
+# group of the example inventory -> (composed threshold variable, the built-in health rule it comes from)
+MIRRORS = {"close_wait_leak": ("netstate_close_wait_max", "close_wait_per_port"),
+           "ephemeral_pressure": ("netstate_ephemeral_share_max", "time_wait_ephemeral_share")}
 
 
 def builtin():
@@ -45,3 +53,14 @@ def test_bad_input_names_the_field(args, message):
 
 def test_filter_is_registered():
     assert FilterModule().filters() == {"health_threshold": health_threshold}
+
+
+def test_example_inventory_thresholds_are_the_health_rules():
+    """docs/inventory/netstate.constructed.yml: each group compares with its rule's threshold, taken by
+    health_threshold with the host's overrides (tests/fleet/test_inventory_groups.py runs it on hosts)."""
+    with open(EXAMPLE) as handle:
+        example = yaml.safe_load(handle)
+    for group, (variable, rule) in MIRRORS.items():
+        assert example["groups"][group].endswith("> %s" % variable), example["groups"][group]
+        assert example["compose"][variable].strip() == (
+            "'%s' | netstate.tcp.health_threshold(netstate_health_thresholds | default({}))" % rule)

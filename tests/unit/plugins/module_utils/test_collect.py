@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The collector's renderers and argument validation, on fact documents built by hand.
 
-The real engine on real sockets is exercised in tests/integration/test_collect.py.
+The real engine on real sockets is exercised in tests/integration/test_collect_netns.py.
 """
 
 from __future__ import absolute_import, division, print_function

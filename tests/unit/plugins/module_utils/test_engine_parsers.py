@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import socket
 import struct
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -157,39 +158,121 @@ def test_proc_net_malformed_names_the_problem(text, message):
 @given(st.text(max_size=400))
 @settings(max_examples=300, deadline=None)
 def test_proc_net_parser_never_crashes(text):
+    lines = text.splitlines()
     try:
-        for row in procfs.parse_proc_net(text, socket.AF_INET):
-            assert len(row) == 11
-    except procfs.ProcFormatError:
-        pass
-
-
-@given(st.lists(st.sampled_from([
-    "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode",
-    "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 21630 1",
-    "   1: 0100007F:1F90 0200007F:B3A8 01 00000000:00000000 00:00000000 00000000     0        0 21641 1",
-    "   2: ZZ:1F90 0200007F:B3A8 01",
-    "   3: 0100007F:1F90 0200007F:B3A8 01 00000000 00:00000000 00000000     0        0 21641 1",
-    "",
-]), max_size=8))
-@settings(max_examples=300, deadline=None)
-def test_proc_net_parser_on_shuffled_lines(lines):
-    try:
-        rows = list(procfs.parse_proc_net("\n".join(lines), socket.AF_INET))
+        rows = list(procfs.parse_proc_net(text, socket.AF_INET))
     except procfs.ProcFormatError:
         return
-    assert all(row[0] in (10, 1) for row in rows)
+    # a table is read line by line: its rows are those of each line under the same header
+    assert rows == [row for line in lines[1:] for row in procfs.parse_proc_net(lines[0] + "\n" + line, socket.AF_INET)]
+
+
+PROC_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"
+# each line with the row it stands for, or None where the line is malformed
+PROC_LINES = {
+    PROC_HEADER: None,  # a header anywhere but first is a malformed row
+    "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 21630 1":
+        (10, "127.0.0.1", 8080, "0.0.0.0", 0, 0, 2, 0, 21630, 0, 0),
+    "   1: 0100007F:1F90 0200007F:B3A8 01 00000000:00000000 00:00000000 00000000     0        0 21641 1":
+        (1, "127.0.0.1", 8080, "127.0.0.2", 0xB3A8, 0, 0, 0, 21641, 0, 0),
+    "   2: ZZ:1F90 0200007F:B3A8 01": None,
+    "   3: 0100007F:1F90 0200007F:B3A8 01 00000000 00:00000000 00000000     0        0 21641 1": None,
+    "": None,
+}
+
+
+@given(st.lists(st.sampled_from(sorted(PROC_LINES)), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_proc_net_parser_on_shuffled_lines(lines):
+    text = "\n".join(lines)
+    lines = text.splitlines()  # as the parser reads the file: no empty last line
+    if not lines:
+        expected = []
+    elif lines[0] != PROC_HEADER or any(PROC_LINES[line] is None for line in lines[1:]):
+        expected = procfs.ProcFormatError
+    else:
+        expected = [PROC_LINES[line] for line in lines[1:]]
+    try:
+        rows = list(procfs.parse_proc_net(text, socket.AF_INET))
+    except procfs.ProcFormatError:
+        rows = procfs.ProcFormatError
+    assert rows == expected
+
+
+def kernel_hex(address, family):
+    """An address as /proc/net/tcp(6) prints it: each 32-bit word in host byte order, %08X."""
+    raw = socket.inet_pton(family, address)
+    words = [raw[i:i + 4] for i in range(0, len(raw), 4)]
+    return "".join((word[::-1] if sys.byteorder == "little" else word).hex().upper() for word in words)
+
+
+PROC_ROW = st.tuples(
+    st.integers(1, 12),  # TCP_ESTABLISHED .. TCP_NEW_SYN_RECV
+    st.ip_addresses(v=4), st.integers(0, 65535), st.ip_addresses(v=4), st.integers(0, 65535),
+    st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 32 - 1), st.integers(0, 2 ** 31), st.integers(0, 2 ** 31),
+    st.integers(0, 4), st.integers(0, 255), st.integers(0, 255))
+
+
+@given(st.lists(PROC_ROW, max_size=6), st.sampled_from([socket.AF_INET, socket.AF_INET6]))
+@settings(max_examples=300, deadline=None)
+def test_proc_net_rows_read_back(entries, family):
+    """Rows printed as the kernel prints them (get_tcp4_sock, get_tcp6_sock) read back as the same values."""
+    lines, expected = [PROC_HEADER], []
+    for index, (state, local, lport, remote, rport, tx, rx, uid, inode, timer, retrnsmt, probes) in enumerate(entries):
+        local, remote = str(local), str(remote)
+        if family == socket.AF_INET6:
+            local, remote = "::ffff:" + local, "::ffff:" + remote
+        lines.append("%4d: %s:%04X %s:%04X %02X %08X:%08X %02X:%08X %08X %5d %8d %d 1 0000000000000000 20 4 30 10 -1" % (
+            index, kernel_hex(local, family), lport, kernel_hex(remote, family), rport, state, tx, rx, timer, 100,
+            retrnsmt, uid, probes, inode))
+        # retransmissions: the retrnsmt column, but unanswered probes for keepalive (2) and zero window probes (4)
+        expected.append((state, local, lport, remote, rport, tx, rx, uid, inode, timer,
+                         probes if timer in (2, 4) else retrnsmt))
+    assert list(procfs.parse_proc_net("\n".join(lines), family)) == expected
 
 
 @given(st.text(max_size=300))
 @settings(max_examples=300, deadline=None)
 def test_counter_parsers_never_crash(text):
-    for parser in (procfs.parse_header_pairs, procfs.parse_sockstat):
-        try:
-            result = parser(text)
-        except procfs.ProcFormatError:
-            continue
-        assert isinstance(result, dict)
+    try:
+        pairs = procfs.parse_header_pairs(text)
+    except procfs.ProcFormatError:
+        pass
+    else:
+        # what was read prints back, as the kernel prints it, to a text that reads the same
+        assert procfs.parse_header_pairs(header_pairs_text(pairs)) == pairs
+    try:
+        sockstat = procfs.parse_sockstat(text)
+    except procfs.ProcFormatError:
+        return
+    # sockstat is read line by line: its counters are those of each line, a later line winning
+    merged = {}
+    for line in text.splitlines():
+        merged.update(procfs.parse_sockstat(line))
+    assert sockstat == merged
+
+
+def header_pairs_text(pairs):
+    """/proc/net/snmp and netstat as the kernel prints them: a names line, then a values line per prefix."""
+    lines = []
+    for prefix, counters in pairs.items():
+        lines.append("%s:%s" % (prefix, "".join(" " + name for name in counters)))
+        lines.append("%s:%s" % (prefix, "".join(" %d" % value for value in counters.values())))
+    return "\n".join(lines) + "\n"
+
+
+COUNTER_NAME = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,15}", fullmatch=True)
+COUNTERS = st.dictionaries(COUNTER_NAME, st.integers(-1, 2 ** 63), max_size=6)
+
+
+@given(st.dictionaries(COUNTER_NAME, COUNTERS, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_counters_read_back(pairs):
+    assert procfs.parse_header_pairs(header_pairs_text(pairs)) == pairs
+    sockstat = "".join("%s:%s\n" % (prefix, "".join(" %s %d" % item for item in counters.items()))
+                       for prefix, counters in pairs.items())
+    assert procfs.parse_sockstat(sockstat) == {"%s_%s" % (prefix, name): value
+                                               for prefix, counters in pairs.items() for name, value in counters.items()}
 
 
 # ---------------------------------------------------------------- synthetic netlink messages

@@ -21,10 +21,12 @@ __metaclass__ = type
 
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import struct
 import tempfile
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -344,15 +346,50 @@ def test_proc_backend_on_mutated_tables_ends_in_gather_error(tcp, tcp6, udp, soc
             except engine.GatherError as exc:
                 assert root in str(exc) or "kernel counters" in str(exc), exc
             else:
-                assert facts["backend"] == "proc" and facts["tcp"]["total"] >= 0
+                # every row of the TCP tables is counted once, in exactly one state
+                rows = [row for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6))
+                        for row in procfs.parse_proc_net(procfs.read_text(os.path.join(root, "net", name)), family)]
+                assert facts["backend"] == "proc"
+                assert facts["tcp"]["total"] == len(rows) == sum(facts["tcp"]["states"].values())
 
 
 @given(st.text(max_size=200))
 @settings(max_examples=300, deadline=None)
 def test_sysctl_file_parser_never_raises(text):
-    for key, value in sysctl.parse_sysctl_text(text):
-        assert isinstance(key, str) and isinstance(value, str)
+    assignments = sysctl.parse_sysctl_text(text)
+    # lines are read one by one: the file's assignments are its lines' assignments, in order
+    assert assignments == [pair for line in text.splitlines() for pair in sysctl.parse_sysctl_text(line)]
+    for key, value in assignments:
+        assert key == key.strip() and value == value.strip()
         sysctl.normalize_live(sysctl.KNOWLEDGE.get(key), value)
+
+
+SYSCTL_NAME = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,9}", fullmatch=True)  # as the kernel names its entries
+# anything on one line: printable ASCII without the line breaks str.splitlines() knows
+SYSCTL_VALUE = st.text(alphabet=[chr(c) for c in range(32, 127)] + ["\t"], max_size=20)
+SYSCTL_LINE = st.one_of(
+    st.tuples(st.just("assign"), st.lists(SYSCTL_NAME, min_size=1, max_size=4), SYSCTL_VALUE,
+              st.sampled_from(["", " ", "\t "]), st.sampled_from(["", " ", "\t"]), st.booleans(), st.booleans()),
+    st.tuples(st.just("other"), st.sampled_from(["", "   ", "# net.ipv4.tcp_tw_reuse = 1", "; a = b",
+                                                 "  # indented = comment", "no assignment here"])),
+)
+
+
+@given(st.lists(SYSCTL_LINE, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_sysctl_file_parser_reads_back_what_was_written(lines):
+    """A sysctl.d file written from known assignments (dotted or slashed keys, '-' prefixes, blanks
+    around '=', comments and blank lines between) reads back as exactly those assignments."""
+    text, expected = [], []
+    for line in lines:
+        if line[0] == "other":
+            text.append(line[1])
+            continue
+        _kind, parts, value, lead, around, slashed, ignore_errors = line
+        key = "/".join(parts) if slashed else ".".join(parts)
+        text.append("%s%s%s%s=%s%s" % (lead, "-" if ignore_errors else "", key, around, around, value))
+        expected.append((".".join(parts), value.strip()))
+    assert sysctl.parse_sysctl_text("\n".join(text)) == expected
 
 
 @given(st.binary(max_size=64))
@@ -373,3 +410,9 @@ def test_comm_and_stat_of_any_bytes_never_raise(raw):
         finally:
             procfs._BOOT_TIME.clear()
         info["process"].encode("utf-8")  # raises on a lone surrogate
+    # the name as the kernel keeps it (comm without its newline), bytes that are not UTF-8 as \xNN;
+    # the start time from the field after the name's last ')', whatever the name holds
+    name = raw[:-1] if raw.endswith(b"\n") else raw
+    assert info == {"pid": 7, "process": name.decode("utf-8", "backslashreplace"),
+                    "user": pwd.getpwuid(os.getuid()).pw_name,
+                    "stime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1700000000))}

@@ -80,18 +80,47 @@ def test_multicast_parsers_raise_only_gather_error(text, family):
         return
     for group in groups:
         assert set(group) == {"interface", "family", "group", "users"} and group["family"] == family
+    if family == "ipv6":
+        # /proc/net/igmp6 has one group per line, no header: the groups are those of each line alone
+        assert groups == [group for line in text.splitlines()
+                          for group in engine.parse_multicast(line, "/proc/net/igmpX", family)]
 
 
-@given(st.lists(st.sampled_from(IGMP.splitlines()[1:] + ["\t\t\t\tZZ 1 0:0", "x", "9\tbig:"]), max_size=10))
+# each line of /proc/net/igmp with what it says: a device, a group joined (address, users), or nonsense
+IGMP_LINES = {
+    "1\tlo        :     1      V3": ("device", "lo"),
+    "3\trt0       :     3      V3": ("device", "rt0"),
+    "9\tbig:": ("device", "big"),
+    "\t\t\t\t010000E0     1 0:00000000\t\t0": ("group", "224.0.0.1", 1),
+    "\t\t\t\t030201EF     2 0:00000000\t\t0": ("group", "239.1.2.3", 2),
+    "\t\t\t\t040201EF     1 0:00000000\t\t0": ("group", "239.1.2.4", 1),
+    "\t\t\t\tZZ 1 0:0": ("bad",),
+    "x": ("bad",),
+}
+
+
+@given(st.lists(st.sampled_from(sorted(IGMP_LINES)), max_size=10))
 @settings(max_examples=300, deadline=None)
 def test_igmp_on_shuffled_lines(lines):
+    """Each group belongs to the device line above it; a group before any device, or a line that is
+    neither, fails naming its line number."""
+    expected, device = [], None
+    for number, line in enumerate(lines, 2):
+        meaning = IGMP_LINES[line]
+        if meaning[0] == "device":
+            device = meaning[1]
+        elif meaning[0] == "group" and device is not None:
+            expected.append({"interface": device, "family": "ipv4", "group": meaning[1], "users": meaning[2]})
+        else:
+            expected = "/proc/net/igmp: line %d: " % number
+            break
     text = IGMP.splitlines()[0] + "\n" + "\n".join(lines)
     try:
         groups = engine.parse_multicast(text, "/proc/net/igmp", "ipv4")
     except engine.GatherError as exc:
-        assert "/proc/net/igmp: line" in str(exc)
-        return
-    assert all(group["interface"] in ("lo", "rt0", "big") for group in groups)
+        assert isinstance(expected, str) and str(exc).startswith(expected), (exc, expected)
+    else:
+        assert groups == expected
 
 
 # ---------------------------------------------------------------- routes
@@ -180,7 +209,17 @@ def test_route_parser_on_random_attributes(attributes, family):
     except engine.GatherError as exc:
         assert "RTM_NEWROUTE message 1" in str(exc)
         return
-    assert len(routes) == 1 and isinstance(routes[0]["metric"], int)
+    # what the attributes say, decoded here on their own: the last of each kind wins
+    last = dict(attributes)
+    default = "0.0.0.0" if family == socket.AF_INET else "::"
+    assert len(routes) == 1
+    route = routes[0]
+    assert route["family"] == ("ipv4" if family == socket.AF_INET else "ipv6")
+    assert route["destination"] == "%s/0" % (socket.inet_ntop(family, last[1]) if 1 in last else default)
+    assert route["metric"] == (struct.unpack("=I", last[6])[0] if 6 in last else 0)
+    table = struct.unpack("=I", last[15])[0] if 15 in last else 254
+    assert route["table"] == {254: "main", 255: "local", 253: "default", 0: "unspec"}.get(table, str(table))
+    assert route["interface"] == (NAMES(struct.unpack("=I", last[4])[0]) if 4 in last else None)
 
 
 def test_iproute2_names_files(tmp_path):

@@ -18,6 +18,7 @@ from ansible_collections.netstate.tcp.plugins.module_utils._sysctl import (
     normalize_value,
     parse_sysctl_text,
 )
+from tests.conftest import require
 
 PROC_VALUES = {
     "net/ipv4/tcp_tw_reuse": "2",
@@ -321,6 +322,11 @@ def test_path_outside_boot_dirs_warns(tree):
     assert result["per_key"]["net.ipv4.tcp_tw_reuse"]["boot"] == {"value": None, "file": None}
 
 
+def require_read_only_sysctl():
+    require(os.path.exists("/proc/sys/net/ipv4/tcp_available_ulp"),
+            "needs Linux /proc/sys (net.ipv4.tcp_available_ulp, a read-only kernel sysctl)")
+
+
 def _read_only_proc_file(tree, rel):
     """A file in the tree that refuses writes, for root too: a link to a read-only kernel sysctl."""
     path = os.path.join(tree.proc, rel)
@@ -334,8 +340,6 @@ def _read_only_proc_file(tree, rel):
         os.chmod(path, 0o444)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/sys/net/ipv4/tcp_available_ulp"),
-                    reason="needs Linux /proc/sys")
 @pytest.mark.parametrize("check_mode", [False, True])
 def test_unwritable_key_fails_before_anything_is_written(tree, check_mode):
     """A key that cannot be set live is found before the drop-in or any other key is written.
@@ -343,6 +347,7 @@ def test_unwritable_key_fails_before_anything_is_written(tree, check_mode):
     (Until the write check, the keys before it were written and then rolled back; the rollback
     itself is proven on the kernel by test_kernel_rejection_restores_values_and_file.)
     """
+    require_read_only_sysctl()
     tree.write(tree.ours, "net.ipv4.tcp_keepalive_probes = 7\n")
     os.chmod(tree.ours, 0o640)
     _read_only_proc_file(tree, "net/ipv4/tcp_available_ulp")
@@ -359,9 +364,8 @@ def test_unwritable_key_fails_before_anything_is_written(tree, check_mode):
     assert tree.live("net/ipv4/tcp_tw_reuse") == "2"
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/sys/net/ipv4/tcp_available_ulp"),
-                    reason="needs Linux /proc/sys")
 def test_failed_live_write_removes_a_new_file(tree):
+    require_read_only_sysctl()
     _read_only_proc_file(tree, "net/ipv4/tcp_available_ulp")
     with pytest.raises(SysctlError, match="tcp_available_ulp"):
         tree.run({"tcp_tw_reuse": 1, "net.ipv4.tcp_available_ulp": "tls"})

@@ -34,6 +34,11 @@ except ImportError:  # ansible-core before 2.19: AnsibleModule reads its argumen
             basic._ANSIBLE_ARGS = saved  # pylint: disable=protected-access
 
 from ansible_collections.netstate.tcp.plugins.modules import sysctl
+from tests.conftest import require
+
+
+def require_proc_sys():
+    require(os.path.exists("/proc/sys/net/ipv4/tcp_tw_reuse"), "needs Linux /proc/sys (net.ipv4.tcp_tw_reuse)")
 
 
 def run(capsys, **args):
@@ -80,8 +85,8 @@ def test_wrong_option_type_is_ansibles_error(capsys):
     assert code == 1 and result["failed"] is True and "persist" in result["msg"] and "maybe" in result["msg"]
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/sys/net/ipv4/tcp_tw_reuse"), reason="needs Linux /proc/sys")
 def test_check_mode_reports_without_writing(capsys, tmp_path):
+    require_proc_sys()
     path = tmp_path / "60-netstate-tcp.conf"
     current = live("net.ipv4.tcp_tw_reuse")
     other = "1" if current != "1" else "0"
@@ -99,8 +104,8 @@ def test_check_mode_reports_without_writing(capsys, tmp_path):
     assert any("is not in a directory read at boot" in str(w) for w in result["warnings"])
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/sys/net/ipv4/tcp_tw_reuse"), reason="needs Linux /proc/sys")
 def test_current_values_are_no_change(capsys):
+    require_proc_sys()
     code, result = run(capsys, settings={"tcp_tw_reuse": live("net.ipv4.tcp_tw_reuse")}, persist=False,
                        _ansible_check_mode=True)
     assert code == 0 and result["changed"] is False and "diff" not in result
