@@ -551,6 +551,14 @@ class AptProxyServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 def serve_proxy(address: str, port: int, cache_dir: Path, allow: Sequence[str], pid_file: Path) -> int:
     """The proxy daemon (``fleet.py proxy-serve``): binds, forks into the background, writes its pid
     file once it listens, and serves until SIGTERM."""
+    # Started with a standard descriptor closed (a CI runner's stdin), the listening socket would
+    # take its number, and the dup2 below would put /dev/null in its place: a proxy that answers
+    # nobody and spins on poll(). Hold 0, 1 and 2 first.
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_RDWR), fd)
     server = AptProxyServer((address, port), cache_dir, allow, stats=pid_file.with_name("proxy-stats.json"))
     child = os.fork()
     if child:
@@ -1239,7 +1247,8 @@ class Fleet:
         with open(self.run_dir / "proxy.log", "ab") as log_file:
             deadline = time.monotonic() + 20
             while True:   # the gateway address appears on the bridge with its first container
-                result = subprocess.run(command, stdout=log_file, stderr=subprocess.PIPE, timeout=60, check=False)
+                result = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.PIPE,
+                                        timeout=60, check=False)
                 if result.returncode == 0 or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)

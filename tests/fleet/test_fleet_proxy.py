@@ -9,7 +9,9 @@ Needs Debian's mirror (deb.debian.org) and no podman."""
 import hashlib
 import http.client
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 
@@ -125,3 +127,27 @@ def test_a_file_cut_short_is_fetched_again_and_cached_whole(proxy):
     assert relay.connections == 2 and server.stats["retries"] == 1 and server.stats["misses"] == 1
     assert not list((server.cache_dir).rglob("*.part"))
     assert get(server, url) == (200, body) and relay.connections == 2 and server.stats["hits"] == 1
+
+
+def test_the_daemon_answers_when_started_with_its_stdin_closed(tmp_path):
+    """As a CI runner starts the suite (stdin closed): the daemon's listening socket must not take
+    descriptor 0, which it hands to /dev/null when it lets go of the starter's pipes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pid_file = tmp_path / "proxy.pid"
+    command = [sys.executable, fleet_module.__file__, "--name", "stdin", "proxy-serve", "--address", "127.0.0.1",
+               "--port", str(port), "--cache", str(tmp_path / "cache"), "--allow", "", "--pid-file", str(pid_file)]
+    with open(tmp_path / "proxy.log", "wb") as log:     # as the fleet starts it: the daemon keeps this file
+        started = subprocess.run(command, preexec_fn=lambda: os.close(0), stdout=log, stderr=subprocess.PIPE,
+                                 timeout=60, check=False)
+    assert started.returncode == 0, started.stderr
+    pid = int(pid_file.read_text())
+    try:
+        assert os.readlink("/proc/{}/fd/0".format(pid)) == "/dev/null"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "http://example.org/")
+        assert connection.getresponse().status == 403      # answered, and nothing forwarded
+        connection.close()
+    finally:
+        os.kill(pid, signal.SIGTERM)
