@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: deps run test test-matrix lint units sanity integration fleet-demo bench bench-fleet soak clean
+.PHONY: deps run test test-matrix lint units sanity integration fleet-demo bench bench-fleet bench-scale soak clean
 
 deps:
 	@bash scripts/setup.sh
@@ -48,6 +48,11 @@ fleet-demo: deps
 
 bench-fleet: deps
 	$(PY) benchmarks/bench_fleet.py
+
+# gather and health at 20, 50 and 100 hosts (one /25 fleet) against the naive playbooks, forks
+# 10/25/50, controller CPU and memory, and the model fitted to them (docs/performance.md)
+bench-scale: deps
+	$(PY) benchmarks/bench_scale.py --json .build/bench-scale.json $(SCALE_ARGS)
 
 # 30 minutes: the node_exporter collector every 2 s beside connection churn on a fleet host of its
 # own (tests/fleet/soak.py; make test runs a 2-minute version). SOAK_ARGS="--duration 600" etc.
