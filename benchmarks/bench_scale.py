@@ -213,8 +213,8 @@ def report(figures: dict) -> None:
     for ours, naive in (("gather", "naive gather"), ("health", "naive health")):
         for size in figures["sizes"]:
             if (ours, size) in best and (naive, size) in best:
-                print("  ratio %s/%s at %d hosts: %.2f" % (ours, naive, size,
-                                                          best[(ours, size)][1] / best[(naive, size)][1]))
+                ratio = best[(ours, size)][1] / best[(naive, size)][1]
+                print("  ratio %s/%s at %d hosts: %.2f" % (ours, naive, size, ratio))
     print("\nmodel: wall = a + b * ceil(hosts / forks), cpu = c + d * hosts (least squares over every run)")
     figures["model"] = {}
     for name in names:

@@ -1044,9 +1044,9 @@ class Fleet:
                 if subnet:
                     room = ipaddress.ip_network(subnet).num_addresses - 3
                     if hosts > room:
-                        raise FleetError("fleet {} holds {} (room for {} hosts), {} asked for: remove it first "
-                                         "with `fleet.py down --name {}`".format(self.name, subnet, room, hosts,
-                                                                                self.name))
+                        raise FleetError(
+                            "fleet {} holds {} (room for {} hosts), {} asked for: remove it first with "
+                            "`fleet.py down --name {}`".format(self.name, subnet, room, hosts, self.name))
                     return
                 subnet = self._allocate_subnet(hosts)
                 if subnet is not None:

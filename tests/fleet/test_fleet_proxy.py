@@ -37,7 +37,7 @@ class FlakyRelay:
     def _serve(self):
         while True:
             try:
-                client, _ = self.listener.accept()
+                client = self.listener.accept()[0]
             except OSError:
                 return
             number, self.connections = self.connections, self.connections + 1

@@ -148,13 +148,23 @@ def test_doc_fragment_documents_the_contract():
     for name, spec in dict(contract.COUNTS, **contract.SOCKET_SOURCE).items():
         documented = dict(counts, **source)[name]
         assert documented["type"] == spec["type"] and documented.get("default") == spec.get("default"), name
-    assert sorted(fragment.SUBSET_DESCRIPTIONS) == sorted(contract.SUBSETS)
-    subset_text = " ".join(counts["gather_subset"]["description"])
-    for name in contract.SUBSETS + tuple(contract.SUBSET_GROUPS):
-        assert "V(%s)" % name in subset_text, name
-    assert "From V(1) to V(100000)." in counts["top"]["description"]
-    assert "From V(0) to V(60) seconds." in counts["sample_interval"]["description"]
-    assert "V(0) or more." in counts["max_sockets"]["description"]
+    subset_lines = counts["gather_subset"]["description"]
+    for name in contract.SUBSETS:        # each subset described in a line of its own, in the contract's order
+        assert sum(line.startswith("V(%s) " % name) for line in subset_lines) == 1, name
+    described = [line.split(")", 1)[0][2:] for line in subset_lines if line.startswith("V(")
+                 and line.split(")", 1)[0][2:] in contract.SUBSETS]
+    assert described == list(contract.SUBSETS)
+    groups = subset_lines[-1]
+    for group, members in contract.SUBSET_GROUPS.items():
+        expected = "every subset" if members == contract.SUBSETS else \
+            " and ".join([", ".join("V(%s)" % m for m in members[:-1]), "V(%s)" % members[-1]]) \
+            if len(members) > 1 else "V(%s)" % members[0]
+        assert "V(%s) is %s" % (group, expected) in groups, group
+    assert "From V(%s) to V(%s)." % contract.RANGES["top"] in counts["top"]["description"]
+    interval = counts["sample_interval"]["description"]
+    assert "From V(%s) to V(%s) seconds." % contract.RANGES["sample_interval"] in interval
+    low, high = contract.RANGES["max_sockets"]
+    assert high is None and "V(%s) or more." % low in counts["max_sockets"]["description"]
 
 
 def read_doc(name):
