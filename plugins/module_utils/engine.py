@@ -587,32 +587,44 @@ def _proc_gather(tcp, udp, proc):
             udp.add_proc(family, entry)
 
 
+def _netlink_attempts(backend, warnings, attempt):
+    """attempt() (one whole netlink read, returning its result) until a try is not interrupted.
+    None when backend is auto and netlink is unavailable (the warning said once); GatherError when
+    backend is netlink and it is, when netlink fails, or when every try was interrupted."""
+    if backend not in ("auto", "netlink"):
+        return None
+    last = None
+    for _attempt in range(DUMP_ATTEMPTS):
+        try:
+            return attempt()
+        except netlink.DumpInterrupted as exc:
+            last = exc
+        except netlink.NetlinkUnavailable as exc:
+            if backend == "netlink":
+                raise GatherError("backend=netlink: %s" % exc)
+            warning = "netlink sock_diag unavailable (%s); using /proc/net" % exc
+            if warning not in warnings:  # once, not once per namespace
+                warnings.append(warning)
+            return None
+        except netlink.NetlinkError as exc:
+            raise GatherError(str(exc))
+    raise GatherError("netlink dump interrupted %d times in a row (%s): the socket table changes too fast; "
+                      "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
+
+
 def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
     """Run the dumps (retrying an interrupted one) and return (backend_used, tcp, udp)."""
     port_range = procfs.read_port_range(proc)
-    if backend in ("auto", "netlink"):
-        last = None
-        for _attempt in range(DUMP_ATTEMPTS):
-            tcp = TcpAggregate(port_range, top_sockets, want_inodes)
-            udp = UdpAggregate(top_sockets)
-            try:
-                _netlink_gather(tcp, udp)
-                return "netlink", tcp, udp
-            except netlink.DumpInterrupted as exc:
-                last = exc
-                continue
-            except netlink.NetlinkUnavailable as exc:
-                if backend == "netlink":
-                    raise GatherError("backend=netlink: %s" % exc)
-                warning = "netlink sock_diag unavailable (%s); using /proc/net" % exc
-                if warning not in warnings:  # once, not once per namespace
-                    warnings.append(warning)
-                break
-            except netlink.NetlinkError as exc:
-                raise GatherError(str(exc))
-        else:
-            raise GatherError("netlink dump interrupted %d times in a row (%s): the socket table changes too fast; "
-                              "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
+
+    def attempt():
+        tcp = TcpAggregate(port_range, top_sockets, want_inodes)
+        udp = UdpAggregate(top_sockets)
+        _netlink_gather(tcp, udp)
+        return tcp, udp
+
+    read = _netlink_attempts(backend, warnings, attempt)
+    if read is not None:
+        return ("netlink",) + read
     tcp = TcpAggregate(port_range, top_sockets, want_inodes)
     udp = UdpAggregate(top_sockets)
     _proc_gather(tcp, udp, proc)
@@ -919,31 +931,20 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
         local_port = _check_int("local_port", local_port, *RANGES["local_port"])
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
-    if backend in ("auto", "netlink"):
-        last = None
-        for _attempt in range(DUMP_ATTEMPTS):
-            counter = PeerCounter(mask, local_port)
-            try:
-                dumps = _start_dumps(netlink.IPPROTO_TCP, mask)
-                try:
-                    for dump in dumps:
-                        dump.consume(counter.consume_netlink)
-                finally:
-                    _close_dumps(dumps)
-                peers = counter.result()
-                return {"backend": "netlink", "peers": peers, "total": sum(peers.values())}
-            except netlink.DumpInterrupted as exc:
-                last = exc
-            except netlink.NetlinkUnavailable as exc:
-                if backend == "netlink":
-                    raise GatherError("backend=netlink: %s" % exc)
-                warnings.append("netlink sock_diag unavailable (%s); using /proc/net" % exc)
-                break
-            except netlink.NetlinkError as exc:
-                raise GatherError(str(exc))
-        else:
-            raise GatherError("netlink dump interrupted %d times in a row (%s): the socket table changes too fast; "
-                              "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
+
+    def attempt():
+        counter = PeerCounter(mask, local_port)
+        dumps = _start_dumps(netlink.IPPROTO_TCP, mask)
+        try:
+            for dump in dumps:
+                dump.consume(counter.consume_netlink)
+        finally:
+            _close_dumps(dumps)
+        return counter.result()
+
+    peers = _netlink_attempts(backend, warnings, attempt)
+    if peers is not None:
+        return {"backend": "netlink", "peers": peers, "total": sum(peers.values())}
     counter = PeerCounter(mask, local_port)
     for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
         for entry in _proc_table(proc, name, family, family == socket.AF_INET):
