@@ -7,7 +7,10 @@ The expected texts are what `ip` and `ss` print; sock_diag's raw bytes are built
 standard library's inet_pton, independently of the module.
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import ipaddress
 import socket

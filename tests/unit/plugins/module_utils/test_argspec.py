@@ -8,7 +8,10 @@ collector's page in docs/ must accept, refuse, choose and document what the cont
 the very bounds. The roles' side is tests/unit/roles/test_role_options.py.
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import os
 import re
