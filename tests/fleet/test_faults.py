@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -308,7 +309,9 @@ def parse_all(directory):
     found = {}
     for name, parse in (("health.json", lambda t: sorted(h["host"] for h in json.loads(t)["hosts"])),
                         ("health.junit.xml", lambda t: sorted(s.get("name") for s in ElementTree.fromstring(t))),
-                        ("health.md", parse_markdown)):
+                        ("health.md", parse_markdown),
+                        ("health.html", lambda t: sorted(html.unescape(cell) for cell in
+                                                         re.findall(r'<td class="host">(.*?)</td>', t)))):
         try:
             with open(directory / name, encoding="utf-8") as handle:
                 text = handle.read()
@@ -340,7 +343,7 @@ def test_two_health_runs_write_one_directory(fleet, tmp_path):
         results = [finish(run) for run in runs]
         assert all(code in (0, 2) for code, _out in results), [out[-2000:] for _code, out in results]
         final = parse_all(report)
-        assert len(final) == 3
+        assert len(final) == 4
         assert len({tuple(hosts) for hosts in final.values()}) == 1, final  # one run's set, not a mix
         assert list(final.values())[0] in (sorted(one), sorted(two))
     finally:
@@ -348,5 +351,5 @@ def test_two_health_runs_write_one_directory(fleet, tmp_path):
         thread.join(10)
     assert errors == [], errors[:5]
     assert {hosts for _name, hosts in seen} <= {tuple(sorted(one)), tuple(sorted(two))}
-    assert sorted(p.name for p in report.iterdir()) == ["health.json", "health.junit.xml", "health.md"]
+    assert sorted(p.name for p in report.iterdir()) == ["health.html", "health.json", "health.junit.xml", "health.md"]
     print("concurrent runs: %d distinct versions read, all whole" % len(seen))
