@@ -34,6 +34,11 @@ pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "roles" / "zabbix_agent" / "files" / "netstate_tcp_zabbix_template.yaml"
 MODULE_UTILS = "/usr/local/lib/netstate/ansible_collections/netstate/tcp/plugins/module_utils"
+# The collector's files, as roles/_agent/vars/main.yml lists them (tests/unit/roles/test_agent_role.py checks
+# that list against collect.py's imports); a stale one the roles remove.
+COLLECTOR_FILES = yaml.safe_load((ROOT / "roles" / "_agent" / "vars" / "main.yml").read_text())[
+    "__netstate_agent_collector_modules"]
+STALE = "_sysctl"
 WEB_PORT = 18080
 FULL_PORT = 18090
 
@@ -411,6 +416,9 @@ def node_exporter(fleet, agent_hosts, tmp_path_factory):
     hosts = agent_hosts["hosts"]
     playbook = write_playbook(tmp_path_factory.mktemp("node_exporter"), "node_exporter", {})
     from fleetcheck import run_playbook
+    for host in hosts:  # what an earlier version installed: an engine file the collector does not use
+        fleet.exec(host, "mkdir -p {0}/__pycache__ && echo 'raise ImportError' > {0}/{1}.py && "
+                         "touch {0}/__pycache__/{1}.cpython-311.pyc".format(MODULE_UTILS, STALE))
     first = run_playbook(fleet, playbook, "-l", ",".join(hosts))
     assert first.returncode == 0, first.stdout[-5000:]
     second = run_playbook(fleet, playbook, "-l", ",".join(hosts))
@@ -441,6 +449,16 @@ def refresh_textfile(fleet, host):
     line = fleet.exec(host, "grep -v '^#' /etc/cron.d/netstate-tcp-textfile | grep python3").stdout.strip()
     command = line.split(None, 6)[6]
     fleet.exec(host, command)
+
+
+def test_hosts_hold_the_collectors_files_only(fleet, node_exporter):
+    assert STALE + ".py" not in COLLECTOR_FILES
+    for host in node_exporter["hosts"]:
+        files = fleet.exec(host, "cd %s && stat -c '%%a %%U:%%G %%n' *.py" % MODULE_UTILS).stdout.splitlines()
+        assert sorted(files) == ["644 root:root " + name for name in COLLECTOR_FILES], (host, files)
+        compiled = fleet.exec(host, "ls -A %s/__pycache__" % MODULE_UTILS).stdout.split()
+        assert sorted(name.split(".")[0] + ".py" for name in compiled) == COLLECTOR_FILES, (host, compiled)
+        assert sorted(fleet.exec(host, "ls -A " + MODULE_UTILS).stdout.split()) == ["__pycache__"] + COLLECTOR_FILES
 
 
 def test_node_exporter_second_run_changes_nothing(node_exporter):
