@@ -60,6 +60,10 @@ class ActionModule(ActionBase):
         paths = {name: os.path.join(dest, report_engine.FORMATS[name]) for name in args["formats"]}
         changed = False
         target = dest
+        # The hosts' snapshots (live socket counts, for the HTML page) are refreshed on every run; the
+        # report counts as changed only when what it says of the hosts (verdicts, results) changed.
+        before = _verdicts(paths.get("json"))
+        after = _verdicts(None, report_engine.render_json(report))
         try:
             if not self._task.check_mode:
                 os.makedirs(dest, exist_ok=True)
@@ -71,7 +75,8 @@ class ActionModule(ActionBase):
                     if changed and self._task.check_mode:
                         continue
                     target = path
-                    changed |= report_engine.write_if_changed(path, text, self._task.check_mode)
+                    written = report_engine.write_if_changed(path, text, self._task.check_mode)
+                    changed |= written and (before is None or before != after)
         except OSError as exc:
             # name the report file (not the temporary one beside it) and the system's reason
             raise AnsibleActionFail(f"dest: cannot write {target}: {to_text(exc.strerror or exc)}") from None
@@ -106,3 +111,19 @@ class ActionModule(ActionBase):
             return report_engine.merge_reports(partials, args["rule_names"])
         except (report_engine.ReportMergeError, rules_engine.HealthRuleError) as exc:
             raise AnsibleActionFail(to_text(exc)) from None
+
+
+def _verdicts(path, text=None):
+    """A health.json (the file at path, or text) without the hosts' snapshots; None when unreadable."""
+    try:
+        if text is None:
+            if path is None:
+                return None
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        data = json.loads(text)
+        for host in data.get("hosts", []):
+            host.pop("snapshot", None)
+        return data
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
