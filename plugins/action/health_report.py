@@ -60,23 +60,23 @@ class ActionModule(ActionBase):
         paths = {name: os.path.join(dest, report_engine.FORMATS[name]) for name in args["formats"]}
         changed = False
         target = dest
-        # The hosts' snapshots (live socket counts, for the HTML page) are refreshed on every run; the
-        # report counts as changed only when what it says of the hosts (verdicts, results) changed.
-        before = _verdicts(paths.get("json"))
-        after = _verdicts(None, report_engine.render_json(report))
         try:
             if not self._task.check_mode:
                 os.makedirs(dest, exist_ok=True)
             elif not os.path.isdir(dest):
                 changed = True
             with report_engine.locked_directory(None if self._task.check_mode else dest):
+                texts = {name: report_engine.RENDERERS[name](report) for name in paths}
+                # The hosts' snapshots (live socket counts, for the HTML page) are refreshed on every run;
+                # the report counts as changed only when what it says of the hosts (verdicts, results) did.
+                before = _without_snapshots(_read(paths["json"])) if "json" in paths else None
+                same_verdicts = before is not None and before == _without_snapshots(texts["json"])
                 for name, path in paths.items():
-                    text = report_engine.RENDERERS[name](report)
                     if changed and self._task.check_mode:
                         continue
                     target = path
-                    written = report_engine.write_if_changed(path, text, self._task.check_mode)
-                    changed |= written and (before is None or before != after)
+                    written = report_engine.write_if_changed(path, texts[name], self._task.check_mode)
+                    changed |= written and not same_verdicts
         except OSError as exc:
             # name the report file (not the temporary one beside it) and the system's reason
             raise AnsibleActionFail(f"dest: cannot write {target}: {to_text(exc.strerror or exc)}") from None
@@ -113,17 +113,22 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(to_text(exc)) from None
 
 
-def _verdicts(path, text=None):
-    """A health.json (the file at path, or text) without the hosts' snapshots; None when unreadable."""
+
+def _read(path):
+    """The file's text, or None when there is none to read."""
     try:
-        if text is None:
-            if path is None:
-                return None
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _without_snapshots(text):
+    """A health.json's content without the hosts' snapshots; None when it is not a report."""
+    try:
         data = json.loads(text)
         for host in data.get("hosts", []):
             host.pop("snapshot", None)
         return data
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError):
         return None
