@@ -67,10 +67,10 @@ class ActionModule(ActionBase):
                 changed = True
             with report_engine.locked_directory(None if self._task.check_mode else dest):
                 texts = {name: report_engine.RENDERERS[name](report) for name in paths}
-                # The hosts' snapshots (live socket counts, for the HTML page) are refreshed on every run;
-                # the report counts as changed only when what it says of the hosts (verdicts, results) did.
-                before = _without_snapshots(_read(paths["json"])) if "json" in paths else None
-                same_verdicts = before is not None and before == _without_snapshots(texts["json"])
+                # Measured values and the hosts' snapshots (live socket counts) are refreshed on every run;
+                # the report counts as changed only when what it says of the hosts (its verdicts) did.
+                before = report_engine.verdicts(_read_json(paths["json"])) if "json" in paths else None
+                same_verdicts = before is not None and before == report_engine.verdicts(json.loads(texts["json"]))
                 for name, path in paths.items():
                     if changed and self._task.check_mode:
                         continue
@@ -113,22 +113,10 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(to_text(exc)) from None
 
 
-
-def _read(path):
-    """The file's text, or None when there is none to read."""
+def _read_json(path):
+    """The file's JSON content, or None when there is none to read or it is not JSON."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError:
-        return None
-
-
-def _without_snapshots(text):
-    """A health.json's content without the hosts' snapshots; None when it is not a report."""
-    try:
-        data = json.loads(text)
-        for host in data.get("hosts", []):
-            host.pop("snapshot", None)
-        return data
-    except (ValueError, AttributeError, TypeError):
+            return json.load(handle)
+    except (OSError, ValueError):
         return None

@@ -103,6 +103,34 @@ def _assemble(hosts: list, rule_names: list | None, fail_on: str, title: str) ->
             "healthy": totals["passed"] == len(hosts), "hosts": hosts}
 
 
+def verdicts(report: Any) -> Any:
+    """What a report says of the hosts, without what is only measured: per host its status, fail_on,
+    rules and per result the rule, status, severity and limit (with the subject of a violation).
+
+    Two runs whose verdicts are equal count as unchanged even when values, messages or the hosts'
+    snapshots moved (a host's own SSH sessions leave TIME_WAIT sockets between two runs). None when
+    ``report`` is not a report (a missing or foreign health.json).
+    """
+    if not isinstance(report, Mapping) or not isinstance(report.get("hosts"), list):
+        return None
+    hosts = []
+    for entry in report["hosts"]:
+        if not isinstance(entry, Mapping):
+            return None
+        results = []
+        for result in entry.get("results") or []:
+            if not isinstance(result, Mapping):
+                return None
+            failing = result.get("status") in rules_engine.SEVERITIES
+            results.append((result.get("name"), result.get("status"), result.get("severity"),
+                            result.get("bound"), result.get("threshold"),
+                            result.get("subject") if failing else None))
+        hosts.append((entry.get("host"), entry.get("status"), entry.get("fail_on"), list(entry.get("rules") or []),
+                      sorted(results, key=repr)))
+    return {"title": report.get("title"), "fail_on": report.get("fail_on"), "rules": report.get("rules"),
+            "hosts": hosts}
+
+
 class ReportMergeError(ValueError):
     """A partial report cannot be merged; names the report and what is wrong."""
 

@@ -188,6 +188,53 @@ def test_second_run_changes_no_report_and_check_mode_writes_nothing(namespaces, 
 
 
 @pytest.mark.netns
+def test_changed_follows_verdicts_not_measured_values(tmp_path):
+    """New sockets that move measured values (a TIME_WAIT share) but no verdict rewrite the report with
+    changed false; a violation that appears is changed true."""
+    from tests.conftest import Namespace
+
+    namespace = Namespace(prefix="nsv")
+    try:
+        namespace.built = namespace.hold_mix(MIXES["healthy"], tmp_path)
+        path = inventory(tmp_path / "inventory.yml",
+                         {"moving": {"netstate_health_gather_args": {"namespace": namespace.name}}})
+        report_dir = str(tmp_path / "report")
+        report_json = os.path.join(report_dir, "health.json")
+
+        def task_line(done):
+            return done.stdout.split("Write the fleet health report")[1].split("TASK")[0]
+
+        first = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "changed: [moving" in task_line(first)
+        with open(report_json, encoding="utf-8") as handle:
+            before = json.load(handle)
+
+        namespace.hold_mix({"listeners": [{"address": "127.0.0.1", "port": 8081, "backlog": 128}],
+                            "time_wait": [{"to": ["127.0.0.1", 8081], "count": 40}]}, tmp_path)
+        moved = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}")
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        with open(report_json, encoding="utf-8") as handle:
+            after = json.load(handle)
+        values = {json.dumps(result, sort_keys=True) for result in before["hosts"][0]["results"]}
+        assert values != {json.dumps(result, sort_keys=True) for result in after["hosts"][0]["results"]}, \
+            "the TIME_WAIT sockets moved no measured value: the test proves nothing"
+        assert after["hosts"][0]["status"] == "passed"
+        assert "ok: [moving" in task_line(moved), task_line(moved)
+        assert "changed=0" in moved.stdout.split("PLAY RECAP")[1]
+
+        namespace.hold_mix({"listeners": [{"address": "127.0.0.1", "port": 8082, "backlog": 128}],
+                            "close_wait": [{"to": ["127.0.0.1", 8082], "count": 150}]}, tmp_path)
+        failing = run_playbook(path, "-e", f"netstate_health_report_dir={report_dir}")
+        assert failing.returncode == 2, failing.stdout + failing.stderr
+        assert "changed: [moving" in task_line(failing), task_line(failing)
+        with open(report_json, encoding="utf-8") as handle:
+            assert json.load(handle)["hosts"][0]["status"] == "failed"
+    finally:
+        namespace.close()
+
+
+@pytest.mark.netns
 def test_fail_on_warning_fails_the_flood(namespaces, tmp_path):
     path = inventory(tmp_path / "inventory.yml",
                      {"flood": {"netstate_health_gather_args": {"namespace": namespaces["flood"].name}}})

@@ -202,6 +202,36 @@ def test_output_is_deterministic(fleet):
     assert first == again
 
 
+def test_verdicts_ignore_measured_values_and_see_every_verdict(fleet, facts):
+    def verdicts_of(hosts):
+        return report.verdicts(json.loads(report.render_json(report.build_report(hosts))))
+
+    base = verdicts_of(fleet)
+    assert base is not None and base == report.verdicts(report.build_report(fleet))
+    # more sockets, the same verdicts: CLOSE_WAIT 5000 -> 6000 on the leaking port, TIME_WAIT 2 -> 30
+    moved = json.loads(json.dumps(facts))
+    moved["tcp"]["states"]["TIME_WAIT"] = 30
+    moved["tcp"]["ephemeral"]["busiest"].update(time_wait=30, connections=31, share=0.0011)
+    leaking = json.loads(json.dumps(facts))
+    leaking["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 6000
+    same = dict(fleet, healthy=registered(moved), leak=registered(leaking))
+    assert report.render_json(report.build_report(same)) != report.render_json(report.build_report(fleet))
+    assert verdicts_of(same) == base
+    # a verdict that moves: a host that fails, a violation on another port, a stricter limit, a host gone
+    failing = json.loads(json.dumps(facts))
+    failing["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 500
+    other_port = json.loads(json.dumps(leaking))
+    other_port["tcp"]["local_ports"]["22"]["states"]["CLOSE_WAIT"] = 6000
+    other_port["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 1
+    for changed in (dict(fleet, healthy=registered(failing)), dict(fleet, leak=registered(other_port)),
+                    dict(fleet, leak=registered(leaking, thresholds={"close_wait_per_port": 50})),
+                    dict(fleet, healthy=None)):
+        assert verdicts_of(changed) != base
+    # what is not a report has no verdicts: the first run (or a foreign file) counts as changed
+    for foreign in (None, [], {"hosts": "x"}, {"hosts": [1]}, {"hosts": [{"results": ["x"]}]}):
+        assert report.verdicts(foreign) is None
+
+
 def test_write_if_changed_is_idempotent_and_check_mode_writes_nothing(tmp_path):
     path = str(tmp_path / "health.md")
     assert report.write_if_changed(path, "one\n", check_mode=True)
