@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import warnings
 
 import pytest
 import yaml
@@ -104,10 +103,9 @@ def test_galaxy_importer_reports_no_error(artifact):
                           cwd=str(work), env=env, capture_output=True, text=True, timeout=600, check=False)
     output = done.stdout + done.stderr
     errors = [line for line in output.splitlines() if line.startswith(("ERROR", "CRITICAL", "Traceback"))]
-    for line in output.splitlines():
-        if line.startswith("WARNING"):
-            warnings.warn("galaxy-importer: " + line, UserWarning, stacklevel=1)
-    assert done.returncode == 0 and not errors, output
+    # Galaxy shows an import's warnings on the collection's page (ansible-lint's findings among them)
+    warned = [line for line in output.splitlines() if line.startswith("WARNING")]
+    assert done.returncode == 0 and not errors and not warned, output
     assert "Importer processing completed successfully" in output, output
     result = json.loads((work / "importer_result.json").read_text())
     contents = result["docs_blob"]["contents"]
