@@ -42,6 +42,7 @@ RANGES = {
     "walk_budget": (0, None),
     "local_port": (1, 65535),
     "discovery_max_age": (1, 86400),
+    "local_ports_limit": (1, None),
 }
 
 DEFAULTS = {
@@ -51,6 +52,7 @@ DEFAULTS = {
     "backend": "auto",
     "max_sockets": 1000,
     "discovery_max_age": 900,
+    "local_ports_limit": 100,
 }
 
 

@@ -382,7 +382,7 @@ def run(params, run, which, check_mode=False, environ=None, proc="/proc", warnin
 
     try:
         counts = engine.peer_connections(states=options["states"], local_port=options["local_port"],
-                                         warnings=warnings, proc=proc)
+                                         warnings=warnings, proc=proc, more_than=options["max_connections"])
     except engine.GatherError as exc:
         raise PeerBlockError(str(exc))
     own = own_addresses(run, which)
@@ -429,7 +429,7 @@ def run(params, run, which, check_mode=False, environ=None, proc="/proc", warnin
         "deferred": deferred,
         "backend": firewall.name,
         "ssh_client": None if client is None else {"address": str(client), "source": client_source},
-        "counted": {"peers": len(counts["peers"]), "connections": counts["total"], "engine": counts["backend"],
+        "counted": {"peers": counts["peer_count"], "connections": counts["total"], "engine": counts["backend"],
                     "states": options["states"], "local_port": options["local_port"]},
         "diff": {"before": {"active": _sorted_addresses(before)}, "after": {"active": _sorted_addresses(after)}},
         "warnings": warnings,

@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import heapq
 import os
 import socket
 import struct
@@ -26,7 +27,7 @@ from . import _rtnetlink as rtnetlink
 from ._address import address_text as _address_text
 from ._address import plain_raw as _plain_raw
 from ._address import plain_text as _printable
-from ._argspec import BACKENDS, DEFAULT_SUBSET, RANGES, SUBSET_GROUPS, SUBSETS
+from ._argspec import BACKENDS, DEFAULT_SUBSET, DEFAULTS, RANGES, SUBSET_GROUPS, SUBSETS
 from ._argspec import TCP_STATES as STATES
 
 # Kernel TCP state numbers (include/net/tcp_states.h): 1..11 in STATES' order, 12 NEW_SYN_RECV.
@@ -185,6 +186,69 @@ def decode_message(buf, off):
     }
 
 
+# ---------------------------------------------------------------- many distinct keys
+
+# The distinct keys the counting dicts of one dump may hold (about 100 bytes each) before they
+# are spilled into KeyRecords (11 bytes an IPv4 key, 23 an IPv6 one); hosts with fewer never spill.
+SPILL_KEYS = 1 << 16
+SPILL_PARTITIONS = 256
+# The kind of a record: a server-side peer in state s is kind s, a client-side destination
+# CLIENT_KIND + s; a retransmitting peer has one record of each RETRANS kind; PeerCounter's PEER_KIND.
+CLIENT_KIND = 16
+RETRANS_SOCKETS = 32
+RETRANS_COUNT = 33
+PEER_KIND = 0
+RECORD = {4: struct.Struct("=4sHBI"), 16: struct.Struct("=16sHBI")}
+
+
+class KeyRecords:
+    """Counted keys (address, port, kind) -> count as fixed-width records, one bytearray per address
+    width and partition (the address's hash), so that finishing needs the dict of one partition at a
+    time. A key may be in several records (one per spill) until compact() sums them; compact() runs
+    when the records are more than twice as many as after the last one, so they stay within twice
+    the distinct keys (plus one spill)."""
+
+    def __init__(self, spill_keys, partitions=SPILL_PARTITIONS):
+        self.parts = [bytearray() for _part in range(2 * partitions)]
+        self.mask = partitions - 1
+        self.spill_keys = spill_keys
+        self.records = 0
+        self.compacted = 0
+
+    def add(self, address, port, kind, count):
+        """address: plain raw bytes (4 or 16)."""
+        wide = len(address) == 16
+        self.parts[(hash(address) & self.mask) << 1 | wide] += RECORD[len(address)].pack(address, port, kind, count)
+        self.records += 1
+
+    def spilled(self):
+        """Called after each spill: sum the duplicate keys when they have piled up."""
+        if self.records > 2 * self.compacted + self.spill_keys:
+            self.records = 0
+            for index in range(0, len(self.parts), 2):
+                counts = {}
+                for address, port, kind, count in self.partition(index >> 1):
+                    key = (address, port, kind)
+                    counts[key] = counts.get(key, 0) + count
+                self.parts[index] = bytearray()
+                self.parts[index + 1] = bytearray()
+                for (address, port, kind), count in counts.items():
+                    self.add(address, port, kind, count)
+            self.compacted = self.records
+
+    def partition(self, number):
+        """The (address, port, kind, count) records of one partition, duplicates not summed."""
+        for width, index in ((4, number << 1), (16, number << 1 | 1)):
+            data = self.parts[index]
+            if data:
+                for record in RECORD[width].iter_unpack(data):
+                    yield record
+
+    def partitions(self):
+        for number in range(self.mask + 1):
+            yield self.partition(number)
+
+
 # Where the remote address starts in a client-side key (the bytes of a message from OFF_DPORT on).
 CLIENT_KEY_DST = netlink.OFF_DST - netlink.OFF_DPORT
 
@@ -192,7 +256,7 @@ CLIENT_KEY_DST = netlink.OFF_DST - netlink.OFF_DPORT
 class TcpAggregate:
     """Counts for one TCP dump, kept as integers and small dicts until finish()."""
 
-    def __init__(self, port_range, want_sockets=0, want_inodes=False):
+    def __init__(self, port_range, want_sockets=0, want_inodes=False, spill_keys=SPILL_KEYS):
         # the ports of this host's TCP listeners: set from the listener dump before connections count
         self.listen_ports = frozenset()
         self.low, self.high = port_range
@@ -209,7 +273,10 @@ class TcpAggregate:
         self.sockets = []
         self.sockets_seen = 0
         self.inode_states = {} if want_inodes else None
-        self._client_summary = None
+        self._summary = None
+        # past spill_keys distinct keys in server_peers, client and retransmits, they go to records
+        self.spill_keys = spill_keys
+        self.records = None
         # recv_bytes, send_bytes, recv_sockets, send_sockets over non-LISTEN sockets
         self.queue_totals = [0, 0, 0, 0]
         # (port, side) -> [sockets, bytes, stalled] of sockets with a send queue
@@ -217,8 +284,44 @@ class TcpAggregate:
         # raw peer address -> [sockets, retransmits] of sockets with a retransmission under way
         self.retransmits = {}
 
-    # The hot loop: one call per receive buffer of the connection dump.
     def consume_netlink(self, buf, length):
+        stop = self._consume_netlink(buf, length)
+        self.bound()
+        return stop
+
+    def bound(self):
+        """Spill the counting dicts into records once they hold more than spill_keys distinct keys."""
+        held = len(self.retransmits)
+        for state in range(1, 16):
+            held += len(self.server_peers[state]) + len(self.client[state])
+        if held > self.spill_keys:
+            self._spill()
+
+    def _spill(self):
+        if self.records is None:
+            self.records = KeyRecords(self.spill_keys)
+        add = self.records.add
+        for state in range(1, 16):
+            peers = self.server_peers[state]
+            for key, count in peers.items():
+                add(_plain_raw(key), 0, state, count)
+            peers.clear()
+            # the source address is in a client key only to make it one slice
+            destinations = {}
+            for key, count in self.client[state].items():
+                key = key[:2] + key[CLIENT_KEY_DST:]
+                destinations[key] = destinations.get(key, 0) + count
+            self.client[state].clear()
+            for key, count in destinations.items():
+                add(_plain_raw(key[2:]), _port(key, 0), CLIENT_KIND + state, count)
+        for raw, (sockets, retransmits) in self.retransmits.items():
+            add(raw, 0, RETRANS_SOCKETS, sockets)
+            add(raw, 0, RETRANS_COUNT, retransmits)
+        self.retransmits.clear()
+        self.records.spilled()
+
+    # The hot loop: one call per receive buffer of the connection dump.
+    def _consume_netlink(self, buf, length):
         unpack = netlink.MSG_FIXED.unpack_from
         listen_ports = self.listen_ports
         family_states = self.family_states
@@ -370,71 +473,124 @@ class TcpAggregate:
         return {"total": sum(states.values()), "states": states, "families": families}
 
     def local_ports(self):
+        """Every port with a listener: port as text -> {total, states}."""
+        return self.local_ports_bounded(None)[0]
+
+    def local_ports_bounded(self, limit, top=10):
+        """(local_ports, local_ports_rest): every port with a listener, or with more than limit ports the
+        limit busiest (most sockets, ties by lower port) and, for each state, the top ports with the most
+        sockets in it (so the worst port of each state is always listed); the other ports summed in rest."""
         listening = {}
         for item in self.listeners:
             listening[item["port"]] = listening.get(item["port"], 0) + 1
-        result = {}
-        for port in sorted(self.listen_ports):
+        entries = {}
+        for port in self.listen_ports:
             states = _states_from(self.local.get(port, ()))
             states["LISTEN"] = listening.get(port, 0)
-            result[str(port)] = {"total": sum(states.values()), "states": states}
-        return result
+            entries[port] = {"total": sum(states.values()), "states": states}
+        kept = set(entries)
+        if limit is not None and len(entries) > limit:
+            kept = set(heapq.nsmallest(limit, entries, key=lambda port: (-entries[port]["total"], port)))
+            for state in STATES:
+                busy = [port for port in entries if entries[port]["states"][state]]
+                kept.update(heapq.nsmallest(top, busy, key=lambda port: (-entries[port]["states"][state], port)))
+        rest = {"ports": 0, "total": 0, "states": _zero_states()}
+        for port, entry in entries.items():
+            if port not in kept:
+                rest["ports"] += 1
+                rest["total"] += entry["total"]
+                for state, count in entry["states"].items():
+                    rest["states"][state] += count
+        return {str(port): entries[port] for port in sorted(kept)}, rest
 
-    def _client_side(self):
-        """One pass over the client-side keys: counts by remote port, by peer and by destination.
+    def _records(self):
+        """Every counted key as partitions of (plain address, port, kind, count) records: the dicts as
+        one partition, or, once they were spilled, what is left of them spilled too and the records."""
+        if self.records is not None:
+            self._spill()
+            return self.records.partitions()
+        return [self._dict_records()]
 
-        Keys stay raw bytes here; an address is turned into text once per distinct address.
-        Returns (per_port, per_peer, per_destination) with per_peer keyed by raw address and
-        per_destination keyed by (raw address, port) -> [connections, time_wait].
+    def _dict_records(self):
+        for state in range(1, 16):
+            for key, count in self.server_peers[state].items():
+                yield _plain_raw(key), 0, state, count
+            for key, count in self.client[state].items():
+                yield _plain_raw(key[CLIENT_KEY_DST:]), _port(key, 0), CLIENT_KIND + state, count
+        for raw, (sockets, retransmits) in self.retransmits.items():
+            yield raw, 0, RETRANS_SOCKETS, sockets
+            yield raw, 0, RETRANS_COUNT, retransmits
+
+    def summary(self, top):
+        """(remote_ports, peers, busiest destination, retransmitting) for top, one partition at a time.
+
+        Within a partition every key of an address is there, so its counts are whole; the top N
+        of each partition merge into the exact top N, sorted as _top_entries sorts.
         """
-        if self._client_summary is None:
-            per_port = {}
+        if self._summary is not None and self._summary[0] == top:
+            return self._summary[1]
+        per_port = {}
+        best_peers = []     # (-total, text, counts)
+        best_retrans = []   # (-sockets, -retransmits, text)
+        busiest = None      # (connections, (address, port)), time_wait
+        for records in self._records():
             per_peer = {}
             per_destination = {}
-            for state in range(1, 16):
-                for key, count in self.client[state].items():
-                    dport = _port(key, 0)
-                    dst = _plain_raw(key[CLIENT_KEY_DST:])
-                    counts = per_port.get(dport)
+            retrans = {}
+            for address, port, kind, count in records:
+                if kind < RETRANS_SOCKETS:
+                    counts = per_peer.get(address)
                     if counts is None:
-                        counts = per_port[dport] = [0] * 16
+                        counts = per_peer[address] = [0] * 16
+                    if kind < CLIENT_KIND:
+                        counts[kind] += count
+                        continue
+                    state = kind - CLIENT_KIND
                     counts[state] += count
-                    counts = per_peer.get(dst)
+                    counts = per_port.get(port)
                     if counts is None:
-                        counts = per_peer[dst] = [0] * 16
+                        counts = per_port[port] = [0] * 16
                     counts[state] += count
-                    entry = per_destination.get((dst, dport))
+                    entry = per_destination.get((address, port))
                     if entry is None:
-                        entry = per_destination[(dst, dport)] = [0, 0]
+                        entry = per_destination[(address, port)] = [0, 0]
                     entry[0] += count
                     if state == TIME_WAIT:
                         entry[1] += count
-            self._client_summary = (per_port, per_peer, per_destination)
-        return self._client_summary
+                else:
+                    entry = retrans.get(address)
+                    if entry is None:
+                        entry = retrans[address] = [0, 0]
+                    entry[kind - RETRANS_SOCKETS] += count
+            if per_destination:
+                key, (count, time_wait) = max(per_destination.items(), key=lambda item: (item[1][0], item[0]))
+                if busiest is None or (count, key) > busiest[0]:
+                    busiest = (count, key), time_wait
+            best_peers = _merge_best(best_peers, top, (
+                (-sum(counts[1:len(STATE_NAMES)]), _address_text(address), counts)
+                for address, counts in per_peer.items()))
+            best_retrans = _merge_best(best_retrans, top, (
+                (-sockets, -retransmits, _address_text(address))
+                for address, (sockets, retransmits) in retrans.items()))
+        peers = [{"address": text, "total": -total, "states": _states_from(counts)}
+                 for total, text, counts in best_peers]
+        retransmitting = [{"address": text, "sockets": -sockets, "retransmits": -retransmits}
+                          for sockets, retransmits, text in best_retrans]
+        self._summary = top, (_top_entries(per_port, top, key_name=None), peers, busiest, retransmitting)
+        return self._summary[1]
 
     def remote_ports(self, top):
-        return _top_entries(self._client_side()[0], top, key_name=None)
+        return self.summary(top)[0]
 
     def peers(self, top):
-        per_raw = {}
-        for state in range(1, 16):
-            for key, count in self.server_peers[state].items():
-                counts = per_raw.setdefault(_plain_raw(key), [0] * 16)
-                counts[state] += count
-        for raw, client_counts in self._client_side()[1].items():
-            counts = per_raw.setdefault(raw, [0] * 16)
-            for state, count in enumerate(client_counts):
-                counts[state] += count
-        per_peer = {_address_text(raw): counts for raw, counts in per_raw.items()}
-        return _top_entries(per_peer, top, key_name="address")
+        return self.summary(top)[1]
 
-    def ephemeral(self):
+    def ephemeral(self, top=10):
         size = max(self.high - self.low + 1, 0)
-        per_destination = self._client_side()[2]
+        found = self.summary(top)[2]
         busiest = None
-        if per_destination:
-            (raw, port), (count, time_wait) = max(
-                per_destination.items(), key=lambda item: (item[1][0], item[0]))
+        if found is not None:
+            (count, (raw, port)), time_wait = found
             busiest = {"address": _address_text(raw), "port": port, "connections": count, "time_wait": time_wait,
                        "share": round(count / size, 6) if size else None}
         return {"range": [self.low, self.high], "size": size, "busiest": busiest}
@@ -459,14 +615,22 @@ class TcpAggregate:
         }
 
     def retransmitting(self, top):
-        rows = [(_address_text(raw), sockets, retransmits) for raw, (sockets, retransmits) in self.retransmits.items()]
-        rows.sort(key=lambda row: (-row[1], -row[2], row[0]))
-        return [{"address": address, "sockets": sockets, "retransmits": retransmits}
-                for address, sockets, retransmits in rows[:top]]
+        return self.summary(top)[3]
 
     def established_on(self, port):
         counts = self.local.get(port)
         return counts[ESTABLISHED] if counts else 0
+
+
+def _merge_best(best, top, rows):
+    """The top smallest of best (sorted) and rows, sorted; a row is compared only when it could be among
+    them, so a partition's rows are mostly skipped once best is full (a row's first item is its rank)."""
+    if len(best) >= top:
+        worst = best[-1][0]
+        rows = [row for row in rows if row[0] <= worst]
+        if not rows:
+            return best
+    return heapq.nsmallest(top, best + list(rows))
 
 
 def _top_entries(per_key, top, key_name):
@@ -580,8 +744,10 @@ def _proc_gather(tcp, udp, proc):
               for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6))]
     tcp.listen_ports = frozenset(e[2] for _family, entries in parsed for e in entries if e[0] == LISTEN)
     for family, entries in parsed:
-        for entry in entries:
+        for number, entry in enumerate(entries, 1):
             tcp.add_proc(family, entry)
+            if not number & 4095:
+                tcp.bound()
     for name, family in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
         for entry in _proc_table(proc, name, family, False):
             udp.add_proc(family, entry)
@@ -612,12 +778,12 @@ def _netlink_attempts(backend, warnings, attempt):
                       "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
 
 
-def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
+def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings, spill_keys=SPILL_KEYS):
     """Run the dumps (retrying an interrupted one) and return (backend_used, tcp, udp)."""
     port_range = procfs.read_port_range(proc)
 
     def attempt():
-        tcp = TcpAggregate(port_range, top_sockets, want_inodes)
+        tcp = TcpAggregate(port_range, top_sockets, want_inodes, spill_keys)
         udp = UdpAggregate(top_sockets)
         _netlink_gather(tcp, udp)
         return tcp, udp
@@ -625,7 +791,7 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings):
     read = _netlink_attempts(backend, warnings, attempt)
     if read is not None:
         return ("netlink",) + read
-    tcp = TcpAggregate(port_range, top_sockets, want_inodes)
+    tcp = TcpAggregate(port_range, top_sockets, want_inodes, spill_keys)
     udp = UdpAggregate(top_sockets)
     _proc_gather(tcp, udp, proc)
     return "proc", tcp, udp
@@ -740,17 +906,21 @@ def _processes(tcp, inode_pids, proc):
 
 # The checked options of one gather(), the same for every namespace it visits.
 GatherOptions = collections.namedtuple(
-    "GatherOptions", "subsets top sample_interval backend max_sockets proc walk_budget walk_all_namespaces")
+    "GatherOptions", "subsets top sample_interval backend max_sockets proc walk_budget walk_all_namespaces "
+    "local_ports_limit spill_keys")
 
 
 def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
-           warnings=None, proc="/proc", run_netns="/run/netns", walk_budget=None, walk_all_namespaces=False):
+           warnings=None, proc="/proc", run_netns="/run/netns", walk_budget=None, walk_all_namespaces=False,
+           local_ports_limit=DEFAULTS["local_ports_limit"], spill_keys=SPILL_KEYS):
     """Gather the ansible_facts.netstate document (see docs/facts-contract.md).
 
     warnings, when a list, receives one line per thing the caller should tell the user.
     walk_budget caps the file descriptors the listener walk reads (None: the walk may take
     WALK_TIME_SHARE of the dumps' time, at least WALK_TIME_FLOOR seconds); walk_all_namespaces
-    lets it read processes of other network namespaces too.
+    lets it read processes of other network namespaces too. local_ports_limit: the ports of
+    tcp.local_ports listed one by one (TcpAggregate.local_ports). spill_keys (internal, for tests):
+    the distinct keys counted in dicts before they are spilled into records (KeyRecords).
     Raises GatherError with a message naming the option, value or file involved.
     """
     if warnings is None:
@@ -767,9 +937,12 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
     if walk_budget is not None:
         walk_budget = _check_int("walk_budget", walk_budget, *RANGES["walk_budget"])
+    local_ports_limit = _check_int("local_ports_limit", local_ports_limit, *RANGES["local_ports_limit"])
+    spill_keys = _check_int("spill_keys", spill_keys, 0)
     options = GatherOptions(
         subsets=subsets, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
-        proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces))
+        proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces),
+        local_ports_limit=local_ports_limit, spill_keys=spill_keys)
     if namespace == "all":
         facts = _gather_here(options, "host", warnings)
         facts["namespaces"] = [_gather_in(options, path, label, warnings)
@@ -799,7 +972,8 @@ def _gather_here(options, label, warnings):
         sample_started = time.time()
     dump_started = time.monotonic()
     backend_used, tcp, udp = _collect_sockets(
-        options.backend, options.max_sockets if "sockets" in want else 0, "processes" in want, proc, warnings)
+        options.backend, options.max_sockets if "sockets" in want else 0, "processes" in want, proc, warnings,
+        options.spill_keys)
     dump_seconds = time.monotonic() - dump_started
     facts = {
         "backend": backend_used,
@@ -813,9 +987,10 @@ def _gather_here(options, label, warnings):
         "families": {"ipv4": udp.families[socket.AF_INET], "ipv6": udp.families[socket.AF_INET6]},
     }
     if "ports" in want:
-        facts["tcp"]["local_ports"] = tcp.local_ports()
+        facts["tcp"]["local_ports"], facts["tcp"]["local_ports_rest"] = tcp.local_ports_bounded(
+            options.local_ports_limit, top)
         facts["tcp"]["remote_ports"] = tcp.remote_ports(top)
-        facts["tcp"]["ephemeral"] = tcp.ephemeral()
+        facts["tcp"]["ephemeral"] = tcp.ephemeral(top)
     if "peers" in want:
         facts["tcp"]["peers"] = tcp.peers(top)
     if "timers" in want:
@@ -883,16 +1058,33 @@ class PeerCounter:
     """Connections per remote address for every peer (no top-N cut), one dict operation per socket.
 
     Only sockets in `mask` count; with local_port, only those whose local port is that port.
-    IPv4-mapped IPv6 peers count as their IPv4 address.
+    IPv4-mapped IPv6 peers count as their IPv4 address. Past spill_keys distinct peers the dict
+    is spilled into KeyRecords; counted(more_than) keeps the peers with more connections than that.
     """
 
-    def __init__(self, mask, local_port=None):
+    def __init__(self, mask, local_port=None, spill_keys=SPILL_KEYS):
         self.mask = mask
         self.local_port = local_port
         self.raw = {}
+        self.spill_keys = spill_keys
+        self.records = None
 
     def consume_netlink(self, buf, length):
-        return each_message(buf, length, self._add_message)
+        stop = each_message(buf, length, self._add_message)
+        self.bound()
+        return stop
+
+    def bound(self):
+        if len(self.raw) > self.spill_keys:
+            self._spill()
+
+    def _spill(self):
+        if self.records is None:
+            self.records = KeyRecords(self.spill_keys)
+        for key, count in self.raw.items():
+            self.records.add(_plain_raw(key), 0, PEER_KIND, count)
+        self.raw.clear()
+        self.records.spilled()
 
     def _add_message(self, buf, off):
         if (1 << buf[off + netlink.OFF_STATE]) & self.mask and (
@@ -907,18 +1099,40 @@ class PeerCounter:
             self.raw[key] = self.raw.get(key, 0) + 1
 
     def result(self):
-        per_peer = {}
-        for key, count in self.raw.items():
-            address = _address_text(key)
-            per_peer[address] = per_peer.get(address, 0) + count
-        return per_peer
+        """{address: count} of every peer, the most first (ties by address)."""
+        return self.counted()[0]
+
+    def counted(self, more_than=0):
+        """(peers, connections, distinct peers): peers {address: count} of the peers with more than
+        more_than connections, the most first (ties by address)."""
+        if self.records is None:
+            partitions = [((_plain_raw(key), 0, PEER_KIND, count) for key, count in self.raw.items())]
+        else:
+            self._spill()
+            partitions = self.records.partitions()
+        rows = []
+        total = distinct = 0
+        for records in partitions:
+            per_peer = {}
+            for address, _where, _kind, count in records:
+                per_peer[address] = per_peer.get(address, 0) + count
+            distinct += len(per_peer)
+            for address, count in per_peer.items():
+                total += count
+                if count > more_than:
+                    rows.append((-count, _address_text(address)))
+        rows.sort()
+        return {text: -count for count, text in rows}, total, distinct
 
 
-def peer_connections(states=None, local_port=None, backend="auto", proc="/proc", warnings=None):
-    """Connections per remote address, for every peer: {"backend", "peers": {address: count}, "total"}.
+def peer_connections(states=None, local_port=None, backend="auto", proc="/proc", warnings=None, more_than=0,
+                     spill_keys=SPILL_KEYS):
+    """Connections per remote address: {"backend", "peers": {address: count}, "total", "peer_count"}.
 
     states: TCP state names counted (default: every state but LISTEN); local_port: count only
-    connections whose local port is this one. Raises GatherError naming the option and value.
+    connections whose local port is this one; peers holds the peers with more than more_than
+    connections (0: every peer), the most first; total and peer_count count every connection and
+    peer. spill_keys (internal, for tests) as for gather(). Raises GatherError naming the option and value.
     """
     if warnings is None:
         warnings = []
@@ -929,28 +1143,34 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
     mask = state_mask(states)
     if local_port is not None:
         local_port = _check_int("local_port", local_port, *RANGES["local_port"])
+    more_than = _check_int("more_than", more_than, 0)
+    spill_keys = _check_int("spill_keys", spill_keys, 0)
     if backend not in BACKENDS:
         raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
 
     def attempt():
-        counter = PeerCounter(mask, local_port)
+        counter = PeerCounter(mask, local_port, spill_keys)
         dumps = _start_dumps(netlink.IPPROTO_TCP, mask)
         try:
             for dump in dumps:
                 dump.consume(counter.consume_netlink)
         finally:
             _close_dumps(dumps)
-        return counter.result()
+        return counter.counted(more_than)
 
-    peers = _netlink_attempts(backend, warnings, attempt)
-    if peers is not None:
-        return {"backend": "netlink", "peers": peers, "total": sum(peers.values())}
-    counter = PeerCounter(mask, local_port)
-    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        for entry in _proc_table(proc, name, family, family == socket.AF_INET):
-            counter.add_proc(entry)
-    peers = counter.result()
-    return {"backend": "proc", "peers": peers, "total": sum(peers.values())}
+    counted = _netlink_attempts(backend, warnings, attempt)
+    backend_used = "netlink"
+    if counted is None:
+        backend_used = "proc"
+        counter = PeerCounter(mask, local_port, spill_keys)
+        for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+            for number, entry in enumerate(_proc_table(proc, name, family, family == socket.AF_INET), 1):
+                counter.add_proc(entry)
+                if not number & 4095:
+                    counter.bound()
+        counted = counter.counted(more_than)
+    peers, total, distinct = counted
+    return {"backend": backend_used, "peers": peers, "total": total, "peer_count": distinct}
 
 
 # ---------------------------------------------------------------- routes and multicast groups
