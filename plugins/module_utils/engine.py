@@ -748,6 +748,7 @@ def _proc_gather(tcp, udp, proc):
             tcp.add_proc(family, entry)
             if not number & 4095:
                 tcp.bound()
+    tcp.bound()
     for name, family in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
         for entry in _proc_table(proc, name, family, False):
             udp.add_proc(family, entry)
@@ -1168,6 +1169,7 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
                 counter.add_proc(entry)
                 if not number & 4095:
                     counter.bound()
+        counter.bound()
         counted = counter.counted(more_than)
     peers, total, distinct = counted
     return {"backend": backend_used, "peers": peers, "total": total, "peer_count": distinct}

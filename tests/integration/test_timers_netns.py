@@ -174,8 +174,10 @@ def test_queues_match_ss(timer_ns, backend):
 
 
 @pytest.mark.parametrize("backend", ["netlink", "proc"])
-def test_retransmitting_peers_match_ss(timer_ns, backend):
-    before, facts, after = gather_between(timer_ns, backend=backend)
+@pytest.mark.parametrize("spill_keys", [engine.SPILL_KEYS, 0], ids=["dicts", "spilled"])
+def test_retransmitting_peers_match_ss(timer_ns, backend, spill_keys):
+    # spill_keys=0: every key goes to the engine's records after each receive buffer
+    before, facts, after = gather_between(timer_ns, backend=backend, spill_keys=spill_keys)
     rows = facts["tcp"]["retransmitting"]
     assert [row["address"] for row in rows] == [PEER]
     row = rows[0]
