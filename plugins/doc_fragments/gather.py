@@ -36,7 +36,7 @@ options:
     default: "auto"
 """
 
-    # gather_subset, top, sample_interval, max_sockets: connection_facts (_argspec.COUNTS)
+    # gather_subset, top, sample_interval, max_sockets, local_ports_limit: connection_facts (_argspec.COUNTS)
     COUNTS = r"""
 options:
   gather_subset:
@@ -81,4 +81,13 @@ options:
       - "V(0) or more."
     type: int
     default: 1000
+  local_ports_limit:
+    description:
+      - How many listening ports RV(ansible_facts.netstate.tcp.local_ports) lists one by one. With more, it lists
+        the O(local_ports_limit) ports with the most sockets and, for each state, the O(top) ports with the most
+        sockets in that state (so per-port rules such as C(close_wait_per_port) see the worst port of every state);
+        RV(ansible_facts.netstate.tcp.local_ports_rest) sums the other ports.
+      - "V(1) or more."
+    type: int
+    default: 100
 """

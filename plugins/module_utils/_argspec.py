@@ -76,6 +76,7 @@ COUNTS = dict(
     top=dict(type="int", default=DEFAULTS["top"]),
     sample_interval=dict(type="float", default=DEFAULTS["sample_interval"]),
     max_sockets=dict(type="int", default=DEFAULTS["max_sockets"]),
+    local_ports_limit=dict(type="int", default=DEFAULTS["local_ports_limit"]),
 )
 
 # plugins/doc_fragments/listener_walk.py documents these.

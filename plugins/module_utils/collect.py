@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="socket source (default %s)" % defaults["backend"])
     parser.add_argument("--max-sockets", type=_int_range("max_sockets"), default=defaults["max_sockets"],
                         help="raw socket list limit with --subset sockets (default %d)" % defaults["max_sockets"])
+    parser.add_argument("--local-ports-limit", type=_int_range("local_ports_limit"),
+                        default=defaults["local_ports_limit"],
+                        help="listening ports listed one by one in tcp.local_ports, %s (default %d; the busiest, "
+                        "and each state's worst, are kept; the rest are summed in tcp.local_ports_rest)"
+                        % (contract.describe_range("local_ports_limit"), defaults["local_ports_limit"]))
     parser.add_argument("--walk-budget", type=_int_range("walk_budget"), default=None,
                         help="most file descriptors read to find listeners' processes (default: as many as a "
                         "quarter of the socket dumps' time allows, at least 100 ms)")
@@ -283,6 +288,14 @@ def _add_document(out: _Exposition, facts: dict, extra: dict) -> None:
         _add_states(out, "netstate_tcp_port_connections",
                     "TCP sockets by local port that has a listener (server side) and state.",
                     entry.get("states"), _labels(extra, port=port))
+    rest = tcp.get("local_ports_rest")
+    if rest is not None:
+        out.add("netstate_tcp_port_rest_ports", "gauge",
+                "Listening ports not in netstate_tcp_port_connections (beyond --local-ports-limit), summed below.",
+                rest.get("ports"), extra)
+        _add_states(out, "netstate_tcp_port_rest_connections",
+                    "TCP sockets by state on the listening ports beyond --local-ports-limit, summed.",
+                    rest.get("states"), extra)
     for port, entry in sorted((tcp.get("remote_ports") or {}).items(), key=lambda item: int(item[0])):
         _add_states(out, "netstate_tcp_remote_port_connections",
                     "TCP sockets by remote port of outgoing connections (top N) and state.",
@@ -490,7 +503,7 @@ def main(argv=None) -> int:
         facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
                        namespace=args.namespace, backend=args.backend, max_sockets=args.max_sockets,
                        walk_budget=args.walk_budget, walk_all_namespaces=args.walk_all_namespaces,
-                       warnings=warnings)
+                       local_ports_limit=args.local_ports_limit, warnings=warnings)
     except GatherError as error:
         sys.stderr.write("netstate collect: %s\n" % escape.log_line(error))
         if args.output and args.format == "prometheus":

@@ -151,12 +151,24 @@ ansible_facts:
               type: dict
             local_ports:
               description:
-                - One entry per port that has a TCP listener, keyed by the port number as a string.
+                - One entry per port that has a TCP listener, keyed by the port number as a string; with more
+                  listening ports than O(local_ports_limit), the O(local_ports_limit) busiest and, for each state,
+                  the O(top) ports with the most sockets in it (the others are in
+                  RV(ansible_facts.netstate.tcp.local_ports_rest)).
                 - Each C({total, states}) counts every socket whose local port is that port (the server side,
                   TIME_WAIT and CLOSE_WAIT included, the listeners themselves as LISTEN).
               returned: when O(gather_subset) includes V(ports)
               type: dict
               sample: {"8080": {total: 58, states: {ESTABLISHED: 50, CLOSE_WAIT: 7, LISTEN: 1}}}
+            local_ports_rest:
+              description:
+                - The listening ports RV(ansible_facts.netstate.tcp.local_ports) leaves out (more than
+                  O(local_ports_limit)), summed - C(ports) how many, C(total) and C(states) their sockets.
+                - C(ports) is V(0) and the counts are zero when RV(ansible_facts.netstate.tcp.local_ports) lists every
+                  listening port.
+              returned: when O(gather_subset) includes V(ports)
+              type: dict
+              sample: {ports: 1020, total: 1400, states: {ESTABLISHED: 300, TIME_WAIT: 80, LISTEN: 1020}}
             remote_ports:
               description:
                 - The O(top) busiest remote ports of outgoing (client side) sockets, keyed by port as a string,
@@ -337,7 +349,7 @@ def main():
         facts = gather(subset=params["gather_subset"], top=params["top"], sample_interval=params["sample_interval"],
                        namespace=params["namespace"], backend=params["backend"], max_sockets=params["max_sockets"],
                        walk_budget=params["walk_budget"], walk_all_namespaces=params["walk_all_namespaces"],
-                       warnings=warnings)
+                       local_ports_limit=params["local_ports_limit"], warnings=warnings)
         return {"netstate": facts}
 
     exit_facts(module, gather_facts, GatherError, "connection facts")

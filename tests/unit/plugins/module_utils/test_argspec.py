@@ -27,7 +27,8 @@ from tests.support.ss_oracle import ALL_STATES
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 # contract option -> the collector's flag
 FLAGS = {"top": "--top", "sample_interval": "--sample-interval", "max_sockets": "--max-sockets",
-         "walk_budget": "--walk-budget", "discovery_max_age": "--discovery-max-age"}
+         "walk_budget": "--walk-budget", "discovery_max_age": "--discovery-max-age",
+         "local_ports_limit": "--local-ports-limit"}
 
 
 def parse(*argv):
