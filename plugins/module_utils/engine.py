@@ -531,7 +531,7 @@ class TcpAggregate:
             return self._summary[1]
         per_port = {}
         best_peers = []     # (-total, text, counts)
-        best_retrans = []   # (-sockets, -retransmits, text)
+        best_retrans = []   # ((-sockets, -retransmits), text, None)
         busiest = None      # (connections, (address, port)), time_wait
         for records in self._records():
             per_peer = {}
@@ -566,16 +566,14 @@ class TcpAggregate:
                 key, (count, time_wait) = max(per_destination.items(), key=lambda item: (item[1][0], item[0]))
                 if busiest is None or (count, key) > busiest[0]:
                     busiest = (count, key), time_wait
-            best_peers = _merge_best(best_peers, top, (
-                (-sum(counts[1:len(STATE_NAMES)]), _address_text(address), counts)
-                for address, counts in per_peer.items()))
-            best_retrans = _merge_best(best_retrans, top, (
-                (-sockets, -retransmits, _address_text(address))
-                for address, (sockets, retransmits) in retrans.items()))
+            best_peers = _merge_best(best_peers, top, [
+                (-sum(counts[1:len(STATE_NAMES)]), address, counts) for address, counts in per_peer.items()])
+            best_retrans = _merge_best(best_retrans, top, [
+                ((-sockets, -retransmits), address, None) for address, (sockets, retransmits) in retrans.items()])
         peers = [{"address": text, "total": -total, "states": _states_from(counts)}
                  for total, text, counts in best_peers]
         retransmitting = [{"address": text, "sockets": -sockets, "retransmits": -retransmits}
-                          for sockets, retransmits, text in best_retrans]
+                          for (sockets, retransmits), text, _none in best_retrans]
         self._summary = top, (_top_entries(per_port, top, key_name=None), peers, busiest, retransmitting)
         return self._summary[1]
 
@@ -623,14 +621,15 @@ class TcpAggregate:
 
 
 def _merge_best(best, top, rows):
-    """The top smallest of best (sorted) and rows, sorted; a row is compared only when it could be among
-    them, so a partition's rows are mostly skipped once best is full (a row's first item is its rank)."""
+    """The top smallest of best and rows (rank, raw address, value), the address as text: rows whose rank
+    cannot make it are dropped before their address is turned into text (a partition's rows are mostly
+    dropped once best is full). Ties of rank go by the text, as _top_entries sorts."""
     if len(best) >= top:
         worst = best[-1][0]
         rows = [row for row in rows if row[0] <= worst]
         if not rows:
             return best
-    return heapq.nsmallest(top, best + list(rows))
+    return heapq.nsmallest(top, best + [(rank, _address_text(raw), value) for rank, raw, value in rows])
 
 
 def _top_entries(per_key, top, key_name):
