@@ -441,10 +441,12 @@ class Runner:
         command = [self.TIME, "-f", "%M", "-o", rss_path] + list(argv) if self.has_time else list(argv)
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             started = time.perf_counter()
+            # A session of its own: on timeout the whole tree goes (killing /usr/bin/time alone
+            # would leave the measured process running).
             proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                    close_fds=True)
+                                    close_fds=True, start_new_session=True)
             self.current = proc
-            timer = threading.Timer(timeout, proc.kill)
+            timer = threading.Timer(timeout, self.kill_group, (proc,))
             timer.start()
             try:
                 _pid, status, usage = os.wait4(proc.pid, 0)
@@ -467,9 +469,16 @@ class Runner:
         return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime, "rss_kib": rss_kib,
                 "stdout": stdout}
 
+    @staticmethod
+    def kill_group(proc):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def kill_current(self):
-        if self.current is not None and self.current.poll() is None:
-            self.current.kill()
+        if self.current is not None:
+            self.kill_group(self.current)
 
 
 class Tool:
@@ -836,7 +845,8 @@ def many_listeners_phase(args, runner, workers, payloads, namespaces, slow_media
             try:
                 results.update(round_robin(runner, [theirs], 1, label="%d listeners" % count))
             except BenchError as exc:
-                reason = "not measured: %s" % exc
+                reason = ("not measured: killed at --slow-budget %d s" % args.slow_budget if " exited -9 " in str(exc)
+                          else "not measured: %s" % exc)
                 log("listen_ports_facts at %d listeners %s" % (count, reason))
                 results["skipped"]["listen_ports_facts"] = reason[:200]
     for key in ("listener_facts", "listen_ports_facts"):
