@@ -39,6 +39,9 @@ test: deps lint
 test-matrix: deps
 	$(PY) scripts/matrix.py $(MATRIX_ARGS)
 
+# bench_engine.py's phases: listeners, many_listeners (10,000 listeners), sockets (10k/100k/180k, with the
+# collector, node_exporter and orphan-listener rows) and million (~1M sockets, 500k distinct peers); one
+# part alone with e.g. BENCH_ARGS="--phases million" or BENCH_ARGS="--phases sockets --sizes 180000"
 bench: deps
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 	$(PY) benchmarks/bench_health.py

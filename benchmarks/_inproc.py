@@ -1,6 +1,7 @@
 """Private helper of benchmarks/bench_engine.py: time one in-process call in a fresh process.
 
     python _inproc.py {engine|hotloop|floor|floor_raw|psutil} COLLECTIONS_DIR [GATHER_SUBSET,...]
+      (GATHER_SUBSET as the modules take it: names, groups, !name; e.g. '!listeners')
     python _inproc.py profile COLLECTIONS_DIR   (cProfile of one warm engine.gather(), as text)
 
 Runs the call once to warm up (imports, first page faults), then once more timed, and prints
@@ -35,7 +36,8 @@ def engine_call(collections, subset=None):
         tcp = doc["tcp"]
         return {"total": tcp["total"], "states": tcp["states"],
                 "families": {name: family["total"] for name, family in tcp["families"].items()},
-                "backend": doc.get("backend"), "listeners": len(doc.get("listeners") or [])}
+                "backend": doc.get("backend"), "listeners": len(doc.get("listeners") or []),
+                "listener_walk": doc.get("listener_walk")}
     return call, summary
 
 

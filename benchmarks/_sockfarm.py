@@ -10,9 +10,16 @@ Commands (all answer {"ok": true, ...} or {"ok": false, "error": "..."}):
   {"op": "listen", "listeners": [{"family": 4|6, "address", "port", "backlog", "accept", "udp"}]}
       open listeners; accepting ones are served by the event loop (connections are held, never
       read, so a peer that half-closes leaves the accepted socket in CLOSE_WAIT).
-  {"op": "connect", "groups": [{"family", "source", "address", "port", "count", "half_close"}]}
+  {"op": "connect", "groups": [{"family", "source", "address", "port", "count", "half_close",
+                                 "source_first"}]}
       open and hold client connections; half_close shuts the write side (FIN_WAIT2 here,
-      CLOSE_WAIT on the server).
+      CLOSE_WAIT on the server). With source_first (an IPv4 address, e.g. in 127.0.0.0/8) each
+      connection binds the next address from it, so the server sees one distinct peer each.
+  {"op": "orphan_listener", "family", "address", "port", "backlog"}
+      open a listener that no process holds: its descriptor is sent over a unix socket pair
+      (SCM_RIGHTS) and every copy this process had is closed while the message is unread, so the
+      listener lives only in the message in flight. {"op": "release_orphans"} closes the pair,
+      which drops the message and with it the listener.
   {"op": "time_wait", "target": N, "address", "port", "sources": [...]}
       top the namespace's TIME_WAIT population (/proc/net/sockstat "tw") up to N by opening
       connections to this worker's own listener and closing the client side first.
@@ -20,9 +27,12 @@ Commands (all answer {"ok": true, ...} or {"ok": false, "error": "..."}):
       counts of held and accepted sockets.
 """
 
+import array
 import ctypes
+import ipaddress
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -32,6 +42,7 @@ import time
 IP_BIND_ADDRESS_NO_PORT = 24  # the kernel picks the port at connect(), unique per 4-tuple
 PR_SET_PDEATHSIG = 1
 FILE_BUDGET = 19000  # below the 20,000 hard limit: stdio, pipes and the selector need a few
+FILE_LIMIT = 20000
 TIME_WAIT_BATCH = 1000
 
 
@@ -65,10 +76,11 @@ class Worker:
         self.accepted = 0
         self.pending = b""
         self.time_wait_listener = None
+        self.orphans = []
         self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, None)
 
     def open_files(self):
-        return len(self.listeners) + len(self.held)
+        return len(self.listeners) + len(self.held) + 2 * len(self.orphans)
 
     def _budget(self, more):
         if self.open_files() + more > FILE_BUDGET:
@@ -121,8 +133,10 @@ class Worker:
         for group in groups:
             family = _family(group["family"])
             target = (group["address"], int(group["port"]))
-            for _number in range(int(group["count"])):
-                sock = self._client(family, group.get("source"))
+            first = int(ipaddress.IPv4Address(group["source_first"])) if group.get("source_first") else None
+            for number in range(int(group["count"])):
+                source = str(ipaddress.IPv4Address(first + number)) if first is not None else group.get("source")
+                sock = self._client(family, source)
                 sock.connect(target)
                 if group.get("half_close"):
                     sock.shutdown(socket.SHUT_WR)
@@ -158,6 +172,27 @@ class Worker:
             made += len(pairs)
         return {"before": before, "made": made, "after": sockstat_time_wait()}
 
+    def orphan_listener(self, family, address, port, backlog):
+        self._budget(2)
+        listener = socket.socket(_family(family), socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address, int(port)))
+        listener.listen(int(backlog))
+        sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sender.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [listener.fileno()]))])
+        inode = os.fstat(listener.fileno()).st_ino
+        listener.close()  # the message in receiver's queue now holds the only reference
+        self.orphans.append((sender, receiver))
+        return {"inode": inode, "orphans": len(self.orphans)}
+
+    def release_orphans(self):
+        released = len(self.orphans)
+        for sender, receiver in self.orphans:
+            receiver.close()
+            sender.close()
+        self.orphans = []
+        return {"released": released}
+
     def status(self):
         return {"held": len(self.held), "accepted": self.accepted, "listeners": len(self.listeners)}
 
@@ -172,6 +207,11 @@ class Worker:
             elif op == "time_wait":
                 answer = self.time_wait(command["target"], command["address"], command["port"],
                                         command["sources"])
+            elif op == "orphan_listener":
+                answer = self.orphan_listener(command["family"], command["address"], command["port"],
+                                              command.get("backlog", 128))
+            elif op == "release_orphans":
+                answer = self.release_orphans()
             elif op == "status":
                 answer = self.status()
             else:
@@ -199,8 +239,17 @@ class Worker:
                         self.handle(line)
 
 
+def raise_file_limit():
+    """Up to FILE_LIMIT open files, as far as the hard limit allows (a worker holds up to FILE_BUDGET)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = FILE_LIMIT if hard == resource.RLIM_INFINITY else min(FILE_LIMIT, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def main():
     die_with_parent()
+    raise_file_limit()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver cleans up; Ctrl-C goes to it
     Worker().run()
 

@@ -16,11 +16,13 @@ cd "$here"
 
 packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client libseccomp2 util-linux
           podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time prometheus
-          nftables ipset netcat-openbsd python3-apt shellcheck chromium)
+          nftables ipset netcat-openbsd python3-apt shellcheck chromium prometheus-node-exporter)
 # netcat-openbsd and python3-apt: the listen_ports_facts compatibility target starts nc servers and
 # uses ansible.builtin.package (apt, through the system python's apt bindings). shellcheck: ansible-test
 # sanity runs its shellcheck test only when it is installed. chromium: tests/integration/test_fleet_html_browser.py
-# renders the HTML fleet pages in headless Chromium (screenshot, console, DOM).
+# renders the HTML fleet pages in headless Chromium (screenshot, console, DOM). prometheus-node-exporter:
+# make bench times a tcpstat-only scrape beside the collector, starting its own exporter in the benchmark's
+# namespace; the service the package would start is stopped and disabled when this script installed it.
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -37,6 +39,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null \
             && [ -d /run/systemd/system ]; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+    if [[ " ${missing[*]} " == *" prometheus-node-exporter "* ]] && command -v systemctl >/dev/null \
+            && [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true
     fi
 fi
 
