@@ -29,7 +29,8 @@ description:
   - Runs once per play whatever host it is given to (it bypasses the host loop) and never connects to a host.
   - Output has no timestamps, so an unchanged fleet leaves the files unchanged (C(changed) is false).
   - C(changed) says that a verdict changed - a host's status, a rule's status or limit, the subject of a violation -
-    as compared with the C(health.json) the previous run left in O(dest). Measured values, messages and the hosts'
+    as compared with the C(health.json) the previous run left in O(dest); a rule within its limit and one with no
+    data to measure both pass, and a move between the two is no change. Measured values, messages and the hosts'
     snapshots are refreshed on every run without counting as a change (the check's own SSH sessions leave TIME_WAIT
     sockets behind). Without the V(json) format any change to a written file counts.
   - Names and messages a host chose (process and user names, rule subjects) are escaped for each format - no HTML,

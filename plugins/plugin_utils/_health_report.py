@@ -105,11 +105,14 @@ def _assemble(hosts: list, rule_names: list | None, fail_on: str, title: str) ->
 
 def verdicts(report: Any) -> Any:
     """What a report says of the hosts, without what is only measured: per host its status, fail_on,
-    rules and per result the rule, status, severity and limit (with the subject of a violation).
+    rules and per result the rule, verdict, severity and limit (with the subject of a violation).
 
-    Two runs whose verdicts are equal count as unchanged even when values, messages or the hosts'
-    snapshots moved (a host's own SSH sessions leave TIME_WAIT sockets between two runs). None when
-    ``report`` is not a report (a missing or foreign health.json).
+    A result's verdict is its status, except that ok and no_data are one verdict: both pass, and a
+    rule with nothing to measure now (no outgoing connection for time_wait_ephemeral_share) may have
+    something within its limit the next run. Two runs whose verdicts are equal count as unchanged even
+    when values, messages or the hosts' snapshots moved (a host's own SSH sessions and package
+    downloads leave sockets between two runs). None when ``report`` is not a report (a missing or
+    foreign health.json).
     """
     if not isinstance(report, Mapping) or not isinstance(report.get("hosts"), list):
         return None
@@ -121,8 +124,9 @@ def verdicts(report: Any) -> Any:
         for result in entry.get("results") or []:
             if not isinstance(result, Mapping):
                 return None
-            failing = result.get("status") in rules_engine.SEVERITIES
-            results.append((result.get("name"), result.get("status"), result.get("severity"),
+            status = result.get("status")
+            failing = status in rules_engine.SEVERITIES
+            results.append((result.get("name"), "ok" if status == "no_data" else status, result.get("severity"),
                             result.get("bound"), result.get("threshold"),
                             result.get("subject") if failing else None))
         hosts.append((entry.get("host"), entry.get("status"), entry.get("fail_on"), list(entry.get("rules") or []),

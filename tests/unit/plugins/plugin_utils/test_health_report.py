@@ -217,6 +217,11 @@ def test_verdicts_ignore_measured_values_and_see_every_verdict(fleet, facts):
     same = dict(fleet, healthy=registered(moved), leak=registered(leaking))
     assert report.render_json(report.build_report(same)) != report.render_json(report.build_report(fleet))
     assert verdicts_of(same) == base
+    # within its limit or nothing to measure (no outgoing connection): both pass, no verdict moved
+    quiet = json.loads(json.dumps(facts))
+    quiet["tcp"]["ephemeral"]["busiest"] = None
+    assert verdicts_of(dict(fleet, healthy=registered(quiet))) == base
+    assert "no_data" in {result["status"] for result in registered(quiet)["results"]}
     # a verdict that moves: a host that fails, a violation on another port, a stricter limit, a host gone
     failing = json.loads(json.dumps(facts))
     failing["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 500
