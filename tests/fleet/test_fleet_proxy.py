@@ -58,16 +58,23 @@ class FlakyRelay:
             assert url.startswith(b"http://" + fleet_module.APT_MIRROR_HOST.encode() + b"/"), url
             path = url[len(b"http://" + fleet_module.APT_MIRROR_HOST.encode()):]
             limit = self.cut_after if number < self.refuse + self.cut else None
-            with socket.create_connection((fleet_module.APT_MIRROR_HOST, 80), timeout=60) as upstream:
-                upstream.sendall(b" ".join([method, path, version]) + b"\r\n" + rest)
-                sent = 0
-                while limit is None or sent < limit:
-                    data = upstream.recv(65536)
-                    if not data:
-                        break
-                    data = data if limit is None else data[:limit - sent]
-                    client.sendall(data)
-                    sent += len(data)
+            try:
+                self._relay(client, method, path, version, rest, limit)
+            except OSError:
+                return  # the mirror's keep-alive connection idled out, or the proxy hung up: the exchange is over
+
+    @staticmethod
+    def _relay(client, method, path, version, rest, limit):
+        with socket.create_connection((fleet_module.APT_MIRROR_HOST, 80), timeout=60) as upstream:
+            upstream.sendall(b" ".join([method, path, version]) + b"\r\n" + rest)
+            sent = 0
+            while limit is None or sent < limit:
+                data = upstream.recv(65536)
+                if not data:
+                    break
+                data = data if limit is None else data[:limit - sent]
+                client.sendall(data)
+                sent += len(data)
 
     def close(self):
         self.listener.close()
