@@ -538,8 +538,8 @@ def collector_check(output_file=None):
             text = handle.read()
         if b"netstate_tcp_" not in text:
             raise BenchError("collector wrote no netstate_tcp_ metrics to %s" % output_file)
-        return {"prom_bytes": len(text), "samples": sum(1 for line in text.splitlines()
-                                                       if line and not line.startswith(b"#"))}
+        samples = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
+        return {"prom_bytes": len(text), "samples": samples}
     return check
 
 
@@ -568,8 +568,8 @@ def install_collector(workdir):
 
 
 def collector_command(top, arguments):
-    return ["/bin/sh", "-c", "cd %s && exec %s -E -s -m %s --quiet %s" % (top, TARGET_PYTHON, COLLECTOR_MODULE,
-                                                                         arguments)]
+    command = "cd %s && exec %s -E -s -m %s --quiet %s" % (top, TARGET_PYTHON, COLLECTOR_MODULE, arguments)
+    return ["/bin/sh", "-c", command]
 
 
 def die_with_parent():

@@ -16,6 +16,7 @@ __metaclass__ = type
 
 import collections
 import heapq
+import itertools
 import os
 import socket
 import struct
@@ -238,11 +239,8 @@ class KeyRecords:
 
     def partition(self, number):
         """The (address, port, kind, count) records of one partition, duplicates not summed."""
-        for width, index in ((4, number << 1), (16, number << 1 | 1)):
-            data = self.parts[index]
-            if data:
-                for record in RECORD[width].iter_unpack(data):
-                    yield record
+        return itertools.chain.from_iterable(RECORD[width].iter_unpack(self.parts[number << 1 | wide])
+                                             for width, wide in ((4, 0), (16, 1)))
 
     def partitions(self):
         for number in range(self.mask + 1):
