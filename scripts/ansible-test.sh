@@ -31,10 +31,10 @@ mkdir -p "$tree"
 # Only what git tracks or would track (untracked but not ignored), as a release would hold.
 git ls-files -z --cached --others --exclude-standard \
     | rsync -a --delete --from0 --files-from=- ./ "$tree"/
-# rsync --files-from does not delete files gone from the list: start clean each time, except for
+# rsync --files-from does not delete files gone from the list: start clean each time (files and links), except for
 # ansible-test's own output (tests/output), which holds the virtualenv it delegates to and reuses.
 ( cd "$tree" && git -C "$here" ls-files --cached --others --exclude-standard | sort > /tmp/netstate-wanted.$$ \
-  && find . -path ./tests/output -prune -o -type f -printf '%P\n' | sort | comm -13 /tmp/netstate-wanted.$$ - | xargs -r rm -f; rm -f /tmp/netstate-wanted.$$ )
+  && find . -path ./tests/output -prune -o ! -type d -printf '%P\n' | sort | comm -13 /tmp/netstate-wanted.$$ - | xargs -r rm -f; rm -f /tmp/netstate-wanted.$$ )
 
 cd "$tree"
 python_version=$("$venv_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
