@@ -16,7 +16,7 @@ rss = e + f * min(N, forks)  per playbook, and what the fit predicts for 10,000 
 Not part of make test (`make bench-scale`).
 
     .venv/bin/python benchmarks/bench_scale.py [--sizes 20,50,100] [--forks 10,25,50] [--sockets 2000]
-        [--rounds 1] [--json .build/bench-scale.json]
+        [--rounds 1] [--playbooks gather,health] [--json .build/bench-scale.json]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from fleetcheck import ansible_binary, playbook_env  # noqa: E402
 
 NAIVE_GATHER = os.path.join(ROOT, "benchmarks", "naive_gather.yml")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PLAYBOOKS = ("gather", "naive gather", "health", "naive health")
 
 
 def _children() -> dict:
@@ -129,7 +130,14 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=os.environ.get("NETSTATE_FLEET_NAME", "scale"), help="fleet name")
     parser.add_argument("--keep", action="store_true", help="leave the fleet up afterwards")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--playbooks", default=",".join(PLAYBOOKS),
+                        help="which of %s to run, comma separated (a forks sweep of ours alone, say)" % (
+                            ", ".join(PLAYBOOKS)))
     args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.playbooks.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(PLAYBOOKS))
+    if unknown or not chosen:
+        parser.error("--playbooks takes names out of %s, got %r" % (", ".join(PLAYBOOKS), args.playbooks))
     try:
         sizes = sorted({int(size) for size in args.sizes.split(",")})
         forks_list = sorted({int(forks) for forks in args.forks.split(",")})
@@ -140,7 +148,8 @@ def main(argv=None) -> int:
 
     fleet = Fleet(name=args.name, owner_pid=None if args.keep else os.getpid())
     handles = []
-    figures: dict = {"sizes": sizes, "forks": forks_list, "sockets_per_host": args.sockets, "runs": []}
+    figures: dict = {"sizes": sizes, "forks": forks_list, "sockets_per_host": args.sockets, "runs": [],
+                     "playbooks": chosen}
     try:
         started = time.monotonic()
         fleet.up(sizes[-1])
@@ -170,6 +179,7 @@ def main(argv=None) -> int:
                            "-e", "netstate_health_report_dir=%s/health" % tmp],
                 "naive health": [playbook, "-i", inventory, naive_health],
             }
+            commands = {name: commands[name] for name in PLAYBOOKS if name in chosen}
             warm = playbook_env({"ANSIBLE_FORKS": str(forks_list[-1])})
             # SSH control masters to every host, then each playbook once on the smallest size (page cache)
             measured([ansible_binary("ansible"), "-i", inventory, "all", "-m", "ansible.builtin.ping"], warm)

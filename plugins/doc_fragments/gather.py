@@ -36,7 +36,8 @@ options:
     default: "auto"
 """
 
-    # gather_subset, top, sample_interval, max_sockets, local_ports_limit: connection_facts (_argspec.COUNTS)
+    # gather_subset, top, sample_interval, max_sockets, local_ports_limit, listeners_limit: connection_facts
+    # (_argspec.COUNTS)
     COUNTS = r"""
 options:
   gather_subset:
@@ -90,4 +91,14 @@ options:
       - "V(1) or more."
     type: int
     default: 100
+  listeners_limit:
+    description:
+      - How many listeners RV(ansible_facts.netstate.listeners) lists at most. With more, it lists the
+        O(listeners_limit) with the fullest accept queues (C(queue / backlog), then C(queue), then the connections
+        on their port), so the accept queue rules see the worst listeners; RV(ansible_facts.netstate.listeners_rest)
+        sums the others. Only the listeners listed have their process looked up.
+      - M(netstate.tcp.listener_facts) always lists every listener.
+      - "V(1) or more."
+    type: int
+    default: 200
 """

@@ -43,6 +43,7 @@ RANGES = {
     "local_port": (1, 65535),
     "discovery_max_age": (1, 86400),
     "local_ports_limit": (1, None),
+    "listeners_limit": (1, None),
 }
 
 DEFAULTS = {
@@ -53,6 +54,8 @@ DEFAULTS = {
     "max_sockets": 1000,
     "discovery_max_age": 900,
     "local_ports_limit": 100,
+    # a port often has an IPv4 and an IPv6 listener, or one per SO_REUSEPORT worker
+    "listeners_limit": 200,
 }
 
 
@@ -77,6 +80,7 @@ COUNTS = dict(
     sample_interval=dict(type="float", default=DEFAULTS["sample_interval"]),
     max_sockets=dict(type="int", default=DEFAULTS["max_sockets"]),
     local_ports_limit=dict(type="int", default=DEFAULTS["local_ports_limit"]),
+    listeners_limit=dict(type="int", default=DEFAULTS["listeners_limit"]),
 )
 
 # plugins/doc_fragments/listener_walk.py documents these.

@@ -35,8 +35,8 @@ WILDCARD = {"ipv4": "0.0.0.0", "ipv6": "::"}
 def gather_args(include_non_listening):
     """The gather() subset and max_sockets listener_facts needs."""
     if include_non_listening:
-        return {"subset": ["listeners", "sockets"], "max_sockets": ALL_SOCKETS}
-    return {"subset": ["listeners"], "max_sockets": 0}
+        return {"subset": ["listeners", "sockets"], "max_sockets": ALL_SOCKETS, "listeners_limit": None}
+    return {"subset": ["listeners"], "max_sockets": 0, "listeners_limit": None}
 
 
 def lstart(iso):

@@ -173,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="listening ports listed one by one in tcp.local_ports, %s (default %d; the busiest, "
                         "and each state's worst, are kept; the rest are summed in tcp.local_ports_rest)"
                         % (contract.describe_range("local_ports_limit"), defaults["local_ports_limit"]))
+    parser.add_argument("--listeners-limit", type=_int_range("listeners_limit"),
+                        default=defaults["listeners_limit"],
+                        help="most listeners in the listeners list and zabbix-discovery, %s (default %d; the "
+                        "fullest accept queues are kept, the rest are summed in listeners_rest)"
+                        % (contract.describe_range("listeners_limit"), defaults["listeners_limit"]))
     parser.add_argument("--walk-budget", type=_int_range("walk_budget"), default=None,
                         help="most file descriptors read to find listeners' processes (default: as many as a "
                         "quarter of the socket dumps' time allows, at least 100 ms)")
@@ -356,6 +361,14 @@ def _add_document(out: _Exposition, facts: dict, extra: dict) -> None:
                 "Accept queue of a TCP listener now (ss Recv-Q).", listener.get("queue"), where)
         out.add("netstate_tcp_listen_backlog", "gauge",
                 "Maximum accept queue of a TCP listener (ss Send-Q).", listener.get("backlog"), where)
+    rest = facts.get("listeners_rest")
+    if rest is not None:
+        for protocol in ("tcp", "udp"):
+            out.add("netstate_listeners_rest", "gauge",
+                    "Listeners not in the per-listener series (beyond --listeners-limit).", rest.get(protocol),
+                    _labels(extra, protocol=protocol))
+        out.add("netstate_tcp_listen_rest_queue", "gauge",
+                "Accept queues of the TCP listeners beyond --listeners-limit, summed.", rest.get("queue"), extra)
 
     counters = facts.get("counters") or {}
     for line_field, value in sorted((counters.get("sockstat") or {}).items()):
@@ -503,7 +516,8 @@ def main(argv=None) -> int:
         facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
                        namespace=args.namespace, backend=args.backend, max_sockets=args.max_sockets,
                        walk_budget=args.walk_budget, walk_all_namespaces=args.walk_all_namespaces,
-                       local_ports_limit=args.local_ports_limit, warnings=warnings)
+                       local_ports_limit=args.local_ports_limit, listeners_limit=args.listeners_limit,
+                       warnings=warnings)
     except GatherError as error:
         sys.stderr.write("netstate collect: %s\n" % escape.log_line(error))
         if args.output and args.format == "prometheus":

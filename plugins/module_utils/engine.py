@@ -31,6 +31,8 @@ from ._address import plain_text as _printable
 from ._argspec import BACKENDS, DEFAULT_SUBSET, DEFAULTS, RANGES, SUBSET_GROUPS, SUBSETS
 from ._argspec import TCP_STATES as STATES
 
+_ntoa, _ntop = socket.inet_ntoa, socket.inet_ntop
+
 # Kernel TCP state numbers (include/net/tcp_states.h): 1..11 in STATES' order, 12 NEW_SYN_RECV.
 STATE_NAMES = (None,) + STATES + ("SYN_RECV",)
 ESTABLISHED = 1
@@ -200,19 +202,23 @@ RETRANS_SOCKETS = 32
 RETRANS_COUNT = 33
 PEER_KIND = 0
 RECORD = {4: struct.Struct("=4sHBI"), 16: struct.Struct("=16sHBI")}
+# Records are summed (KeyRecords.spilled) only past this many times spill_keys (8 x 65,536 records
+# are 6-12 MiB): below it, summing duplicates costs more time than the memory it gives back.
+COMPACT_FACTOR = 8
 
 
 class KeyRecords:
     """Counted keys (address, port, kind) -> count as fixed-width records, one bytearray per address
     width and partition (the address's hash), so that finishing needs the dict of one partition at a
-    time. A key may be in several records (one per spill) until compact() sums them; compact() runs
-    when the records are more than twice as many as after the last one, so they stay within twice
-    the distinct keys (plus one spill)."""
+    time. A key may be in several records (one per spill) until spilled() sums them; it does when the
+    records are more than twice as many as after the last time and more than COMPACT_FACTOR times
+    spill_keys, so they stay within twice the distinct keys (plus one spill) or that many."""
 
     def __init__(self, spill_keys, partitions=SPILL_PARTITIONS):
         self.parts = [bytearray() for _part in range(2 * partitions)]
         self.mask = partitions - 1
         self.spill_keys = spill_keys
+        self.compact_records = COMPACT_FACTOR * spill_keys
         self.records = 0
         self.compacted = 0
 
@@ -222,9 +228,23 @@ class KeyRecords:
         self.parts[(hash(address) & self.mask) << 1 | wide] += RECORD[len(address)].pack(address, port, kind, count)
         self.records += 1
 
+    def add_peers(self, peers, kind):
+        """add(address, 0, kind, count) for each raw address -> count of a dict (addresses made plain)."""
+        parts, mask, pack4, pack16 = self.parts, self.mask, RECORD[4].pack, RECORD[16].pack
+        for address, count in peers.items():
+            if len(address) == 4:
+                parts[(hash(address) & mask) << 1] += pack4(address, 0, kind, count)
+                continue
+            address = _plain_raw(address)
+            if len(address) == 4:
+                parts[(hash(address) & mask) << 1] += pack4(address, 0, kind, count)
+            else:
+                parts[(hash(address) & mask) << 1 | 1] += pack16(address, 0, kind, count)
+        self.records += len(peers)
+
     def spilled(self):
         """Called after each spill: sum the duplicate keys when they have piled up."""
-        if self.records > 2 * self.compacted + self.spill_keys:
+        if self.records > max(2 * self.compacted + self.spill_keys, self.compact_records):
             self.records = 0
             for index in range(0, len(self.parts), 2):
                 counts = {}
@@ -301,8 +321,7 @@ class TcpAggregate:
         add = self.records.add
         for state in range(1, 16):
             peers = self.server_peers[state]
-            for key, count in peers.items():
-                add(_plain_raw(key), 0, state, count)
+            self.records.add_peers(peers, state)
             peers.clear()
             # the source address is in a client key only to make it one slice
             destinations = {}
@@ -531,20 +550,21 @@ class TcpAggregate:
         best_peers = []     # (-total, text, counts)
         best_retrans = []   # ((-sockets, -retransmits), text, None)
         busiest = None      # (connections, (address, port)), time_wait
+        counted = len(STATE_NAMES)  # states a peer's total counts (as _states_from)
         for records in self._records():
+            # A partition's records twice: totals per peer first, then the states of the few peers that
+            # make the top N (most peers of a busy server have a single record).
+            if not isinstance(records, list):
+                records = list(records)
             per_peer = {}
             per_destination = {}
             retrans = {}
             for address, port, kind, count in records:
                 if kind < RETRANS_SOCKETS:
-                    counts = per_peer.get(address)
-                    if counts is None:
-                        counts = per_peer[address] = [0] * 16
+                    state = kind if kind < CLIENT_KIND else kind - CLIENT_KIND
+                    per_peer[address] = per_peer.get(address, 0) + (count if state < counted else 0)
                     if kind < CLIENT_KIND:
-                        counts[kind] += count
                         continue
-                    state = kind - CLIENT_KIND
-                    counts[state] += count
                     counts = per_port.get(port)
                     if counts is None:
                         counts = per_port[port] = [0] * 16
@@ -564,8 +584,14 @@ class TcpAggregate:
                 key, (count, time_wait) = max(per_destination.items(), key=lambda item: (item[1][0], item[0]))
                 if busiest is None or (count, key) > busiest[0]:
                     busiest = (count, key), time_wait
-            best_peers = _merge_best(best_peers, top, [
-                (-sum(counts[1:len(STATE_NAMES)]), address, counts) for address, counts in per_peer.items()])
+            best_peers = _merge_best(best_peers, top, [(-total, address, None) for address, total in per_peer.items()])
+            new = {_packed(text): [0] * 16 for _total, text, counts in best_peers if counts is None}
+            if new:
+                for address, _port_number, kind, count in records:
+                    if kind < RETRANS_SOCKETS and address in new:
+                        new[address][kind if kind < CLIENT_KIND else kind - CLIENT_KIND] += count
+                best_peers = [(total, text, new[_packed(text)] if counts is None else counts)
+                              for total, text, counts in best_peers]
             best_retrans = _merge_best(best_retrans, top, [
                 ((-sockets, -retransmits), address, None) for address, (sockets, retransmits) in retrans.items()])
         peers = [{"address": text, "total": -total, "states": _states_from(counts)}
@@ -618,6 +644,11 @@ class TcpAggregate:
         return counts[ESTABLISHED] if counts else 0
 
 
+def _packed(text):
+    """The plain raw bytes of an address _merge_best wrote as text."""
+    return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+
+
 def _merge_best(best, top, rows):
     """The top smallest of best and rows (rank, raw address, value), the address as text: rows whose rank
     cannot make it are dropped before their address is turned into text (a partition's rows are mostly
@@ -627,7 +658,9 @@ def _merge_best(best, top, rows):
         rows = [row for row in rows if row[0] <= worst]
         if not rows:
             return best
-    return heapq.nsmallest(top, best + [(rank, _address_text(raw), value) for rank, raw, value in rows])
+    # the records' addresses are plain already: 4 bytes are IPv4
+    return heapq.nsmallest(top, best + [
+        (rank, _ntoa(raw) if len(raw) == 4 else _ntop(socket.AF_INET6, raw), value) for rank, raw, value in rows])
 
 
 def _top_entries(per_key, top, key_name):
@@ -807,7 +840,7 @@ def _listeners(tcp, udp, options, full_walk, warnings, dump_seconds):
     """Listener rows with process information, the walk's account, and the inode -> pids map
     when full_walk."""
     proc = options.proc
-    rows = tcp.listeners + udp.listeners
+    rows, rest = _bounded_listeners(tcp, tcp.listeners + udp.listeners, options.listeners_limit)
     wanted = {item["inode"] for item in rows if item["inode"]}
     budget = options.walk_budget
     time_budget = None
@@ -868,7 +901,36 @@ def _listeners(tcp, udp, options, full_walk, warnings, dump_seconds):
     account = {"descriptors_read": found.reads, "budget": None if full_walk else budget,
                "time_budget_ms": None if time_budget is None else round(time_budget * 1000, 1),
                "walk_ms": walk_ms, "unattributed": missing, "reason": reason}
-    return result, account, found.inode_pids
+    return result, account, found.inode_pids, rest
+
+
+def _saturation_rank(tcp, item):
+    """Sort key of a listener, the fullest accept queue first: queue / backlog (a queue on backlog 0 above
+    all), then the queue, then the connections on its port; ties in the listing order."""
+    queue = item["queue"] or 0
+    backlog = item["backlog"]
+    share = queue / backlog if backlog else (float("inf") if queue else 0.0)
+    connections = tcp.established_on(item["port"]) if item["protocol"] == "tcp" else 0
+    return (-share, -queue, -connections, item["protocol"], item["port"], item["family"], item["address"])
+
+
+def _bounded_listeners(tcp, rows, limit):
+    """(rows kept, listeners_rest): every row when limit is None or not exceeded, else the limit
+    rows with the fullest accept queues (_saturation_rank), the others summed - how many per
+    protocol, their TCP accept queues and the highest saturation among them."""
+    rest = {"tcp": 0, "udp": 0, "queue": 0, "max_saturation": None}
+    if limit is None or len(rows) <= limit:
+        return rows, rest
+    ranked = sorted(rows, key=lambda item: _saturation_rank(tcp, item))
+    for item in ranked[limit:]:
+        rest[item["protocol"]] += 1
+        if item["protocol"] == "tcp":
+            rest["queue"] += item["queue"] or 0
+            if item["backlog"]:
+                share = round(item["queue"] / item["backlog"], 4)
+                rest["max_saturation"] = share if rest["max_saturation"] is None else max(rest["max_saturation"],
+                                                                                           share)
+    return ranked[:limit], rest
 
 
 def _processes(tcp, inode_pids, proc):
@@ -905,19 +967,23 @@ def _processes(tcp, inode_pids, proc):
 # The checked options of one gather(), the same for every namespace it visits.
 GatherOptions = collections.namedtuple(
     "GatherOptions", "subsets top sample_interval backend max_sockets proc walk_budget walk_all_namespaces "
-    "local_ports_limit spill_keys")
+    "local_ports_limit listeners_limit spill_keys")
 
 
 def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
            warnings=None, proc="/proc", run_netns="/run/netns", walk_budget=None, walk_all_namespaces=False,
-           local_ports_limit=DEFAULTS["local_ports_limit"], spill_keys=SPILL_KEYS):
+           local_ports_limit=DEFAULTS["local_ports_limit"], listeners_limit=DEFAULTS["listeners_limit"],
+           spill_keys=SPILL_KEYS):
     """Gather the ansible_facts.netstate document (see docs/facts-contract.md).
 
     warnings, when a list, receives one line per thing the caller should tell the user.
     walk_budget caps the file descriptors the listener walk reads (None: the walk may take
     WALK_TIME_SHARE of the dumps' time, at least WALK_TIME_FLOOR seconds); walk_all_namespaces
     lets it read processes of other network namespaces too. local_ports_limit: the ports of
-    tcp.local_ports listed one by one (TcpAggregate.local_ports). spill_keys (internal, for tests):
+    tcp.local_ports listed one by one (TcpAggregate.local_ports). listeners_limit: the most entries of
+    `listeners`, the fullest accept queues first, the rest summed in `listeners_rest` (None: every
+    listener, as listener_facts needs; the walk looks only for the processes of the listeners kept).
+    spill_keys (internal, for tests):
     the distinct keys counted in dicts before they are spilled into records (KeyRecords).
     Raises GatherError with a message naming the option, value or file involved.
     """
@@ -936,11 +1002,13 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     if walk_budget is not None:
         walk_budget = _check_int("walk_budget", walk_budget, *RANGES["walk_budget"])
     local_ports_limit = _check_int("local_ports_limit", local_ports_limit, *RANGES["local_ports_limit"])
+    if listeners_limit is not None:
+        listeners_limit = _check_int("listeners_limit", listeners_limit, *RANGES["listeners_limit"])
     spill_keys = _check_int("spill_keys", spill_keys, 0)
     options = GatherOptions(
         subsets=subsets, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
         proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces),
-        local_ports_limit=local_ports_limit, spill_keys=spill_keys)
+        local_ports_limit=local_ports_limit, listeners_limit=listeners_limit, spill_keys=spill_keys)
     if namespace == "all":
         facts = _gather_here(options, "host", warnings)
         facts["namespaces"] = [_gather_in(options, path, label, warnings)
@@ -996,12 +1064,13 @@ def _gather_here(options, label, warnings):
         facts["tcp"]["queues"] = tcp.queues(top)
         facts["tcp"]["retransmitting"] = tcp.retransmitting(top)
     if "listeners" in want or "processes" in want:
-        listeners, account, inode_pids = _listeners(tcp, udp, options, "processes" in want, warnings,
-                                                    dump_seconds)
+        listeners, account, inode_pids, rest = _listeners(tcp, udp, options, "processes" in want, warnings,
+                                                          dump_seconds)
         if "listeners" in want:
             for item in listeners:
                 del item["inode"]
             facts["listeners"] = listeners
+            facts["listeners_rest"] = rest
             facts["listener_walk"] = account
         if "processes" in want:
             facts["processes"] = _processes(tcp, inode_pids, proc)

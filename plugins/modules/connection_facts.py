@@ -237,6 +237,9 @@ ansible_facts:
         listeners:
           description:
             - TCP sockets in LISTEN and bound, unconnected UDP sockets, sorted by protocol and port.
+            - With more than O(listeners_limit) of them, the O(listeners_limit) with the fullest accept queues
+              (C(saturation), then C(queue), then C(connections)); RV(ansible_facts.netstate.listeners_rest) sums the
+              others. M(netstate.tcp.listener_facts) always lists every one.
             - C(queue) is the accept queue now and C(backlog) its maximum (ss's Recv-Q and Send-Q of a listener);
               C(saturation) is C(queue / backlog). All three are null for UDP; C(backlog) is null with the proc
               backend.
@@ -251,6 +254,15 @@ ansible_facts:
           sample: [{protocol: tcp, family: ipv4, address: 0.0.0.0, port: 8080, backlog: 128, queue: 0,
                     saturation: 0.0, pid: 1234, process: nginx, user: www-data, stime: "2026-11-26T03:58:31",
                     connections: 57}]
+        listeners_rest:
+          description:
+            - The listeners RV(ansible_facts.netstate.listeners) leaves out (more than O(listeners_limit)), summed -
+              C(tcp) and C(udp) how many, C(queue) the sum of their TCP accept queues, C(max_saturation) the highest
+              C(queue / backlog) among them (null when none has a backlog).
+            - All zero, and C(max_saturation) null, when RV(ansible_facts.netstate.listeners) lists every listener.
+          returned: when O(gather_subset) includes V(listeners)
+          type: dict
+          sample: {tcp: 9800, udp: 0, queue: 0, max_saturation: 0.0}
         listener_walk:
           description:
             - How the walk that finds the listeners' processes went, C({descriptors_read, budget, time_budget_ms,
@@ -349,7 +361,8 @@ def main():
         facts = gather(subset=params["gather_subset"], top=params["top"], sample_interval=params["sample_interval"],
                        namespace=params["namespace"], backend=params["backend"], max_sockets=params["max_sockets"],
                        walk_budget=params["walk_budget"], walk_all_namespaces=params["walk_all_namespaces"],
-                       local_ports_limit=params["local_ports_limit"], warnings=warnings)
+                       local_ports_limit=params["local_ports_limit"], listeners_limit=params["listeners_limit"],
+                       warnings=warnings)
         return {"netstate": facts}
 
     exit_facts(module, gather_facts, GatherError, "connection facts")

@@ -166,3 +166,49 @@ def test_local_ports_beyond_the_limit(netns, tmp_path):
             summed[state] += count
     assert rest == {"ports": len(others), "total": sum(oracle[port]["total"] for port in others), "states": summed}
     assert rest["ports"] == len(PORTS) - len(kept) > 200 and rest["states"]["ESTABLISHED"] > 0
+
+
+# ---------------------------------------------------------------- listeners_limit
+
+QUEUED = {20271: 4, 20283: 1, 20299: 9}   # port -> connections left in its accept queue (backlog 16)
+LISTENERS_MIX = dict(PORTS_MIX, established=PORTS_MIX["established"] + [
+    {"to": ["127.0.0.1", port], "count": count, "accepted": False} for port, count in QUEUED.items()])
+
+
+def _rank(oracle, key):
+    entry = oracle[key]
+    share = entry["queue"] / entry["backlog"]
+    return (-share, -entry["queue"], -entry["connections"], key[1], key[0])
+
+
+def test_listeners_beyond_the_limit(netns, tmp_path):
+    """The fullest accept queues first, then the busiest ports; the rest summed; every one without a limit."""
+    netns.hold_mix(LISTENERS_MIX, tmp_path)
+    oracle = Snapshot(netns.name).listeners()
+    assert {port: oracle[("127.0.0.1", port)]["queue"] for port in QUEUED} == QUEUED
+    warnings = []
+    facts = engine.gather(namespace=netns.name, subset=["listeners"], listeners_limit=50, warnings=warnings)
+    every = engine.gather(namespace=netns.name, subset=["listeners"], listeners_limit=None)
+    default = engine.gather(namespace=netns.name, subset=["listeners"])
+    assert Snapshot(netns.name).listeners() == oracle
+
+    def keys(listing):
+        return [(item["address"], item["port"]) for item in listing]
+
+    assert sorted(keys(every["listeners"])) == sorted(oracle) and len(oracle) == len(PORTS)
+    assert every["listeners_rest"] == {"tcp": 0, "udp": 0, "queue": 0, "max_saturation": None}
+    assert len(default["listeners"]) == engine.DEFAULTS["listeners_limit"] == 200
+    assert default["listeners_rest"]["tcp"] == len(PORTS) - 200
+
+    kept = sorted(oracle, key=lambda key: _rank(oracle, key))[:50]
+    assert keys(facts["listeners"]) == sorted(kept, key=lambda key: (key[1], key[0]))  # listed by port
+    assert set(QUEUED) <= {port for _address, port in kept}
+    assert facts["listeners"] == [item for item in every["listeners"] if (item["address"], item["port"]) in kept]
+    assert all(item["pid"] == oracle[(item["address"], item["port"])]["pid"] for item in facts["listeners"])
+    assert facts["listener_walk"]["unattributed"] == 0 and not warnings
+    others = [key for key in oracle if key not in kept]
+    assert facts["listeners_rest"] == {
+        "tcp": len(others), "udp": 0, "queue": sum(oracle[key]["queue"] for key in others),
+        "max_saturation": max(round(oracle[key]["queue"] / oracle[key]["backlog"], 4) for key in others)}
+    with pytest.raises(engine.GatherError, match=r"listeners_limit: 0 is out of range"):
+        engine.gather(namespace=netns.name, subset=["listeners"], listeners_limit=0)

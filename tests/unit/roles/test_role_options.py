@@ -41,7 +41,7 @@ CHOICES = {"backend": contract.BACKENDS}
 CONTRACT_NAMES = sorted(set(contract.RANGES) | set(SPECS) | {"subset", "states"}, key=len, reverse=True)
 # The collector's flags whose values the contract defines.
 COLLECTOR_FLAGS = {"--top": "top", "--sample-interval": "sample_interval", "--max-sockets": "max_sockets",
-                   "--local-ports-limit": "local_ports_limit",
+                   "--local-ports-limit": "local_ports_limit", "--listeners-limit": "listeners_limit",
                    "--walk-budget": "walk_budget", "--discovery-max-age": "discovery_max_age",
                    "--backend": "backend", "--subset": "gather_subset"}
 # `--flag value` in a task or template: a literal, or one variable, optionally times a number.

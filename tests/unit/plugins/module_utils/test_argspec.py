@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.d
 # contract option -> the collector's flag
 FLAGS = {"top": "--top", "sample_interval": "--sample-interval", "max_sockets": "--max-sockets",
          "walk_budget": "--walk-budget", "discovery_max_age": "--discovery-max-age",
-         "local_ports_limit": "--local-ports-limit"}
+         "local_ports_limit": "--local-ports-limit", "listeners_limit": "--listeners-limit"}
 
 
 def parse(*argv):
