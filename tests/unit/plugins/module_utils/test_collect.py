@@ -142,6 +142,17 @@ def test_prometheus_listeners_reuseport_adds_up_and_udp_left_out(facts):
     assert len(queue) == 4
 
 
+def test_prometheus_listeners_beyond_the_limit(facts):
+    families = parse(collect.render(facts, "prometheus"))
+    assert "netstate_listeners_rest" not in families  # a document without listeners_rest: no rest series
+    facts["listeners_rest"] = {"tcp": 9800, "udp": 3, "queue": 12, "max_saturation": 0.0234}
+    families = parse(collect.render(facts, "prometheus"))
+    assert families["netstate_listeners_rest"].type == "gauge"
+    assert samples(families["netstate_listeners_rest"]) == {(("protocol", "tcp"),): 9800, (("protocol", "udp"),): 3}
+    assert samples(families["netstate_tcp_listen_rest_queue"]) == {(): 12}
+    assert len(samples(families["netstate_tcp_listen_queue"])) == 4  # the listed listeners only
+
+
 def test_prometheus_peers_counters_sysctl(facts):
     families = parse(collect.render(facts, "prometheus"))
     assert samples(families["netstate_tcp_peer_connections"]) == {
