@@ -91,6 +91,7 @@ TIME_WAIT_PORT = 8080
 PEER_SOURCES = 1000        # client addresses 127.1.x.y, Zipf-weighted
 V6_SOURCES = 20            # fd00:0:0:b::N/128 on lo, plus ::1
 ORPHAN_PORT = 9998         # the listener no process holds (orphan rows)
+ORPHAN_QUEUED = 8          # connections waiting in its accept queue
 # The million phase: ESTABLISHED pairs whose client side each binds its own source address.
 MILLION_PAIR_CAPACITY = 18000   # connections per client worker (and per server worker, + listeners)
 DISTINCT_FIRST = "127.16.0.1"   # the distinct peers count up from here (500k end in 127.23.x.y)
@@ -792,7 +793,10 @@ class Orphan:
 
     def want(self, present):
         if present and not self.present:
-            self.worker.call("orphan_listener", family=4, address="127.0.0.1", port=ORPHAN_PORT, backlog=511)
+            # clients wait in its accept queue, as they do at a listener whose server is gone: that puts it
+            # first among the listeners connection_facts lists (listeners_limit), so the walk looks for it
+            self.worker.call("orphan_listener", family=4, address="127.0.0.1", port=ORPHAN_PORT, backlog=511,
+                             queued=ORPHAN_QUEUED)
         elif self.present and not present:
             self.worker.call("release_orphans")
         self.present = present
