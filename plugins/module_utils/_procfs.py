@@ -593,9 +593,12 @@ def find_namespaces(proc="/proc", run_netns="/run/netns"):
     """Every network namespace other than ours: [(label, path)], named ones first.
 
     Named namespaces come from /run/netns; the others are found through processes and
-    labelled pid:N with the lowest pid inside.
+    labelled pid:N with the lowest pid inside. A file of /run/netns that is not a namespace
+    (not on the namespace file system: one that `ip netns add` or a container runtime is still
+    setting up, or has just unmounted) is left out.
     """
-    seen = {namespace_id(os.path.join(proc, "self/ns/net"))}
+    own = namespace_id(os.path.join(proc, "self/ns/net"))
+    seen = {own}
     try:
         names = sorted(os.listdir(run_netns))
     except (IOError, OSError):
@@ -608,6 +611,8 @@ def find_namespaces(proc="/proc", run_netns="/run/netns"):
             ident = namespace_id(path)
         except (IOError, OSError):
             continue
+        if ident[0] != own[0]:
+            continue  # not (or no longer) a bind mount of a namespace
         if ident not in seen:
             seen.add(ident)
             found.append((label, path))

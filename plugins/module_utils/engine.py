@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import collections
+import errno
 import heapq
 import itertools
 import os
@@ -1011,8 +1012,14 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
         local_ports_limit=local_ports_limit, listeners_limit=listeners_limit, spill_keys=spill_keys)
     if namespace == "all":
         facts = _gather_here(options, "host", warnings)
-        facts["namespaces"] = [_gather_in(options, path, label, warnings)
-                               for label, path in procfs.find_namespaces(proc, run_netns)]
+        facts["namespaces"] = []
+        for label, path in procfs.find_namespaces(proc, run_netns):
+            try:
+                facts["namespaces"].append(_gather_in(options, path, label, warnings))
+            except _Vanished as exc:
+                # found a moment ago and gone now (a container stopped, `ip netns del`): the others still count
+                warnings.append("namespace %s: left out, it went away while the namespaces were read (%s)"
+                                % (label, exc))
         return facts
     label, path = resolve_namespace(namespace, run_netns, proc)
     if path is None:
@@ -1020,12 +1027,18 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     return _gather_in(options, path, label, warnings)
 
 
+class _Vanished(GatherError):
+    """A namespace that could not be entered because it is gone (ENOENT, or EINVAL: the file is no
+    longer a namespace)."""
+
+
 def _gather_in(options, path, label, warnings):
     try:
         with procfs.NetNamespace(path):
             return _gather_here(options, label, warnings)
     except (IOError, OSError) as exc:
-        raise GatherError("namespace %s: cannot enter %s: %s" % (label, path, exc.strerror or exc))
+        error = _Vanished if exc.errno in (errno.ENOENT, errno.EINVAL) else GatherError
+        raise error("namespace %s: cannot enter %s: %s" % (label, path, exc.strerror or exc))
 
 
 def _gather_here(options, label, warnings):

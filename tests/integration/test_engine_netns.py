@@ -10,6 +10,7 @@ snapshots must agree with the facts exactly. Both backends (netlink and /proc) r
 
 import os
 import struct
+import subprocess
 import threading
 
 import pytest
@@ -215,6 +216,36 @@ def test_namespace_all_labels_each(mix_ns):
     labels = {doc["namespace"]: doc for doc in facts["namespaces"]}
     assert mix_ns.name in labels
     assert labels[mix_ns.name]["tcp"]["states"] == Snapshot(mix_ns.name).states()
+
+
+def test_namespace_all_leaves_out_what_is_no_namespace(mix_ns, tmp_path):
+    """A /run/netns file that is not (or no longer) a namespace - as `ip netns add` or a container runtime
+    leaves it for a moment while setting one up or tearing it down - is left out, the others are read; a
+    namespace gone between being found and being entered is an error of its own (the kernel refuses setns)."""
+    from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
+
+    run_netns = tmp_path / "netns"
+    run_netns.mkdir()
+    (run_netns / "placeholder").write_text("")
+    named = run_netns / "bound"
+    named.write_text("")
+    subprocess.run(["mount", "--bind", os.path.join("/run/netns", mix_ns.name), str(named)], check=True)
+    try:
+        found = dict(procfs.find_namespaces(run_netns=str(run_netns)))
+        assert "placeholder" not in found and found["bound"] == str(named)
+        facts = engine.gather(namespace="all", subset=["min"], run_netns=str(run_netns))
+        labels = {doc["namespace"]: doc for doc in facts["namespaces"]}
+        assert "placeholder" not in labels
+        assert labels["bound"]["tcp"]["states"] == Snapshot(mix_ns.name).states()
+    finally:
+        subprocess.run(["umount", str(named)], check=True)
+    options = engine.GatherOptions(
+        subsets=["states"], top=10, sample_interval=0, backend="auto", max_sockets=0, proc="/proc", walk_budget=None,
+        walk_all_namespaces=False, local_ports_limit=100, listeners_limit=200, spill_keys=engine.SPILL_KEYS)
+    for gone in (named, run_netns / "removed"):   # unmounted (EINVAL), removed (ENOENT)
+        with pytest.raises(engine.GatherError, match=r"namespace bound: cannot enter .*(Invalid|No such)") as caught:
+            engine._gather_in(options, str(gone), "bound", [])
+        assert isinstance(caught.value, engine._Vanished)
 
 
 def test_interrupted_netlink_falls_back_only_when_auto(mix_ns, monkeypatch):
