@@ -23,7 +23,9 @@ options:
         absolute path to a namespace file such as C(/proc/1234/ns/net).
       - V(all) (M(netstate.tcp.connection_facts) only) gathers the module's own namespace and then every other
         namespace found in C(/run/netns) and through C(/proc/*/ns/net); each one is a full document in
-        C(ansible_facts.netstate.namespaces).
+        C(ansible_facts.netstate.namespaces). Files of C(/run/netns) that are not namespaces (one being set up,
+        or left behind by a stopped container runtime) are left out, and a namespace that goes away before it is
+        read is left out with a warning.
       - Entering another namespace needs root (C(CAP_SYS_ADMIN)).
     type: str
   backend:
