@@ -19,6 +19,8 @@ run: deps
 
 lint: deps
 	ruff check plugins tests benchmarks scripts
+	pycodestyle --max-line-length 160 --ignore=E402,W503,W504,E741,E203,E701,E704 \
+		--exclude=.venv,__pycache__,output plugins tests benchmarks scripts
 	ansible-lint --profile production
 
 units: deps

@@ -929,8 +929,8 @@ def _bounded_listeners(tcp, rows, limit):
             rest["queue"] += item["queue"] or 0
             if item["backlog"]:
                 share = round(item["queue"] / item["backlog"], 4)
-                rest["max_saturation"] = share if rest["max_saturation"] is None else max(rest["max_saturation"],
-                                                                                           share)
+                if rest["max_saturation"] is None or share > rest["max_saturation"]:
+                    rest["max_saturation"] = share
     return ranked[:limit], rest
 
 
