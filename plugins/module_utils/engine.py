@@ -233,10 +233,8 @@ class KeyRecords:
         """add(address, 0, kind, count) for each raw address -> count of a dict (addresses made plain)."""
         parts, mask, pack4, pack16 = self.parts, self.mask, RECORD[4].pack, RECORD[16].pack
         for address, count in peers.items():
-            if len(address) == 4:
-                parts[(hash(address) & mask) << 1] += pack4(address, 0, kind, count)
-                continue
-            address = _plain_raw(address)
+            if len(address) != 4:
+                address = _plain_raw(address)
             if len(address) == 4:
                 parts[(hash(address) & mask) << 1] += pack4(address, 0, kind, count)
             else:
