@@ -19,7 +19,7 @@ read -r -a pytest_args <<< "${PYTEST_ARGS:-}"
 ( $py scripts/matrix.py "${matrix_args[@]}" 2>&1 | sed -u 's/^/[matrix] /'; exit "${PIPESTATUS[0]}" ) &
 matrix=$!
 
-$py -m pytest -q "${pytest_args[@]}"
+$py -m pytest -q --durations=40 "${pytest_args[@]}"
 pytest_status=$?
 echo "$(stamp) test: pytest finished (exit $pytest_status); waiting for the matrix"
 wait "$matrix"
