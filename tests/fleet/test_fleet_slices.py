@@ -2,14 +2,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """How fleets share 198.18.0.0/24: one /27 slice each, adjacent slices for larger fleets (100 hosts
-take a /25), and a wait while other fleets hold them. Plain state files in a scratch root and the
-machine's real routes: no podman needed."""
+take a /25), and a wait while other fleets hold them. Plain state files in a scratch root; the
+allocations run in a network namespace of their own (unshare --net), whose real routes are the ones
+a test adds on a veth link, so that fleets of test sessions running beside this one (make test runs
+two) neither change the answers nor are touched. No podman needed."""
 
 import ipaddress
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -17,6 +21,58 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleet as fleet_module  # noqa: E402
 from fleet import Fleet, FleetError, slice_prefix  # noqa: E402
+
+from tests.conftest import require  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# In the namespace: a veth link with the given addresses (each routes its network), then one call.
+NETNS = """set -e
+ip link add nsf-probe type veth peer name nsf-peer
+for address in $ROUTED; do ip addr add "$address" dev nsf-probe; done
+ip link set nsf-peer up
+ip link set nsf-probe up
+exec "$PYTHON" -c "$CODE" "$@"
+"""
+
+CALL = """import json, os, sys, time
+sys.path.insert(0, os.environ["FLEET_DIR"])
+from fleet import Fleet, FleetError
+root, name, what, hosts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+fleet = Fleet(name, root=root, owner_pid=os.getpid())
+started = time.monotonic()
+try:
+    if what == "allocate":
+        answer = fleet._allocate_subnet(hosts)
+    else:
+        fleet._claim_subnet(hosts)
+        answer = fleet.subnet
+except FleetError as error:
+    answer = {"error": str(error)}
+print(json.dumps({"answer": answer, "seconds": time.monotonic() - started, "pid": os.getpid()}))
+"""
+
+
+def in_netns(root, name, what, hosts, routed=(), wait=None):
+    """A started `unshare --net` process running Fleet(name, root)._allocate_subnet(hosts) or
+    _claim_subnet(hosts) beside the routes of `routed` (addresses with their prefix)."""
+    require(os.geteuid() == 0, "needs root for a network namespace of its own")
+    require(shutil.which("unshare") is not None and shutil.which("ip") is not None, "needs unshare and ip")
+    env = dict(os.environ, ROUTED=" ".join(routed), PYTHON=sys.executable, CODE=CALL, FLEET_DIR=HERE)
+    if wait is not None:
+        env["NETSTATE_FLEET_SLICE_WAIT"] = str(wait)
+    return subprocess.Popen(["unshare", "--net", "sh", "-c", NETNS, "netns", str(root), name, what, str(hosts)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def result(process):
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    return json.loads(out)
+
+
+def allocate(root, name, hosts, routed=()):
+    return result(in_netns(root, name, "allocate", hosts, routed))["answer"]
 
 
 def hold(root, name, subnet, pid=None):
@@ -26,46 +82,45 @@ def hold(root, name, subnet, pid=None):
     return path
 
 
-@pytest.fixture
-def routed():
-    """Parts of 198.18.0.0/24 the machine routes already (other fleets of real test sessions)."""
-    return [ipaddress.ip_network(net) for net, owner in Fleet("probe", root="/nonexistent")._used_networks().items()
-            if owner.startswith("route")]
-
-
 def test_prefix_grows_by_whole_slices():
     assert [slice_prefix(n) for n in (1, 29, 30, 61, 62, 100, 125, 126, 253)] == [27, 27, 26, 26, 25, 25, 25, 24, 24]
     assert fleet_module.MAX_HOSTS == 253
 
 
-def test_a_hundred_hosts_take_the_first_free_aligned_25(tmp_path, routed):
-    if any(net.overlaps(ipaddress.ip_network("198.18.0.128/25")) for net in routed):
-        pytest.fail("198.18.0.128/25 is routed on this machine already: {}".format(routed))
+def test_a_hundred_hosts_take_the_first_free_aligned_25(tmp_path):
     hold(tmp_path, "small", "198.18.0.32/27")      # the lower /25 is no longer whole
-    assert Fleet("big", root=tmp_path)._allocate_subnet(100) == "198.18.0.128/25"
-    assert Fleet("tiny", root=tmp_path)._allocate_subnet(3) not in ("198.18.0.32/27", None)
+    assert allocate(tmp_path, "big", 100) == "198.18.0.128/25"
+    assert allocate(tmp_path, "tiny", 3) == "198.18.0.0/27"
     hold(tmp_path, "upper", "198.18.0.224/27")
-    assert Fleet("big", root=tmp_path)._allocate_subnet(100) is None
+    assert allocate(tmp_path, "big", 100) is None
 
 
-def test_up_waits_for_a_slice_and_takes_the_one_given_back(tmp_path, monkeypatch, routed):
+def test_what_the_machine_routes_is_taken_too(tmp_path):
+    # another tool's bridge on 198.18.0.0/26 and one on 198.18.0.192/28: only 64/26 and 128/26 stay free
+    routed = ("198.18.0.1/26", "198.18.0.193/28")
+    assert allocate(tmp_path, "tiny", 3, routed) == "198.18.0.64/27"
+    assert allocate(tmp_path, "mid", 40, routed) == "198.18.0.64/26"
+    assert allocate(tmp_path, "big", 100, routed) is None
+    answer = result(in_netns(tmp_path, "late", "claim", 100, routed, wait=0))["answer"]
+    assert "198.18.0.0/26=route 198.18.0.0/26" in answer["error"], answer
+    assert "198.18.0.192/28=route 198.18.0.192/28" in answer["error"], answer
+
+
+def test_up_waits_for_a_slice_and_takes_the_one_given_back(tmp_path):
     held = [hold(tmp_path, "f{}".format(i), str(net))
             for i, net in enumerate(ipaddress.ip_network("198.18.0.0/24").subnets(new_prefix=27))]
-    monkeypatch.setenv("NETSTATE_FLEET_SLICE_WAIT", "0")
-    busy = r"no free /27 of 198.18.0.0/24 for 5 hosts after 0s \(in use: .*198.18.0.96/27=f3"
-    with pytest.raises(FleetError, match=busy):
-        Fleet("late", root=tmp_path)._claim_subnet(5)
-    monkeypatch.setenv("NETSTATE_FLEET_SLICE_WAIT", "60")
-    free = next(path for path in held[1:] if not any(
-        net.overlaps(ipaddress.ip_network(json.loads(path.read_text())["subnet"])) for net in routed))
-    subnet = json.loads(free.read_text())["subnet"]
-    threading.Timer(2.0, free.unlink).start()      # another session's fleet goes down
-    started = time.monotonic()
-    late = Fleet("late", root=tmp_path, owner_pid=os.getpid())
-    late._claim_subnet(5)
-    assert 1.5 < time.monotonic() - started < 30
-    assert late.subnet == subnet
-    assert json.loads((tmp_path / "fleets" / "late" / "state.json").read_text())["owner_pid"] == os.getpid()
+    busy = r"^no free /27 of 198.18.0.0/24 for 5 hosts after 0s \(in use: .*198.18.0.96/27=f3"
+    answer = result(in_netns(tmp_path, "late", "claim", 5, wait=0))["answer"]
+    assert re.search(busy, answer["error"]), answer
+    assert not (tmp_path / "fleets" / "late").exists()
+    waiting = in_netns(tmp_path, "late", "claim", 5, wait=60)
+    time.sleep(2.0)
+    assert waiting.poll() is None                   # still waiting
+    held[3].unlink()                                # another session's fleet goes down
+    done = result(waiting)
+    assert done["answer"] == "198.18.0.96/27", done
+    assert 1.5 < done["seconds"] < 30
+    assert json.loads((tmp_path / "fleets" / "late" / "state.json").read_text())["owner_pid"] == done["pid"]
 
 
 def test_a_fleet_too_small_for_more_hosts_says_so(tmp_path):
