@@ -32,8 +32,9 @@ sanity: deps
 integration: deps
 	$(PY) -m pytest tests/integration -q
 
-# lint, then pytest (unit, integration, fleet) beside the ansible-core matrix, whose 2.19 lane is the
-# sanity and units of .venv's release (scripts/test.sh)
+# lint, then pytest (unit, integration, fleet) in two lanes - the systemd-fleet modules in one of their
+# own - beside the ansible-core matrix, whose 2.19 lane is the sanity and units of .venv's release
+# (scripts/test.sh)
 test: deps lint
 	MATRIX_ARGS="$(MATRIX_ARGS)" PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
 

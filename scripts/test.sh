@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# `make test` after lint: the pytest suite (unit, integration, the podman fleet) and the ansible-core
-# matrix (scripts/matrix.py: sanity, units and a smoke run for 2.16-2.21, the .venv's 2.19 included)
-# side by side. Most fleet test time is waiting (package installs, timers, agents' polls), and most
-# matrix time is pylint: together they use the two cores better than one after the other. Each has
-# fleets of its own (one /27 slice each). Matrix lines come prefixed with [matrix]; the exit status is
-# non-zero when either failed, and the last lines say which.
+# `make test` after lint: three lanes side by side, each with fleets of its own (one /27 slice each):
+#   - pytest over unit, integration and fleet tests, except the two systemd-fleet modules;
+#   - [systemd] pytest over tests/fleet/test_kinds.py and tests/fleet/test_servers.py, the longest
+#     fleet setups (every Debian release with systemd, real Zabbix and Prometheus servers);
+#   - [matrix] the ansible-core matrix (scripts/matrix.py: sanity, units and a smoke run for 2.16-2.21,
+#     the .venv's 2.19 included).
+# Most fleet test time is waiting (package installs, timers, agents' polls), and most matrix time is
+# pylint: together they use the two cores better than one after the other. With PYTEST_ARGS, one
+# pytest runs with just those arguments beside the matrix. Lines of the other lanes come prefixed;
+# the exit status is non-zero when any lane failed, and the last lines say which.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here" || exit 1
@@ -13,20 +17,35 @@ started=$(date +%s)
 mkdir -p .build
 stamp() { printf '[%4ds]' $(( $(date +%s) - started )); }
 
-echo "$(stamp) test: pytest and the ansible-core matrix start side by side"
+echo "$(stamp) test: pytest, the systemd-fleet lane and the ansible-core matrix start side by side"
 read -r -a matrix_args <<< "${MATRIX_ARGS:-}"
 read -r -a pytest_args <<< "${PYTEST_ARGS:-}"
 ( $py scripts/matrix.py "${matrix_args[@]}" 2>&1 | sed -u 's/^/[matrix] /'; exit "${PIPESTATUS[0]}" ) &
 matrix=$!
 
+systemd_status=0
+if [ "${#pytest_args[@]}" -eq 0 ]; then
+    systemd_lane=(tests/fleet/test_kinds.py tests/fleet/test_servers.py)
+    ( $py -m pytest -q --durations=15 "${systemd_lane[@]}" 2>&1 | sed -u 's/^/[systemd] /'; exit "${PIPESTATUS[0]}" ) &
+    systemd=$!
+    for path in "${systemd_lane[@]}"; do
+        pytest_args+=("--ignore=$path")
+    done
+fi
+
 $py -m pytest -q --durations=40 "${pytest_args[@]}"
 pytest_status=$?
-echo "$(stamp) test: pytest finished (exit $pytest_status); waiting for the matrix"
+echo "$(stamp) test: pytest finished (exit $pytest_status); waiting for the other lanes"
+if [ -n "${systemd:-}" ]; then
+    wait "$systemd"
+    systemd_status=$?
+    echo "$(stamp) test: the systemd lane finished (exit $systemd_status)"
+fi
 wait "$matrix"
 matrix_status=$?
 echo "$(stamp) test: matrix finished (exit $matrix_status)"
-if [ "$pytest_status" -ne 0 ] || [ "$matrix_status" -ne 0 ]; then
-    echo "test: FAILED (pytest exit $pytest_status, matrix exit $matrix_status)"
+if [ "$pytest_status" -ne 0 ] || [ "$systemd_status" -ne 0 ] || [ "$matrix_status" -ne 0 ]; then
+    echo "test: FAILED (pytest exit $pytest_status, systemd lane exit $systemd_status, matrix exit $matrix_status)"
     exit 1
 fi
-echo "test: pytest and the matrix passed in $(( $(date +%s) - started ))s"
+echo "test: every lane passed in $(( $(date +%s) - started ))s"
