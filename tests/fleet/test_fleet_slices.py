@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """How fleets share 198.18.0.0/24: one /27 slice each, adjacent slices for larger fleets (100 hosts
 take a /25), and a wait while other fleets hold them. Plain state files in a scratch root; the
-allocations run in a network namespace of their own (unshare --net), whose real routes are the ones
+allocations run in a network namespace of their own (the `netns` fixture), whose real routes are the ones
 a test adds on a veth link, so that fleets of test sessions running beside this one (make test runs
 two) neither change the answers nor are touched. No podman needed."""
 
@@ -11,7 +11,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,18 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fleet as fleet_module  # noqa: E402
 from fleet import Fleet, FleetError, slice_prefix  # noqa: E402
 
-from tests.conftest import require  # noqa: E402
-
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-# In the namespace: a veth link with the given addresses (each routes its network), then one call.
-NETNS = """set -e
-ip link add nsf-probe type veth peer name nsf-peer
-for address in $ROUTED; do ip addr add "$address" dev nsf-probe; done
-ip link set nsf-peer up
-ip link set nsf-probe up
-exec "$PYTHON" -c "$CODE" "$@"
-"""
 
 CALL = """import json, os, sys, time
 sys.path.insert(0, os.environ["FLEET_DIR"])
@@ -53,16 +41,23 @@ print(json.dumps({"answer": answer, "seconds": time.monotonic() - started, "pid"
 """
 
 
-def in_netns(root, name, what, hosts, routed=(), wait=None):
-    """A started `unshare --net` process running Fleet(name, root)._allocate_subnet(hosts) or
-    _claim_subnet(hosts) beside the routes of `routed` (addresses with their prefix)."""
-    require(os.geteuid() == 0, "needs root for a network namespace of its own")
-    require(shutil.which("unshare") is not None and shutil.which("ip") is not None, "needs unshare and ip")
-    env = dict(os.environ, ROUTED=" ".join(routed), PYTHON=sys.executable, CODE=CALL, FLEET_DIR=HERE)
+def route(netns, *addresses):
+    """Addresses (with their prefix) on a veth link of the namespace: each routes its network there."""
+    netns.run(["ip", "link", "add", "nsf-probe", "type", "veth", "peer", "name", "nsf-peer"])
+    for address in addresses:
+        netns.run(["ip", "addr", "add", address, "dev", "nsf-probe"])
+    netns.run(["ip", "link", "set", "nsf-peer", "up"])
+    netns.run(["ip", "link", "set", "nsf-probe", "up"])
+
+
+def in_netns(netns, root, name, what, hosts, wait=None):
+    """A started process in the namespace running Fleet(name, root)._allocate_subnet(hosts) or
+    _claim_subnet(hosts)."""
+    env = dict(os.environ, FLEET_DIR=HERE)
     if wait is not None:
         env["NETSTATE_FLEET_SLICE_WAIT"] = str(wait)
-    return subprocess.Popen(["unshare", "--net", "sh", "-c", NETNS, "netns", str(root), name, what, str(hosts)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-c", CALL, str(root), name, what,
+                             str(hosts)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def result(process):
@@ -71,8 +66,8 @@ def result(process):
     return json.loads(out)
 
 
-def allocate(root, name, hosts, routed=()):
-    return result(in_netns(root, name, "allocate", hosts, routed))["answer"]
+def allocate(netns, root, name, hosts):
+    return result(in_netns(netns, root, name, "allocate", hosts))["answer"]
 
 
 def hold(root, name, subnet, pid=None):
@@ -87,33 +82,36 @@ def test_prefix_grows_by_whole_slices():
     assert fleet_module.MAX_HOSTS == 253
 
 
-def test_a_hundred_hosts_take_the_first_free_aligned_25(tmp_path):
+@pytest.mark.netns
+def test_a_hundred_hosts_take_the_first_free_aligned_25(netns, tmp_path):
     hold(tmp_path, "small", "198.18.0.32/27")      # the lower /25 is no longer whole
-    assert allocate(tmp_path, "big", 100) == "198.18.0.128/25"
-    assert allocate(tmp_path, "tiny", 3) == "198.18.0.0/27"
+    assert allocate(netns, tmp_path, "big", 100) == "198.18.0.128/25"
+    assert allocate(netns, tmp_path, "tiny", 3) == "198.18.0.0/27"
     hold(tmp_path, "upper", "198.18.0.224/27")
-    assert allocate(tmp_path, "big", 100) is None
+    assert allocate(netns, tmp_path, "big", 100) is None
 
 
-def test_what_the_machine_routes_is_taken_too(tmp_path):
+@pytest.mark.netns
+def test_what_the_machine_routes_is_taken_too(netns, tmp_path):
     # another tool's bridge on 198.18.0.0/26 and one on 198.18.0.192/28: only 64/26 and 128/26 stay free
-    routed = ("198.18.0.1/26", "198.18.0.193/28")
-    assert allocate(tmp_path, "tiny", 3, routed) == "198.18.0.64/27"
-    assert allocate(tmp_path, "mid", 40, routed) == "198.18.0.64/26"
-    assert allocate(tmp_path, "big", 100, routed) is None
-    answer = result(in_netns(tmp_path, "late", "claim", 100, routed, wait=0))["answer"]
+    route(netns, "198.18.0.1/26", "198.18.0.193/28")
+    assert allocate(netns, tmp_path, "tiny", 3) == "198.18.0.64/27"
+    assert allocate(netns, tmp_path, "mid", 40) == "198.18.0.64/26"
+    assert allocate(netns, tmp_path, "big", 100) is None
+    answer = result(in_netns(netns, tmp_path, "late", "claim", 100, wait=0))["answer"]
     assert "198.18.0.0/26=route 198.18.0.0/26" in answer["error"], answer
     assert "198.18.0.192/28=route 198.18.0.192/28" in answer["error"], answer
 
 
-def test_up_waits_for_a_slice_and_takes_the_one_given_back(tmp_path):
+@pytest.mark.netns
+def test_up_waits_for_a_slice_and_takes_the_one_given_back(netns, tmp_path):
     held = [hold(tmp_path, "f{}".format(i), str(net))
             for i, net in enumerate(ipaddress.ip_network("198.18.0.0/24").subnets(new_prefix=27))]
     busy = r"^no free /27 of 198.18.0.0/24 for 5 hosts after 0s \(in use: .*198.18.0.96/27=f3"
-    answer = result(in_netns(tmp_path, "late", "claim", 5, wait=0))["answer"]
+    answer = result(in_netns(netns, tmp_path, "late", "claim", 5, wait=0))["answer"]
     assert re.search(busy, answer["error"]), answer
     assert not (tmp_path / "fleets" / "late").exists()
-    waiting = in_netns(tmp_path, "late", "claim", 5, wait=60)
+    waiting = in_netns(netns, tmp_path, "late", "claim", 5, wait=60)
     time.sleep(2.0)
     assert waiting.poll() is None                   # still waiting
     held[3].unlink()                                # another session's fleet goes down
