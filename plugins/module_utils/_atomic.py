@@ -4,7 +4,7 @@
 """Replace a file atomically: the one writer of the collection (private, not a public API).
 
 A temporary file next to the target, written, flushed and fsynced, its mode set, then renamed
-over the target: a reader (node_exporter, a CI server, a second run) sees the old file or the new
+over the target (only ever a regular file, or nothing: _files.check_replaceable): a reader (node_exporter, a CI server, a second run) sees the old file or the new
 one, whole, never a part. On any error the temporary file is removed and the target is untouched.
 Used by the collector's ``--output`` (on monitored hosts: standard library, Python 3.8), the
 sysctl drop-in and the health report files on the controller.
@@ -17,10 +17,14 @@ __metaclass__ = type
 import os
 import tempfile
 
+from ._files import check_replaceable
+
 
 def write_atomically(path, text, mode=0o644, sync_directory=False):
     """Replace ``path`` by ``text`` (UTF-8); the temporary name starts with '.' and never ends
     like the target (node_exporter reads only ``*.prom``)."""
+    # a device node, FIFO, socket or link at ``path`` is refused, never renamed over
+    check_replaceable(path)
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
     try:

@@ -12,6 +12,7 @@ nowhere else:
 ``decode``            bytes read from the kernel (``/proc/PID/comm``) -> text, bad UTF-8 as ``\\xNN``
 ``visible``           control, bidirectional-override and invisible characters as ``\\xNN``/``\\uNNNN``
 ``log_line``          one line for logs and module messages
+``bounded_repr``      a value a caller gave, for an error message: its repr, visible, at most 200 characters
 ``markdown``          a Markdown table cell or inline text: no HTML, no markup, pipes and newlines kept
 ``xml_text``          text XML 1.0 allows (ElementTree escapes ``<&>"`` itself)
 ``prometheus_label``  a label value of the text exposition format
@@ -85,6 +86,29 @@ def visible(value, keep=""):
 def log_line(value):
     """One line for a log or a module message: newlines and every other control as escapes."""
     return visible(value)
+
+
+#: The most characters of a caller's value an error message quotes.
+REPR_LIMIT = 200
+
+
+def bounded_repr(value, limit=REPR_LIMIT):
+    """A value for an error message: its repr with every unsafe character visible, cut to ``limit``
+    characters (a value nested a million levels deep, or megabytes long, never fills a message).
+    The repr of a huge container is never built whole: reprlib stops at a few items per level."""
+    import reprlib  # standard library; late so the escape functions' import stays light
+
+    shown = reprlib.Repr()
+    shown.maxstring = shown.maxother = shown.maxlong = limit
+    shown.maxlevel, shown.maxdict, shown.maxlist, shown.maxtuple, shown.maxset = 3, 8, 8, 8, 8
+    try:
+        text_value = shown.repr(value)
+    except Exception:  # a repr that fails (recursion, a broken __repr__) still gives a message
+        text_value = "<%s>" % type(value).__name__
+    text_value = visible(text_value)
+    if len(text_value) > limit:
+        text_value = text_value[:limit] + "...(%d characters)" % len(text_value)
+    return text_value
 
 
 def markdown(value):

@@ -22,6 +22,7 @@ import struct
 import time
 
 from . import _escape as escape
+from . import _files as files
 from ._netlink import TIMER_KEEPALIVE, TIMER_ZERO_WINDOW_PROBE
 
 CLONE_NEWNET = 0x40000000
@@ -562,7 +563,8 @@ class NetNamespace:
         self._own = None
 
     def __enter__(self):
-        target = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # never blocks on a FIFO, and refuses anything that is not a namespace file
+        target = files.open_namespace(self.path)
         try:
             self._own = os.open("/proc/thread-self/ns/net" if os.path.exists("/proc/thread-self")
                                 else "/proc/self/ns/net", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

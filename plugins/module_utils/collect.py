@@ -41,6 +41,8 @@ import time
 
 from . import _argspec as contract
 from . import _escape as escape
+from . import _files as files
+from . import engine
 from ._argspec import BACKENDS, DEFAULT_SUBSET, TCP_STATES
 from ._atomic import write_atomically
 from .engine import GatherError, gather
@@ -51,7 +53,6 @@ SUBSETS = tuple(contract.SUBSET_GROUPS) + contract.SUBSETS
 PROTOCOLS = ("tcp", "udp", "all")
 LLD_KEYS = ("{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}")
 
-_NAMESPACE_RE = re.compile(r"^(host|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/[A-Za-z0-9_./-]{1,255})$")
 _METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 _ACRONYM_PLURAL = re.compile(r"([A-Z]{2,})s(?=[A-Z]|$)")
 _CAMEL_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
@@ -109,10 +110,10 @@ def _subset(text: str) -> list:
 
 
 def _namespace(text: str) -> str:
-    if not _NAMESPACE_RE.match(text) or "/../" in text + "/":
-        raise argparse.ArgumentTypeError(
-            "%r is not a namespace (host, all, pid:N, a name under /run/netns or an absolute path)" % text)
-    return text
+    try:
+        return engine.check_namespace(text)
+    except GatherError as error:
+        raise argparse.ArgumentTypeError(str(error))
 
 
 def _protocol(text: str) -> str:
@@ -125,17 +126,24 @@ def _protocol(text: str) -> str:
 
 
 def _absolute_file(text: str) -> str:
-    if not text.startswith("/") or "\0" in text or text.endswith("/"):
-        raise argparse.ArgumentTypeError("%r is not an absolute file name" % text)
+    try:
+        files.check_path(text, absolute=True, name="the file name")
+    except OSError as error:
+        raise argparse.ArgumentTypeError(str(error))
+    if text.endswith("/"):
+        raise argparse.ArgumentTypeError("%s is not an absolute file name" % escape.bounded_repr(text))
     return text
 
 
 def _output(text: str) -> str:
-    if not text or "\0" in text or text.endswith("/"):
-        raise argparse.ArgumentTypeError("%r is not a file name" % text)
-    directory = os.path.dirname(os.path.abspath(text))
-    if not os.path.isdir(directory):
-        raise argparse.ArgumentTypeError("%r: directory %s does not exist" % (text, directory))
+    """A file the collector may replace: checked here, before anything is gathered, and again by the
+    writer (the spare failure file beside it too) just before each rename."""
+    if not text or text.endswith("/"):
+        raise argparse.ArgumentTypeError("%s is not a file name" % escape.bounded_repr(text))
+    try:
+        files.check_replaceable(text)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(str(error))
     return text
 
 
@@ -437,15 +445,22 @@ def render_zabbix_discovery(facts: dict, protocol: str = "tcp") -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
 
 
+#: The largest discovery file read (the collector writes some hundred bytes a listener).
+DISCOVERY_FILE_LIMIT = 16 * 1024 * 1024
+
+
 def read_discovery_file(path: str, protocol: str, max_age: float, now=None):
     """The rows of a fresh discovery file for one protocol (as render_zabbix_discovery prints them),
     or None with the reason when it is missing, stale or not what the collector writes."""
     try:
-        with open(path, "rb") as stream:
-            age = (time.time() if now is None else now) - os.fstat(stream.fileno()).st_mtime
+        descriptor = files.open_regular(path)  # never a FIFO or a device: those are refused, not read
+        try:
+            age = (time.time() if now is None else now) - os.fstat(descriptor).st_mtime
             if age > max_age:
                 return None, "%s is %d s old (more than %d s)" % (path, age, max_age)
-            data = json.loads(stream.read(16 * 1024 * 1024).decode("utf-8"))
+            data = json.loads(files.read_descriptor(descriptor, DISCOVERY_FILE_LIMIT, path).decode("utf-8"))
+        finally:
+            os.close(descriptor)
     except (OSError, ValueError) as error:
         return None, "%s: %s" % (path, error)
     if not isinstance(data, list) or not all(

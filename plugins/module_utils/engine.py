@@ -19,12 +19,14 @@ import errno
 import heapq
 import itertools
 import os
+import re
 import socket
 import struct
 import time
 
 from . import _netlink as netlink
 from . import _procfs as procfs
+from . import _escape as escape
 from . import _rtnetlink as rtnetlink
 from ._address import address_text as _address_text
 from ._address import plain_raw as _plain_raw
@@ -99,24 +101,39 @@ def _check_int(name, value, low, high=None):
     return value
 
 
+#: The namespace option's grammar, the one the modules and the collector's --namespace share: host
+#: (or self), all, pid:N, a name under /run/netns as `ip netns` makes them, or an absolute path
+#: with no "." or ".." component. What a name or path opens is checked again when it is entered:
+#: it must be a namespace file (nsfs), never a FIFO or an ordinary file (_files.open_namespace).
+NAMESPACE_RE = re.compile(r"^(host|self|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+                          r"|/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,31})$")
+NAMESPACE_CHOICES = "host, all, pid:N, a name under /run/netns or an absolute path"
+
+
+def check_namespace(namespace):
+    """The namespace option as given, or GatherError naming it when it is outside the grammar."""
+    if namespace is None or namespace == "":
+        return namespace
+    if not isinstance(namespace, str):
+        raise GatherError("namespace: %s is not a string" % escape.bounded_repr(namespace))
+    if (not NAMESPACE_RE.match(namespace) or len(namespace) > 4096
+            or any(part in (".", "..") for part in namespace.split("/")[1:])):
+        raise GatherError("namespace: %s is not a namespace (%s)" % (escape.bounded_repr(namespace), NAMESPACE_CHOICES))
+    return namespace
+
+
 def resolve_namespace(namespace, run_netns="/run/netns", proc="/proc"):
     """Map the namespace option to (label, path); (None, None) for our own namespace."""
+    check_namespace(namespace)
     if namespace in (None, "", "host", "self"):
         return None, None
-    if not isinstance(namespace, str):
-        raise GatherError("namespace: %r is not a string" % (namespace,))
     if namespace.startswith("pid:"):
-        pid = namespace[4:]
-        if not pid.isdigit():
-            raise GatherError("namespace: %r: expected pid:<number>" % namespace)
-        path = os.path.join(proc, pid, "ns/net")
+        path = os.path.join(proc, namespace[4:], "ns/net")
     elif namespace.startswith("/"):
         path = namespace
-    elif "/" in namespace or namespace in (".", ".."):
-        raise GatherError("namespace: %r is not a namespace name" % namespace)
     else:
         path = os.path.join(run_netns, namespace)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise GatherError("namespace: %r not found (%s does not exist)" % (namespace, path))
     return namespace, path
 
