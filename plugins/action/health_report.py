@@ -15,6 +15,7 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.netstate.tcp.plugins.module_utils import _files as files
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report_engine
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as rules_engine
 from ansible_collections.netstate.tcp.plugins.plugin_utils._paths import controller_path
@@ -101,8 +102,7 @@ class ActionModule(ActionBase):
             if os.path.isdir(path):
                 path = os.path.join(path, report_engine.FORMATS["json"])
             try:
-                with open(path, encoding="utf-8") as handle:
-                    partials.append((path, json.load(handle)))
+                partials.append((path, json.loads(files.read_text(path, report_engine.REPORT_READ_LIMIT))))
             except OSError as exc:
                 raise AnsibleActionFail(f"merge: cannot read {path}: {to_text(exc.strerror or exc)}") from None
             except ValueError as exc:
@@ -116,7 +116,6 @@ class ActionModule(ActionBase):
 def _read_json(path):
     """The file's JSON content, or None when there is none to read or it is not JSON."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads(files.read_text(path, report_engine.REPORT_READ_LIMIT))
     except (OSError, ValueError):
         return None

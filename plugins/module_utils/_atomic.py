@@ -4,8 +4,9 @@
 """Replace a file atomically: the one writer of the collection (private, not a public API).
 
 A temporary file next to the target, written, flushed and fsynced, its mode set, then renamed
-over the target (only ever a regular file, or nothing: _files.check_replaceable): a reader (node_exporter, a CI server, a second run) sees the old file or the new
-one, whole, never a part. On any error the temporary file is removed and the target is untouched.
+over the target, which may only be a regular file or nothing (_files.check_replaceable: never a
+device, FIFO or link). A reader (node_exporter, a CI server, a second run) sees the old file or
+the new one, whole, never a part. On any error the temporary file is removed and the target is untouched.
 Used by the collector's ``--output`` (on monitored hosts: standard library, Python 3.8), the
 sysctl drop-in and the health report files on the controller.
 """

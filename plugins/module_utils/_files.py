@@ -165,8 +165,8 @@ def check_replaceable(path):
     check_path(path)
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        mode = None
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None  # the directory's own check below names what is wrong
     if mode is not None and not stat.S_ISREG(mode):
         raise FileRefused(path, "is %s; only a regular file is ever replaced" % kind(mode))
     directory = os.path.dirname(os.path.abspath(path))

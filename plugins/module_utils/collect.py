@@ -461,6 +461,8 @@ def read_discovery_file(path: str, protocol: str, max_age: float, now=None):
             data = json.loads(files.read_descriptor(descriptor, DISCOVERY_FILE_LIMIT, path).decode("utf-8"))
         finally:
             os.close(descriptor)
+    except files.FileRefused as error:
+        return None, str(error)  # names the path already
     except (OSError, ValueError) as error:
         return None, "%s: %s" % (path, error)
     if not isinstance(data, list) or not all(

@@ -71,7 +71,7 @@ def resolve_subset(requested):
     only_negations = True
     for item in requested:
         if not isinstance(item, str):
-            raise GatherError("gather_subset: %r is not a subset name" % (item,))
+            raise GatherError("gather_subset: %s is not a subset name" % escape.bounded_repr(item))
         negate = item.startswith("!")
         name = item[1:] if negate else item
         if name in SUBSET_GROUPS:
@@ -79,8 +79,8 @@ def resolve_subset(requested):
         elif name in SUBSETS:
             names = {name}
         else:
-            raise GatherError("gather_subset: unknown subset %r (choose from %s, or !name)"
-                              % (item, ", ".join(tuple(SUBSET_GROUPS) + SUBSETS)))
+            raise GatherError("gather_subset: unknown subset %s (choose from %s, or !name)"
+                              % (escape.bounded_repr(item), ", ".join(tuple(SUBSET_GROUPS) + SUBSETS)))
         if negate:
             excluded |= names
         else:
@@ -95,9 +95,10 @@ def resolve_subset(requested):
 
 def _check_int(name, value, low, high=None):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise GatherError("%s: %r is not an integer" % (name, value))
+        raise GatherError("%s: %s is not an integer" % (name, escape.bounded_repr(value)))
     if value < low or (high is not None and value > high):
-        raise GatherError("%s: %r is out of range (%s..%s)" % (name, value, low, "" if high is None else high))
+        raise GatherError("%s: %s is out of range (%s..%s)"
+                          % (name, escape.bounded_repr(value), low, "" if high is None else high))
     return value
 
 
@@ -118,7 +119,10 @@ def check_namespace(namespace):
         raise GatherError("namespace: %s is not a string" % escape.bounded_repr(namespace))
     if (not NAMESPACE_RE.match(namespace) or len(namespace) > 4096
             or any(part in (".", "..") for part in namespace.split("/")[1:])):
-        raise GatherError("namespace: %s is not a namespace (%s)" % (escape.bounded_repr(namespace), NAMESPACE_CHOICES))
+        if namespace.startswith("pid:"):
+            raise GatherError("namespace: %s: expected pid:<number>" % escape.bounded_repr(namespace))
+        raise GatherError("namespace: %s is not a namespace name (%s)"
+                          % (escape.bounded_repr(namespace), NAMESPACE_CHOICES))
     return namespace
 
 
@@ -1011,16 +1015,17 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     low, high = RANGES["sample_interval"]
     if isinstance(sample_interval, bool) or not isinstance(sample_interval, (int, float)) \
             or not low <= sample_interval <= high:
-        raise GatherError("sample_interval: %r must be a number of seconds from %d to %d"
-                          % (sample_interval, low, high))
+        raise GatherError("sample_interval: %s must be a number of seconds from %d to %d"
+                          % (escape.bounded_repr(sample_interval), low, high))
     if backend not in BACKENDS:
-        raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
+        raise GatherError("backend: %s is not one of %s" % (escape.bounded_repr(backend), ", ".join(BACKENDS)))
     if walk_budget is not None:
         walk_budget = _check_int("walk_budget", walk_budget, *RANGES["walk_budget"])
     local_ports_limit = _check_int("local_ports_limit", local_ports_limit, *RANGES["local_ports_limit"])
     if listeners_limit is not None:
         listeners_limit = _check_int("listeners_limit", listeners_limit, *RANGES["listeners_limit"])
     spill_keys = _check_int("spill_keys", spill_keys, 0)
+    check_namespace(namespace)
     options = GatherOptions(
         subsets=subsets, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
         proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces),
@@ -1241,7 +1246,7 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
     more_than = _check_int("more_than", more_than, 0)
     spill_keys = _check_int("spill_keys", spill_keys, 0)
     if backend not in BACKENDS:
-        raise GatherError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
+        raise GatherError("backend: %s is not one of %s" % (escape.bounded_repr(backend), ", ".join(BACKENDS)))
 
     def attempt():
         counter = PeerCounter(mask, local_port, spill_keys)

@@ -14,6 +14,7 @@ Output is deterministic (no timestamps), so an unchanged fleet gives unchanged f
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils import _files as files
 from ansible_collections.netstate.tcp.plugins.module_utils._atomic import write_atomically
 
 from . import _fleet_html as html_page
@@ -297,14 +299,23 @@ def locked_directory(directory: str | None):
         os.close(descriptor)
 
 
+#: The largest report file read back to compare with a new one (reports of 10,000 hosts are some MiB).
+REPORT_READ_LIMIT = 64 * 1024 * 1024
+
+
 def write_if_changed(path: str, text: str, check_mode: bool = False) -> bool:
     """Atomically replace ``path`` when its content differs; returns whether it (would have) changed."""
+    # only a regular file is compared and replaced: a FIFO, a device or a link there is refused
+    # (FileRefused, an OSError naming the path), not waited on or written through
+    files.check_replaceable(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            if handle.read() == text:
-                return False
-    except FileNotFoundError:
+        if files.read_text(path, REPORT_READ_LIMIT, follow_links=False) == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
         pass
+    except files.FileRefused as exc:
+        if exc.errno != errno.EFBIG:  # a larger file than any report is simply not ours: replace it
+            raise
     if check_mode:
         return True
     write_atomically(path, text)
