@@ -147,8 +147,16 @@ def _output(text: str) -> str:
     return text
 
 
+#: The most characters of an argument error (the message names the argument first).
+ERROR_LIMIT = 600
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # exit 2 like argparse, but never print help text into a metric file
+        # one line, bounded: argparse quotes a bad value whole ("invalid choice: '<100 kB>'")
+        message = escape.log_line(message)
+        if len(message) > ERROR_LIMIT:
+            message = message[:ERROR_LIMIT] + "...(%d characters)" % len(message)
         self.exit(2, "%s: error: %s\n" % (self.prog, message))
 
 

@@ -66,6 +66,8 @@ def resolve_subset(requested):
         return sorted(DEFAULT_SUBSET)
     if isinstance(requested, str):
         requested = [part.strip() for part in requested.split(",") if part.strip()]
+    if not isinstance(requested, (list, tuple)):
+        raise GatherError("gather_subset: %s is not a list of subset names" % escape.bounded_repr(requested))
     chosen = set()
     excluded = set()
     only_negations = True
@@ -106,8 +108,8 @@ def _check_int(name, value, low, high=None):
 #: (or self), all, pid:N, a name under /run/netns as `ip netns` makes them, or an absolute path
 #: with no "." or ".." component. What a name or path opens is checked again when it is entered:
 #: it must be a namespace file (nsfs), never a FIFO or an ordinary file (_files.open_namespace).
-NAMESPACE_RE = re.compile(r"^(host|self|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-                          r"|/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,31})$")
+NAMESPACE_RE = re.compile(r"(host|self|all|pid:[1-9][0-9]{0,9}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+                          r"|/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,31})")  # fullmatch: "$" admits a final newline
 NAMESPACE_CHOICES = "host, all, pid:N, a name under /run/netns or an absolute path"
 
 
@@ -117,7 +119,7 @@ def check_namespace(namespace):
         return namespace
     if not isinstance(namespace, str):
         raise GatherError("namespace: %s is not a string" % escape.bounded_repr(namespace))
-    if (not NAMESPACE_RE.match(namespace) or len(namespace) > 4096
+    if (not NAMESPACE_RE.fullmatch(namespace) or len(namespace) > 4096
             or any(part in (".", "..") for part in namespace.split("/")[1:])):
         if namespace.startswith("pid:"):
             raise GatherError("namespace: %s: expected pid:<number>" % escape.bounded_repr(namespace))
@@ -1058,7 +1060,9 @@ def _gather_in(options, path, label, warnings):
             return _gather_here(options, label, warnings)
     except (IOError, OSError) as exc:
         error = _Vanished if exc.errno in (errno.ENOENT, errno.EINVAL) else GatherError
-        raise error("namespace %s: cannot enter %s: %s" % (label, path, exc.strerror or exc))
+        # a refused file's reason (_files.FileRefused.reason) does not repeat the path
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+        raise error("namespace %s: cannot enter %s: %s" % (label, path, reason))
 
 
 def _gather_here(options, label, warnings):
