@@ -19,6 +19,7 @@ import os
 import socket
 import struct
 
+from . import _files as files
 from ._netlink import ERROR_CODE, NETLINK_ROUTE, NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDR, \
     netlink_socket, send_dump_request
 
@@ -68,6 +69,10 @@ class RouteDumpInterrupted(RouteDumpError):
     """The kernel flagged the dump NLM_F_DUMP_INTR: a table changed while it ran."""
 
 
+#: The largest iproute2 names file read (rt_tables holds one short line per table).
+NAMES_FILE_LIMIT = 1024 * 1024
+
+
 def read_names(path, names):
     """Add `number name` lines of an iproute2 file (rt_tables, rt_protos) to a copy of names."""
     result = dict(names)
@@ -79,8 +84,8 @@ def read_names(path, names):
         pass
     for one in paths:
         try:
-            with open(one) as handle:
-                lines = handle.read().splitlines()
+            # a FIFO or device dropped into rt_tables.d is skipped, never waited on or read without end
+            lines = files.read_text(one, NAMES_FILE_LIMIT).splitlines()
         except (IOError, OSError, UnicodeDecodeError):
             continue
         for line in lines:

@@ -10,6 +10,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import signal
 import socket
 import struct
 
@@ -229,3 +231,23 @@ def test_iproute2_names_files(tmp_path):
     names = rtnetlink.read_names(str(tmp_path / "rt_tables"), rtnetlink.TABLES)
     assert names[100] == "web" and names[200] == "backup" and names[32] == "hex" and names[254] == "main"
     assert rtnetlink.read_names(str(tmp_path / "missing"), {1: "x"}) == {1: "x"}
+
+
+def test_iproute2_names_files_that_are_fifos_are_skipped_not_waited_on(tmp_path):
+    """A FIFO among the names files (rt_tables.d/x.conf) would block open() for ever; it is skipped."""
+    (tmp_path / "rt_tables").write_text("100 web\n")
+    (tmp_path / "rt_tables.d").mkdir()
+    os.mkfifo(tmp_path / "rt_tables.d" / "a.conf")
+    (tmp_path / "rt_tables.d" / "b.conf").write_text("200 backup\n")
+
+    def hung(_signum, _frame):
+        raise AssertionError("read_names waited on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        names = rtnetlink.read_names(str(tmp_path / "rt_tables"), rtnetlink.TABLES)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert names[100] == "web" and names[200] == "backup"
