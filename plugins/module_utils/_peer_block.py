@@ -5,11 +5,13 @@
 """Private: block the peers with the most TCP connections, never the ones that keep the host reachable.
 
 Plain Python (no ansible import, Python 3.8+). The module peer_block is its thin shell. Counting
-is the engine's (engine.peer_connections, every peer); the firewall is either an nftables table of
-our own (inet netstate_tcp: two timed sets and one input chain) or, where nft is missing, two
-ipsets and one iptables/ip6tables chain jumped to from INPUT. Commands run through a `run`
-callable (argv, data) -> (rc, stdout, stderr) and are found through `which` (name) -> path or None,
-so the caller decides how processes are started.
+is the engine's (engine.peer_connections, every peer; by default only the connections peers made to
+this host's listeners, never SYN_RECV, which a forged source address can fill); the firewall is
+either an nftables table of our own (inet netstate_tcp: two timed sets and one input chain) or,
+where nft is missing, two ipsets and one iptables/ip6tables chain jumped to from INPUT. Commands
+run through a `run` callable (argv, data) -> (rc, stdout, stderr) and are found through `which`
+(name) -> path or None, so the caller decides how processes are started. A block that fails part
+way takes back what it added, or its error names what it could not take back.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -19,13 +21,27 @@ __metaclass__ = type
 import json
 import os
 
+import re
+
 from . import engine
 from ._address import plain_address, plain_network
 from ._argspec import CONNECTION_STATES as STATES
 from ._argspec import RANGES
+from ._escape import bounded_repr
+
 BACKENDS = ("auto", "nftables", "iptables")
 MAX_DURATION = 2147483  # the largest ipset timeout (seconds); nftables takes it too
 MAX_BLOCKS = 65536
+MAX_CONNECTIONS = 10 ** 9
+#: direction: the connections peers made to this host's listening ports, or every connection.
+DIRECTIONS = engine.DIRECTIONS
+DEFAULT_DIRECTION = "inbound"
+#: SYN_RECV is counted only when asked for: a SYN with a forged source address makes one (no handshake
+#: is needed), so anyone could make the host block an address that never connected.
+SPOOFABLE_STATES = ("SYN_RECV",)
+DEFAULT_STATES = tuple(state for state in STATES if state not in SPOOFABLE_STATES)
+#: An allow entry: an IPv4/IPv6 address or CIDR, nothing else (no zone, no spaces, no host names).
+ALLOW_RE = re.compile(r"^[0-9A-Fa-f:.]{2,45}(/[0-9]{1,3}|/[0-9.]{7,15})?$")
 
 NFT_TABLE = "netstate_tcp"
 NFT_SETS = {4: "blocked_ipv4", 6: "blocked_ipv6"}
@@ -47,52 +63,68 @@ class PeerBlockError(Exception):
 
 def _int_option(name, value, low, high):
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PeerBlockError("%s: %r is not an integer" % (name, value))
+        raise PeerBlockError("%s: %s is not an integer" % (name, bounded_repr(value)))
     if not low <= value <= high:
-        raise PeerBlockError("%s: %r is out of range (%d..%d)" % (name, value, low, high))
+        raise PeerBlockError("%s: %s is out of range (%d..%d)" % (name, bounded_repr(value), low, high))
     return value
+
+
+def _choice(params, name, choices, default):
+    value = params.get(name, default)
+    if not isinstance(value, str) or value not in choices:
+        raise PeerBlockError("%s: %s is not one of %s" % (name, bounded_repr(value), ", ".join(choices)))
+    return value
+
+
+def _list_option(params, name, what):
+    value = params.get(name)
+    if value is not None and (isinstance(value, str) or not isinstance(value, (list, tuple))):
+        raise PeerBlockError("%s: %s must be a %s" % (name, bounded_repr(value), what))
+    return value
+
+
+def _allowed_network(item):
+    if not isinstance(item, str) or not ALLOW_RE.match(item):
+        return None
+    return plain_network(item)
 
 
 def validate(params):
     """Every option checked before anything is touched; returns the normalised options."""
-    state = params.get("state", "present")
-    if state not in ("present", "absent"):
-        raise PeerBlockError("state: %r is not one of present, absent" % (state,))
-    backend = params.get("backend", "auto")
-    if backend not in BACKENDS:
-        raise PeerBlockError("backend: %r is not one of %s" % (backend, ", ".join(BACKENDS)))
+    state = _choice(params, "state", ("present", "absent"), "present")
+    backend = _choice(params, "backend", BACKENDS, "auto")
     options = {"state": state, "backend": backend}
+    options["direction"] = _choice(params, "direction", DIRECTIONS, DEFAULT_DIRECTION)
     max_connections = params.get("max_connections")
     if state == "present" and max_connections is None:
         raise PeerBlockError("max_connections: required with state=present")
     if max_connections is not None:
-        max_connections = _int_option("max_connections", max_connections, 1, 10 ** 9)
+        max_connections = _int_option("max_connections", max_connections, 1, MAX_CONNECTIONS)
     options["max_connections"] = max_connections
-    states = params.get("states")
+    states = _list_option(params, "states", "non-empty list of TCP states")
     if states is None:
-        states = list(STATES)
-    if isinstance(states, str) or not isinstance(states, (list, tuple)) or not states:
-        raise PeerBlockError("states: %r must be a non-empty list of TCP states" % (states,))
+        states = list(DEFAULT_STATES)
+    if not states:
+        raise PeerBlockError("states: [] must be a non-empty list of TCP states")
     chosen = []
     for name in states:
-        upper = str(name).upper()
+        upper = name.upper() if isinstance(name, str) else None
         if upper == "LISTEN":
             raise PeerBlockError("states: 'LISTEN' is not a connection state (listeners have no peer)")
         if upper not in STATES:
-            raise PeerBlockError("states: %r is not a TCP state (choose from %s)" % (name, ", ".join(STATES)))
+            raise PeerBlockError("states: %s is not a TCP state (choose from %s)"
+                                 % (bounded_repr(name), ", ".join(STATES)))
         if upper not in chosen:
             chosen.append(upper)
     options["states"] = chosen
     local_port = params.get("local_port")
     options["local_port"] = None if local_port is None else _int_option("local_port", local_port, *RANGES["local_port"])
-    allow = params.get("allow") or []
-    if isinstance(allow, str) or not isinstance(allow, (list, tuple)):
-        raise PeerBlockError("allow: %r must be a list of addresses and CIDRs" % (allow,))
+    allow = _list_option(params, "allow", "list of addresses and CIDRs") or []
     networks = []
     for item in allow:
-        network = plain_network(item)
+        network = _allowed_network(item)
         if network is None:
-            raise PeerBlockError("allow: %r is not an IPv4/IPv6 address or CIDR" % (item,))
+            raise PeerBlockError("allow: %s is not an IPv4/IPv6 address or CIDR" % (bounded_repr(item),))
         networks.append(network)
     options["allow"] = networks
     options["duration"] = _int_option("duration", params.get("duration", 3600), 0, MAX_DURATION)
@@ -255,8 +287,12 @@ class NftablesFirewall:
         return "\n".join(lines) + "\n"
 
     def block(self, additions, duration):
-        # One nft -f transaction: everything applies, or nothing does.
-        _run_checked(self.run, [self.nft, "-f", "-"], "nft", self.script(additions, duration))
+        # One nft -f transaction: the kernel commits the whole batch or none of it.
+        try:
+            _run_checked(self.run, [self.nft, "-f", "-"], "nft", self.script(additions, duration))
+        except PeerBlockError as exc:
+            raise PeerBlockError("%s; nothing was changed (nft -f applies its whole transaction or none of it)"
+                                 % exc)
 
     def remove(self):
         _run_checked(self.run, [self.nft, "delete", "table", "inet", NFT_TABLE], "nft")
@@ -308,22 +344,62 @@ class IptablesFirewall:
         return ["-m", "set", "--match-set", IPSETS[version], "src", "-j", "DROP"]
 
     def block(self, additions, duration):
+        """Sets, chains, jumps, then members, each step only where missing. Many commands, so not atomic:
+        a step that fails takes back every one this call made, newest first (a chain is not removed while
+        a rule refers to it, nor a set while a rule matches it); the error says what was taken back and
+        names what could not be."""
+        made = []  # (what it is, the command that takes it back), in the order they were made
+        try:
+            self._block(additions, duration, made)
+        except PeerBlockError as exc:
+            raise PeerBlockError("%s; %s" % (exc, self._take_back(made)))
+
+    def _block(self, additions, duration, made):
         for version in (4, 6):
             family = "inet" if version == 4 else "inet6"
+            existed = self._set_exists(version)
+            # -exist: an existing set of exactly this kind is fine, one of another kind is an error.
             _run_checked(self.run, [self.ipset, "create", IPSETS[version], "hash:ip", "family", family,
                                     "timeout", "0", "-exist"], "ipset")
+            if not existed:
+                made.append(("ipset %s" % IPSETS[version], [self.ipset, "destroy", IPSETS[version]]))
         for version in (4, 6):
             tool = self.tables[version]
+            name = os.path.basename(tool)
             if not self._chain_exists(version):
                 _run_checked(self.run, [tool, "-w", "-N", IPT_CHAIN], tool)
+                made.append(("%s chain %s" % (name, IPT_CHAIN), [tool, "-w", "-X", IPT_CHAIN]))
             if self.run([tool, "-w", "-C", IPT_CHAIN] + self._rule(version), None)[0] != 0:
                 _run_checked(self.run, [tool, "-w", "-A", IPT_CHAIN] + self._rule(version), tool)
+                made.append(("%s rule in %s matching %s" % (name, IPT_CHAIN, IPSETS[version]),
+                             [tool, "-w", "-D", IPT_CHAIN] + self._rule(version)))
             if self.run([tool, "-w", "-C", "INPUT", "-j", IPT_CHAIN], None)[0] != 0:
                 _run_checked(self.run, [tool, "-w", "-I", "INPUT", "1", "-j", IPT_CHAIN], tool)
+                made.append(("%s jump from INPUT to %s" % (name, IPT_CHAIN),
+                             [tool, "-w", "-D", "INPUT", "-j", IPT_CHAIN]))
         # Members last: a failure above leaves no address blocked.
         for address in additions:
             _run_checked(self.run, [self.ipset, "add", IPSETS[address.version], str(address),
                                     "timeout", str(duration), "-exist"], "ipset")
+            made.append(("block of %s in %s" % (address, IPSETS[address.version]),
+                         [self.ipset, "del", IPSETS[address.version], str(address)]))
+
+    def _take_back(self, made):
+        """Undo `made` newest first; the text the error ends with."""
+        if not made:
+            return "nothing had been changed"
+        undone = []
+        left = []
+        for what, argv in reversed(made):
+            rc, out, err = self.run(argv, None)
+            if rc == 0:
+                undone.append(what)
+            else:
+                left.append("%s (%s: %s)" % (what, " ".join(argv), (err or out).strip() or "rc=%d" % rc))
+        text = "taken back: %s" % ", ".join(undone) if undone else "nothing could be taken back"
+        if left:
+            text += "; LEFT IN PLACE: %s (state=absent removes them)" % "; ".join(left)
+        return text
 
     def remove(self):
         for version in (4, 6):
@@ -382,7 +458,8 @@ def run(params, run, which, check_mode=False, environ=None, proc="/proc", warnin
 
     try:
         counts = engine.peer_connections(states=options["states"], local_port=options["local_port"],
-                                         warnings=warnings, proc=proc, more_than=options["max_connections"])
+                                         warnings=warnings, proc=proc, more_than=options["max_connections"],
+                                         direction=options["direction"])
     except engine.GatherError as exc:
         raise PeerBlockError(str(exc))
     own = own_addresses(run, which)
@@ -430,7 +507,8 @@ def run(params, run, which, check_mode=False, environ=None, proc="/proc", warnin
         "backend": firewall.name,
         "ssh_client": None if client is None else {"address": str(client), "source": client_source},
         "counted": {"peers": counts["peer_count"], "connections": counts["total"], "engine": counts["backend"],
-                    "states": options["states"], "local_port": options["local_port"]},
+                    "states": options["states"], "local_port": options["local_port"],
+                    "direction": options["direction"]},
         "diff": {"before": {"active": _sorted_addresses(before)}, "after": {"active": _sorted_addresses(after)}},
         "warnings": warnings,
     }

@@ -1158,17 +1158,62 @@ def state_mask(names):
     return mask
 
 
+#: Which connections peer_connections counts: those to a listening port of this namespace (peers that
+#: connected in), or every one.
+DIRECTIONS = ("inbound", "all")
+#: A listener bound to every address, by address width (4: IPv4, 16: IPv6).
+WILDCARD = {4: b"\0" * 4, 16: b"\0" * 16}
+
+
+class Listening:
+    """The (address, port) pairs the namespace's TCP listeners are bound to, as raw addresses (4 bytes for
+    an IPv4 socket, 16 for an IPv6 one), to tell a connection a peer made to us from one we made.
+
+    A connection is inbound when its local port is a listener's and its local address is the listener's
+    address or the listener is bound to the wildcard of its family (0.0.0.0, ::). A connection a listener
+    accepted has the listener's family, so families are matched as they are: an IPv4 client of a dual-stack
+    [::] listener is an IPv6 socket whose local address is IPv4-mapped (::ffff:a.b.c.d), which [::] covers;
+    a listener bound to one address does not make the same port on another address inbound.
+    """
+
+    def __init__(self):
+        self.by_port = {}
+
+    def add(self, raw_address, port):
+        self.by_port.setdefault(port, set()).add(bytes(raw_address))
+
+    def covers(self, raw_address, port):
+        """raw_address: the connection's local address, 4 or 16 bytes as its socket's family has it."""
+        bound = self.by_port.get(port)
+        return bound is not None and (raw_address in bound or WILDCARD[len(raw_address)] in bound)
+
+    def consume_netlink(self, buf, length):
+        return each_message(buf, length, self._add_message)
+
+    def _add_message(self, buf, off):
+        if buf[off + netlink.OFF_STATE] == LISTEN:
+            start = off + netlink.OFF_SRC
+            self.add(buf[start:start + netlink.ADDRESS_WIDTH[buf[off + netlink.OFF_FAMILY]]],
+                     _port(buf, off + netlink.OFF_SPORT))
+
+    def add_proc(self, family, entry):
+        if entry[0] == LISTEN:
+            self.add(socket.inet_pton(family, entry[1]), entry[2])
+
+
 class PeerCounter:
     """Connections per remote address for every peer (no top-N cut), one dict operation per socket.
 
-    Only sockets in `mask` count; with local_port, only those whose local port is that port.
-    IPv4-mapped IPv6 peers count as their IPv4 address. Past spill_keys distinct peers the dict
+    Only sockets in `mask` count; with local_port, only those whose local port is that port; with
+    listening (a Listening), only connections to a listener's address and port (peers that connected
+    in). IPv4-mapped IPv6 peers count as their IPv4 address. Past spill_keys distinct peers the dict
     is spilled into KeyRecords; counted(more_than) keeps the peers with more connections than that.
     """
 
-    def __init__(self, mask, local_port=None, spill_keys=SPILL_KEYS):
+    def __init__(self, mask, local_port=None, spill_keys=SPILL_KEYS, listening=None):
         self.mask = mask
         self.local_port = local_port
+        self.listening = listening
         self.raw = {}
         self.spill_keys = spill_keys
         self.records = None
@@ -1191,16 +1236,27 @@ class PeerCounter:
         self.records.spilled()
 
     def _add_message(self, buf, off):
-        if (1 << buf[off + netlink.OFF_STATE]) & self.mask and (
-                self.local_port is None or _port(buf, off + netlink.OFF_SPORT) == self.local_port):
-            key = _peer_raw(buf, off)
-            self.raw[key] = self.raw.get(key, 0) + 1
+        if not (1 << buf[off + netlink.OFF_STATE]) & self.mask:
+            return
+        local_port = _port(buf, off + netlink.OFF_SPORT)
+        if self.local_port is not None and local_port != self.local_port:
+            return
+        if self.listening is not None:
+            start = off + netlink.OFF_SRC
+            if not self.listening.covers(buf[start:start + netlink.ADDRESS_WIDTH[buf[off + netlink.OFF_FAMILY]]],
+                                         local_port):
+                return
+        key = _peer_raw(buf, off)
+        self.raw[key] = self.raw.get(key, 0) + 1
 
-    def add_proc(self, entry):
-        state, _laddr, lport, raddr, _rport = entry[:5]
-        if state < 16 and (1 << state) & self.mask and (self.local_port is None or lport == self.local_port):
-            key = socket.inet_pton(socket.AF_INET6 if ":" in raddr else socket.AF_INET, raddr)
-            self.raw[key] = self.raw.get(key, 0) + 1
+    def add_proc(self, family, entry):
+        state, laddr, lport, raddr, _rport = entry[:5]
+        if state >= 16 or not (1 << state) & self.mask or (self.local_port is not None and lport != self.local_port):
+            return
+        if self.listening is not None and not self.listening.covers(socket.inet_pton(family, laddr), lport):
+            return
+        key = socket.inet_pton(family, raddr)
+        self.raw[key] = self.raw.get(key, 0) + 1
 
     def result(self):
         """{address: count} of every peer, the most first (ties by address)."""
@@ -1230,11 +1286,13 @@ class PeerCounter:
 
 
 def peer_connections(states=None, local_port=None, backend="auto", proc="/proc", warnings=None, more_than=0,
-                     spill_keys=SPILL_KEYS):
+                     spill_keys=SPILL_KEYS, direction="all"):
     """Connections per remote address: {"backend", "peers": {address: count}, "total", "peer_count"}.
 
     states: TCP state names counted (default: every state but LISTEN); local_port: count only
-    connections whose local port is this one; peers holds the peers with more than more_than
+    connections whose local port is this one; direction: "inbound" counts only connections to a
+    listener of this namespace (Listening: the listeners are read first, in the same pass), "all"
+    every connection whatever its direction; peers holds the peers with more than more_than
     connections (0: every peer), the most first; total and peer_count count every connection and
     peer. spill_keys (internal, for tests) as for gather(). Raises GatherError naming the option and value.
     """
@@ -1251,25 +1309,45 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
     spill_keys = _check_int("spill_keys", spill_keys, 0)
     if backend not in BACKENDS:
         raise GatherError("backend: %s is not one of %s" % (escape.bounded_repr(backend), ", ".join(BACKENDS)))
+    if direction not in DIRECTIONS:
+        raise GatherError("direction: %s is not one of %s" % (escape.bounded_repr(direction), ", ".join(DIRECTIONS)))
+    inbound = direction == "inbound"
 
     def attempt():
-        counter = PeerCounter(mask, local_port, spill_keys)
-        dumps = _start_dumps(netlink.IPPROTO_TCP, mask)
+        listening = Listening() if inbound else None
+        counter = PeerCounter(mask, local_port, spill_keys, listening)
+        dumps = []
         try:
-            for dump in dumps:
+            # Both dumps receive at once; the listeners are consumed first, as counting needs them.
+            if inbound:
+                dumps.append(_start_dumps(netlink.IPPROTO_TCP, LISTEN_MASK))
+            dumps.append(_start_dumps(netlink.IPPROTO_TCP, mask))
+            if inbound:
+                for dump in dumps[0]:
+                    dump.consume(listening.consume_netlink)
+            for dump in dumps[-1]:
                 dump.consume(counter.consume_netlink)
         finally:
-            _close_dumps(dumps)
+            for family_dumps in dumps:
+                _close_dumps(family_dumps)
         return counter.counted(more_than)
 
     counted = _netlink_attempts(backend, warnings, attempt)
     backend_used = "netlink"
     if counted is None:
         backend_used = "proc"
-        counter = PeerCounter(mask, local_port, spill_keys)
-        for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-            for number, entry in enumerate(_proc_table(proc, name, family, family == socket.AF_INET), 1):
-                counter.add_proc(entry)
+        tables = [(family, _proc_table(proc, name, family, family == socket.AF_INET))
+                  for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6))]
+        listening = None
+        if inbound:
+            listening = Listening()
+            for family, entries in tables:
+                for entry in entries:
+                    listening.add_proc(family, entry)
+        counter = PeerCounter(mask, local_port, spill_keys, listening)
+        for family, entries in tables:
+            for number, entry in enumerate(entries, 1):
+                counter.add_proc(family, entry)
                 if not number & 4095:
                     counter.bound()
         counter.bound()

@@ -16,6 +16,13 @@ description:
   - Counts the TCP connections of every remote address on the host (netlink sock_diag, C(/proc/net) as
     fallback; all peers, not a top-N) and blocks each address with more than O(max_connections) in the
     counted O(states), optionally only connections to O(local_port).
+  - "By default (O(direction=inbound)) only connections peers made to this host count: those whose local
+    address and port are a listener's of the host's network namespace (a listener on C(0.0.0.0) or C(::)
+    covers every address of its family, and C(::) the IPv4-mapped ones of a dual-stack socket). The
+    host's own connections out, to its database, cache or upstream API, never make that server blocked
+    unless O(direction=all)."
+  - "C(SYN_RECV) is not counted unless listed in O(states): a SYN with a forged source address creates one
+    without any handshake, so anyone could make the host block an address that never connected."
   - "Never blocks: loopback addresses, the host's own addresses, the address of the SSH client the play
     arrived from, and O(allow). Such peers over the threshold are listed in RV(spared) with the reason."
   - The SSH client is read from C(SSH_CONNECTION) / C(SSH_CLIENT) of the module's environment. With
@@ -46,10 +53,24 @@ options:
     type: int
   states:
     description:
-      - TCP states counted. Default every state but C(LISTEN) (listeners have no peer).
+      - TCP states counted. Default every state but C(LISTEN) (listeners have no peer) and C(SYN_RECV).
+      - "C(SYN_RECV) (a half-open connection, the SYN received and not yet answered by the peer's ACK) is
+        spoofable: forged SYNs from an address that never connected create them. List it only where
+        every peer has a real source address (behind a proxy that completes handshakes, say), and keep
+        it with O(direction=inbound)."
     type: list
     elements: str
     choices: [ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, CLOSING]
+  direction:
+    description:
+      - V(inbound) counts only the connections to a listening port of this host (peers that connected
+        in, matched by the listener's address and port, wildcards included).
+      - V(all) counts every connection whatever its direction, so the servers this host connects to
+        (its database, say) can be blocked too.
+    type: str
+    choices: [inbound, all]
+    default: inbound
+    version_added: 0.1.0
   local_port:
     description:
       - Count only connections whose local port is this one (for example V(443) for the clients of a web
@@ -97,6 +118,9 @@ attributes:
     details:
       - The blocked addresses before and after.
 notes:
+  - "The iptables backend applies in several commands: if one fails, the ones already applied in that run
+    are taken back, newest first, and the error says what was taken back, or names what could not be
+    (O(state=absent) removes it). nftables applies one transaction, so a failure changes nothing."
   - Needs root (or C(CAP_NET_ADMIN)) and the C(ip) command (iproute2), which lists the host's own addresses.
   - Run it with C(become) through SSH rather than C(connection=local), so the controller's address is known.
   - The threshold counts sockets on this host only; addresses behind one NAT gateway count as one peer, so
@@ -113,7 +137,7 @@ EXAMPLES = r"""
   netstate.tcp.peer_block:
     max_connections: 200
     local_port: 443
-    states: [ESTABLISHED, SYN_RECV]
+    states: [ESTABLISHED]
     duration: 600
     allow:
       - 10.0.0.0/24        # load balancers
@@ -193,7 +217,7 @@ counted:
   description: What was counted (V(null) with O(state=absent)).
   returned: always
   type: dict
-  sample: {peers: 14, connections: 1630, engine: netlink, states: [ESTABLISHED], local_port: 443}
+  sample: {peers: 14, connections: 1630, engine: netlink, states: [ESTABLISHED], local_port: 443, direction: inbound}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -201,6 +225,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_change
 from ansible_collections.netstate.tcp.plugins.module_utils._peer_block import (
     BACKENDS,
+    DEFAULT_DIRECTION,
+    DIRECTIONS,
     STATES,
     PeerBlockError,
 )
@@ -212,6 +238,7 @@ def main() -> None:
         argument_spec=dict(
             max_connections=dict(type="int"),
             states=dict(type="list", elements="str", choices=list(STATES)),
+            direction=dict(type="str", choices=list(DIRECTIONS), default=DEFAULT_DIRECTION),
             local_port=dict(type="int"),
             allow=dict(type="list", elements="str", default=[]),
             duration=dict(type="int", default=3600),

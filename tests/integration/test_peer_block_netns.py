@@ -64,7 +64,7 @@ class Lab:
         self.tmp_path = tmp_path
         self.server = Namespace("nspb")
         self.clients = Namespace("nspc")
-        link = self.server.name[-8:]
+        link = self.link = self.server.name[-8:]
         subprocess.run(["ip", "link", "add", "s" + link, "netns", self.server.name, "type", "veth",
                         "peer", "name", "c" + link, "netns", self.clients.name], check=True)
         self.server.run(["ip", "addr", "add", SERVER4 + "/24", "dev", "s" + link])
@@ -95,8 +95,8 @@ class Lab:
         self.hold(self.server, "connect", SERVER4, str(PORT), "%s:15" % SERVER4)
         self.hold(self.server, "connect", "127.0.0.1", str(PORT), "127.0.0.1:15")
 
-    def peer_block(self, args, check=False, diff=False, env=None, parent_env=None):
-        """ansible-playbook in the server namespace; returns (registered result, seconds taken).
+    def peer_block(self, args, check=False, diff=False, env=None, parent_env=None, where=None):
+        """ansible-playbook in the server namespace (or `where`); returns (registered result, seconds taken).
 
         args: the module's arguments, or a list of argument sets run as one loop (a list of results)."""
         self.runs += 1
@@ -115,7 +115,7 @@ class Lab:
         environment.pop("SSH_CONNECTION", None)
         environment.pop("SSH_CLIENT", None)
         environment.update(env or {})
-        argv = ["ip", "netns", "exec", self.server.name]
+        argv = ["ip", "netns", "exec", (where or self.server).name]
         if parent_env:
             # A parent process holds SSH_CONNECTION, ansible-playbook below it does not (as under sudo).
             argv += ["env"] + ["%s=%s" % item for item in parent_env.items()]
@@ -133,9 +133,9 @@ class Lab:
         results[0].setdefault("warnings", registered.get("warnings", []))
         return results[0], took
 
-    def nft_active(self):
+    def nft_active(self, where=None):
         """Addresses in the table's sets, from nft -j (None when the table does not exist)."""
-        listed = self.server.run(["nft", "-j", "list", "table", "inet", "netstate_tcp"], check=False)
+        listed = (where or self.server).run(["nft", "-j", "list", "table", "inet", "netstate_tcp"], check=False)
         return nft_set_members(listed.stdout) if listed.returncode == 0 else None
 
     def ipset_active(self):
@@ -220,8 +220,9 @@ def test_block_check_real_idempotent_absent(lab, backend):
     assert [item["address"] for item in real["active"]] == [HOG, HOG6]
     assert all(0 < item["expires_in"] <= 300 for item in real["active"])
     spared = {item["address"]: (item["reason"], item["connections"]) for item in real["spared"]}
+    # The self connections count once each (15): their accepted end is inbound, their connecting end is not.
     assert spared == {SSH_CLIENT: ("ssh_client", LOAD[SSH_CLIENT]), ALLOWED: ("allow", LOAD[ALLOWED]),
-                      SERVER4: ("own_address", 30), "127.0.0.1": ("loopback", 30)}
+                      SERVER4: ("own_address", 15), "127.0.0.1": ("loopback", 15)}
     assert real["ssh_client"] == {"address": SSH_CLIENT, "source": "SSH_CONNECTION"}
     blocked_after = time.monotonic() - started
     assert not lab.can_connect(HOG) and not lab.can_connect(HOG6, SERVER6)
@@ -289,3 +290,192 @@ def test_bad_options_fail_before_anything_is_touched(lab):
     assert len(results) == len(BAD_OPTIONS)
     assert lab.nft_active() is None and lab.ipset_active() is None
     assert lab.can_connect(HOG)
+
+
+# ---------------------------------------------------------------- which connections count (issue 18)
+
+def _ss_count(namespace, *filters):
+    """Sockets `ss -tanH` lists in a namespace for a state/address filter: the oracle of a count."""
+    return len(namespace.run(["ss", "-tanH"] + list(filters)).stdout.splitlines())
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """The lab's two namespaces with no load: each test makes its own."""
+    have("nft", "ipset", "iptables", "ip6tables")
+    the_lab = Lab(tmp_path)
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+DATABASE_CLIENT = 25  # A's connections out to B's listener, over the limit of 20
+INTRUDER = "10.77.0.9"  # an address of B that connects in to A's own listener
+
+
+def test_outgoing_connections_never_block_the_server_they_go_to(pair):
+    """Host A (the clients namespace) holds 25 connections out to B's listener (its database, say), and
+    B's other address 25 in to A's own listener. With max_connections 20, A blocks only the peer that
+    connected in; with direction all it blocks B's listener address too."""
+    pair.server.run(["ip", "addr", "add", INTRUDER + "/24", "dev", "s" + pair.link])
+    pair.hold(pair.server, "serve", str(PORT))
+    pair.hold(pair.clients, "serve", str(PORT + 1))  # dual stack: the intruder's sockets are ::ffff:... here
+    pair.hold(pair.clients, "connect", SERVER4, str(PORT), "%s:%d" % (HOG, DATABASE_CLIENT))
+    pair.hold(pair.server, "connect", HOG, str(PORT + 1), "%s:%d" % (INTRUDER, DATABASE_CLIENT))
+    assert _ss_count(pair.clients, "state", "established", "dst", SERVER4) == DATABASE_CLIENT
+    assert _ss_count(pair.clients, "state", "established", "dst", INTRUDER) == DATABASE_CLIENT
+    args = {"max_connections": 20, "backend": "nftables", "duration": 300}
+
+    default, _took = pair.peer_block(args, where=pair.clients)
+    assert not default.get("failed"), default
+    assert default["blocked"] == [{"address": INTRUDER, "connections": DATABASE_CLIENT}]
+    assert default["counted"]["direction"] == "inbound"
+    assert pair.nft_active(pair.clients) == {INTRUDER}
+    # the database connections are untouched: B still answers A
+    assert _ss_count(pair.clients, "state", "established", "dst", SERVER4) == DATABASE_CLIENT
+
+    pair.peer_block({"state": "absent", "backend": "nftables"}, where=pair.clients)
+    everything, _took = pair.peer_block(dict(args, direction="all"), where=pair.clients)
+    assert everything["counted"]["direction"] == "all"
+    assert sorted(everything["blocked"], key=lambda item: item["address"]) == [
+        {"address": SERVER4, "connections": DATABASE_CLIENT}, {"address": INTRUDER, "connections": DATABASE_CLIENT}]
+    assert pair.nft_active(pair.clients) == {SERVER4, INTRUDER}
+
+
+FORGED = "198.18.0.7"  # never configured anywhere: the SYNs come from nobody
+
+
+def test_forged_syns_are_not_counted_unless_syn_recv_is_asked_for(pair):
+    """Forged SYNs from an address that never completes a handshake leave SYN_RECV request sockets on
+    the server: by default they are not counted, so that address is not blocked."""
+    pair.server.sysctl("net.ipv4.tcp_syncookies", 0)
+    pair.server.sysctl("net.ipv4.tcp_synack_retries", 8)  # the half-open sockets outlive the test
+    # SYN-ACKs to the forged address go to the clients namespace, which does not forward: nobody answers.
+    pair.server.run(["ip", "route", "add", "198.18.0.0/24", "via", HOG])
+    pair.hold(pair.server, "serve", str(PORT))
+    sent = pair.clients.run([sys.executable, os.path.join(SUPPORT, "spoofed_syn.py"), FORGED, SERVER4, str(PORT),
+                             "40"]).stdout
+    assert sent.strip() == "SENT 40"
+    half_open = _ss_count(pair.server, "state", "syn-recv", "dst", FORGED)
+    assert half_open > 20, half_open  # the oracle: the SYN_RECV sockets are there
+    assert _ss_count(pair.server, "state", "established") == 0
+    args = {"max_connections": 20, "backend": "nftables", "duration": 300}
+
+    default, _took = pair.peer_block(args)
+    assert not default.get("failed"), default
+    assert default["blocked"] == [] and default["changed"] is False
+    assert pair.nft_active() is None
+    assert "SYN_RECV" not in default["counted"]["states"]
+
+    asked, _took = pair.peer_block(dict(args, states=["ESTABLISHED", "SYN_RECV"]))
+    assert len(asked["blocked"]) == 1 and asked["blocked"][0]["address"] == FORGED
+    assert asked["blocked"][0]["connections"] > 20
+    assert pair.nft_active() == {FORGED}
+
+
+def test_engine_inbound_matches_the_listener_address_not_just_its_port(netns):
+    """A connection whose local port is a listener's but whose local address is not (the listener is bound
+    to one address) is one this host made: not inbound. A wildcard listener covers every address."""
+    from ansible_collections.netstate.tcp.plugins.module_utils import _procfs, engine
+
+    script = textwrap.dedent("""\
+        import socket, sys
+        specific = socket.socket(); specific.bind(("127.0.0.2", 7001)); specific.listen(8)
+        wildcard = socket.socket(); wildcard.bind(("0.0.0.0", 7002)); wildcard.listen(8)
+        out = socket.socket(); out.bind(("127.0.0.3", 7001)); out.connect(("127.0.0.1", 7002))
+        inside, _peer = wildcard.accept()
+        print("READY", flush=True)
+        sys.stdin.read()
+    """)
+    proc = subprocess.Popen(["ip", "netns", "exec", netns.name, sys.executable, "-c", script],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    netns.processes.append(proc)
+    assert proc.stdout.readline().strip() == "READY"
+    # ss: the connection's two ends, 127.0.0.3:7001 -> 127.0.0.1:7002 and back
+    assert _ss_count(netns, "state", "established") == 2
+    for backend in ("netlink", "proc"):
+        with _procfs.NetNamespace(netns.path):
+            inbound = engine.peer_connections(direction="inbound", backend=backend)
+            every = engine.peer_connections(direction="all", backend=backend)
+        # the accepted end (local 127.0.0.1:7002, under 0.0.0.0:7002) counts its peer 127.0.0.3; the
+        # connecting end (local 127.0.0.3:7001, not 127.0.0.2:7001) does not count 127.0.0.1
+        assert inbound["peers"] == {"127.0.0.3": 1}, (backend, inbound)
+        assert every["peers"] == {"127.0.0.1": 1, "127.0.0.3": 1}, (backend, every)
+
+
+# ---------------------------------------------------------------- a failed apply (issue 18)
+
+def _firewall_state(namespace):
+    """Everything a block could leave, as the kernel's own tools list it."""
+    return {
+        "nft": namespace.run(["nft", "list", "ruleset"]).stdout,
+        "iptables": namespace.run(["iptables", "-w", "-S"]).stdout,
+        "ipset": sorted(namespace.run(["ipset", "list", "-n"]).stdout.split()),
+    }
+
+
+def _loaded(lab):
+    lab.hold(lab.server, "serve", str(PORT))
+    lab.hold(lab.clients, "connect", SERVER4, str(PORT), "%s:%d" % (HOG, LOAD[HOG]))
+
+
+IPTABLES_NFT_BUILTIN = ("table ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; "
+                        "policy accept;\n\t}\n}\n")
+
+
+def test_failed_iptables_apply_takes_back_what_it_made(pair):
+    """ip6tables fails at the last step: the nftables ruleset already has a regular chain named INPUT in
+    `ip6 filter`, so `ip6tables -I INPUT` is refused after both ipsets, the iptables chain, rule and jump
+    and the ip6tables chain and rule were made. Every one of them is taken back and named."""
+    _loaded(pair)
+    pair.server.run(["nft", "add", "table", "ip6", "filter"])
+    pair.server.run(["nft", "add", "chain", "ip6", "filter", "INPUT"])
+    before = _firewall_state(pair.server)
+
+    result, _took = pair.peer_block(dict(BASE, backend="iptables"))
+    assert result["failed"] is True
+    after = _firewall_state(pair.server)
+    assert (after["iptables"], after["ipset"]) == (before["iptables"], before["ipset"])
+    # iptables-nft makes its own table the first time a chain is added, with the built-in chain empty and
+    # accepting (`iptables -S` reads the same without it): that, and nothing of ours, is all that stays.
+    assert after["nft"] == before["nft"] + IPTABLES_NFT_BUILTIN, after["nft"]
+    message = result["msg"]
+    assert "ip6tables" in message and "INPUT" in message, message
+    assert ("taken back: ip6tables rule in NETSTATE_TCP matching netstate_tcp_ipv6, ip6tables chain NETSTATE_TCP, "
+            "iptables jump from INPUT to NETSTATE_TCP, iptables rule in NETSTATE_TCP matching netstate_tcp_ipv4, "
+            "iptables chain NETSTATE_TCP, ipset netstate_tcp_ipv6, ipset netstate_tcp_ipv4") in message, message
+    assert "LEFT IN PLACE" not in message
+    assert pair.can_connect(HOG)
+
+
+def test_existing_ipset_of_another_type_fails_and_leaves_only_what_was_there(pair):
+    """netstate_tcp_ipv6 already exists as hash:net (not ours): creating ours fails after the IPv4 set was
+    made; that one is taken back, the existing one is left as it was."""
+    _loaded(pair)
+    pair.server.run(["ipset", "create", "netstate_tcp_ipv6", "hash:net", "family", "inet6"])
+    before = _firewall_state(pair.server)
+
+    result, _took = pair.peer_block(dict(BASE, backend="iptables"))
+    assert result["failed"] is True
+    assert _firewall_state(pair.server) == before
+    assert before["ipset"] == ["netstate_tcp_ipv6"]
+    assert "ipset create netstate_tcp_ipv6" in result["msg"], result["msg"]
+    assert result["msg"].endswith("; taken back: ipset netstate_tcp_ipv4"), result["msg"]
+
+
+def test_failed_nft_apply_changes_nothing_and_says_so(pair):
+    """The table exists with a set of our name without timeouts: the kernel refuses our set (File exists)
+    in the middle of the one nft -f batch, so the other set, the chain and its rules after it are not
+    made either; the error says nothing was changed."""
+    _loaded(pair)
+    pair.server.run(["nft", "add", "table", "inet", "netstate_tcp"])
+    pair.server.run(["nft", "add", "set", "inet", "netstate_tcp", "blocked_ipv4", "{ type ipv4_addr; }"])
+    before = _firewall_state(pair.server)
+
+    result, _took = pair.peer_block(dict(BASE, backend="nftables"))
+    assert result["failed"] is True
+    assert "File exists" in result["msg"], result["msg"]  # refused by the kernel, not by nft's own checks
+    assert "nothing was changed" in result["msg"], result["msg"]
+    assert _firewall_state(pair.server) == before
+    assert pair.can_connect(HOG)
