@@ -23,11 +23,11 @@ from tests.support.ss_oracle import Snapshot
 pytestmark = pytest.mark.netns
 
 PORT = 8443
-SERVER4, SERVER6 = "10.77.0.1", "fd77::1"
-HOG = "10.77.0.2"          # over the limit: blocked
-SSH_CLIENT = "10.77.0.3"   # over the limit, the SSH client: spared
-ALLOWED = "10.77.0.4"      # over the limit, in allow: spared
-QUIET = "10.77.0.5"        # under the limit
+SERVER4, SERVER6 = "198.18.0.1", "fd77::1"
+HOG = "198.18.0.2"          # over the limit: blocked
+SSH_CLIENT = "198.18.0.3"   # over the limit, the SSH client: spared
+ALLOWED = "198.18.0.4"      # over the limit, in allow: spared
+QUIET = "198.18.0.5"        # under the limit
 HOG6 = "fd77::2"           # over the limit, IPv6: blocked
 LOAD = {HOG: 30, SSH_CLIENT: 20, ALLOWED: 25, QUIET: 5, HOG6: 24}
 LIMIT = 10
@@ -58,7 +58,7 @@ def have(*tools):
 
 
 class Lab:
-    """Server namespace (10.77.0.1, fd77::1) and client namespace (10.77.0.2-5, fd77::2) on one veth."""
+    """Server namespace (198.18.0.1, fd77::1) and client namespace (198.18.0.2-5, fd77::2) on one veth."""
 
     def __init__(self, tmp_path):
         self.tmp_path = tmp_path
@@ -67,11 +67,11 @@ class Lab:
         link = self.link = self.server.name[-8:]
         subprocess.run(["ip", "link", "add", "s" + link, "netns", self.server.name, "type", "veth",
                         "peer", "name", "c" + link, "netns", self.clients.name], check=True)
-        self.server.run(["ip", "addr", "add", SERVER4 + "/24", "dev", "s" + link])
+        self.server.run(["ip", "addr", "add", SERVER4 + "/25", "dev", "s" + link])
         self.server.run(["ip", "addr", "add", SERVER6 + "/64", "dev", "s" + link, "nodad"])
         self.server.run(["ip", "link", "set", "s" + link, "up"])
         for address in (HOG, SSH_CLIENT, ALLOWED, QUIET):
-            self.clients.run(["ip", "addr", "add", address + "/24", "dev", "c" + link])
+            self.clients.run(["ip", "addr", "add", address + "/25", "dev", "c" + link])
         self.clients.run(["ip", "addr", "add", HOG6 + "/64", "dev", "c" + link, "nodad"])
         self.clients.run(["ip", "link", "set", "c" + link, "up"])
         self.runs = 0
@@ -262,7 +262,7 @@ def test_without_ssh_client_it_warns_and_max_blocks_defers(lab):
     result, _took = lab.peer_block(dict(BASE, max_blocks=1))
     assert result["ssh_client"] is None
     assert any("no SSH client address found" in str(warning) for warning in result["warnings"])
-    # Without the SSH client known, 10.77.0.3 is just another peer over the limit.
+    # Without the SSH client known, 198.18.0.3 is just another peer over the limit.
     assert result["blocked"] == [{"address": HOG, "connections": LOAD[HOG]}]
     assert result["deferred"] == [{"address": HOG6, "connections": LOAD[HOG6]},
                                   {"address": SSH_CLIENT, "connections": LOAD[SSH_CLIENT]}]
@@ -311,14 +311,14 @@ def pair(tmp_path):
 
 
 DATABASE_CLIENT = 25  # A's connections out to B's listener, over the limit of 20
-INTRUDER = "10.77.0.9"  # an address of B that connects in to A's own listener
+INTRUDER = "198.18.0.9"  # an address of B that connects in to A's own listener
 
 
 def test_outgoing_connections_never_block_the_server_they_go_to(pair):
     """Host A (the clients namespace) holds 25 connections out to B's listener (its database, say), and
     B's other address 25 in to A's own listener. With max_connections 20, A blocks only the peer that
     connected in; with direction all it blocks B's listener address too."""
-    pair.server.run(["ip", "addr", "add", INTRUDER + "/24", "dev", "s" + pair.link])
+    pair.server.run(["ip", "addr", "add", INTRUDER + "/25", "dev", "s" + pair.link])
     pair.hold(pair.server, "serve", str(PORT))
     pair.hold(pair.clients, "serve", str(PORT + 1))  # dual stack: the intruder's sockets are ::ffff:... here
     pair.hold(pair.clients, "connect", SERVER4, str(PORT), "%s:%d" % (HOG, DATABASE_CLIENT))
@@ -343,7 +343,7 @@ def test_outgoing_connections_never_block_the_server_they_go_to(pair):
     assert pair.nft_active(pair.clients) == {SERVER4, INTRUDER}
 
 
-FORGED = "198.18.0.7"  # never configured anywhere: the SYNs come from nobody
+FORGED = "198.18.0.135"  # never configured anywhere (outside the lab's /25): the SYNs come from nobody
 
 
 def test_forged_syns_are_not_counted_unless_syn_recv_is_asked_for(pair):
@@ -352,7 +352,7 @@ def test_forged_syns_are_not_counted_unless_syn_recv_is_asked_for(pair):
     pair.server.sysctl("net.ipv4.tcp_syncookies", 0)
     pair.server.sysctl("net.ipv4.tcp_synack_retries", 8)  # the half-open sockets outlive the test
     # SYN-ACKs to the forged address go to the clients namespace, which does not forward: nobody answers.
-    pair.server.run(["ip", "route", "add", "198.18.0.0/24", "via", HOG])
+    pair.server.run(["ip", "route", "add", "198.18.0.128/25", "via", HOG])
     pair.hold(pair.server, "serve", str(PORT))
     sent = pair.clients.run([sys.executable, os.path.join(SUPPORT, "spoofed_syn.py"), FORGED, SERVER4, str(PORT),
                              "40"]).stdout

@@ -6,7 +6,7 @@ Sends COUNT SYNs (source ports 40000 onwards) from SOURCE, an IPv4 address this 
 have, to DESTINATION:PORT through a raw socket that writes its own IP header (IP_HDRINCL, root only).
 The SYN-ACKs go to SOURCE, where nobody answers them, so the listener keeps COUNT SYN_RECV request
 sockets until it gives up retransmitting. Run it only inside a private network namespace, with SOURCE
-from a benchmarking range (198.18.0.0/15). Standard library only.
+from the test range (198.18.0.0/24). Standard library only.
 """
 
 import socket
