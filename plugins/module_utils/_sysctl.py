@@ -35,6 +35,9 @@ import re
 import stat
 
 from ._atomic import write_atomically
+from ._escape import bounded_repr, visible
+from ._files import FileRefused, check_path, check_replaceable, read_bytes, read_text, read_text_and_mode
+from ._files import kind as _kind
 
 DEFAULT_PATH = "/etc/sysctl.d/60-netstate-tcp.conf"
 DEFAULT_PROC_SYS = "/proc/sys"
@@ -58,6 +61,19 @@ FILE_HEADER = (
 NAMESPACED = "netns"
 GLOBAL = "global"
 ALLOWED_PREFIXES = ("net.ipv4.", "net.core.")
+
+# Bounds of what is read: a /proc/sys value is at most a few pages (ip_local_reserved_ports, the
+# largest, prints at most 64 KiB); a drop-in or another sysctl.d file is a few lines.
+PROC_READ_LIMIT = 1024 * 1024
+FILE_READ_LIMIT = 1024 * 1024
+# The longest key and value accepted (a value is one line of the drop-in; the kernel's largest
+# buffer, ip_local_reserved_ports, is 64 KiB).
+KEY_LIMIT = 256
+VALUE_LIMIT = 65536
+# The fewest ephemeral ports a host keeps: a narrower ip_local_port_range, or reserved ports that
+# leave fewer free inside it, is refused unless force (every outgoing connect() fails with
+# EADDRNOTAVAIL once they are all in use or in TIME_WAIT).
+MIN_EPHEMERAL_PORTS = 1024
 
 
 class SysctlError(Exception):
@@ -93,6 +109,19 @@ class KeySpec:
 
 
 INT_MAX = 2 ** 31 - 1
+# proc_dointvec_jiffies keys (seconds, stored as jiffies in an int) take at most INT_MAX / HZ; HZ is
+# 100..1000 and not visible from user space, so the bound that holds for every HZ is INT_MAX // 1000.
+JIFFIES_SECONDS_MAX = INT_MAX // 1000
+
+# The ranges below are the kernel's own or narrower, never wider. Probed on Linux 6.18.44 in a private
+# network namespace (write the value, read back, EINVAL = refused):
+#   tcp_tw_reuse 0..2; tcp_tw_reuse_delay 1..60000; tcp_fin_timeout, tcp_keepalive_time and
+#   tcp_keepalive_intvl any int up to INT_MAX / HZ (21474836 refused, 2147484 taken at this HZ);
+#   tcp_syncookies, tcp_timestamps, tcp_abort_on_overflow, tcp_keepalive_probes 0..255 (u8);
+#   tcp_max_tw_buckets, tcp_max_syn_backlog any int; somaxconn 0..INT_MAX;
+#   tcp_rmem/tcp_wmem each field 1..INT_MAX (0 refused, order not checked);
+#   ip_local_port_range low >= ip_unprivileged_port_start (1024) and low <= high <= 65535;
+#   ip_local_reserved_ports 0..65535 (the whole range "1-65535" is taken without a word).
 
 _SPECS = [
     KeySpec("net.ipv4.tcp_tw_reuse", "choice", NAMESPACED, "2.6.x (value 2: 4.19; per namespace: 4.11)",
@@ -107,7 +136,7 @@ _SPECS = [
     KeySpec("net.ipv4.tcp_fin_timeout", "int", NAMESPACED, "2.2 (per namespace: 4.13)",
             "Seconds an orphaned connection stays in FIN_WAIT2. It does NOT shorten TIME_WAIT, "
             "which is fixed at 60 s (TCP_TIMEWAIT_LEN).",
-            minimum=1, maximum=INT_MAX, default="60"),
+            minimum=1, maximum=JIFFIES_SECONDS_MAX, default="60"),
     KeySpec("net.ipv4.tcp_max_tw_buckets", "int", NAMESPACED, "2.4 (per namespace: 4.1)",
             "Most TIME_WAIT sockets kept; beyond it they are destroyed at once (TCPTimeWaitOverflow). "
             "The kernel docs say never to lower it artificially: raise it if anything.",
@@ -181,12 +210,64 @@ REFUSED = {
     ),
 }
 
-_KEY_RE = re.compile(r"^[A-Za-z0-9_.:@+-]+$")
+# The key grammar, in dotted form (a "/" inside an interface component stands for a "." of its name,
+# as sysctl(8) writes eth0.100): net.core.LEAF, net.ipv4.LEAF, net.ipv4.route.LEAF and
+# net.ipv4.{conf,neigh}.INTERFACE.LEAF. The kernel's names of these tables are lower case, digits
+# and underscores.
+_LEAF_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+# The kernel's dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with the NUL), not "." or "..", no "/",
+# ":" or white space. Narrower here: only letters, digits and "_.@+-", so an interface component is
+# never read as a glob ("*?[") or a comment by systemd-sysctl when the drop-in is read at boot.
+_INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
+_PER_INTERFACE = ("conf", "neigh")
+_BOOLEAN_WORDS = ("yes", "no", "true", "false", "on", "off", "y", "n")
+
+
+def shown_key(raw_key):
+    """A key as a message shows it: control and invisible characters escaped, bounded."""
+    text = visible(raw_key if isinstance(raw_key, str) else str(raw_key))
+    return text if len(text) <= 200 else text[:200] + "...(%d characters)" % len(text)
+
+
+def shown_value(value):
+    """A value as a message shows it: str() escaped when short, else bounded (never fails: an int of
+    5000 digits has no str())."""
+    if isinstance(value, str):
+        return shown_key(value)
+    if isinstance(value, (list, tuple, dict)) and len(value) > 16:
+        return bounded_repr(value)
+    try:
+        text = str(value)
+    except ValueError:
+        return bounded_repr(value)
+    return shown_key(text) if len(text) <= 200 else bounded_repr(value)
+
+
+def check_key_grammar(key):
+    """Raise ValueError unless the dotted ``key`` is net.ipv4.* or net.core.* and well formed."""
+    parts = key.split(".")
+    if any(not part for part in parts):
+        raise ValueError("not a sysctl key name: empty component")
+    if len(parts) < 3 or parts[0] != "net" or parts[1] not in ("ipv4", "core"):
+        raise ValueError("only net.ipv4.* and net.core.* keys are managed by this module")
+    rest = parts[2:]
+    if parts[1] == "ipv4" and len(rest) == 3 and rest[0] in _PER_INTERFACE:
+        interface = rest[1].replace("/", ".")
+        if interface in (".", "..") or not _INTERFACE_RE.match(interface):
+            raise ValueError("not a sysctl key name: %s is not an interface name (1..15 of letters, digits "
+                             "and _.@+-, not . or ..)" % shown_key(interface))
+        rest = rest[2:]
+    elif parts[1] == "ipv4" and len(rest) == 2 and rest[0] == "route":
+        rest = rest[1:]
+    if len(rest) != 1 or not _LEAF_RE.match(rest[0]):
+        raise ValueError("not a sysctl key name: expected net.core.NAME, net.ipv4.NAME, net.ipv4.route.NAME "
+                         "or net.ipv4.conf|neigh.INTERFACE.NAME (NAME of a-z, 0-9, _)")
+    return key
 
 
 def _to_int(value):
     if isinstance(value, bool):
-        return int(value)
+        raise ValueError("a boolean (true/false, yes/no in YAML) is not a number; give 0 or 1")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and re.match(r"^\s*-?\d+\s*$", value):
@@ -235,16 +316,27 @@ def normalize_value(spec, value):
 
     Raises ValueError with a short reason.
     """
+    if isinstance(value, bool) or (isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value)):
+        raise ValueError("a boolean (true/false, yes/no in YAML) is not a number; give 0 or 1")
+    if isinstance(value, (list, tuple)) and len(value) > VALUE_LIMIT:
+        raise ValueError("more than %d elements" % VALUE_LIMIT)
+    if isinstance(value, (str, list, tuple)) and len(str(value)) > VALUE_LIMIT:
+        raise ValueError("longer than %d characters" % VALUE_LIMIT)
     if spec is None:
         if isinstance(value, (list, tuple)):
+            if any(isinstance(v, (dict, list, tuple, float)) for v in value):
+                raise ValueError("expected strings or integers")
             value = " ".join(str(v) for v in value)
-        if isinstance(value, bool):
-            value = int(value)
-        if isinstance(value, (dict, float)):
+        if not isinstance(value, (str, int)):
             raise ValueError("expected a string or an integer")
-        text = canonical_text(value)
-        if "\n" in str(value) or "=" in text:
+        if "\n" in str(value) or "=" in str(value):
             raise ValueError("a value may not contain newlines or '='")
+        if any(not (ch.isprintable() or ch.isspace()) or ch in "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+               for ch in str(value)):
+            raise ValueError("a value may not contain control characters or line separators")
+        text = canonical_text(value)
+        if text.lower() in _BOOLEAN_WORDS:
+            raise ValueError("%s is a boolean word, which no net.ipv4/net.core key takes; give 0 or 1" % text)
         return text
     if spec.kind in ("int", "choice"):
         if isinstance(value, (list, tuple, dict, float)):
@@ -348,16 +440,38 @@ class SysctlEngine:
 
     # ---------------------------------------------------------------- keys and /proc/sys
     def proc_path(self, key):
-        # a "/" inside a dotted segment stands for a literal dot (interface eth0.100)
-        return os.path.join(self.proc_sys, *(part.replace("/", ".") for part in key.split(".")))
+        """The file of the dotted ``key`` under proc_sys; ValueError unless it lies under net/ipv4 or net/core.
+
+        A "/" inside a dotted component stands for a literal dot (interface eth0.100). The built path is
+        checked again whatever the grammar said: lexically (no component may climb out) and with the
+        links of its directories resolved (realpath), which must stay under proc_sys's net/ipv4 or
+        net/core. The last component is not resolved: /proc/sys has no links, and a test tree may link
+        a key to a real read-only sysctl.
+        """
+        parts = [part.replace("/", ".") for part in key.split(".")]
+        if any(part in ("", ".", "..") or "\0" in part for part in parts):
+            raise ValueError("%s: not a sysctl key name: an empty, '.' or '..' component" % shown_key(key))
+        built = os.path.join(self.proc_sys, *parts)
+        allowed = [os.path.join(self.proc_sys, "net", branch) for branch in ("ipv4", "core")]
+        lexical = os.path.normpath(built)
+        directory = os.path.realpath(os.path.dirname(built))
+        if not (any(lexical.startswith(os.path.normpath(root) + os.sep) for root in allowed)
+                and any(directory == os.path.realpath(root) or directory.startswith(os.path.realpath(root) + os.sep)
+                        for root in allowed)):
+            raise ValueError("%s: refused: its file %s is not under %s" % (
+                shown_key(key), shown_key(built), " or ".join(allowed)))
+        return built
 
     def resolve_key(self, raw_key):
         """Full dotted name of ``raw_key`` (short, dotted or slash form). Raises ValueError."""
-        key = str(raw_key).strip()
-        if not key or not _KEY_RE.match(key.replace("/", ".")):
+        key = raw_key if isinstance(raw_key, str) else str(raw_key)
+        key = key.strip()
+        if not key or len(key) > KEY_LIMIT or any(not ch.isprintable() for ch in key):
             raise ValueError("not a sysctl key name")
         key = dotted_key(key)
         if "." not in key:
+            if not _LEAF_RE.match(key):
+                raise ValueError("not a sysctl key name")
             if key in _BY_SHORT:
                 return _BY_SHORT[key].name
             full = "net.ipv4." + key
@@ -367,19 +481,35 @@ class SysctlEngine:
                 if os.path.exists(self.proc_path(prefix + key)):
                     return prefix + key
             raise ValueError("no such key under net.ipv4 or net.core in this kernel")
-        if key in REFUSED or key in KNOWLEDGE:
-            return key
-        if not key.startswith(ALLOWED_PREFIXES):
-            raise ValueError("only net.ipv4.* and net.core.* keys are managed by this module")
+        check_key_grammar(key)
+        self.proc_path(key)  # the built path, checked again
         return key
 
     def read_live(self, key):
-        with open(self.proc_path(key), "r") as handle:
-            return handle.read()
+        # bounded, a regular file only, never blocking (proc_path refused anything outside net/ipv4, net/core)
+        return read_bytes(self.proc_path(key), PROC_READ_LIMIT).decode("utf-8", "replace")
+
+    def _open_live_for_writing(self, key, truncate):
+        """A write descriptor of the key's file: O_NONBLOCK (a FIFO never blocks), a regular file only.
+
+        Opening a /proc/sys file changes nothing (the kernel acts on write()); O_TRUNC is asked
+        only by the writer, as sysctl(8) does, so a check of a test tree's files truncates nothing.
+        """
+        path = self.proc_path(key)
+        flags = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags | (os.O_TRUNC if truncate else 0))
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise FileRefused(path, "is %s, not a sysctl" % _kind(mode))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def write_live(self, key, value):
         # one write() call: /proc/sys parses the whole buffer at once
-        fd = os.open(self.proc_path(key), os.O_WRONLY | os.O_TRUNC)
+        fd = self._open_live_for_writing(key, truncate=True)
         try:
             os.write(fd, (value + "\n").encode())
         finally:
@@ -388,18 +518,23 @@ class SysctlEngine:
     # ---------------------------------------------------------------- drop-in file
     @staticmethod
     def read_file(path):
-        try:
-            with open(path, "r") as handle:
-                content = handle.read()
-            return content, stat.S_IMODE(os.stat(path).st_mode)
-        except (FileNotFoundError, NotADirectoryError):
+        """(content, mode) of the drop-in, or (None, 0o644) when there is none.
+
+        Bounded, a regular file only (a device or FIFO is refused, never read or waited on), and a
+        symbolic link is not followed: the drop-in is replaced, never written through a link, so a
+        link is refused and its target must be named instead.
+        """
+        content, mode = read_text_and_mode(path, FILE_READ_LIMIT, follow_links=False)
+        if content is None:
             return None, 0o644
+        return content, mode
 
     @staticmethod
     def write_file_atomic(path, content, mode):
         """Replace ``path`` by ``content`` atomically (None removes the file)."""
         directory = os.path.dirname(path) or "."
         if content is None:
+            check_replaceable(path)  # a link, device or FIFO is never removed in its place
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -455,8 +590,8 @@ class SysctlEngine:
                 text = new_content or ""
             else:
                 try:
-                    with open(filename, "r") as handle:
-                        text = handle.read()
+                    # links followed (a vendor file masked by a link to /dev/null is refused, as empty)
+                    text = read_text(filename, FILE_READ_LIMIT, follow_links=True)
                 except (OSError, UnicodeDecodeError):
                     continue
             for file_key, value in parse_sysctl_text(text):
@@ -476,16 +611,17 @@ class SysctlEngine:
             os.path.realpath(d) == directory for d in self.sysctl_dirs)
 
     # ---------------------------------------------------------------- plan
-    def plan(self, settings, force=False):
-        """Validate everything; return (entries, warnings) or raise SysctlError listing every problem."""
+    def plan(self, settings, force=False, problems=()):
+        """Validate everything; return (entries, warnings) or raise SysctlError listing every problem
+        (``problems`` found before, the drop-in's, come first)."""
         if not isinstance(settings, dict):
-            raise SysctlError("settings must be a dict of key: value, got %r" % (settings,))
-        errors = []
+            raise SysctlError("settings must be a dict of key: value, got %s" % bounded_repr(settings))
+        errors = list(problems)
         warnings = []
         entries = []
         by_key = {}
         for raw_key, raw_value in settings.items():
-            shown = "%s=%s" % (raw_key, raw_value)
+            shown = "%s=%s" % (shown_key(raw_key), shown_value(raw_value))
             try:
                 key = self.resolve_key(raw_key)
             except ValueError as exc:
@@ -496,7 +632,7 @@ class SysctlEngine:
                 continue
             if key in by_key:
                 errors.append("%s: %s is given twice (as %s and %s)"
-                              % (shown, key, by_key[key].raw_key, raw_key))
+                              % (shown, key, shown_key(by_key[key].raw_key), shown_key(raw_key)))
                 continue
             spec = KNOWLEDGE.get(key)
             value = None
@@ -528,7 +664,7 @@ class SysctlEngine:
             try:
                 entry.before = normalize_live(spec, self.read_live(key))
             except OSError as exc:
-                errors.append("%s: cannot read %s: %s" % (shown, entry.proc_path, exc.strerror or exc))
+                errors.append("%s: cannot read %s: %s" % (shown, shown_key(entry.proc_path), exc.strerror or exc))
         self._cross_checks(by_key, force, errors, warnings)
         if errors:
             raise SysctlError("invalid sysctl settings, nothing was changed: " + "; ".join(errors))
@@ -565,6 +701,7 @@ class SysctlEngine:
         if fin is not None and fin.value is not None and int(fin.value) < 60:
             warnings.append("tcp_fin_timeout=%s does not shorten TIME_WAIT (fixed at 60 s in the kernel); "
                             "it only limits how long orphaned connections stay in FIN_WAIT2" % fin.value)
+        self._port_checks(by_key, force, errors, warnings)
         ports = by_key.get("net.ipv4.ip_local_port_range")
         if ports is not None and ports.value is not None:
             low, high = (int(p) for p in ports.value.split())
@@ -573,13 +710,62 @@ class SysctlEngine:
                                 "ports of one parity first and bind(0) the other, so the split is uneven "
                                 "(e.g. use %d %d)" % (ports.value, low, high + 1 if high < 65535 else high - 1))
 
+    def _port_checks(self, by_key, force, errors, warnings):
+        """Refuse (unless force) port settings that leave a host without ephemeral ports; refuse what
+        the kernel would refuse (a range starting below ip_unprivileged_port_start)."""
+        range_key, reserved_key = "net.ipv4.ip_local_port_range", "net.ipv4.ip_local_reserved_ports"
+        given = [by_key[k] for k in (range_key, reserved_key)
+                 if k in by_key and by_key[k].value is not None and not by_key[k].skipped]
+        if not given:
+            return
+        problems = []
+        try:
+            low, high = (int(p) for p in (self._current(by_key, range_key) or "").split())
+        except ValueError:
+            return  # no range visible here: nothing to compare with
+        ports = by_key.get(range_key)
+        if ports in given:
+            try:
+                unprivileged = int(normalize_live(None, self.read_live("net.ipv4.ip_unprivileged_port_start")))
+            except (OSError, ValueError):
+                unprivileged = None
+            if unprivileged is not None and low < unprivileged:
+                errors.append("ip_local_port_range=%s: the kernel refuses a range starting below "
+                              "ip_unprivileged_port_start (%d)" % (ports.value, unprivileged))
+            if high - low + 1 < MIN_EPHEMERAL_PORTS:
+                problems.append("ip_local_port_range=%s: %d ephemeral ports, fewer than %d: outgoing connect() "
+                                "fails with EADDRNOTAVAIL once they are in use or in TIME_WAIT"
+                                % (ports.value, high - low + 1, MIN_EPHEMERAL_PORTS))
+        try:
+            reserved = _parse_port_list(self._current(by_key, reserved_key) or "")
+        except ValueError:
+            reserved = []
+        taken = sum(max(0, min(high, last) - max(low, first) + 1) for first, last in reserved)
+        free = high - low + 1 - taken
+        shown = "; ".join("%s=%s" % (e.key.rsplit(".", 1)[-1], e.value) for e in given)
+        if taken and free <= 0:
+            problems.append("%s: the reserved ports cover the whole ephemeral range %d-%d: every outgoing "
+                            "connect() and bind(0) fails" % (shown, low, high))
+        elif taken and free < MIN_EPHEMERAL_PORTS:
+            problems.append("%s: the reserved ports leave %d free ephemeral port(s) in %d-%d, fewer than %d"
+                            % (shown, free, low, high, MIN_EPHEMERAL_PORTS))
+        for message in problems:
+            if force:
+                warnings.append(message + " (done anyway: force)")
+            else:
+                errors.append(message + "; set force to do it anyway")
+
     # ---------------------------------------------------------------- run
     def run(self, settings, path=DEFAULT_PATH, persist=True, apply=True, force=False, check_mode=False):
-        if not path or not os.path.isabs(path):
-            raise SysctlError("path=%s: must be an absolute file path" % (path,))
-        entries, warnings = self.plan(settings, force=force)
+        try:
+            check_path(path, absolute=True, name="path")
+        except FileRefused as exc:
+            raise SysctlError("path=%s: must be an absolute file path (%s)" % (shown_key(path), exc.reason))
+        old_content, mode, file_values, problems, line_problems = self._read_drop_in(path)
+        # foreign lines matter only when the file is rewritten (they would be copied into it)
+        entries, warnings = self.plan(settings, force=force, problems=problems + (line_problems if persist else []))
         active = [e for e in entries if not e.skipped]
-        old_content, mode, new_content = self._drop_in(path, active, persist)
+        new_content = self._merge(file_values, active) if persist else old_content
         file_changed = persist and new_content != old_content
 
         live_changes = [e for e in active if e.live_changes] if apply else []
@@ -616,23 +802,59 @@ class SysctlEngine:
             "diff": diff,
         }
 
-    def _drop_in(self, path, active, persist):
-        """(old content, mode, new content) of the drop-in: ours merged into what it holds when persist."""
+    def _read_drop_in(self, path):
+        """(content, mode, {key: value}, problems, line problems) of the drop-in; problems name ``path``.
+
+        Only lines this module writes are carried over: ``key = value`` with a net.ipv4 or net.core key
+        of the grammar. Any other line (a foreign key, a glob, a line without "=") is a problem, never
+        copied silently into the new file.
+        """
         try:
-            old_content, mode = self.read_file(path)
-        except OSError as exc:
-            raise SysctlError("path=%s: cannot read the drop-in: %s" % (path, exc.strerror or exc))
-        if not persist:
-            return old_content, mode, old_content
+            content, mode = self.read_file(path)
+        except FileRefused as exc:
+            reason = exc.reason
+            if os.path.islink(path):
+                reason = ("is a symbolic link (to %s), which is not followed: the drop-in is replaced, never "
+                          "written through a link; name the link's target as path instead"
+                          % shown_key(os.readlink(path)))
+            return None, 0o644, {}, ["path=%s: %s" % (shown_key(path), reason)], []
+        except (OSError, ValueError) as exc:
+            return None, 0o644, {}, ["path=%s: cannot read the drop-in: %s" % (
+                shown_key(path), getattr(exc, "strerror", None) or exc)], []
         file_values = {}
-        for file_key, file_value in parse_sysctl_text(old_content or ""):
-            file_values[file_key] = canonical_text(file_value)
+        problems = []
+        for number, line in enumerate((content or "").splitlines(), 1):
+            text = line.strip()
+            if not text or text[0] in "#;":
+                continue
+            reason = None
+            if "=" not in text:
+                reason = "not a key = value line"
+            else:
+                file_key, file_value = text[1:].lstrip().split("=", 1) if text[0] == "-" else text.split("=", 1)
+                file_key = dotted_key(file_key.strip())
+                try:
+                    check_key_grammar(file_key)
+                    self.proc_path(file_key)
+                except ValueError as exc:
+                    reason = str(exc)
+                else:
+                    file_values[file_key] = canonical_text(file_value)
+            if reason is not None:
+                problems.append("path=%s: line %d %s: %s; only net.ipv4.* and net.core.* key = value lines are "
+                                "kept in the drop-in: remove the line or name another path"
+                                % (shown_key(path), number, shown_key(text[:100]), reason))
+        return content, mode, file_values, [], problems
+
+    def _merge(self, file_values, active):
+        """The new drop-in: the file's values with ours set or removed, rendered."""
+        file_values = dict(file_values)
         for entry in active:
             if entry.value is None:
                 file_values.pop(entry.key, None)
             else:
                 file_values[entry.key] = entry.value
-        return old_content, mode, self.render(file_values)
+        return self.render(file_values)
 
     def _read_back(self, active, live_changes, check_mode, warnings):
         """Set every active entry's after: what the kernel holds now (the value asked for in check mode)."""
@@ -683,7 +905,7 @@ class SysctlEngine:
         errors = []
         for entry in changes:
             try:
-                os.close(os.open(entry.proc_path, os.O_WRONLY))
+                os.close(self._open_live_for_writing(entry.key, truncate=False))
             except OSError as exc:
                 reason = exc.strerror or str(exc)
                 if exc.errno == errno.EROFS:

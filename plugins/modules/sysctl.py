@@ -22,7 +22,8 @@ description:
   - Refuses C(tcp_tw_recycle) (removed in Linux 4.12 because it broke clients behind NAT). Warns when
     C(tcp_tw_reuse) is enabled while C(tcp_timestamps) is V(0) (reuse then does nothing) and when
     C(tcp_fin_timeout) is lowered in the belief it shortens TIME_WAIT. Refuses to lower
-    C(tcp_max_tw_buckets) below its current value unless O(force=true).
+    C(tcp_max_tw_buckets) below its current value, and port settings that leave the host without ephemeral
+    ports, unless O(force=true).
   - "All or nothing: every key and value is validated first and every problem is reported in one error.
     Then the drop-in is written atomically and the live values are applied; if one live write fails,
     every value already written and the previous drop-in are restored and the task fails naming the key."
@@ -46,9 +47,23 @@ options:
       - Keys and values to set. A key is a short name from the knowledge table (V(tcp_tw_reuse),
         V(somaxconn)), a short name found under C(net.ipv4) or C(net.core), or a full dotted name
         (V(net.ipv4.tcp_tw_reuse)).
+      - "Keys are confined to C(/proc/sys/net/ipv4) and C(/proc/sys/net/core): a full name is
+        C(net.core.NAME), C(net.ipv4.NAME), C(net.ipv4.route.NAME) or C(net.ipv4.conf.INTERFACE.NAME) /
+        C(net.ipv4.neigh.INTERFACE.NAME), NAME of lower case letters, digits and C(_). The slash form
+        (C(net/ipv4/conf/eth0.100/rp_filter)) is accepted; a dot in an interface name is written C(/) in the
+        dotted form (C(net.ipv4.conf.eth0/100.rp_filter)). An interface name has 1 to 15 characters of letters,
+        digits and C(_.@+-) and is not C(.) or C(..). Any other key (an empty component, C(..), another tree)
+        is refused, naming it, and so is a key whose file would lie outside those two directories."
       - Values are integers or strings. C(ip_local_port_range) takes V(1024 65000) or a list of two
         integers; C(ip_local_reserved_ports) a comma separated list with ranges (V(8080,9000-9100)) or a list;
         C(tcp_mem), C(tcp_rmem) and C(tcp_wmem) three integers as a string or a list.
+      - "Every known key's value is checked against the range the kernel accepts (or a narrower one), so a
+        value the kernel would refuse fails before anything is written. A boolean (V(true), V(false), or
+        V(yes)/V(true) as a string) is refused, never turned into V(1) or V(0): write the number."
+      - "A port setting that leaves the host without ephemeral ports is refused unless O(force=true):
+        C(ip_local_port_range) narrower than 1024 ports, or C(ip_local_reserved_ports) covering the whole
+        range or leaving fewer than 1024 of its ports free (every outgoing C(connect()) then fails with
+        C(EADDRNOTAVAIL))."
       - V(null) removes the key from the drop-in O(path) and leaves its live value alone.
     type: dict
     required: true
@@ -57,6 +72,14 @@ options:
       - The persistent drop-in. Put it in C(/etc/sysctl.d) with a C(.conf) suffix so it is read at boot;
         the module warns otherwise.
       - Created with mode C(0644) when missing; an existing file keeps its mode.
+      - "An absolute path without NUL bytes or newlines. It must be a regular file (or not exist): a device
+        node, FIFO, socket or directory is refused, never read or waited on, and at most 1 MiB of it is read."
+      - "A symbolic link is refused, not followed: the drop-in is replaced by a new file, and a link would
+        either be replaced (breaking it) or let the module show and copy a file the task did not name. Name
+        the link's target as O(path) instead."
+      - "When O(persist=true) every line of an existing file must be a comment or a C(key = value) line of a
+        C(net.ipv4) or C(net.core) key of the grammar above; any other line is refused with its line number,
+        never copied into the new file."
     type: path
     default: /etc/sysctl.d/60-netstate-tcp.conf
   persist:
@@ -72,6 +95,8 @@ options:
   force:
     description:
       - Allow lowering C(tcp_max_tw_buckets) below its current value (a warning is still given).
+      - Allow an C(ip_local_port_range) narrower than 1024 ports, and C(ip_local_reserved_ports) that cover the
+        whole ephemeral range or leave fewer than 1024 of its ports free (a warning is still given).
     type: bool
     default: false
 attributes:
