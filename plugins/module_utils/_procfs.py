@@ -550,12 +550,19 @@ class _FdWalk:
 
     def _probe(self, pid, low, high):
         """readlink fds low..high-1 of pid. None when unreadable, else whether it may have more."""
+        end = high
+        if low:
+            # Its descriptor table (FDSize) may end before this window or inside it: no fd lies
+            # beyond (without this, one fd at 100 meant reading every number up to 4096).
+            end = min(high, self._fd_size(pid))
+            if end <= low:
+                return False
         dir_fd = self._dir(pid)
         if dir_fd is None:
             return None
         readlink = os.readlink
         more = False
-        for number in range(low, low + self._allow(high - low)):
+        for number in range(low, low + self._allow(end - low)):
             self.reads += 1
             if self._late():
                 return None
