@@ -24,6 +24,10 @@ options:
       - Listeners still unattributed when the budget is spent have null C(pid) and C(process), the module warns
         once, and C(listener_walk) in the facts says how many and why.
       - V(0) reads no descriptor at all.
+      - Whatever the number of processes, the walk holds at most 64 C(/proc/PID/fd) directories open at once (fewer
+        when the open-files soft limit, C(ulimit -n), leaves less room), and gives some back when it runs out.
+        Listeners it still could not attribute for want of a file descriptor get the reason V(fd limit), and the
+        warning names the soft limit.
     type: int
   walk_all_namespaces:
     description:

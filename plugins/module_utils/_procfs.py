@@ -15,8 +15,10 @@ __metaclass__ = type
 
 import ctypes
 import ctypes.util
+import errno
 import os
 import pwd
+import resource
 import socket
 import struct
 import time
@@ -329,18 +331,53 @@ def pids(proc="/proc"):
 # inode is found; only what is left after the last window is listed.
 FD_WINDOWS = (64, 512, 4096)
 
+# The walk holds at most this many /proc/PID/fd directories open at once (and no more than half
+# the descriptors the open-files soft limit leaves free), whatever the number of processes: with
+# more processes than that it opens each again for the next window.
+WALK_DIRECTORIES = 64
+
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+def _soft_limit():
+    """The open-files soft limit (RLIMIT_NOFILE), None when unlimited or unknown."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ValueError, OSError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _directories_allowed(soft):
+    """How many directories the walk may hold: WALK_DIRECTORIES, or half of what the soft limit
+    leaves free if that is fewer (at least one: running out is handled as it comes)."""
+    if soft is None:
+        return WALK_DIRECTORIES
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 1
+    return max(1, min(WALK_DIRECTORIES, (soft - in_use) // 2))
+
 
 class FdWalkResult:
     """What map_socket_inodes found: owners (inode -> lowest pid holding it), denied (count of
     processes whose fds could not be read), inode_pids (full walk only: inode -> set of pids),
-    reads (descriptors read) and exhausted (the budget ran out before every inode was found)."""
+    reads (descriptors read), exhausted (the budget ran out before every inode was found),
+    fd_limited (count of processes not read, or not wholly, because this process had no file
+    descriptor free: the open-files limit), unlisted (not even /proc could be listed for that
+    reason, so no process was read) and soft_limit (the open-files soft limit, None when
+    unlimited)."""
 
-    def __init__(self, owners, denied, inode_pids, reads, exhausted):
+    def __init__(self, owners, denied, inode_pids, reads, exhausted, fd_limited=0, unlisted=False, soft_limit=None):
         self.owners = owners
         self.denied = denied
         self.inode_pids = inode_pids
         self.reads = reads
         self.exhausted = exhausted
+        self.fd_limited = fd_limited
+        self.unlisted = unlisted
+        self.soft_limit = soft_limit
 
 
 def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, deadline=None, all_namespaces=False):
@@ -354,21 +391,32 @@ def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, deadline=No
     namespace) must not make it read every descriptor of the host.
     With full, every descriptor of every process is read and inode_pids maps every socket
     inode -> set of pids (the per-process view).
+
+    The walk holds a bounded number of directories open (WALK_DIRECTORIES, fewer under a small
+    open-files limit) and, out of descriptors (EMFILE, ENFILE), holds fewer and goes on; what it
+    still could not read for that reason is counted in fd_limited.
     """
     owners = {}
     remaining = set(wanted)
     denied = set()
     inode_pids = {} if full else None
+    soft = _soft_limit()
     if not remaining and not full:
-        return FdWalkResult(owners, 0, inode_pids, 0, False)
+        return FdWalkResult(owners, 0, inode_pids, 0, False, soft_limit=soft)
     # Processes of the namespace being gathered hold its sockets: walk them first, so a
     # listener whose owner is unreadable does not make us read other namespaces' fds first.
     try:
         here = namespace_id(os.path.join(proc, "self/ns/net"))
     except (IOError, OSError):
         here = None
+    try:
+        every_pid = pids(proc)
+    except OSError as exc:
+        if exc.errno not in _OUT_OF_DESCRIPTORS:
+            raise
+        return FdWalkResult(owners, 0, inode_pids, 0, False, unlisted=True, soft_limit=soft)
     local_pids, other_pids = [], []
-    for pid in pids(proc):
+    for pid in every_pid:
         try:
             same = here is None or namespace_id(os.path.join(proc, str(pid), "ns/net")) == here
         except PermissionError:
@@ -380,24 +428,27 @@ def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, deadline=No
         (local_pids if same else other_pids).append(pid)
     groups = (local_pids, other_pids) if full or all_namespaces else (local_pids,)
     walk = _FdWalk(proc, remaining, owners, inode_pids, denied, None if full else budget,
-                   None if full else deadline)
+                   None if full else deadline, _directories_allowed(soft))
     try:
         for group in groups:
             if walk.run(group, full) or walk.exhausted:
                 break
     finally:
         walk.close()
-    return FdWalkResult(owners, len(denied), inode_pids, walk.reads, walk.exhausted)
+    return FdWalkResult(owners, len(denied), inode_pids, walk.reads, walk.exhausted,
+                        fd_limited=len(walk.starved), soft_limit=soft)
 
 
 class _FdWalk:
-    def __init__(self, proc, remaining, owners, inode_pids, denied, budget, deadline):
+    def __init__(self, proc, remaining, owners, inode_pids, denied, budget, deadline, allowed):
         self.proc = proc
         self.remaining = remaining
         self.owners = owners
         self.inode_pids = inode_pids
         self.denied = denied
-        self.dirs = {}
+        self.dirs = {}  # pid -> open /proc/PID/fd, the longest held first
+        self.allowed = allowed
+        self.starved = set()  # pids left unread, or partly, for want of a descriptor
         self.reads = 0
         self.budget = budget
         self.deadline = deadline
@@ -425,23 +476,55 @@ class _FdWalk:
             os.close(dir_fd)
         self.dirs.clear()
 
-    def _open(self, group):
-        opened = []
-        for pid in group:
+    def _release(self):
+        """Out of descriptors: close the directory held longest and hold fewer from now on.
+        False when none is held (nothing left to give back)."""
+        if not self.dirs:
+            return False
+        oldest = next(iter(self.dirs))
+        os.close(self.dirs.pop(oldest))
+        self.allowed = max(1, min(self.allowed, len(self.dirs)))
+        return True
+
+    def _dir(self, pid):
+        """pid's open /proc/PID/fd (opened, the longest held closed, when not held); None when
+        unreadable, gone, or no descriptor could be had."""
+        dir_fd = self.dirs.get(pid)
+        if dir_fd is not None:
+            return dir_fd
+        path = os.path.join(self.proc, str(pid), "fd")
+        while True:
+            while len(self.dirs) >= self.allowed:
+                os.close(self.dirs.pop(next(iter(self.dirs))))
             try:
-                self.dirs[pid] = os.open(os.path.join(self.proc, str(pid), "fd"),
-                                         os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+                dir_fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
             except PermissionError:
                 self.denied.add(pid)
-                continue
-            except (IOError, OSError):
-                continue
-            opened.append(pid)
-        return opened
+                return None
+            except OSError as exc:
+                if exc.errno in _OUT_OF_DESCRIPTORS:
+                    if self._release():
+                        continue
+                    self.starved.add(pid)
+                return None  # gone
+            self.dirs[pid] = dir_fd
+            return dir_fd
+
+    def _with_descriptor(self, action):
+        """action() opens a file for a moment: out of descriptors, give back directories until it
+        can. Raises _Starved when none is left to give back."""
+        while True:
+            try:
+                return action()
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_DESCRIPTORS:
+                    raise
+                if not self._release():
+                    raise _Starved()
 
     def run(self, group, full):
         """Walk the fds of the pids in group. True when every wanted inode was found."""
-        active = self._open(group)
+        active = group
         low = 0
         if not full:
             for high in FD_WINDOWS:
@@ -467,10 +550,19 @@ class _FdWalk:
 
     def _probe(self, pid, low, high):
         """readlink fds low..high-1 of pid. None when unreadable, else whether it may have more."""
-        dir_fd = self.dirs[pid]
+        end = high
+        if low:
+            # Its descriptor table (FDSize) may end before this window or inside it: no fd lies
+            # beyond (without this, one fd at 100 meant reading every number up to 4096).
+            end = min(high, self._fd_size(pid))
+            if end <= low:
+                return False
+        dir_fd = self._dir(pid)
+        if dir_fd is None:
+            return None
         readlink = os.readlink
         more = False
-        for number in range(low, low + self._allow(high - low)):
+        for number in range(low, low + self._allow(end - low)):
             self.reads += 1
             if self._late():
                 return None
@@ -493,23 +585,36 @@ class _FdWalk:
         return more or self._fd_size(pid) > high
 
     def _fd_size(self, pid):
-        try:
-            with open(os.path.join(self.proc, str(pid), "status")) as handle:
+        """FDSize of pid's status; 0 when unreadable, and larger than any window when no descriptor
+        was free to read it (so the process is kept, not dropped)."""
+        path = os.path.join(self.proc, str(pid), "status")
+
+        def read():
+            with open(path) as handle:
                 for line in handle:
                     if line.startswith("FDSize:"):
                         return int(line.split()[1])
+            return 0
+        try:
+            return self._with_descriptor(read)
+        except _Starved:
+            return FD_WINDOWS[-1] + 1  # not lost: its next window is read all the same
         except (IOError, OSError, ValueError):
-            pass
-        return 0
+            return 0
 
     def _rest(self, pid, low):
-        dir_fd = self.dirs[pid]
         try:
-            names = os.listdir(dir_fd)
+            names = self._with_descriptor(lambda: os.listdir(os.path.join(self.proc, str(pid), "fd")))
+        except _Starved:
+            self.starved.add(pid)
+            return
         except PermissionError:
             self.denied.add(pid)
             return
         except (IOError, OSError):
+            return
+        dir_fd = self._dir(pid)
+        if dir_fd is None:
             return
         names = [name for name in names if int(name) >= low]
         readlink = os.readlink
@@ -537,6 +642,10 @@ class _FdWalk:
             self.owners[inode] = pid
         if self.inode_pids is not None:
             self.inode_pids.setdefault(inode, set()).add(pid)
+
+
+class _Starved(Exception):
+    """No file descriptor could be had, even with every directory given back."""
 
 
 # ---------------------------------------------------------------- network namespaces

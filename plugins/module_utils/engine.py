@@ -898,32 +898,54 @@ def _listeners(tcp, udp, options, full_walk, warnings, dump_seconds):
             "connections": tcp.established_on(item["port"]) if item["protocol"] == "tcp" else None,
             "inode": item["inode"],
         })
-    reason = None
-    if missing:
-        if found.exhausted:
-            reason = "budget"
-            if time_budget is None:
-                spent = "its budget of %d file descriptors (walk_budget)" % budget
-            else:
-                spent = ("its time, %d ms (a quarter of the socket dump's, at least %d ms), after %d file descriptors; "
-                         "walk_budget sets a number of descriptors instead" % (
-                             round(time_budget * 1000), WALK_TIME_FLOOR * 1000, found.reads))
-            warnings.append("%d listener(s) without pid/process: the walk that finds their processes spent %s"
-                            % (missing, spent))
-        elif found.denied:
-            reason = "unreadable"
-            why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
-            warnings.append("%s: %d listener(s) without pid/process (the file descriptors of %d process(es) are "
-                            "unreadable)" % (why, missing, found.denied))
-        else:
-            reason = "not held"
-            warnings.append("%d listener(s) without pid/process: no process of %s holds them (a descriptor in "
-                            "flight over a unix socket, or held by a process of another network namespace)"
-                            % (missing, "any namespace" if options.walk_all_namespaces else "this namespace"))
+    reason = walk_warning(found, missing, budget, time_budget, options.walk_all_namespaces, warnings)
+    if full_walk and (found.fd_limited or found.unlisted):
+        warnings.append("processes: the walk of their file descriptors ran out of them (%s): the connections of %s "
+                        "are not counted" % (_soft_limit_text(found.soft_limit), _unread_text(found)))
     account = {"descriptors_read": found.reads, "budget": None if full_walk else budget,
                "time_budget_ms": None if time_budget is None else round(time_budget * 1000, 1),
                "walk_ms": walk_ms, "unattributed": missing, "reason": reason}
     return result, account, found.inode_pids, rest
+
+
+def _soft_limit_text(soft_limit):
+    return "the open-files soft limit, RLIMIT_NOFILE or ulimit -n, is %s" % (
+        "unlimited" if soft_limit is None else soft_limit)
+
+
+def _unread_text(found):
+    return "the list of processes" if found.unlisted else "%d process(es)" % found.fd_limited
+
+
+def walk_warning(found, missing, budget, time_budget, all_namespaces, warnings):
+    """Why `missing` listeners were left without a process by the walk (procfs.FdWalkResult `found`):
+    appends the warning and returns the reason of the listener_walk fact (None when none is missing)."""
+    if not missing:
+        return None
+    if found.exhausted:
+        if time_budget is None:
+            spent = "its budget of %d file descriptors (walk_budget)" % budget
+        else:
+            spent = ("its time, %d ms (a quarter of the socket dump's, at least %d ms), after %d file descriptors; "
+                     "walk_budget sets a number of descriptors instead" % (
+                         round(time_budget * 1000), WALK_TIME_FLOOR * 1000, found.reads))
+        warnings.append("%d listener(s) without pid/process: the walk that finds their processes spent %s"
+                        % (missing, spent))
+        return "budget"
+    if found.fd_limited or found.unlisted:
+        warnings.append("%d listener(s) without pid/process: the walk that finds their processes ran out of file "
+                        "descriptors (%s) and could not read %s; raise the soft limit"
+                        % (missing, _soft_limit_text(found.soft_limit), _unread_text(found)))
+        return "fd limit"
+    if found.denied:
+        why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
+        warnings.append("%s: %d listener(s) without pid/process (the file descriptors of %d process(es) are "
+                        "unreadable)" % (why, missing, found.denied))
+        return "unreadable"
+    warnings.append("%d listener(s) without pid/process: no process of %s holds them (a descriptor in "
+                    "flight over a unix socket, or held by a process of another network namespace)"
+                    % (missing, "any namespace" if all_namespaces else "this namespace"))
+    return "not held"
 
 
 def _saturation_rank(tcp, item):

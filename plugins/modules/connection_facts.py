@@ -270,9 +270,10 @@ ansible_facts:
               could take when O(walk_budget) is unset; both are null when the V(processes) subset read every
               descriptor.
             - C(reason) is null when every listener was attributed, else V(budget) (O(walk_budget) was spent
-              first), V(unreadable) (some processes' descriptors could not be read, as when not root) or
-              V(not held) (no process read holds them, as for a descriptor in flight over a unix socket, or a process
-              of another namespace; see O(walk_all_namespaces)).
+              first), V(fd limit) (the walk ran out of file descriptors: the open-files soft limit, C(ulimit -n), is
+              too small to read every process, and the warning says its value), V(unreadable) (some processes'
+              descriptors could not be read, as when not root) or V(not held) (no process read holds them, as for a
+              descriptor in flight over a unix socket, or a process of another namespace; see O(walk_all_namespaces)).
           returned: when O(gather_subset) includes V(listeners)
           type: dict
           sample: {descriptors_read: 412, budget: null, time_budget_ms: 100.0, walk_ms: 1.6, unattributed: 0,
