@@ -71,7 +71,8 @@ class ActionModule(ActionBase):
                                         f"{escape.bounded_repr(by_host)}")
             for host in sorted(by_host, key=str):
                 health.build_rules(args["rules"], args["extra_rules"], by_host[host],
-                                   threshold_source=f"thresholds of host {escape.bounded_repr(host)}")
+                                   threshold_source="thresholds of host "  # the engine clips it
+                                   + (host if isinstance(host, str) else escape.bounded_repr(host)))
         result.update(changed=False, rules=[rule.name for rule in rules],
                       rule_definitions=[rule.as_dict() for rule in rules],
                       msg=f"{len(rules)} health rules valid")

@@ -128,7 +128,7 @@ options:
     description:
       - The evaluation budget of each rule and of the host; keys left out keep their default.
       - C(rule_seconds) (default V(0.5), from V(0.001) to V(60)) and C(host_seconds) (default V(5), from V(0.001) to
-        V(3600)) bound the time one rule and all rules of the host take on the controller.
+        V(3600)) bound the CPU time one rule and all rules of the host take on the controller.
       - C(rule_size) (default V(1000000), from V(1000) to V(100000000)) and C(host_size) (default V(10000000), from
         V(1000) to V(1000000000)) bound what the queries make, in characters of strings (V(to_string), V(join),
         V(format)) and elements of lists and objects, counted as if shared elements were copies.

@@ -12,7 +12,7 @@ the field. JMESPath has no arithmetic, so the engine registers ``div``, ``sub``,
 
 Evaluation is budgeted (docs/health.md "Evaluation budget"): a rule has ``rule_seconds`` and
 ``rule_size``, a host ``host_seconds`` and ``host_size``. JMESPath runs in pure Python here, so
-the budget is enforced in-process by an interpreter that checks the deadline at every node and
+the budget is enforced in-process by an interpreter that checks the (CPU) time as it walks and
 counts what the query makes (strings of ``to_string``, ``join`` and ``format`` before they are
 built, lists and objects by their expanded size, so ``[@, @]`` nested twenty times is a million,
 not forty). A rule that runs out is an ``error`` result naming the rule and the budget; the next
@@ -212,9 +212,12 @@ def _json_length(value: Any, meter: Meter, lengths: dict) -> int:
 
 
 class HostBudget:
-    """What one host's evaluation may spend; each rule gets a Meter within it."""
+    """What one host's evaluation may spend; each rule gets a Meter within it.
 
-    def __init__(self, budget: Mapping | None = None, clock=time.monotonic):
+    Seconds are CPU seconds of the evaluating thread (time.thread_time): a runaway query is work,
+    and a busy controller (forks, other jobs) that keeps the thread waiting does not spend its budget."""
+
+    def __init__(self, budget: Mapping | None = None, clock=time.thread_time):
         self.budget = check_budget(budget)
         self.clock = clock
         self.deadline = clock() + self.budget["host_seconds"]
@@ -261,7 +264,8 @@ class Meter:
     def check_clock(self) -> None:
         self.countdown = self.TICKS
         if self.clock() > self.deadline:
-            raise BudgetExceeded(f"stopped after {self.clock() - self.start:.2f} s: {self.time_reason} is spent")
+            raise BudgetExceeded(f"stopped after {self.clock() - self.start:.2f} s of CPU time: {self.time_reason} "
+                                 "is spent")
 
     def room(self, size: int) -> None:
         """Refuse before making a value of ``size`` that would not fit."""

@@ -32,15 +32,27 @@ TO_STRING_RUNAWAY = "@" + " | to_string([@, @])" * 12 + " | length(@)"
 # Nested filters over a literal list: 30**4 filter steps, ~7 s unbudgeted, and nothing big is made.
 _LIST = "`" + str(list(range(30))) + "`"
 FILTER_RUNAWAY = f"length({_LIST}[?!({_LIST}[?!({_LIST}[?!({_LIST}[?@ == `-1`])])])])"
-# Two lists sharing their elements 2**26 times over, compared element by element: ~2 s, little memory.
-_CHAIN = "@" + " | [@, @]" * 26
+# Two lists sharing their elements 2**28 times over, compared element by element: ~3 s, little memory.
+_CHAIN = "@" + " | [@, @]" * 28
 EQUALITY_RUNAWAY = f"[({_CHAIN}), ({_CHAIN})] | [0] == [1] | to_number(to_string(length(@)))"
 
 
 def timed(rules, facts=FACTS, budget=None):
-    start = time.monotonic()
+    """Results and the CPU seconds they took (the budget's measure: a loaded machine that keeps this
+    thread waiting does not make a rule look slow); the wall-clock seconds are in the failure messages."""
+    start, wall = time.thread_time(), time.monotonic()
     results = health.evaluate(rules, facts) if budget is None else health.evaluate(rules, facts, budget)
-    return results, time.monotonic() - start
+    return results, Elapsed(time.thread_time() - start, time.monotonic() - wall)
+
+
+class Elapsed(float):
+    def __new__(cls, cpu, wall):
+        value = super().__new__(cls, cpu)
+        value.wall = wall
+        return value
+
+    def __format__(self, spec):
+        return f"{float(self):{spec}} s of CPU time ({self.wall:{spec}} s wall clock)"
 
 
 @pytest.mark.parametrize("query, budget_key", [
@@ -52,8 +64,8 @@ def test_a_runaway_rule_is_an_error_within_its_budget_and_the_others_still_run(q
     rules = health.validate_rules([{"name": "runaway", "query": query, "max": 1}, FINE])
     results, elapsed = timed(rules)
     statuses = [(result["name"], result["status"]) for result in results]
-    assert elapsed < 3 * RULE_SECONDS, f"evaluation took {elapsed:.2f} s (budget {RULE_SECONDS} s): {statuses}"
-    assert statuses == [("runaway", "error"), ("fine", "ok")], f"after {elapsed:.2f} s"
+    assert elapsed < 3 * RULE_SECONDS, f"evaluation took {elapsed:.2f} (budget {RULE_SECONDS} s): {statuses}"
+    assert statuses == [("runaway", "error"), ("fine", "ok")], f"after {elapsed:.2f}"
     message = results[0]["message"]
     assert message.startswith("error: runaway: evaluation stopped") and f"({budget_key})" in message, message
     assert len(message) < 300
@@ -64,7 +76,7 @@ def test_the_host_budget_stops_the_rules_after_it_and_names_itself():
     slow = [{"name": f"slow{index}", "query": FILTER_RUNAWAY, "max": 1} for index in range(4)]
     rules = health.validate_rules(slow + [FINE])
     results, elapsed = timed(rules, budget={"rule_seconds": 0.4, "host_seconds": 1})
-    assert elapsed < 3 * 1, f"evaluation took {elapsed:.2f} s (host budget 1 s)"
+    assert elapsed < 3 * 1, f"evaluation took {elapsed:.2f} (host budget 1 s)"
     assert [result["status"] for result in results] == ["error"] * 5
     assert "(rule_seconds)" in results[0]["message"]
     assert "(host_seconds)" in results[-1]["message"] and results[-1]["message"].startswith("error: fine:")
@@ -261,7 +273,7 @@ def test_any_rule_is_refused_with_its_name_and_field_or_evaluated_within_budget(
             assert error.rule == definition["name"] and error.field in health.RULE_FIELDS, str(error)
         return
     results, elapsed = timed(rules, FACTS, budget)
-    assert elapsed < 3 * budget["rule_seconds"], f"{elapsed:.2f} s for {definition}"
+    assert elapsed < 3 * budget["rule_seconds"], f"{elapsed:.2f} for {definition}"
     for result in results:
         assert result["status"] in health.STATUSES and result["name"] == definition["name"]
         assert len(result["message"]) < MESSAGE_BOUND
