@@ -12,6 +12,7 @@ from __future__ import annotations
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
@@ -29,6 +30,8 @@ ARGUMENT_SPEC = {
     "sample_interval": {"type": "float", "default": 1.0},
     "validate_only": {"type": "bool", "default": False},
     "thresholds_by_host": {"type": "raw"},
+    # checked by the rule engine (check_budget): keys, ranges, defaults
+    "budget": {"type": "raw"},
 }
 
 
@@ -48,6 +51,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(f"sample_interval: must be 0 or more seconds, got {args['sample_interval']}")
         try:
             rules = health.build_rules(args["rules"], args["extra_rules"], args["thresholds"])
+            budget = health.check_budget(args["budget"])
             if args["validate_only"]:
                 return self._validated(result, args, rules)
         except health.HealthRuleError as exc:
@@ -56,17 +60,19 @@ class ActionModule(ActionBase):
         facts, source = self._facts(args, rules, task_vars)
         if facts is None:
             return source  # the failed connection_facts result, as the module returned it
-        result.update(changed=False, facts_source=source, **report.host_result(rules, facts, args["fail_on"]))
+        result.update(changed=False, facts_source=source, **report.host_result(rules, facts, args["fail_on"], budget))
         return result
 
     def _validated(self, result, args, rules):
         by_host = args["thresholds_by_host"]
         if by_host is not None:
             if not isinstance(by_host, dict):
-                raise AnsibleActionFail(f"thresholds_by_host: must be a mapping of host to thresholds, got {by_host!r}")
+                raise AnsibleActionFail("thresholds_by_host: must be a mapping of host to thresholds, got "
+                                        f"{escape.bounded_repr(by_host)}")
             for host in sorted(by_host, key=str):
                 health.build_rules(args["rules"], args["extra_rules"], by_host[host],
-                                   threshold_source=f"thresholds of host {host}")
+                                   threshold_source="thresholds of host "  # the engine clips it
+                                   + (host if isinstance(host, str) else escape.bounded_repr(host)))
         result.update(changed=False, rules=[rule.name for rule in rules],
                       rule_definitions=[rule.as_dict() for rule in rules],
                       msg=f"{len(rules)} health rules valid")

@@ -17,7 +17,7 @@ nowhere else:
 ``xml_text``          text XML 1.0 allows (ElementTree escapes ``<&>"`` itself)
 ``prometheus_label``  a label value of the text exposition format
 ``prometheus_help``   a HELP text of the text exposition format
-``json_text``         a string value for JSON that any consumer reads back (Zabbix LLD macros)
+``json_text``         a string value for JSON that any consumer reads back (Zabbix LLD macros), injective
 ``html_text``         HTML (and inline SVG) element content or a quoted attribute value
 
 Part of the engine: standard library only, no ansible import, Python 3.8+.
@@ -139,9 +139,28 @@ def prometheus_help(value):
     return visible(value, keep="\t\n").replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def _json_shown(match):
+    code = ord(match.group(0))
+    if 0x80 <= code < 0x100:  # a C1 control: \u0080, so it never reads as the byte \x80 (below)
+        return "\\u%04x" % code
+    return _shown(match)
+
+
 def json_text(value):
-    """A JSON string value on one line, without characters a consumer may drop or reorder."""
-    return visible(value)
+    """A JSON string value on one line, without characters a consumer may drop or reorder.
+
+    Injective, so two names never share a macro value: the backslash itself is doubled (a real
+    ``\\x01`` and the four characters ``\\x01`` differ), a byte that is not UTF-8 is ``\\xNN``
+    (80-ff), a control below 0x80 ``\\xNN`` (00-7f), any other escaped character ``\\uNNNN``.
+    Not passed through text(): re-decoding escaped bytes could turn two of them into one character.
+    """
+    if value is None:
+        string = ""
+    elif isinstance(value, bytes):
+        string = value.decode("utf-8", "surrogateescape")
+    else:
+        string = value if isinstance(value, str) else str(value)
+    return _UNSAFE.sub(_json_shown, string.replace("\\", "\\\\"))
 
 
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}

@@ -24,7 +24,10 @@ description:
     V(add(a, b)), V(mul(a, b)) (a null argument gives null, division by zero gives null) and
     V(format(template, value)) for labels (Python C(str.format) fields, for example V(format('{address}:{port}', @))).
   - Every rule, threshold override and O(fail_on) is validated before facts are used or gathered; an invalid rule
-    fails with one error naming the rule and the field.
+    fails with one error naming the rule and the field. A V(format) template is a literal string with plain field
+    names (V({address}), V({}), V({0}); no attribute or index access) and widths and precisions of at most 1000.
+  - Each rule is evaluated within a budget of time and of result size (O(budget)); a rule that runs out of it is
+    an V(error) result naming the rule and the budget, and the host's other rules are still evaluated.
   - Uses C(ansible_facts.netstate) when the host already has it; otherwise runs M(netstate.tcp.connection_facts)
     on the host, sampled for O(sample_interval) seconds when a rule reads C(counters.rates).
   - The built-in rules and their thresholds are documented in C(docs/health.md) and
@@ -121,6 +124,19 @@ options:
     description:
       - With O(validate_only), host name to that host's O(thresholds), each validated against the rules.
     type: dict
+  budget:
+    description:
+      - The evaluation budget of each rule and of the host; keys left out keep their default.
+      - C(rule_seconds) (default V(0.5), from V(0.001) to V(60)) and C(host_seconds) (default V(5), from V(0.001) to
+        V(3600)) bound the CPU time one rule and all rules of the host take on the controller.
+      - C(rule_size) (default V(1000000), from V(1000) to V(100000000)) and C(host_size) (default V(10000000), from
+        V(1000) to V(1000000000)) bound what the queries make, in characters of strings (V(to_string), V(join),
+        V(format)) and elements of lists and objects, counted as if shared elements were copies.
+      - A rule that runs out of its budget, or of what is left of the host's, is an V(error) result naming the rule
+        and the budget (C(rule_seconds), C(host_seconds), C(rule_size) or C(host_size)); the next rules still run.
+      - An unknown key or a value out of range fails before facts are used or gathered.
+    type: dict
+    version_added: 0.1.0
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.conn

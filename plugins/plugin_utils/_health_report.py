@@ -34,11 +34,11 @@ HOST_STATUSES = ("passed", "failed", "error", "unreachable")
 FORMATS = {"junit": "health.junit.xml", "json": "health.json", "markdown": "health.md", "html": "health.html"}
 
 
-def host_result(rules: list, facts: Any, fail_on: str) -> dict:
+def host_result(rules: list, facts: Any, fail_on: str, budget: Any = None) -> dict:
     """What netstate.tcp.health_check returns for one host (besides changed and facts_source):
-    the results of ``rules`` on ``facts``, their summary and the host's snapshot for the fleet pages."""
+    the results of ``rules`` on ``facts`` within ``budget``, their summary and the host's snapshot."""
     data = rules_engine.plain(facts)
-    results = rules_engine.evaluate(rules, data)
+    results = rules_engine.evaluate(rules, data, budget)
     summary = rules_engine.summarize(results, fail_on)
     return {"healthy": summary["healthy"], "failed": not summary["healthy"], "msg": summary["msg"],
             "fail_on": fail_on, "rules": [rule.name for rule in rules], "results": results,

@@ -9,13 +9,25 @@ validated completely (names, fields, JMESPath syntax, functions and their arity,
 before any host is contacted; every problem is a :class:`HealthRuleError` naming the rule and
 the field. JMESPath has no arithmetic, so the engine registers ``div``, ``sub``, ``add``, ``mul``
 (null in, null out; ``div`` by zero is null) and ``format`` for subject labels.
+
+Evaluation is budgeted (docs/health.md "Evaluation budget"): a rule has ``rule_seconds`` and
+``rule_size``, a host ``host_seconds`` and ``host_size``. JMESPath runs in pure Python here, so
+the budget is enforced in-process by an interpreter that checks the (CPU) time as it walks and
+counts what the query makes (strings of ``to_string``, ``join`` and ``format`` before they are
+built, lists and objects by their expanded size, so ``[@, @]`` nested twenty times is a million,
+not forty). A rule that runs out is an ``error`` result naming the rule and the budget; the next
+rules still run. ``format`` templates are literal, with plain field names and bounded widths.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import re
+import string
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +38,7 @@ try:
     import jmespath
     from jmespath import exceptions as jmespath_exceptions
     from jmespath import functions as jmespath_functions
+    from jmespath import visitor as jmespath_visitor
 except ImportError:  # the action plugins say so in one line; the engine needs it for everything else
     jmespath = None
 
@@ -33,7 +46,25 @@ SEVERITIES = ("warning", "critical")  # ascending
 STATUSES = ("ok", "no_data", "warning", "critical", "error")
 RULE_FIELDS = ("name", "description", "query", "each", "label", "max", "min", "severity")
 THRESHOLD_FIELDS = ("max", "min", "severity", "enabled")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Applied with fullmatch: "$" would accept a trailing newline.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: The longest JMESPath expression a rule may hold (the built-in rules use under 200 characters).
+EXPRESSION_LIMIT = 4096
+#: The largest width or precision of a format() field ("{:>999999999}" would allocate a gigabyte).
+FORMAT_WIDTH_LIMIT = 1000
+# A format() field: a plain name ({address}), {} or {0}; no attribute or index access, no nesting.
+FORMAT_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}|0?")
+FORMAT_SPEC = re.compile(r"(?:[^{}]?[<>=^])?[-+ ]?#?0?(?P<width>[0-9]+)?[_,]?(?:\.(?P<precision>[0-9]+))?"
+                         r"[bcdeEfFgGnosxX%]?")
+#: The default evaluation budget; health_check's budget option and evaluate()'s budget change it.
+DEFAULT_BUDGET = {"rule_seconds": 0.5, "host_seconds": 5.0, "rule_size": 1_000_000, "host_size": 10_000_000}
+# The range of each budget key: at least enough for the built-in rules, at most what a controller survives.
+BUDGET_RANGES = {"rule_seconds": (0.001, 60.0), "host_seconds": (0.001, 3600.0),
+                 "rule_size": (1_000, 100_000_000), "host_size": (1_000, 1_000_000_000)}
+#: The most characters of a subject (label) a result keeps.
+SUBJECT_LIMIT = 200
+#: The most characters of a HealthRuleError message.
+MESSAGE_LIMIT = 2000
 BUILTIN_RULES_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "health_builtin_rules.yml")
 
 
@@ -41,16 +72,27 @@ class HealthRuleError(ValueError):
     """A rule, a threshold override or a fail_on value is invalid; names where and what."""
 
     def __init__(self, where: str, problem: str, rule: str | None = None, field_name: str | None = None):
-        self.where = where
-        self.rule = rule
-        self.field = field_name
-        self.problem = problem
-        parts = [where]
+        # Each part may come from a rules file (a key, a name): bounded, one line.
+        self.where = _clip(where)
+        self.rule = None if rule is None else _clip(rule)
+        self.field = None if field_name is None else _clip(field_name)
+        self.problem = _clip(problem, MESSAGE_LIMIT)
+        parts = [self.where]
         if rule is not None:
-            parts.append(f"rule '{rule}'")
+            parts.append(f"rule '{self.rule}'")
         if field_name is not None:
-            parts.append(f"field '{field_name}'")
-        super().__init__(": ".join(parts + [problem]))
+            parts.append(f"field '{self.field}'")
+        super().__init__(": ".join(parts + [self.problem]))
+
+
+def _clip(value: Any, limit: int = escape.REPR_LIMIT) -> str:
+    """Text for a message: one line, at most ``limit`` characters (and a note of the length)."""
+    shown = escape.log_line(value if isinstance(value, str) else str(value))
+    return shown if len(shown) <= limit else f"{shown[:limit]}...({len(shown)} characters)"
+
+
+def _shown(value: Any) -> str:
+    return escape.bounded_repr(value)
 
 
 def _nullable_number(*values: Any) -> bool:
@@ -73,9 +115,200 @@ def _label_text(value: Any) -> str:
     return str(value)
 
 
+class BudgetExceeded(Exception):
+    """A rule ran out of its evaluation budget (or of what was left of its host's)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _format_fields(template: str) -> tuple:
+    """(field name, width) of each field of an accepted template; ValueError with the problem otherwise."""
+    problem = format_template_problem(template)
+    if problem:
+        raise ValueError(problem)
+    fields = []
+    for _literal, field_name, spec, _conversion in string.Formatter().parse(template):
+        if field_name is not None:
+            fields.append((field_name, int(FORMAT_SPEC.fullmatch(spec or "").group("width") or 0)))
+    return tuple(fields)
+
+
+def format_template_problem(template: Any) -> str | None:
+    """Why a format() template is refused, or None: plain field names ({address}, {}, {0}) only,
+    no attribute or index access ({x.__class__}, {x[0]}), no nested fields, width and precision
+    at most FORMAT_WIDTH_LIMIT. Checked when rules are validated and again at every call."""
+    if not isinstance(template, str):
+        return f"the template must be a string, got {type(template).__name__}"
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"template {_shown(template)}: {exc}"
+    for _literal, field_name, spec, conversion in fields:
+        if field_name is None:
+            continue
+        shown = _shown("{" + field_name + "}")
+        if not FORMAT_FIELD.fullmatch(field_name):
+            return f"field {shown}: only a plain name, {{}} or {{0}} (no attribute or index access)"
+        if conversion not in (None, "s", "r"):
+            return f"field {shown}: conversion !{_clip(conversion, 10)} (allowed: !s, !r)"
+        match = FORMAT_SPEC.fullmatch(spec or "")
+        if match is None:
+            return f"field {shown}: format spec {_shown(spec)} (no nested fields; fill, align, width, precision, type)"
+        for part in ("width", "precision"):
+            if match.group(part) is not None and int(match.group(part)) > FORMAT_WIDTH_LIMIT:
+                return f"field {shown}: {part} {_clip(match.group(part), 20)} is above {FORMAT_WIDTH_LIMIT}"
+    return None
+
+
+def _format_size(template: str, fields: tuple, values: list[str]) -> int:
+    """The most characters format() can make of ``template`` (its ``fields``) and the field values."""
+    longest = max(map(len, values), default=0)
+    # !r may write a character as an escape (4 characters) and adds quotes
+    return len(template) + sum(max(width, 4 * longest + 2) for _name, width in fields)
+
+
+def check_budget(value: Any, source: str = "budget") -> dict:
+    """The evaluation budget with defaults filled in; unknown keys and values out of range are errors."""
+    if value is None:
+        return dict(DEFAULT_BUDGET)
+    if not isinstance(value, Mapping):
+        raise HealthRuleError(source, f"must be a mapping of {', '.join(DEFAULT_BUDGET)}, got {_shown(value)}")
+    unknown = sorted(str(key) for key in value if key not in DEFAULT_BUDGET)
+    if unknown:
+        raise HealthRuleError(source, f"unknown key (allowed: {', '.join(DEFAULT_BUDGET)})", None, unknown[0])
+    budget = dict(DEFAULT_BUDGET)
+    for key, given in value.items():
+        if given is None:
+            continue
+        number = _number(given, source, None, key)
+        low, high = BUDGET_RANGES[key]
+        if not low <= number <= high:
+            raise HealthRuleError(source, f"must be from {low:g} to {high:g}, got {_shown(given)}", None, key)
+        budget[key] = float(number) if key.endswith("seconds") else int(number)
+    return budget
+
+
+def _json_length(value: Any, meter: Meter, lengths: dict) -> int:
+    """The length of json.dumps(value, separators=(",", ":"), default=str), computed once per object."""
+    if isinstance(value, str):
+        return len(json.encoder.encode_basestring_ascii(value))
+    if value is None or isinstance(value, bool):
+        return 4 if value in (None, True) else 5
+    if isinstance(value, (int, float)):
+        return len(json.dumps(value))
+    if not isinstance(value, (list, dict)):
+        return len(json.encoder.encode_basestring_ascii(str(value)))
+    known = lengths.get(id(value))
+    if known is not None:
+        return known
+    meter.tick()
+    if isinstance(value, dict):
+        length = 1 + sum(_json_length(str(key), meter, lengths) + 1 + _json_length(item, meter, lengths) + 1
+                         for key, item in value.items())
+    else:
+        length = 1 + sum(_json_length(item, meter, lengths) + 1 for item in value)
+    length = max(length, 2)
+    lengths[id(value)] = length
+    return length
+
+
+class HostBudget:
+    """What one host's evaluation may spend; each rule gets a Meter within it.
+
+    Seconds are CPU seconds of the evaluating thread (time.thread_time): a runaway query is work,
+    and a busy controller (forks, other jobs) that keeps the thread waiting does not spend its budget."""
+
+    def __init__(self, budget: Mapping | None = None, clock=time.thread_time):
+        self.budget = check_budget(budget)
+        self.clock = clock
+        self.deadline = clock() + self.budget["host_seconds"]
+        self.size_left = self.budget["host_size"]
+
+    def meter(self) -> Meter:
+        now = self.clock()
+        rule_deadline = now + self.budget["rule_seconds"]
+        if rule_deadline <= self.deadline:
+            time_limit = (rule_deadline, f"the rule's time budget of {self.budget['rule_seconds']:g} s (rule_seconds)")
+        else:
+            time_limit = (self.deadline, f"the host's time budget of {self.budget['host_seconds']:g} s (host_seconds)")
+        if self.budget["rule_size"] <= self.size_left:
+            size_limit = (self.budget["rule_size"], f"the rule's result size budget of {self.budget['rule_size']} "
+                                                    "(rule_size)")
+        else:
+            size_limit = (self.size_left, f"what is left of the host's result size budget of "
+                                          f"{self.budget['host_size']} (host_size)")
+        return Meter(self, time_limit, size_limit)
+
+
+class Meter:
+    """One rule's spending: visited nodes against a deadline, made values against a size."""
+
+    def __init__(self, host: HostBudget, time_limit: tuple, size_limit: tuple):
+        self.host = host
+        self.clock = host.clock
+        self.deadline, self.time_reason = time_limit
+        self.size_limit, self.size_reason = size_limit
+        self.used = 0
+        self.countdown = self.TICKS
+        self.interpreter = None
+        self.sizes: dict[int, int] = {}  # id -> expanded size of a value this rule made
+        self.kept: list = []  # the values of ``sizes`` stay alive, so their ids are not reused
+        self.start = self.clock()
+
+    TICKS = 32  # nodes between two reads of the clock (a node takes about a microsecond)
+
+    def tick(self) -> None:
+        self.countdown -= 1
+        if self.countdown <= 0:
+            self.check_clock()
+
+    def check_clock(self) -> None:
+        self.countdown = self.TICKS
+        if self.clock() > self.deadline:
+            raise BudgetExceeded(f"stopped after {self.clock() - self.start:.2f} s of CPU time: {self.time_reason} "
+                                 "is spent")
+
+    def room(self, size: int) -> None:
+        """Refuse before making a value of ``size`` that would not fit."""
+        if self.used + size > self.size_limit:
+            raise BudgetExceeded(f"stopped: a value of {size} would exceed {self.size_reason} "
+                                 f"({self.used} already used)")
+
+    def made(self, value: Any) -> None:
+        """Count a value a node made: strings by length, lists and objects by expanded size."""
+        if isinstance(value, (list, dict)):
+            size = self.sizes.get(id(value))
+            if size is None:
+                children = value.values() if isinstance(value, dict) else value
+                sizes = self.sizes
+                size = len(value) + sum(sizes.get(id(child), 0) for child in children)
+                sizes[id(value)] = size
+                self.kept.append(value)
+        elif isinstance(value, str):
+            size = len(value)
+            if id(value) not in self.sizes:
+                self.sizes[id(value)] = size
+                self.kept.append(value)
+        else:
+            size = 1
+        self.used += size
+        if self.used > self.size_limit:
+            raise BudgetExceeded(f"stopped: the values made exceed {self.size_reason}")
+
+    def close(self) -> None:
+        self.host.size_left -= min(self.used, self.size_limit)
+        self.sizes.clear()
+        self.kept.clear()
+        self.interpreter = None
+
+
 if jmespath is not None:
     class HealthFunctions(jmespath_functions.Functions):
-        """JMESPath functions for health rules: arithmetic that propagates null, and labels."""
+        """JMESPath functions for health rules: arithmetic that propagates null, labels, and the
+        string makers (to_string, join, format) bounded by the rule's Meter before they build."""
+
+        def __init__(self, meter: Meter | None = None):
+            super().__init__()
+            self.meter = meter
 
         @jmespath_functions.signature({"types": ["number", "null"]}, {"types": ["number", "null"]})
         def _func_div(self, dividend, divisor):
@@ -101,16 +334,71 @@ if jmespath is not None:
             if value is None:
                 return None
             try:
-                if isinstance(value, dict):
-                    return template.format_map(_LabelFields(value))
+                fields = _format_fields(template)
+            except ValueError as exc:
+                raise jmespath_exceptions.JMESPathError(f"format(): {exc}") from None
+            if isinstance(value, dict):
+                labels = _LabelFields(value)
+                mapping = {name: labels[name] for name, _width in fields if name}
+                texts = list(mapping.values())
+            else:
+                mapping = None
+                texts = [_label_text(value)]
+            if self.meter is not None:
+                self.meter.room(_format_size(template, fields, texts))
+            try:
+                if mapping is not None:
+                    return template.format_map(mapping)
                 return template.format(_label_text(value))
             except (IndexError, KeyError, ValueError) as exc:
-                raise jmespath_exceptions.JMESPathError(f"format({template!r}): {exc}") from None
+                raise jmespath_exceptions.JMESPathError(f"format({_shown(template)}): {_clip(exc)}") from None
+
+        @jmespath_functions.signature({"types": []})
+        def _func_to_string(self, arg):
+            if isinstance(arg, str):
+                return arg
+            if self.meter is not None:
+                # The length first, each distinct list or object once: [@, @] nested twenty times is
+                # measured in twenty steps and refused, never encoded to its megabytes.
+                self.meter.room(_json_length(arg, self.meter, {}))
+            return json.dumps(arg, separators=(",", ":"), default=str)
+
+        @jmespath_functions.signature({"types": ["string"]}, {"types": ["array-string"]})
+        def _func_join(self, separator, array):
+            if self.meter is not None:
+                self.meter.room(sum(map(len, array)) + len(separator) * max(len(array) - 1, 0))
+            return separator.join(array)
+
+    class BudgetedInterpreter(jmespath_visitor.TreeInterpreter):
+        """The JMESPath tree interpreter with a Meter: the deadline checked at every node, every value
+        a node makes (not the facts it only reads) counted against the size budget."""
+
+        MAKERS = frozenset(("multi_select_list", "multi_select_dict", "projection", "value_projection",
+                            "filter_projection", "flatten", "function_expression", "slice"))
+
+        def __init__(self, meter: Meter):
+            super().__init__(jmespath.Options(custom_functions=HealthFunctions(meter)))
+            self.meter = meter
+
+        def visit(self, node, *args, **kwargs):
+            meter = self.meter
+            meter.countdown -= 1
+            if meter.countdown <= 0:
+                meter.check_clock()
+            node_type = node["type"]
+            method = self._method_cache.get(node_type)  # as jmespath's Visitor.visit, without a second call
+            if method is None:
+                method = self._method_cache[node_type] = getattr(self, f"visit_{node_type}", self.default_visit)
+            value = method(node, *args, **kwargs)
+            if node_type in self.MAKERS:
+                meter.made(value)
+            return value
 
     _FUNCTIONS = HealthFunctions()
     _OPTIONS = jmespath.Options(custom_functions=_FUNCTIONS)
 else:  # pragma: no cover - jmespath is a controller requirement
     HealthFunctions = None
+    BudgetedInterpreter = None
     _OPTIONS = None
 
 
@@ -165,6 +453,13 @@ def _function_problems(node: Any) -> str | None:
     children = node.get("children", [])
     if node.get("type") == "function_expression":
         name = node.get("value")
+        if name == "format" and children:
+            template = children[0]
+            if template.get("type") != "literal" or not isinstance(template.get("value"), str):
+                return "format() takes a literal template as its first argument ('{address}:{port}')"
+            problem = format_template_problem(template["value"])
+            if problem:
+                return f"format(): {problem}"
         spec = HealthFunctions.FUNCTION_TABLE.get(name)
         if spec is None:
             known = ", ".join(sorted(HealthFunctions.FUNCTION_TABLE))
@@ -184,15 +479,20 @@ def _compile(raw: Mapping, key: str, where: str, name: str, required: bool) -> A
             raise HealthRuleError(where, "is required (a JMESPath expression)", name, key)
         return None
     if not isinstance(text, str) or not text.strip():
-        raise HealthRuleError(where, f"must be a non-empty JMESPath string, got {text!r}", name, key)
+        raise HealthRuleError(where, f"must be a non-empty JMESPath string, got {_shown(text)}", name, key)
+    if len(text) > EXPRESSION_LIMIT:
+        raise HealthRuleError(where, f"is {len(text)} characters long, more than {EXPRESSION_LIMIT}: "
+                                     f"{_shown(text)}", name, key)
     try:
         compiled = jmespath.compile(text)
+        problem = _function_problems(compiled.parsed)
     except jmespath_exceptions.JMESPathError as exc:
-        detail = " ".join(str(exc).split())
-        raise HealthRuleError(where, f"invalid JMESPath {text!r}: {detail}", name, key) from None
-    problem = _function_problems(compiled.parsed)
+        detail = _clip(" ".join(str(exc).split()), 400)
+        raise HealthRuleError(where, f"invalid JMESPath {_shown(text)}: {detail}", name, key) from None
+    except RecursionError:
+        raise HealthRuleError(where, f"nested too deeply: {_shown(text)}", name, key) from None
     if problem:
-        raise HealthRuleError(where, f"{problem} in {text!r}", name, key)
+        raise HealthRuleError(where, f"{problem} in {_shown(text)}", name, key)
     return compiled
 
 
@@ -201,26 +501,27 @@ def _number(value: Any, where: str, name: str, key: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise HealthRuleError(where, f"must be a number, got {value!r}", name, key)
+        raise HealthRuleError(where, f"must be a number, got {_shown(value)}", name, key)
     if isinstance(value, (int, float)):
         number = value
     elif isinstance(value, str):
         try:
             number = float(value.strip())
         except ValueError:
-            raise HealthRuleError(where, f"must be a number, got {value!r}", name, key) from None
+            raise HealthRuleError(where, f"must be a number, got {_shown(value)}", name, key) from None
         if number.is_integer() and re.fullmatch(r"\s*[-+]?\d+\s*", value):
             number = int(number)
     else:
-        raise HealthRuleError(where, f"must be a number, got {type(value).__name__} {value!r}", name, key)
+        raise HealthRuleError(where, f"must be a number, got {type(value).__name__} {_shown(value)}", name, key)
     if isinstance(number, float) and not math.isfinite(number):
-        raise HealthRuleError(where, f"must be a finite number, got {value!r}", name, key)
+        raise HealthRuleError(where, f"must be a finite number, got {_shown(value)}", name, key)
     return number
 
 
 def _severity(value: Any, where: str, name: str) -> str:
     if value not in SEVERITIES:
-        raise HealthRuleError(where, f"must be one of {', '.join(SEVERITIES)}, got {value!r}", name, "severity")
+        raise HealthRuleError(where, f"must be one of {', '.join(SEVERITIES)}, got {_shown(value)}", name,
+                              "severity")
     return str(value)
 
 
@@ -234,12 +535,13 @@ def _check_bounds(maximum, minimum, where: str, name: str) -> None:
 def validate_rule(raw: Any, where: str) -> Rule:
     """Validate one rule mapping; ``where`` locates it (``rules[2]``) in error messages."""
     if not isinstance(raw, Mapping):
-        raise HealthRuleError(where, f"must be a mapping, got {type(raw).__name__} {raw!r}")
+        raise HealthRuleError(where, f"must be a mapping, got {type(raw).__name__} {_shown(raw)}")
     name = raw.get("name")
     if name is None:
         raise HealthRuleError(where, "is required", None, "name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise HealthRuleError(where, f"must match {NAME_PATTERN.pattern}, got {name!r}", None, "name")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise HealthRuleError(where, f"must match {NAME_PATTERN.pattern} (letters, digits, '_', '.', '-', at most 128, "
+                                     f"nothing after), got {_shown(name)}", None, "name")
     name = str(name)
     unknown = sorted(str(key) for key in raw if key not in RULE_FIELDS)
     if unknown:
@@ -256,7 +558,7 @@ def validate_rule(raw: Any, where: str) -> Rule:
     if description is None:
         description = ""
     if not isinstance(description, str):
-        raise HealthRuleError(where, f"must be a string, got {description!r}", name, "description")
+        raise HealthRuleError(where, f"must be a string, got {_shown(description)}", name, "description")
     return Rule(
         name=name,
         query=str(raw["query"]),
@@ -278,7 +580,7 @@ def validate_rules(rules: Any, source: str = "rules") -> list[Rule]:
     if rules is None:
         return []
     if not isinstance(rules, (list, tuple)):
-        raise HealthRuleError(source, f"must be a list of rules, got {type(rules).__name__} {rules!r}")
+        raise HealthRuleError(source, f"must be a list of rules, got {type(rules).__name__} {_shown(rules)}")
     validated: list[Rule] = []
     for index, raw in enumerate(rules):
         validated.append(validate_rule(raw, f"{source}[{index}]"))
@@ -308,14 +610,15 @@ def apply_thresholds(rules: list[Rule], thresholds: Any, source: str = "threshol
     if thresholds is None:
         return list(rules)
     if not isinstance(thresholds, Mapping):
-        raise HealthRuleError(source, f"must be a mapping of rule name to threshold, got {thresholds!r}")
+        raise HealthRuleError(source, f"must be a mapping of rule name to threshold, got {_shown(thresholds)}")
     by_name = {rule.name: rule for rule in rules}
     disabled: set[str] = set()
     for name, override in thresholds.items():
         rule = by_name.get(name)
         if rule is None:
-            known = ", ".join(sorted(by_name)) or "none"
-            raise HealthRuleError(source, f"no such rule (known: {known})", str(name))
+            known = _clip(", ".join(sorted(by_name)) or "none", 1000)
+            raise HealthRuleError(source, f"no such rule (known: {known})",
+                                  name if isinstance(name, str) else _shown(name))
         changes: dict[str, Any] = {}
         if isinstance(override, Mapping):
             unknown = sorted(str(key) for key in override if key not in THRESHOLD_FIELDS)
@@ -329,7 +632,7 @@ def apply_thresholds(rules: list[Rule], thresholds: Any, source: str = "threshol
                 changes["severity"] = _severity(override["severity"], source, rule.name)
             enabled = override.get("enabled", True)
             if not isinstance(enabled, bool):
-                raise HealthRuleError(source, f"must be true or false, got {enabled!r}", rule.name, "enabled")
+                raise HealthRuleError(source, f"must be true or false, got {_shown(enabled)}", rule.name, "enabled")
             if not enabled:
                 disabled.add(rule.name)
         else:
@@ -358,7 +661,7 @@ def build_rules(rules: Any = None, extra_rules: Any = None, thresholds: Any = No
 
 def check_fail_on(value: Any) -> str:
     if value not in SEVERITIES:
-        raise HealthRuleError("fail_on", f"must be one of {', '.join(SEVERITIES)}, got {value!r}")
+        raise HealthRuleError("fail_on", f"must be one of {', '.join(SEVERITIES)}, got {_shown(value)}")
     return str(value)
 
 
@@ -396,8 +699,10 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _search(expression: Any, data: Any) -> Any:
-    return expression.search(data, options=_OPTIONS)
+def _search(expression: Any, data: Any, meter: Meter) -> Any:
+    if meter.interpreter is None:
+        meter.interpreter = BudgetedInterpreter(meter)
+    return meter.interpreter.visit(expression.parsed, data)
 
 
 def _result(rule: Rule, status: str, value: Any, subject: str | None, detail: str = "") -> dict:
@@ -406,7 +711,7 @@ def _result(rule: Rule, status: str, value: Any, subject: str | None, detail: st
     else:
         bound, threshold = "min", rule.min
     # The message is a log line: a subject a host chose (a process name) cannot break it.
-    where = f" [{escape.log_line(subject)}]" if subject is not None else ""
+    where = f" [{_clip(subject)}]" if subject is not None else ""
     if status in SEVERITIES:
         sign = ">" if bound == "max" else "<"
         message = f"{status}: {rule.name}{where}: {format_value(value)} {sign} {bound} {format_value(threshold)}"
@@ -425,53 +730,80 @@ def _result(rule: Rule, status: str, value: Any, subject: str | None, detail: st
 
 
 def _judge(rule: Rule, value: Any, subject: str | None) -> dict:
+    if isinstance(value, (str, list, dict)):
+        # Not a number: the result keeps a short string as it is, anything else as a bounded picture
+        # (a list the query made may share its elements a million times over: never serialized whole).
+        kept = value if isinstance(value, str) and len(value) <= SUBJECT_LIMIT else _shown(value)
+        return _result(rule, "error", kept, subject,
+                       f"query returned {type(value).__name__} {_shown(value)}, expected a number")
     if value is None:
         return _result(rule, "no_data", None, subject, "query returned null (fact missing or not sampled)")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return _result(rule, "error", value, subject,
-                       f"query returned {type(value).__name__} {value!r}, expected a number")
+                       f"query returned {type(value).__name__} {_shown(value)}, expected a number")
     if (rule.max is not None and value > rule.max) or (rule.min is not None and value < rule.min):
         return _result(rule, rule.severity, value, subject)
     return _result(rule, "ok", value, subject)
 
 
-def _subject(rule: Rule, target: Any, default: str | None) -> str | None:
+def _subject(rule: Rule, target: Any, default: str | None, meter: Meter) -> str | None:
     label = rule.compiled.get("label")
     if label is None:
         return default
-    text = _search(label, target)
+    text = _search(label, target, meter)
     if text is None:
         return default
-    return text if isinstance(text, str) else format_value(text) if isinstance(text, (int, float)) else str(text)
+    if not isinstance(text, str):
+        text = format_value(text) if isinstance(text, (int, float)) else _shown(text)
+    return text if len(text) <= SUBJECT_LIMIT else f"{text[:SUBJECT_LIMIT]}...({len(text)} characters)"
 
 
 def _sort_key(key: str):
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
-def evaluate_rule(rule: Rule, facts: Any) -> list[dict]:
+def evaluate_rule(rule: Rule, facts: Any, host_budget: HostBudget | None = None) -> list[dict]:
     """Results of one rule: one result, or for ``each`` rules one per violating element
-    (or one for the worst element when none violates)."""
+    (or one for the worst element when none violates). A rule that runs out of its budget,
+    or of what is left of the host's, is one ``error`` result naming the budget."""
+    meter = (host_budget or HostBudget()).meter()
+    try:
+        meter.check_clock()  # the host's time may be spent already
+        return _evaluate_rule(rule, facts, meter)
+    except BudgetExceeded as exc:
+        return [_result(rule, "error", None, None, f"evaluation {exc}")]
+    except RecursionError:
+        return [_result(rule, "error", None, None, "evaluation stopped: the query nests too deeply for its data")]
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        # e.g. an integer of the facts too large to divide or to print: this rule's error, not the run's
+        return [_result(rule, "error", None, None, f"evaluation failed: {type(exc).__name__}: {_clip(exc)}")]
+    finally:
+        meter.close()
+
+
+def _evaluate_rule(rule: Rule, facts: Any, meter: Meter) -> list[dict]:
     try:
         if "each" not in rule.compiled:
-            return [_judge(rule, _search(rule.compiled["query"], facts), _subject(rule, facts, None))]
-        collection = _search(rule.compiled["each"], facts)
+            return [_judge(rule, _search(rule.compiled["query"], facts, meter), _subject(rule, facts, None, meter))]
+        collection = _search(rule.compiled["each"], facts, meter)
         if collection is None:
             return [_result(rule, "no_data", None, None, "each returned null (fact missing)")]
         if isinstance(collection, dict):
             # objects: the key names the element; label is evaluated on the key
-            elements = [(element, _subject(rule, key, key))
+            elements = [(element, _subject(rule, key, key, meter))
                         for key, element in sorted(collection.items(), key=lambda item: _sort_key(item[0]))]
         elif isinstance(collection, list):
-            elements = [(element, _subject(rule, element, f"#{index}")) for index, element in enumerate(collection)]
+            elements = [(element, _subject(rule, element, f"#{index}", meter))
+                        for index, element in enumerate(collection)]
         else:
             return [_result(rule, "error", None, None,
                             f"each returned {type(collection).__name__}, expected an object or a list")]
         if not elements:
             return [_result(rule, "ok", None, None, "nothing to check")]
-        judged = [_judge(rule, _search(rule.compiled["query"], element), subject) for element, subject in elements]
+        judged = [_judge(rule, _search(rule.compiled["query"], element, meter), subject)
+                  for element, subject in elements]
     except jmespath_exceptions.JMESPathError as exc:
-        return [_result(rule, "error", None, None, " ".join(str(exc).split()))]
+        return [_result(rule, "error", None, None, _clip(" ".join(str(exc).split()), 1000))]
     bad = [result for result in judged if result["status"] in SEVERITIES + ("error",)]
     if bad:
         return bad
@@ -482,12 +814,14 @@ def evaluate_rule(rule: Rule, facts: Any) -> list[dict]:
     return [pick(measured, key=lambda result: result["value"])]
 
 
-def evaluate(rules: list[Rule], facts: Any) -> list[dict]:
-    """Every rule's results, in rule order, against one host's ``ansible_facts.netstate``."""
+def evaluate(rules: list[Rule], facts: Any, budget: Mapping | None = None) -> list[dict]:
+    """Every rule's results, in rule order, against one host's ``ansible_facts.netstate``,
+    within ``budget`` (check_budget(); DEFAULT_BUDGET when None)."""
     data = plain(facts)
+    host_budget = HostBudget(budget)
     results: list[dict] = []
     for rule in rules:
-        results.extend(evaluate_rule(rule, data))
+        results.extend(evaluate_rule(rule, data, host_budget))
     return results
 
 

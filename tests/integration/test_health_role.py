@@ -282,6 +282,10 @@ def test_facts_already_gathered_are_used(namespaces, tmp_path):
     ({"thresholds": {"syn_recv_total": "many"}}, "thresholds: rule 'syn_recv_total': field 'max': must be a number"),
     ({"gather": "never"}, "ansible_facts.netstate is not set and gather=never"),
     ({"fail_on": "sometimes"}, "value of fail_on must be one of: warning, critical, got: sometimes"),
+    ({"budget": {"rule_seconds": 0}}, "budget: field 'rule_seconds': must be from 0.001 to 60, got 0"),
+    ({"budget": {"rule_secs": 1}}, "budget: field 'rule_secs': unknown key (allowed: rule_seconds, host_seconds,"),
+    ({"extra_rules": [{"name": "x", "query": "tcp.total", "max": 1, "label": "format('{x.__class__}', @)"}]},
+     "extra_rules[0]: rule 'x': field 'label': format(): field '{x.__class__}': only a plain name"),
 ])
 def test_action_errors_are_one_clear_line(argument, message, tmp_path):
     path = inventory(tmp_path / "inventory.yml", {"h1": {}})
@@ -289,6 +293,32 @@ def test_action_errors_are_one_clear_line(argument, message, tmp_path):
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2
     assert message in done.stdout + done.stderr
+
+
+def test_a_runaway_rule_is_one_error_within_the_budget_option(tmp_path):
+    """Nested filters over a 30-element list (30**4 steps, seconds unbudgeted) stop at rule_seconds."""
+    values = "`" + json.dumps(list(range(30))) + "`"
+    runaway = f"length({values}[?!({values}[?!({values}[?!({values}[?@ == `-1`])])])])"
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "name": "A runaway rule", "hosts": "all", "gather_facts": False,
+        "tasks": [
+            {"name": "Check", "register": "health", "ignore_errors": True, "netstate.tcp.health_check": {
+                "facts": {"tcp": {"total": 3}}, "rules": [], "budget": {"rule_seconds": 0.2},
+                "extra_rules": [{"name": "runaway", "query": runaway, "max": 1},
+                                {"name": "fine", "query": "tcp.total", "max": 5}]}},
+            {"name": "Keep", "ansible.builtin.copy": {"content": "{{ health | to_json }}",
+                                                      "dest": str(tmp_path / "out.json")}},
+        ]}]))
+    path = inventory(tmp_path / "inventory.yml", {"h1": {}})
+    done = subprocess.run([PLAYBOOK, "-i", path, str(playbook)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    health = json.loads((tmp_path / "out.json").read_text())
+    assert health["failed"] and [(r["name"], r["status"]) for r in health["results"]] == [
+        ("runaway", "error"), ("fine", "ok")]
+    assert health["results"][0]["message"].startswith("error: runaway: evaluation stopped after 0.2")
+    assert "(rule_seconds)" in health["results"][0]["message"]
 
 
 UNREACHABLE = {f"down{index}": {"ansible_host": f"198.18.0.{250 + index}", "ansible_connection": "ssh",

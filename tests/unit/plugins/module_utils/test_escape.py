@@ -9,8 +9,11 @@ from __future__ import annotations
 __metaclass__ = type
 
 import os
+import re
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
@@ -119,11 +122,59 @@ def test_prometheus_failure_comment_is_one_line():
 @pytest.mark.parametrize("protocol", ["tcp", "all"])
 def test_zabbix_discovery_is_valid_json_with_intact_macros(name, protocol):
     rows = parse_lld(collect.render_zabbix_discovery(hostile_facts(name), protocol))
-    assert {row["{#PROCESS}"] for row in rows} == {escape.visible(name)}
+    # the name shown as visible() shows it, its own backslashes doubled; and read back whole
+    assert {row["{#PROCESS}"] for row in rows} == {escape.visible(name.replace("\\", "\\\\"))}
+    assert {read_macro(row["{#PROCESS}"]) for row in rows} == {name}
     assert {row["{#PORT}"] for row in rows} == ({"9000"} if protocol == "tcp" else {"9000", "5353"})
     assert set(rows[0]) == {"{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}"}
     text = collect.render_zabbix_discovery(hostile_facts(name), protocol)
     assert "\n" not in text[:-1] and text.isascii()
+
+
+def read_macro(value):
+    """The name a {#PROCESS} value was made of: the inverse of json_text, written from its contract."""
+    def one(match):
+        escaped = match.group(0)
+        if escaped == "\\\\":
+            return "\\"
+        code = int(escaped[2:], 16)
+        if escaped[1] == "x" and code >= 0x80:
+            return chr(0xDC00 + code)  # a byte that was not UTF-8 (surrogateescape)
+        return chr(code)
+
+    assert re.fullmatch(r"(?:[^\\]|\\\\|\\x[0-9a-f]{2}|\\u[0-9a-f]{4})*", value), value
+    return re.sub(r"\\\\|\\x[0-9a-f]{2}|\\u[0-9a-f]{4}", one, value)
+
+
+def process_macro(name):
+    return parse_lld(collect.render_zabbix_discovery(hostile_facts(name), "tcp"))[0]["{#PROCESS}"]
+
+
+@pytest.mark.parametrize("first, second", [
+    ("x\x01", "x\\x01"),          # a real control character and the four characters backslash x 0 1
+    ("\udcff", "\\xff"),          # a byte that is not UTF-8 and the text that used to show it
+    ("\x85", "\udc85"),           # a C1 control and the byte 0x85
+    ("\udcc3\udca9", "\u00e9"),   # two bytes that are not UTF-8 alone, and the character they encode
+])
+def test_zabbix_process_macro_tells_hostile_names_apart(first, second):
+    assert process_macro(first) != process_macro(second), (process_macro(first), process_macro(second))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=15), st.text(max_size=15))
+def test_zabbix_process_macro_is_injective(first, second):
+    """Distinct names, distinct macro values (Zabbix keys item prototypes on them)."""
+    assume(first and second and first != second)
+    assert process_macro(first) != process_macro(second)
+    assert read_macro(process_macro(first)) == first
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0xDCFF), max_size=15))
+def test_json_text_reads_back_any_text(name):
+    """Controls, C1, bidirectional characters and lone surrogates (undecodable bytes) included."""
+    assert read_macro(escape.json_text(name)) == name
+    assert not any(char in escape.json_text(name) for char in UNSAFE)
 
 
 def test_process_info_reads_a_name_that_is_not_utf8(tmp_path):
