@@ -49,12 +49,13 @@ class FileRefused(OSError):
     """A path that names something the collection will not open or replace; the message names it."""
 
     def __init__(self, path, reason, code=errno.EINVAL):
-        OSError.__init__(self, code, "%s: %s" % (_shown(path), reason))
+        self.message = "%s: %s" % (_shown(path), reason)
+        OSError.__init__(self, code, self.message)
         self.path = path
         self.reason = reason
 
     def __str__(self):
-        return self.strerror
+        return self.message
 
 
 def _shown(path):

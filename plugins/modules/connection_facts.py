@@ -270,7 +270,7 @@ ansible_facts:
               could take when O(walk_budget) is unset; both are null when the V(processes) subset read every
               descriptor.
             - C(reason) is null when every listener was attributed, else V(budget) (O(walk_budget) was spent
-              first), V(fd limit) (the walk ran out of file descriptors: the open-files soft limit, C(ulimit -n), is
+              first), V(fd limit) (the walk ran out of file descriptors; the open-files soft limit, C(ulimit -n), is
               too small to read every process, and the warning says its value), V(unreadable) (some processes'
               descriptors could not be read, as when not root) or V(not held) (no process read holds them, as for a
               descriptor in flight over a unix socket, or a process of another namespace; see O(walk_all_namespaces)).
