@@ -9,7 +9,8 @@ host names its users, its namespaces and its rules' labels; all of it ends up in
 metrics. Every renderer of the collection escapes such text through the functions here and
 nowhere else:
 
-``decode``            bytes read from the kernel (``/proc/PID/comm``) -> text, bad UTF-8 as ``\\xNN``
+``decode``            bytes read from the kernel -> text, bad UTF-8 as ``\\xNN``
+``name_text``         a process name (``/proc/PID/comm``) -> text, bad UTF-8 as ``\\xNN`` and a backslash doubled
 ``visible``           control, bidirectional-override and invisible characters as ``\\xNN``/``\\uNNNN``
 ``log_line``          one line for logs and module messages
 ``bounded_repr``      a value a caller gave, for an error message: its repr, visible, at most 200 characters
@@ -54,6 +55,14 @@ def _shown(match):
 def decode(raw):
     """Bytes from the kernel as text: valid UTF-8 as it is, any other byte as ``\\xNN``."""
     return raw.decode("utf-8", "backslashreplace")
+
+
+def name_text(raw):
+    """A name a host chose (``/proc/PID/comm``: any bytes but NUL) as text that tells every byte string
+    apart: valid UTF-8 as it is, a backslash as ``\\\\``, any other byte as ``\\xNN``. The process
+    literally named ``\\xff`` (four characters) and the one named with the byte 0xff never read the
+    same, in the facts or in any output made from them (a Zabbix macro, a Prometheus label)."""
+    return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def text(value):

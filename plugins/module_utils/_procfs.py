@@ -286,12 +286,18 @@ def boot_time(proc="/proc"):
     return _BOOT_TIME[0]
 
 
+#: More than /proc/PID/comm ever holds (TASK_COMM_LEN, 16 bytes with the newline).
+COMM_LIMIT = 64
+
+
 def process_info(pid, proc="/proc"):
     """{pid, process, user, stime} for one pid, or None when it has gone away."""
     base = os.path.join(proc, str(pid))
     try:
-        name = read_text(os.path.join(base, "comm"))
-        name = name[:-1] if name.endswith("\n") else name  # the name itself may end with a newline
+        with open(os.path.join(base, "comm"), "rb") as handle:
+            raw = handle.read(COMM_LIMIT)
+        # the kernel ends the name with a newline (the name itself may end with one too)
+        name = escape.name_text(raw[:-1] if raw.endswith(b"\n") else raw)
         uid = os.stat(base).st_uid
         stat = read_text(os.path.join(base, "stat"))
     except (IOError, OSError):

@@ -246,7 +246,8 @@ ansible_facts:
             - C(pid), C(process) and C(stime) are null where the process is unknown (not root);
               C(user) then is the socket's owner.
             - C(process) is the name the process gave itself (C(/proc/PID/comm), at most 15 bytes, any but NUL);
-              bytes that are not UTF-8 are written as C(\xNN).
+              bytes that are not UTF-8 are written as C(\xNN) and a backslash as C(\\), so two names that
+              differ as bytes never read the same.
             - C(connections) counts ESTABLISHED sockets on the listener's port (null for UDP).
           returned: when O(gather_subset) includes V(listeners)
           type: list

@@ -193,3 +193,37 @@ def test_process_info_reads_a_name_that_is_not_utf8(tmp_path):
     assert info["process"] == "<img src=x>|a\\xe2\\x80"
     assert info["stime"] is not None
     assert info["user"] == procfs.user_name(os.getuid())
+
+
+def _process_name(tmp_path, pid, comm):
+    """process_info() of a /proc/PID laid out as the kernel does for a process named with these bytes."""
+    base = tmp_path / str(pid)
+    base.mkdir()
+    (base / "comm").write_bytes(comm + b"\n")
+    fields = " ".join(["S"] + ["0"] * 18 + ["100"] + ["0"] * 10)
+    (base / "stat").write_bytes(b"%d (" % pid + comm + b") " + fields.encode())
+    (tmp_path / "stat").write_text("btime 1700000000\n")
+    procfs._BOOT_TIME.clear()
+    try:
+        return procfs.process_info(pid, proc=str(tmp_path))["process"]
+    finally:
+        procfs._BOOT_TIME.clear()
+
+
+# Byte strings a process can name itself with (prctl) that a lossy decoding reads alike.
+COMM_PAIRS = [(b"\xff", b"\\xff"), (b"a\xe2\x80", b"a\\xe2\\x80"), (b"\\", b"\\\\"), (b"x\x01", b"x\\x01")]
+
+
+@pytest.mark.parametrize("first, second", COMM_PAIRS)
+def test_process_names_that_differ_as_bytes_differ_in_the_facts_and_the_macro(tmp_path, first, second):
+    one, other = _process_name(tmp_path, 4001, first), _process_name(tmp_path, 4002, second)
+    assert one != other
+    assert process_macro(one) != process_macro(other)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=15), st.binary(min_size=1, max_size=15))
+def test_name_text_tells_every_byte_string_apart(first, second):
+    assume(first != second and b"\0" not in first + second)
+    assert escape.name_text(first) != escape.name_text(second)
+    assert process_macro(escape.name_text(first)) != process_macro(escape.name_text(second))
