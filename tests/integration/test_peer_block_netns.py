@@ -292,7 +292,7 @@ def test_bad_options_fail_before_anything_is_touched(lab):
     assert lab.can_connect(HOG)
 
 
-# ---------------------------------------------------------------- which connections count (issue 18)
+# ---------------------------------------------------------------- which connections count
 
 def _ss_count(namespace, *filters):
     """Sockets `ss -tanH` lists in a namespace for a state/address filter: the oracle of a count."""
@@ -404,7 +404,7 @@ def test_engine_inbound_matches_the_listener_address_not_just_its_port(netns):
         assert every["peers"] == {"127.0.0.1": 1, "127.0.0.3": 1}, (backend, every)
 
 
-# ---------------------------------------------------------------- a failed apply (issue 18)
+# ---------------------------------------------------------------- a failed apply
 
 def _firewall_state(namespace):
     """Everything a block could leave, as the kernel's own tools list it."""

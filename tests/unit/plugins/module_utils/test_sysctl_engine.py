@@ -408,7 +408,7 @@ def test_normalize_value_forms():
     spec = KNOWLEDGE["net.ipv4.ip_local_port_range"]
     assert normalize_value(spec, [16384, 65535]) == "16384 65535"
     assert normalize_value(spec, "16384\t65535") == "16384 65535"
-    # a YAML boolean is refused, not turned into 1 (issue 18: somaxconn: true became 1)
+    # a YAML boolean is refused, not turned into 1 (somaxconn: true used to become 1)
     with pytest.raises(ValueError, match="a boolean"):
         normalize_value(KNOWLEDGE["net.ipv4.tcp_abort_on_overflow"], True)
     assert normalize_value(KNOWLEDGE["net.ipv4.ip_local_reserved_ports"], "") == ""
