@@ -7,6 +7,11 @@ Every open here would hang for ever on a FIFO if it blocked; SIGALRM turns such 
 failure instead of a stuck test run.
 """
 
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
 import errno
 import os
 import signal

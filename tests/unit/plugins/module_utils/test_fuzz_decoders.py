@@ -410,9 +410,10 @@ def test_comm_and_stat_of_any_bytes_never_raise(raw):
         finally:
             procfs._BOOT_TIME.clear()
         info["process"].encode("utf-8")  # raises on a lone surrogate
-    # the name as the kernel keeps it (comm without its newline), bytes that are not UTF-8 as \xNN;
-    # the start time from the field after the name's last ')', whatever the name holds
+    # the name as the kernel keeps it (comm without its newline), bytes that are not UTF-8 as \xNN and a
+    # backslash as \\ (so no two byte strings read alike); the start time from the field after the name's
+    # last ')', whatever the name holds
     name = raw[:-1] if raw.endswith(b"\n") else raw
-    assert info == {"pid": 7, "process": name.decode("utf-8", "backslashreplace"),
+    assert info == {"pid": 7, "process": name.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace"),
                     "user": pwd.getpwuid(os.getuid()).pw_name,
                     "stime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1700000000))}

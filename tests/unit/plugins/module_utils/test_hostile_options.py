@@ -5,6 +5,11 @@
 argument, given hostile strings, paths and numbers, ends in a clear refusal naming the option and
 bounded in size, or in a value inside its grammar; never a traceback (docs/security.md)."""
 
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
 import argparse
 import contextlib
 import io
