@@ -41,7 +41,7 @@ DEFAULT_DIRECTION = "inbound"
 SPOOFABLE_STATES = ("SYN_RECV",)
 DEFAULT_STATES = tuple(state for state in STATES if state not in SPOOFABLE_STATES)
 #: An allow entry: an IPv4/IPv6 address or CIDR, nothing else (no zone, no spaces, no host names).
-ALLOW_RE = re.compile(r"^[0-9A-Fa-f:.]{2,45}(/[0-9]{1,3}|/[0-9.]{7,15})?$")
+ALLOW_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}(/[0-9]{1,3}|/[0-9.]{7,15})?")
 
 NFT_TABLE = "netstate_tcp"
 NFT_SETS = {4: "blocked_ipv4", 6: "blocked_ipv6"}
@@ -84,7 +84,7 @@ def _list_option(params, name, what):
 
 
 def _allowed_network(item):
-    if not isinstance(item, str) or not ALLOW_RE.match(item):
+    if not isinstance(item, str) or not ALLOW_RE.fullmatch(item):
         return None
     return plain_network(item)
 
@@ -108,7 +108,7 @@ def validate(params):
         raise PeerBlockError("states: [] must be a non-empty list of TCP states")
     chosen = []
     for name in states:
-        upper = name.upper() if isinstance(name, str) else None
+        upper = name.upper() if isinstance(name, str) and name.isascii() else None
         if upper == "LISTEN":
             raise PeerBlockError("states: 'LISTEN' is not a connection state (listeners have no peer)")
         if upper not in STATES:

@@ -214,11 +214,11 @@ REFUSED = {
 # as sysctl(8) writes eth0.100): net.core.LEAF, net.ipv4.LEAF, net.ipv4.route.LEAF and
 # net.ipv4.{conf,neigh}.INTERFACE.LEAF. The kernel's names of these tables are lower case, digits
 # and underscores.
-_LEAF_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+_LEAF_RE = re.compile(r"[a-z0-9_]{1,64}")
 # The kernel's dev_valid_name(): 1..15 bytes (IFNAMSIZ 16 with the NUL), not "." or "..", no "/",
 # ":" or white space. Narrower here: only letters, digits and "_.@+-", so an interface component is
 # never read as a glob ("*?[") or a comment by systemd-sysctl when the drop-in is read at boot.
-_INTERFACE_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
+_INTERFACE_RE = re.compile(r"[A-Za-z0-9_.@+-]{1,15}")
 _PER_INTERFACE = ("conf", "neigh")
 _BOOLEAN_WORDS = ("yes", "no", "true", "false", "on", "off", "y", "n")
 
@@ -253,13 +253,13 @@ def check_key_grammar(key):
     rest = parts[2:]
     if parts[1] == "ipv4" and len(rest) == 3 and rest[0] in _PER_INTERFACE:
         interface = rest[1].replace("/", ".")
-        if interface in (".", "..") or not _INTERFACE_RE.match(interface):
+        if interface in (".", "..") or not _INTERFACE_RE.fullmatch(interface):
             raise ValueError("not a sysctl key name: %s is not an interface name (1..15 of letters, digits "
                              "and _.@+-, not . or ..)" % shown_key(interface))
         rest = rest[2:]
     elif parts[1] == "ipv4" and len(rest) == 2 and rest[0] == "route":
         rest = rest[1:]
-    if len(rest) != 1 or not _LEAF_RE.match(rest[0]):
+    if len(rest) != 1 or not _LEAF_RE.fullmatch(rest[0]):
         raise ValueError("not a sysctl key name: expected net.core.NAME, net.ipv4.NAME, net.ipv4.route.NAME "
                          "or net.ipv4.conf|neigh.INTERFACE.NAME (NAME of a-z, 0-9, _)")
     return key
@@ -270,7 +270,7 @@ def _to_int(value):
         raise ValueError("a boolean (true/false, yes/no in YAML) is not a number; give 0 or 1")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.match(r"^\s*-?\d+\s*$", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,20}\s*", value):
         return int(value)
     raise ValueError("not an integer")
 
@@ -470,7 +470,7 @@ class SysctlEngine:
             raise ValueError("not a sysctl key name")
         key = dotted_key(key)
         if "." not in key:
-            if not _LEAF_RE.match(key):
+            if not _LEAF_RE.fullmatch(key):
                 raise ValueError("not a sysctl key name")
             if key in _BY_SHORT:
                 return _BY_SHORT[key].name

@@ -203,3 +203,17 @@ def test_every_valid_option_set_is_accepted(params):
     """The other side of the property above: its hostile values are hostile, not merely unusual."""
     options = validate(params)
     assert options["direction"] == params["direction"] and len(options["allow"]) == len(params["allow"])
+
+
+@pytest.mark.parametrize("name, value", [
+    ("allow", ["192.0.2.1\n"]),          # `$` matched before a trailing newline, and the address was stripped
+    ("allow", ["2001:db8::/32\n"]),
+    ("allow", [" 192.0.2.1"]),
+    ("states", ["e\u017ftablished"]),    # LATIN SMALL LETTER LONG S: its upper() is an ASCII S
+    ("states", ["f\u0131n_wait1"]),     # LATIN SMALL LETTER DOTLESS I: its upper() is an ASCII I
+])
+def test_near_misses_of_the_grammar_are_refused(name, value):
+    """Values that a lenient parser would read as valid, found by the property above on a CI run."""
+    with pytest.raises(PeerBlockError) as error:
+        validate(dict(VALID, **{name: value}))
+    assert str(error.value).startswith(name + ": ")

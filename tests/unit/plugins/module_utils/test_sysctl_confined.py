@@ -82,6 +82,7 @@ def test_key_escaping_proc_sys_net_is_refused_and_nothing_written(tree, key):
     ("tcp_tw\nreuse", "not a sysctl key name"),
     ("net.ipv4.tcp\x00_tw_reuse", "not a sysctl key name"),
     ("x" * 300, "not a sysctl key name"),
+    ("net.ipv4.conf.eth0\n.rp_filter", "not a sysctl key name"),
 ])
 def test_key_grammar(tree, key, reason):
     before = tree.snapshot()
