@@ -182,3 +182,23 @@ def test_collector_command_lines_pass_its_argparse(where, flag, variable, factor
     for value in values:
         args = collect.build_parser().parse_args([flag, value])  # exits 2 with the reason when refused
         assert getattr(args, flag[2:].replace("-", "_")) is not None, (where, flag, value)
+
+
+def test_gather_args_declare_and_forward_every_other_connection_facts_option():
+    """netstate_gather_args: each further connection_facts option declared (an unknown key such as `topp` fails
+    the role's argument validation), with the module's type and choices, and forwarded under its own name."""
+    module_spec = dict(**contract.COUNTS, **contract.SOCKET_SOURCE, **contract.LISTENER_WALK)
+    own = {"gather_subset": "netstate_gather_subset", "top": "netstate_gather_top"}  # role variables of their own
+    declared = role_specs("gather")["netstate_gather_args"]["options"]
+    assert sorted(declared) == sorted(set(module_spec) - set(own)), "roles/gather netstate_gather_args options"
+    for option, spec in declared.items():
+        want = module_spec[option]
+        assert spec["type"] == want["type"] and spec.get("choices") == want.get("choices"), option
+        assert "default" not in spec, "%s: the module's default applies when the key is absent" % option
+    tasks = " ".join(read(path) for path in role_files("gather", "tasks"))
+    for option in module_spec:
+        if option in own:
+            assert re.search(r"\b%s: \"\{\{ %s \}\}\"" % (option, own[option]), tasks), option
+        else:
+            assert re.search(r"\b%s: \"\{\{ netstate_gather_args\.%s \| default\(omit\) \}\}\"" % (option, option),
+                             tasks), "roles/gather does not forward netstate_gather_args.%s" % option
