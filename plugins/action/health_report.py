@@ -16,6 +16,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible_collections.netstate.tcp.plugins.module_utils import _files as files
+from ansible_collections.netstate.tcp.plugins.module_utils._escape import bounded_repr
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report_engine
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as rules_engine
 from ansible_collections.netstate.tcp.plugins.plugin_utils._paths import controller_path
@@ -54,7 +55,7 @@ class ActionModule(ActionBase):
             registered = {}
             for host in args["hosts"]:
                 if host not in hostvars:
-                    raise AnsibleActionFail(f"hosts: {host!r} is not in the inventory")
+                    raise AnsibleActionFail(hosts_error(host))
                 registered[host] = hostvars[host].get(args["result_var"])
             report = report_engine.build_report(registered, args["rule_names"], args["fail_on"], args["title"])
         dest = controller_path(args["dest"])
@@ -111,6 +112,11 @@ class ActionModule(ActionBase):
             return report_engine.merge_reports(partials, args["rule_names"])
         except (report_engine.ReportMergeError, rules_engine.HealthRuleError) as exc:
             raise AnsibleActionFail(to_text(exc)) from None
+
+
+def hosts_error(host):
+    """The refusal of a `hosts` entry the inventory does not have: the name quoted bounded, on one line."""
+    return "hosts: %s is not in the inventory" % bounded_repr(host)
 
 
 def _read_json(path):

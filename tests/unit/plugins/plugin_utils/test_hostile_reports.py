@@ -9,14 +9,21 @@ CommonMark/GFM parser, JUnit by an XML parser (tests/support/hostile.py).
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ansible_collections.netstate.tcp.plugins.action import health_report as health_report_action
 from ansible_collections.netstate.tcp.plugins.filter.fleet_report import FilterModule
 from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 
+from tests.support.browser import parse_dom
 from tests.support.hostile import HOSTILE_NAMES, markdown_problems, markdown_tables, parse_junit
 from tests.unit.plugins.plugin_utils.test_health_report import facts as _facts_fixture  # noqa: F401
+from tests.unit.plugins.plugin_utils.test_fleet_html import self_contained
 from tests.unit.plugins.plugin_utils.test_health_report import listener, registered
 
 fleet_report = FilterModule().filters()["fleet_report"]
@@ -98,3 +105,41 @@ def test_fleet_markdown_has_no_html_and_intact_rows(name):
     assert set(by_host) == {"h1", "h2", shown}
     assert by_host["h1"][-1] == shown  # the backend column
     assert by_host["h1"][-3].startswith(shown + ":9000 3/2")  # the fullest accept queue
+
+
+# ---------------------------------------------------------------- health_report's options (property)
+
+TEXT = st.text(max_size=120)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(title=TEXT, rule_names=st.lists(st.text(min_size=1, max_size=40), max_size=3, unique=True),
+       host=st.text(min_size=1, max_size=60), message=TEXT)
+def test_any_title_rule_name_and_host_keeps_every_format_intact(_facts_fixture, title, rule_names, host,  # noqa: F811
+                                                                 message):
+    """health_report's `title` and `rule_names`, the inventory's host names and a host's failure message: whatever
+    they hold, JUnit parses with them as attribute text, the Markdown keeps its table and has no HTML, the JSON
+    reads back, and the HTML page is self-contained with the host as one row."""
+    built = report.build_report({host: {"unreachable": True, "msg": message},
+                                 "\x00" + host: registered(_facts_fixture)}, rule_names=rule_names, title=title)
+    root = parse_junit(report.render_junit(built))
+    assert root.get("name") == escape.xml_text(title)
+    assert {case.get("classname") for case in root.iter("testcase")} == {escape.xml_text(host),
+                                                                        escape.xml_text("\x00" + host)}
+    markdown = report.render_markdown(built)
+    assert markdown_problems(markdown) == []
+    assert markdown.splitlines()[0].startswith("## ") and markdown.splitlines()[1] == ""
+    rows = markdown_tables(markdown)[0]
+    assert len(rows) == 3 and all(len(row) == 8 for row in rows), rows
+    assert json.loads(report.render_json(built)) == json.loads(json.dumps(built))
+    page = report.render_html(built)
+    assert self_contained(page)
+    assert len(parse_dom(page).rows) == 2
+
+
+def test_a_host_missing_from_the_inventory_is_named_bounded(tmp_path):
+    """The action's `hosts` refusal quotes the name bounded and on one line, whatever its size."""
+    huge = "h\n" * 300000
+    message = health_report_action.hosts_error(huge)
+    assert message.startswith("hosts: ") and "\n" not in message and len(message) < 600, message[:700]
