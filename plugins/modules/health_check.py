@@ -74,6 +74,21 @@ options:
           - JMESPath expression naming the subject of a result. It runs on the list element, on the object key
             for an object O(rules[].each), or on the whole facts for a rule without O(rules[].each).
         type: str
+      doc:
+        description:
+          - Not evaluated. What the docs say of the rule; the built-in rules' C(per) and C(text) are their rows of
+            the table in C(docs/health.md).
+        type: dict
+      prometheus:
+        description:
+          - Not evaluated. The built-in rules' C(expr) and C(summary), from which C(scripts/generate_thresholds.py)
+            writes the Prometheus alerts.
+        type: dict
+      zabbix:
+        description:
+          - Not evaluated. The built-in rules' C(macro), C(doc) and C(trigger), from which
+            C(scripts/generate_thresholds.py) writes the Zabbix template's threshold macros and triggers.
+        type: dict
   extra_rules:
     description: Rules appended to O(rules) (or to the built-ins). Same format as O(rules).
     type: list

@@ -4,7 +4,8 @@
 
 Plain Python on the controller, no ``ansible`` import, so it is tested and reused without Ansible.
 A rule is data: ``{name, query, max and/or min, severity, description, each, label}`` where the
-JMESPath ``query`` runs over ``ansible_facts.netstate`` (docs/facts-contract.md). Rules are
+JMESPath ``query`` runs over ``ansible_facts.netstate`` (docs/facts-contract.md); the mappings
+``doc``, ``prometheus`` and ``zabbix`` (DERIVED_FIELDS) are accepted and not evaluated. Rules are
 validated completely (names, fields, JMESPath syntax, functions and their arity, thresholds)
 before any host is contacted; every problem is a :class:`HealthRuleError` naming the rule and
 the field. JMESPath has no arithmetic, so the engine registers ``div``, ``sub``, ``add``, ``mul``
@@ -44,7 +45,10 @@ except ImportError:  # the action plugins say so in one line; the engine needs i
 
 SEVERITIES = ("warning", "critical")  # ascending
 STATUSES = ("ok", "no_data", "warning", "critical", "error")
-RULE_FIELDS = ("name", "description", "query", "each", "label", "max", "min", "severity")
+#: Parts of a rule record for the files derived from it (scripts/generate_thresholds.py writes the alert
+#: rules, the Zabbix template and the docs tables from the built-in rules' parts): mappings, not evaluated.
+DERIVED_FIELDS = ("doc", "prometheus", "zabbix")
+RULE_FIELDS = ("name", "description", "query", "each", "label", "max", "min", "severity") + DERIVED_FIELDS
 THRESHOLD_FIELDS = ("max", "min", "severity", "enabled")
 # Applied with fullmatch: "$" would accept a trailing newline.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -546,6 +550,9 @@ def validate_rule(raw: Any, where: str) -> Rule:
     unknown = sorted(str(key) for key in raw if key not in RULE_FIELDS)
     if unknown:
         raise HealthRuleError(where, f"unknown field (allowed: {', '.join(RULE_FIELDS)})", name, unknown[0])
+    for key in DERIVED_FIELDS:
+        if raw.get(key) is not None and not isinstance(raw[key], Mapping):
+            raise HealthRuleError(where, f"must be a mapping, got {_shown(raw[key])}", name, key)
     compiled = {"query": _compile(raw, "query", where, name, required=True)}
     for key in ("each", "label"):
         expression = _compile(raw, key, where, name, required=False)

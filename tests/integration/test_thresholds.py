@@ -1,12 +1,14 @@
 # Copyright: netstate.tcp developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""One source of thresholds: plugins/plugin_utils/health_builtin_rules.yml.
+"""One source of thresholds: plugins/plugin_utils/health_builtin_rules.yml, one record per rule.
 
-The shipped Prometheus alerts (roles/node_exporter/files/netstate_tcp_alerts.yml) and the Zabbix
-template's macro defaults and trigger severities must say what the health rules say;
-scripts/generate_thresholds.py writes them, this test fails on any drift. Nothing else in plugins/ or
-roles/ may hold a copy of a threshold: the reports evaluate the rules (fleet_report's pressure, the
-tuning report's TIME_WAIT share), and a scan of every file proves no threshold literal is left.
+The shipped Prometheus alerts (roles/node_exporter/files/netstate_tcp_alerts.yml), the Zabbix
+template's macro defaults and triggers, and the rule tables of the docs must say what the health
+rules say; scripts/generate_thresholds.py writes them, this test fails on any drift, on a rule record
+the generator cannot translate, and on a count of built-in rules in the docs that is not the code's.
+Nothing else in plugins/ or roles/ may hold a copy of a threshold: the reports evaluate the rules
+(fleet_report's pressure, the tuning report's TIME_WAIT share), and a scan of every file proves no
+threshold literal is left.
 The alerts are checked by Prometheus's own promtool: ``check rules`` and ``test rules`` (unit tests
 with series just beyond and exactly at each threshold, tests/integration/prometheus/).
 """
@@ -105,14 +107,18 @@ def test_promtool_unit_tests_fail_when_a_threshold_moves(tmp_path, rules):
     assert "NetstateCloseWaitPerPort" in done.stdout + done.stderr
 
 
-def test_zabbix_macros_and_trigger_severities_match(rules):
+@pytest.fixture(scope="module")
+def generator():
     sys.path.insert(0, os.path.dirname(GENERATOR))
     try:
         import generate_thresholds  # pylint: disable=import-outside-toplevel
     finally:
         sys.path.pop(0)
+    return generate_thresholds
+
+
+def template_triggers():
     template = load(TEMPLATE)["zabbix_export"]["templates"][0]
-    macros = {macro["macro"]: macro["value"] for macro in template["macros"]}
     triggers = list(load(TEMPLATE)["zabbix_export"].get("triggers") or [])
     for item in template.get("items") or []:
         triggers += item.get("triggers") or []
@@ -120,8 +126,110 @@ def test_zabbix_macros_and_trigger_severities_match(rules):
         for prototype in rule.get("item_prototypes") or []:
             triggers += prototype.get("trigger_prototypes") or []
         triggers += rule.get("trigger_prototypes") or []
+    return triggers
+
+
+def test_zabbix_triggers_are_the_rules_triggers(rules):
+    """Every trigger of the template is a rule's, with the rule's expression and the priority of its severity."""
+    triggers = {trigger["uuid"]: trigger for trigger in template_triggers()}
+    assert sorted(triggers) == sorted(rule["zabbix"]["trigger"]["uuid"] for rule in rules.values())
     for name, rule in rules.items():
-        macro = generate_thresholds.RULES[name]["macro"]
+        trigger = triggers[rule["zabbix"]["trigger"]["uuid"]]
+        assert trigger["expression"] == " ".join(rule["zabbix"]["trigger"]["expression"].split()), name
+        assert trigger["priority"] == SEVERITY_PRIORITY[rule["severity"]], name
+
+
+@pytest.mark.parametrize("part", ["doc", "prometheus", "zabbix", "doc.text", "prometheus.expr", "prometheus.summary",
+                                  "zabbix.macro", "zabbix.trigger", "zabbix.trigger.expression"])
+def test_generator_refuses_a_rule_without_a_part_naming_it(tmp_path, monkeypatch, generator, part):
+    """A record missing what a generated file needs stops the generator before anything is written."""
+    raw = load(RULES)
+    victim = raw[3]
+    *parents, last = part.split(".")
+    holder = victim
+    for key in parents:
+        holder = holder[key]
+    del holder[last]
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    monkeypatch.setattr(generator, "RULES_PATH", str(path))
+    with pytest.raises(SystemExit) as refused:
+        generator.main([])
+    message = str(refused.value)
+    assert "rule %s:" % victim["name"] in message and part in message, message
+
+
+def test_generator_refuses_an_expression_on_no_item_of_the_template(generator):
+    raw = load(RULES)
+    raw[0]["zabbix"]["trigger"]["expression"] = "last(/netstate TCP by Zabbix agent/no.such.key)>%s" % (
+        raw[0]["zabbix"]["macro"])
+    template = load(TEMPLATE)["zabbix_export"]["templates"][0]
+    with pytest.raises(SystemExit, match="rule %s: .*no.such.key" % raw[0]["name"]):
+        generator.zabbix_triggers(raw, template)
+
+
+def test_generator_places_triggers_where_zabbix_exports_them(rules, generator):
+    """One item: under it; item prototypes: under their discovery rule; several items: the template's."""
+    template = load(TEMPLATE)["zabbix_export"]["templates"][0]
+    placed = generator.zabbix_triggers(list(rules.values()), template)
+    assert placed["syn_recv_total"][0] == ("item", "netstate.tcp.state[SYN_RECV]")
+    assert placed["close_wait_per_port"][0] == ("discovery", "netstate.tcp.discovery[tcp]")
+    assert placed["orphans_share"][0] == ("template",)
+    assert placed["accept_queue_saturation"][1]["dependencies"] == [
+        {"name": rules["accept_queue_full"]["zabbix"]["trigger"]["name"],
+         "expression": rules["accept_queue_full"]["zabbix"]["trigger"]["expression"]}]
+
+
+COUNT_WORDS = {word: number for number, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+STATED_COUNT = re.compile(r"\b(\d+|%s) built-in (?:health )?rules\b" % "|".join(COUNT_WORDS), re.I)
+
+
+def stated_counts(text):
+    """Every number the text gives for the built-in rules ("Eleven built-in rules", "11 built-in health rules")."""
+    return [int(word) if word.isdigit() else COUNT_WORDS[word.lower()] for word in STATED_COUNT.findall(text)]
+
+
+def test_docs_state_the_codes_count_of_built_in_rules(rules):
+    paths = [os.path.join(ROOT, "README.md")]
+    for top in ("docs", "roles"):
+        for directory, _subdirectories, names in os.walk(os.path.join(ROOT, top)):
+            paths += [os.path.join(directory, name) for name in sorted(names) if name.endswith(".md")]
+    found = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as stream:
+            counts = stated_counts(stream.read())
+        if counts:
+            found[os.path.relpath(path, ROOT)] = counts
+    assert "README.md" in found  # the README states the count, so the scan reads what it should
+    assert {path: counts for path, counts in found.items() if set(counts) != {len(rules)}} == {}
+
+
+def test_the_count_scan_finds_a_stale_count():
+    text = "Nine built-in rules (TIME_WAIT ...) and 9 built-in health rules; the built-in rules"
+    assert stated_counts(text) == [9, 9]
+
+
+def test_generated_tables_list_every_rule(rules):
+    """The docs' rules table and the README's trigger tables have one row per rule, in rule order."""
+    for path, name in ((os.path.join(ROOT, "docs", "health.md"), "built-in rules"),
+                       (os.path.join(ROOT, "README.md"), "zabbix triggers"),
+                       (os.path.join(ROOT, "docs", "monitoring.md"), "zabbix triggers")):
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+        table = re.search(r"<!-- generated: %s -->\n(.*?)<!-- end generated: %s -->" % (name, name), text, re.S)
+        assert table, (path, name)
+        rows = table.group(1).splitlines()[2:]
+        assert [re.match(r"\| `?(\w+)`? \|", row).group(1) for row in rows] == list(rules), path
+
+
+def test_zabbix_macros_and_trigger_severities_match(rules):
+    template = load(TEMPLATE)["zabbix_export"]["templates"][0]
+    macros = {macro["macro"]: macro["value"] for macro in template["macros"]}
+    triggers = template_triggers()
+    for name, rule in rules.items():
+        macro = rule["zabbix"]["macro"]
         assert float(macros[macro]) == float(rule["max"]), (name, macro)
         using = [trigger for trigger in triggers if re.search(r">=?%s" % re.escape(macro[:-1]), trigger["expression"])]
         assert using, (name, macro)

@@ -117,6 +117,9 @@ def by_name(results, name):
     ([rule(max=1, min=5)], "rules[0]", "r", "min", "5 is above max 1"),
     ([rule(severity="major")], "rules[0]", "r", "severity", "must be one of warning, critical, got 'major'"),
     ([rule(description=["a"])], "rules[0]", "r", "description", "must be a string"),
+    ([rule(doc="a line")], "rules[0]", "r", "doc", "must be a mapping, got 'a line'"),
+    ([rule(prometheus=["expr"])], "rules[0]", "r", "prometheus", "must be a mapping"),
+    ([rule(zabbix=3)], "rules[0]", "r", "zabbix", "must be a mapping, got 3"),
     ([rule(), rule(query="tcp.states.LISTEN")], "rules[1]", "r", "name", "duplicate name, already used by rules[0]"),
 ])
 def test_validation_error_names_rule_and_field(rules, where, rule_name, field, problem):
@@ -195,6 +198,22 @@ def test_builtin_rules_file_is_plain_rule_data():
         raw = yaml.safe_load(handle)
     assert [item["name"] for item in raw] == BUILTIN_NAMES
     assert all(set(item) <= set(health.RULE_FIELDS) for item in raw)
+
+
+def test_derived_parts_are_accepted_and_not_evaluated(facts):
+    """doc, prometheus and zabbix (what the alert rules, template and docs are generated from) change
+    nothing in validation or evaluation: the built-in records, loaded as a user's rules, evaluate as the
+    same records without those parts."""
+    with open(health.BUILTIN_RULES_PATH, encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    assert all(set(health.DERIVED_FIELDS) <= set(item) for item in raw)
+    stripped = [{key: value for key, value in item.items() if key not in health.DERIVED_FIELDS} for item in raw]
+    with_parts = health.validate_rules(raw)
+    assert with_parts == health.validate_rules(stripped) == health.load_builtin_rules()
+    assert health.evaluate(with_parts, facts) == health.evaluate(health.validate_rules(stripped), facts)
+    assert health.build_rules(rules=raw) == health.build_rules()
+    assert health.validate_rules([rule(doc=None, prometheus={}, zabbix={"anything": 1})])[0] == \
+        health.validate_rules([rule()])[0]
 
 
 def test_docs_list_every_builtin_rule_with_its_threshold():
