@@ -27,7 +27,7 @@ DONE = HEADER.size + 4
 
 def engine_call(collections, subset=None):
     sys.path.insert(0, collections)
-    from ansible_collections.netstate.tcp.plugins.module_utils import engine
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
     def call():
         return engine.gather(subset=subset)
@@ -44,7 +44,7 @@ def engine_call(collections, subset=None):
 def floor_call(collections, _subset=None):
     """The engine's own bare dump (receives every buffer, parses nothing), IPv4 and IPv6."""
     sys.path.insert(0, collections)
-    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink
     if hasattr(_netlink, "dump_raw"):
         def call():
             return sum(_netlink.dump_raw(family, socket.IPPROTO_TCP, TCP_ALL_STATES)
@@ -103,7 +103,7 @@ def hotloop_call(collections, _subset=None):
     the warm-up, so the timed call is Python work only: no kernel time, no receive.
     """
     sys.path.insert(0, collections)
-    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink, engine
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink, engine
 
     def aggregate(ports):
         try:

@@ -11,7 +11,7 @@ many_listeners  10,000 TCP listeners over processes of 2,500: listener_facts and
 sockets         ~10k, ~100k and ~180k TCP sockets (mostly ESTABLISHED, plus TIME_WAIT, CLOSE_WAIT/FIN_WAIT2
                 pairs, a few hundred listeners) spread over many worker processes (benchmarks/_sockfarm.py,
                 <= 19,000 files each), timed round-robin and side by side: connection_facts as a whole
-                process, the collector (plugins/module_utils/collect.py as roles/_agent installs and runs
+                process, the collector (plugins/module_utils/_engine/collect.py as roles/_agent installs and runs
                 it, --format json and --format prometheus), one whole scrape of Debian's
                 prometheus-node-exporter with only its tcpstat collector, engine.gather() in-process,
                 `ss -tan | awk`, `netstat -ant | awk`, psutil.net_connections(), a bare netlink dump (the
@@ -64,8 +64,7 @@ INPROC = os.path.join(HERE, "_inproc.py")
 RESULTS_DIR = os.path.join(HERE, "results")
 DOC = os.path.join(ROOT, "docs", "performance.md")
 TARGET_PYTHON = "/usr/bin/python3"  # what a Debian 12 target runs modules with
-AGENT_VARS = os.path.join(ROOT, "roles", "_agent", "vars", "main.yml")
-COLLECTOR_MODULE = "ansible_collections.netstate.tcp.plugins.module_utils.collect"
+COLLECTOR_MODULE = "ansible_collections.netstate.tcp.plugins.module_utils._engine.collect"
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"  # Debian's prometheus-node-exporter
 NS_PREFIX = "nsbench-"
 
@@ -545,25 +544,13 @@ def collector_check(output_file=None):
 
 
 def install_collector(workdir):
-    """The collector as roles/_agent installs it: collect.py and the engine files it imports, copied
+    """The collector as roles/_agent installs it: the package plugins/module_utils/_engine/ copied whole
     under DIR/ansible_collections/netstate/tcp/plugins/module_utils/ and compiled for the target's
-    Python; run as `cd DIR && exec /usr/bin/python3 -E -s -m ...collect` (the role's command)."""
-    with open(AGENT_VARS) as handle:
-        text = handle.read()
-    block = text.split("__netstate_agent_collector_modules:", 1)[1]
-    names = []
-    for line in block.splitlines()[1:]:
-        match = re.match(r"^\s+-\s+(\S+\.py)\s*$", line)
-        if not match:
-            break
-        names.append(match.group(1))
-    if "collect.py" not in names:
-        raise BenchError("%s lists no collect.py under __netstate_agent_collector_modules" % AGENT_VARS)
+    Python; run as `cd DIR && exec /usr/bin/python3 -E -s -m ..._engine.collect` (the role's command)."""
     top = os.path.join(workdir, "collector")
-    package = os.path.join(top, "ansible_collections", "netstate", "tcp", "plugins", "module_utils")
-    os.makedirs(package, exist_ok=True)
-    for name in names:
-        shutil.copy(os.path.join(ROOT, "plugins", "module_utils", name), package)
+    package = os.path.join(top, "ansible_collections", "netstate", "tcp", "plugins", "module_utils", "_engine")
+    shutil.copytree(os.path.join(ROOT, "plugins", "module_utils", "_engine"), package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
     run([TARGET_PYTHON, "-m", "compileall", "-q", package])
     return top
 

@@ -23,11 +23,11 @@ import os
 
 import re
 
-from . import engine
-from ._address import plain_address, plain_network
-from ._argspec import CONNECTION_STATES as STATES
-from ._argspec import RANGES
-from ._escape import bounded_repr
+from ._engine import engine
+from ._engine._address import plain_address, plain_network
+from ._engine._argspec import CONNECTION_STATES as STATES
+from ._engine._argspec import RANGES
+from ._engine._escape import bounded_repr
 
 BACKENDS = ("auto", "nftables", "iptables")
 MAX_DURATION = 2147483  # the largest ipset timeout (seconds); nftables takes it too

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "roles" / "zabbix_agent" / "files" / "netstate_tcp_zabbix_template.yaml"
-MODULE_UTILS = "/usr/local/lib/netstate/ansible_collections/netstate/tcp/plugins/module_utils"
+MODULE_UTILS = "/usr/local/lib/netstate/ansible_collections/netstate/tcp/plugins/module_utils/_engine"
 # The collector's files, as roles/_agent/vars/main.yml lists them (tests/unit/roles/test_agent_role.py checks
 # that list against collect.py's imports); a stale one the roles remove.
 COLLECTOR_FILES = yaml.safe_load((ROOT / "roles" / "_agent" / "vars" / "main.yml").read_text())[
@@ -458,7 +458,7 @@ def test_hosts_hold_the_collectors_files_only(fleet, node_exporter):
         assert sorted(files) == ["644 root:root " + name for name in COLLECTOR_FILES], (host, files)
         compiled = fleet.exec(host, "ls -A %s/__pycache__" % MODULE_UTILS).stdout.split()
         assert sorted(name.split(".")[0] + ".py" for name in compiled) == COLLECTOR_FILES, (host, compiled)
-        assert sorted(fleet.exec(host, "ls -A " + MODULE_UTILS).stdout.split()) == ["__pycache__"] + COLLECTOR_FILES
+        assert sorted(fleet.exec(host, "ls -A " + MODULE_UTILS).stdout.split()) == sorted(["__pycache__"] + COLLECTOR_FILES)
 
 
 def test_node_exporter_second_run_changes_nothing(node_exporter):

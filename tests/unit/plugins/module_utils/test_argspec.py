@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from ansible_collections.netstate.tcp.plugins.doc_fragments import gather as fragment
-from ansible_collections.netstate.tcp.plugins.module_utils import _argspec as contract
-from ansible_collections.netstate.tcp.plugins.module_utils import _peer_block, collect, engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _argspec as contract
+from ansible_collections.netstate.tcp.plugins.module_utils import _peer_block
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect, engine
 from tests.support.ss_oracle import ALL_STATES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))

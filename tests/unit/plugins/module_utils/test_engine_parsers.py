@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _netlink as netlink
-from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink as netlink
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
 # Recorded from a Debian 12 host (kernel 6.1), trimmed: a listener on 127.0.0.1:8080, one
 # ESTABLISHED connection to it and a TIME_WAIT towards 10.0.0.5:5432.

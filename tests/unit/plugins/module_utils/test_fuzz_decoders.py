@@ -32,10 +32,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _netlink as netlink
-from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink as netlink
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
 from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl as sysctl
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
 from tests.unit.plugins.module_utils.test_engine_parsers import PROC_NET_TCP, PROC_NET_TCP6, diag_message, \
     done_message

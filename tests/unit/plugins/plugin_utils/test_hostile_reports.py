@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.filter.fleet_report import FilterModule
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 
 from tests.support.hostile import HOSTILE_NAMES, markdown_problems, markdown_tables, parse_junit
