@@ -926,7 +926,7 @@ def million_phase(args, runner, workers, payloads, namespaces):
              timeout=600),
         Tool("engine", "engine.gather() in-process", [BENCH_PYTHON, INPROC, "engine", COLLECTIONS], kind="inproc",
              timeout=600),
-        Tool("floor", "floor: _netlink.dump_raw, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
+        Tool("floor", "floor: _netlink.dump, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
              kind="inproc", timeout=600),
         Tool("floor_raw", "floor: bench's own recv loop, 1 MiB buffer",
              [BENCH_PYTHON, INPROC, "floor_raw", COLLECTIONS], kind="inproc", timeout=600),
@@ -980,7 +980,7 @@ def socket_phase(args, runner, workers, payloads, namespaces, site_packages, col
              [BENCH_PYTHON, INPROC, "engine", COLLECTIONS, "states"], kind="inproc"),
         Tool("hotloop", "engine hot loop alone: TcpAggregate.consume_netlink over a captured dump",
              [BENCH_PYTHON, INPROC, "hotloop", COLLECTIONS], kind="inproc"),
-        Tool("floor", "floor: _netlink.dump_raw, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
+        Tool("floor", "floor: _netlink.dump, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
              kind="inproc"),
         Tool("floor_raw", "floor: bench's own recv loop, 1 MiB buffer",
              [BENCH_PYTHON, INPROC, "floor_raw", COLLECTIONS], kind="inproc"),
@@ -1169,9 +1169,9 @@ RATIOS = (
     ("collector prometheus process / `ss -tan \\| awk`", "collector_prom", "ss_awk"),
     ("collector json process / node_exporter scrape", "collector_json", "node_exporter"),
     ("collector prometheus process / node_exporter scrape", "collector_prom", "node_exporter"),
-    ("engine / floor (`_netlink.dump_raw`)", "engine", "floor"),
+    ("engine / floor (`_netlink.dump`)", "engine", "floor"),
     ("engine / floor (bench recv loop)", "engine", "floor_raw"),
-    ("engine, default subset minus listeners / floor (`_netlink.dump_raw`)", "engine_no_listeners", "floor"),
+    ("engine, default subset minus listeners / floor (`_netlink.dump`)", "engine_no_listeners", "floor"),
     ("psutil / engine", "psutil", "engine"),
     ("engine / engine of the --baseline tree", "engine", "engine_baseline"),
     ("hot loop / hot loop of the --baseline tree", "hotloop", "hotloop_baseline"),
@@ -1281,7 +1281,7 @@ def render_million(million):
                 million["module"]["runs"] if "module" in million else 0),
              "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in (("module", "connection_facts, whole process (AnsiballZ)"),
-                       ("engine", "engine.gather() in-process"), ("floor", "floor: _netlink.dump_raw"),
+                       ("engine", "engine.gather() in-process"), ("floor", "floor: _netlink.dump, nothing parsed"),
                        ("floor_raw", "floor: bench's own recv loop"), ("ss_awk", "`ss -tan \\| awk`")):
         if key not in million:
             continue

@@ -49,10 +49,6 @@ NFT_CHAIN = "input"
 NFT_PRIORITY = -10  # before the usual filter chains (priority 0), so their accepts come too late
 IPSETS = {4: "netstate_tcp_ipv4", 6: "netstate_tcp_ipv6"}
 IPT_CHAIN = "NETSTATE_TCP"
-IPTABLES = {4: "iptables", 6: "ip6tables"}
-
-# Why a peer over the threshold is not blocked, in the order they are checked.
-REASONS = ("loopback", "own_address", "ssh_client", "allow")
 
 
 class PeerBlockError(Exception):

@@ -3,9 +3,9 @@
 """The internal role netstate.tcp._agent: what the agent roles install on hosts and how they include it.
 
 The collector on a host is the engine package, plugins/module_utils/_engine/, copied whole (its Python
-files). Everything the collector imports must be inside it (read from the source, every import form), and
-the collector must run from a copy holding that package only (a real run of each output format, the modules
-it loaded read from the interpreter afterwards).
+files). Everything the collector imports must be inside it (read from the source, every import form), it
+must hold no code that only tests or benchmarks call, and the collector must run from a copy holding that
+package only (a real run of each output format, the modules it loaded read from the interpreter afterwards).
 """
 
 from __future__ import annotations
@@ -119,6 +119,58 @@ def test_the_import_graph_follows_every_import_form(tmp_path, monkeypatch):
     graph, foreign = import_graph(name + ".a")
     assert {module.rsplit(".", 1)[1] for module in graph} == {"a", "b", "c", "d", "e", "f", "_outside", "_engine"}
     assert foreign == {"yaml"}
+
+
+def names_used(directory):
+    """Every name the Python files under directory read: variables, attributes, imported names."""
+    used = set()
+    for top, _dirs, files in os.walk(directory):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(top, name), encoding="utf-8") as handle:
+                    tree = ast.parse(handle.read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                        used.add(node.id)
+                    elif isinstance(node, ast.Attribute):
+                        used.add(node.attr)
+                    elif isinstance(node, ast.alias):
+                        used.add(node.name.rsplit(".", 1)[-1])
+    return used
+
+
+def package_code():
+    """(file, name) of every function, class and method the package defines (dunder methods aside)."""
+    found = []
+    for name in package_files():
+        with open(os.path.join(ENGINE, name), encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                found.append((name, node.name))
+            if isinstance(node, ast.ClassDef):
+                found.extend((name, node.name + "." + method.name) for method in node.body
+                             if isinstance(method, ast.FunctionDef) and not method.name.startswith("__"))
+    return found
+
+
+def test_the_package_holds_nothing_only_tests_or_benchmarks_use():
+    # what ships to every host is called by the collection itself; a benchmark's floor or a test's
+    # helper lives in benchmarks/ or tests/
+    used = names_used(os.path.join(ROOT, "plugins"))
+    unused = [(name, code) for name, code in package_code() if code.rsplit(".", 1)[-1] not in used]
+    assert unused == [], unused
+    assert ("_netlink.py", "dump") in package_code()  # the reader sees the package
+
+
+def test_a_helper_only_a_benchmark_calls_is_found(tmp_path, monkeypatch):
+    package = tmp_path / "_engine"
+    package.mkdir()
+    (package / "_netlink.py").write_text("def dump():\n    pass\n\n\ndef dump_raw():\n    dump()\n")
+    (package / "collect.py").write_text("from . import _netlink\n_netlink.dump()\n")
+    monkeypatch.setattr(sys.modules[__name__], "ENGINE", str(package))
+    used = names_used(str(tmp_path))
+    assert [code for _name, code in package_code() if code not in used] == ["dump_raw"]
 
 
 @pytest.fixture(scope="module")
