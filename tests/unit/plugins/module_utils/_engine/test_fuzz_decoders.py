@@ -37,7 +37,7 @@ from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procf
 from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl as sysctl
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
-from tests.unit.plugins.module_utils.test_engine_parsers import PROC_NET_TCP, PROC_NET_TCP6, diag_message, \
+from tests.unit.plugins.module_utils._engine.test_engine_parsers import PROC_NET_TCP, PROC_NET_TCP6, diag_message, \
     done_message
 
 NETLINK_ERRORS = (netlink.NetlinkError, netlink.DumpInterrupted, netlink.NetlinkUnavailable)
