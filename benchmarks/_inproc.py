@@ -25,9 +25,18 @@ HEADER = struct.Struct("=IHHII")
 DONE = HEADER.size + 4
 
 
-def engine_call(collections, subset=None):
+def engine_modules(collections):
+    """(_netlink, engine) of the tree at collections; a baseline tree may predate the _engine package."""
     sys.path.insert(0, collections)
-    from ansible_collections.netstate.tcp.plugins.module_utils import engine
+    try:
+        from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink, engine
+    except ImportError:
+        from ansible_collections.netstate.tcp.plugins.module_utils import _netlink, engine
+    return _netlink, engine
+
+
+def engine_call(collections, subset=None):
+    _netlink, engine = engine_modules(collections)
 
     def call():
         return engine.gather(subset=subset)
@@ -42,18 +51,42 @@ def engine_call(collections, subset=None):
 
 
 def floor_call(collections, _subset=None):
-    """The engine's own bare dump (receives every buffer, parses nothing), IPv4 and IPv6."""
-    sys.path.insert(0, collections)
-    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink
-    if hasattr(_netlink, "dump_raw"):
+    """The engine's own dump (its socket, request and receive loop), handing buffers to a consumer that
+    parses nothing, IPv4 and IPv6."""
+    _netlink, _engine = engine_modules(collections)
+    if hasattr(_netlink, "dump_raw"):  # a baseline tree from before the floor moved here
         def call():
             return sum(_netlink.dump_raw(family, socket.IPPROTO_TCP, TCP_ALL_STATES)
+                       for family in (socket.AF_INET, socket.AF_INET6))
+    elif hasattr(_netlink, "dump"):
+        def call():
+            return sum(dump_raw(_netlink, family, socket.IPPROTO_TCP, TCP_ALL_STATES)
                        for family in (socket.AF_INET, socket.AF_INET6))
     else:
         def call():
             return sum(len(chunk) for family in (socket.AF_INET, socket.AF_INET6)
                        for chunk in _netlink.dump_chunks(family, socket.IPPROTO_TCP, TCP_ALL_STATES))
     return call, lambda received: {"bytes": received}
+
+
+def dump_raw(netlink, family, protocol, states_mask):
+    """The floor: receive a whole dump through netlink.dump() and parse nothing.
+
+    Only the tail of each buffer is read, where the kernel puts NLMSG_DONE (20 bytes, no extended ack
+    on success). Returns the number of bytes received.
+    """
+    total = [0]
+    head = struct.Struct("=IH")
+
+    def consume(buf, length):
+        total[0] += length
+        tail = length - netlink.DONE_LEN
+        if tail >= 0 and head.unpack_from(buf, tail) == (netlink.DONE_LEN, netlink.NLMSG_DONE):
+            return tail
+        return None
+
+    netlink.dump(family, protocol, states_mask, consume)
+    return total[0]
 
 
 def floor_raw_call(_collections, _subset=None):
@@ -102,8 +135,7 @@ def hotloop_call(collections, _subset=None):
     The dump (connections of both families, as the engine asks for them) is received before
     the warm-up, so the timed call is Python work only: no kernel time, no receive.
     """
-    sys.path.insert(0, collections)
-    from ansible_collections.netstate.tcp.plugins.module_utils import _netlink, engine
+    _netlink, engine = engine_modules(collections)
 
     def aggregate(ports):
         try:

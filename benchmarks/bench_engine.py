@@ -11,7 +11,7 @@ many_listeners  10,000 TCP listeners over processes of 2,500: listener_facts and
 sockets         ~10k, ~100k and ~180k TCP sockets (mostly ESTABLISHED, plus TIME_WAIT, CLOSE_WAIT/FIN_WAIT2
                 pairs, a few hundred listeners) spread over many worker processes (benchmarks/_sockfarm.py,
                 <= 19,000 files each), timed round-robin and side by side: connection_facts as a whole
-                process, the collector (plugins/module_utils/collect.py as roles/_agent installs and runs
+                process, the collector (plugins/module_utils/_engine/collect.py as roles/_agent installs and runs
                 it, --format json and --format prometheus), one whole scrape of Debian's
                 prometheus-node-exporter with only its tcpstat collector, engine.gather() in-process,
                 `ss -tan | awk`, `netstat -ant | awk`, psutil.net_connections(), a bare netlink dump (the
@@ -64,8 +64,7 @@ INPROC = os.path.join(HERE, "_inproc.py")
 RESULTS_DIR = os.path.join(HERE, "results")
 DOC = os.path.join(ROOT, "docs", "performance.md")
 TARGET_PYTHON = "/usr/bin/python3"  # what a Debian 12 target runs modules with
-AGENT_VARS = os.path.join(ROOT, "roles", "_agent", "vars", "main.yml")
-COLLECTOR_MODULE = "ansible_collections.netstate.tcp.plugins.module_utils.collect"
+COLLECTOR_MODULE = "ansible_collections.netstate.tcp.plugins.module_utils._engine.collect"
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"  # Debian's prometheus-node-exporter
 NS_PREFIX = "nsbench-"
 
@@ -545,25 +544,13 @@ def collector_check(output_file=None):
 
 
 def install_collector(workdir):
-    """The collector as roles/_agent installs it: collect.py and the engine files it imports, copied
+    """The collector as roles/_agent installs it: the package plugins/module_utils/_engine/ copied whole
     under DIR/ansible_collections/netstate/tcp/plugins/module_utils/ and compiled for the target's
-    Python; run as `cd DIR && exec /usr/bin/python3 -E -s -m ...collect` (the role's command)."""
-    with open(AGENT_VARS) as handle:
-        text = handle.read()
-    block = text.split("__netstate_agent_collector_modules:", 1)[1]
-    names = []
-    for line in block.splitlines()[1:]:
-        match = re.match(r"^\s+-\s+(\S+\.py)\s*$", line)
-        if not match:
-            break
-        names.append(match.group(1))
-    if "collect.py" not in names:
-        raise BenchError("%s lists no collect.py under __netstate_agent_collector_modules" % AGENT_VARS)
+    Python; run as `cd DIR && exec /usr/bin/python3 -E -s -m ..._engine.collect` (the role's command)."""
     top = os.path.join(workdir, "collector")
-    package = os.path.join(top, "ansible_collections", "netstate", "tcp", "plugins", "module_utils")
-    os.makedirs(package, exist_ok=True)
-    for name in names:
-        shutil.copy(os.path.join(ROOT, "plugins", "module_utils", name), package)
+    package = os.path.join(top, "ansible_collections", "netstate", "tcp", "plugins", "module_utils", "_engine")
+    shutil.copytree(os.path.join(ROOT, "plugins", "module_utils", "_engine"), package,
+                    ignore=shutil.ignore_patterns("__pycache__"))
     run([TARGET_PYTHON, "-m", "compileall", "-q", package])
     return top
 
@@ -939,7 +926,7 @@ def million_phase(args, runner, workers, payloads, namespaces):
              timeout=600),
         Tool("engine", "engine.gather() in-process", [BENCH_PYTHON, INPROC, "engine", COLLECTIONS], kind="inproc",
              timeout=600),
-        Tool("floor", "floor: _netlink.dump_raw, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
+        Tool("floor", "floor: _netlink.dump, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
              kind="inproc", timeout=600),
         Tool("floor_raw", "floor: bench's own recv loop, 1 MiB buffer",
              [BENCH_PYTHON, INPROC, "floor_raw", COLLECTIONS], kind="inproc", timeout=600),
@@ -993,7 +980,7 @@ def socket_phase(args, runner, workers, payloads, namespaces, site_packages, col
              [BENCH_PYTHON, INPROC, "engine", COLLECTIONS, "states"], kind="inproc"),
         Tool("hotloop", "engine hot loop alone: TcpAggregate.consume_netlink over a captured dump",
              [BENCH_PYTHON, INPROC, "hotloop", COLLECTIONS], kind="inproc"),
-        Tool("floor", "floor: _netlink.dump_raw, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
+        Tool("floor", "floor: _netlink.dump, parses nothing", [BENCH_PYTHON, INPROC, "floor", COLLECTIONS],
              kind="inproc"),
         Tool("floor_raw", "floor: bench's own recv loop, 1 MiB buffer",
              [BENCH_PYTHON, INPROC, "floor_raw", COLLECTIONS], kind="inproc"),
@@ -1182,9 +1169,9 @@ RATIOS = (
     ("collector prometheus process / `ss -tan \\| awk`", "collector_prom", "ss_awk"),
     ("collector json process / node_exporter scrape", "collector_json", "node_exporter"),
     ("collector prometheus process / node_exporter scrape", "collector_prom", "node_exporter"),
-    ("engine / floor (`_netlink.dump_raw`)", "engine", "floor"),
+    ("engine / floor (`_netlink.dump`)", "engine", "floor"),
     ("engine / floor (bench recv loop)", "engine", "floor_raw"),
-    ("engine, default subset minus listeners / floor (`_netlink.dump_raw`)", "engine_no_listeners", "floor"),
+    ("engine, default subset minus listeners / floor (`_netlink.dump`)", "engine_no_listeners", "floor"),
     ("psutil / engine", "psutil", "engine"),
     ("engine / engine of the --baseline tree", "engine", "engine_baseline"),
     ("hot loop / hot loop of the --baseline tree", "hotloop", "hotloop_baseline"),
@@ -1294,7 +1281,7 @@ def render_million(million):
                 million["module"]["runs"] if "module" in million else 0),
              "|---|---:|---:|---:|---:|---:|---:|"]
     for key, label in (("module", "connection_facts, whole process (AnsiballZ)"),
-                       ("engine", "engine.gather() in-process"), ("floor", "floor: _netlink.dump_raw"),
+                       ("engine", "engine.gather() in-process"), ("floor", "floor: _netlink.dump, nothing parsed"),
                        ("floor_raw", "floor: bench's own recv loop"), ("ss_awk", "`ss -tan \\| awk`")):
         if key not in million:
             continue

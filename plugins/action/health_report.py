@@ -15,8 +15,8 @@ import os
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
-from ansible_collections.netstate.tcp.plugins.module_utils import _files as files
-from ansible_collections.netstate.tcp.plugins.module_utils._escape import bounded_repr
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _files as files
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._escape import bounded_repr
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report_engine
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as rules_engine
 from ansible_collections.netstate.tcp.plugins.plugin_utils._paths import controller_path

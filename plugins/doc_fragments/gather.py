@@ -10,8 +10,8 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
     """Options of the fact modules. Their choices, ranges and defaults are those of the options contract,
-    plugins/module_utils/_argspec.py, written out: ansible-test's documentation checks read string literals
-    only. tests/unit/plugins/module_utils/test_argspec.py keeps the two in agreement."""
+    plugins/module_utils/_engine/_argspec.py, written out: ansible-test's documentation checks read string literals
+    only. tests/unit/plugins/module_utils/_engine/test_argspec.py keeps the two in agreement."""
 
     # namespace and backend: connection_facts and listener_facts (_argspec.SOCKET_SOURCE)
     DOCUMENTATION = r"""

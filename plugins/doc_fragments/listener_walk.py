@@ -9,7 +9,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    """The options of the walk that finds each listener's process (plugins/module_utils/_argspec.py)."""
+    """The options of the walk that finds each listener's process (plugins/module_utils/_engine/_argspec.py)."""
 
     DOCUMENTATION = r"""
 options:

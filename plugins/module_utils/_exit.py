@@ -15,7 +15,7 @@ __metaclass__ = type
 
 import traceback
 
-from . import _escape as escape
+from ._engine import _escape as escape
 
 
 def exit_facts(module, gather, error_type, what):

@@ -24,8 +24,8 @@ __metaclass__ = type
 import os
 import time
 
-from . import _procfs as procfs
-from . import engine
+from ._engine import _procfs as procfs
+from ._engine import engine
 
 # Enough for every socket of a host: include_non_listening lists them all, as netstat -a does.
 ALL_SOCKETS = 1 << 62

@@ -23,11 +23,11 @@ import os
 
 import re
 
-from . import engine
-from ._address import plain_address, plain_network
-from ._argspec import CONNECTION_STATES as STATES
-from ._argspec import RANGES
-from ._escape import bounded_repr
+from ._engine import engine
+from ._engine._address import plain_address, plain_network
+from ._engine._argspec import CONNECTION_STATES as STATES
+from ._engine._argspec import RANGES
+from ._engine._escape import bounded_repr
 
 BACKENDS = ("auto", "nftables", "iptables")
 MAX_DURATION = 2147483  # the largest ipset timeout (seconds); nftables takes it too
@@ -49,10 +49,6 @@ NFT_CHAIN = "input"
 NFT_PRIORITY = -10  # before the usual filter chains (priority 0), so their accepts come too late
 IPSETS = {4: "netstate_tcp_ipv4", 6: "netstate_tcp_ipv6"}
 IPT_CHAIN = "NETSTATE_TCP"
-IPTABLES = {4: "iptables", 6: "ip6tables"}
-
-# Why a peer over the threshold is not blocked, in the order they are checked.
-REASONS = ("loopback", "own_address", "ssh_client", "allow")
 
 
 class PeerBlockError(Exception):

@@ -34,10 +34,10 @@ import os
 import re
 import stat
 
-from ._atomic import write_atomically
-from ._escape import bounded_repr, visible
-from ._files import FileRefused, check_path, check_replaceable, read_bytes, read_text, read_text_and_mode
-from ._files import kind as _kind
+from ._engine._atomic import write_atomically
+from ._engine._escape import bounded_repr, visible
+from ._engine._files import FileRefused, check_path, check_replaceable, read_bytes, read_text, read_text_and_mode
+from ._engine._files import kind as _kind
 
 DEFAULT_PATH = "/etc/sysctl.d/60-netstate-tcp.conf"
 DEFAULT_PROC_SYS = "/proc/sys"

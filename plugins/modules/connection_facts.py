@@ -347,9 +347,9 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netstate.tcp.plugins.module_utils._argspec import COUNTS, LISTENER_WALK, SOCKET_SOURCE
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import COUNTS, LISTENER_WALK, SOCKET_SOURCE
 from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_facts
-from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
+from ansible_collections.netstate.tcp.plugins.module_utils._engine.engine import GatherError, gather
 
 
 def main():

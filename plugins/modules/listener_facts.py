@@ -188,10 +188,10 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netstate.tcp.plugins.module_utils._argspec import LISTENER_WALK, SOCKET_SOURCE
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import LISTENER_WALK, SOCKET_SOURCE
 from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_facts
 from ansible_collections.netstate.tcp.plugins.module_utils._listen_ports import gather_args, listen_ports_facts
-from ansible_collections.netstate.tcp.plugins.module_utils.engine import GatherError, gather
+from ansible_collections.netstate.tcp.plugins.module_utils._engine.engine import GatherError, gather
 
 
 def main():

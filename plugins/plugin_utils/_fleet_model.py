@@ -28,7 +28,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
 
 from . import _health_rules as rules_engine
 

@@ -22,9 +22,9 @@ from xml.etree import ElementTree
 from collections.abc import Mapping
 from typing import Any
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
-from ansible_collections.netstate.tcp.plugins.module_utils import _files as files
-from ansible_collections.netstate.tcp.plugins.module_utils._atomic import write_atomically
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _files as files
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._atomic import write_atomically
 
 from . import _fleet_html as html_page
 from . import _fleet_model as model

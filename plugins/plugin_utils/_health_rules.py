@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
 
 try:
     import jmespath

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -27,18 +28,25 @@ from zabbix_utils import Getter
 
 from tests.support.ss_oracle import ALL_STATES, ss_view
 from tests.support.ss_oracle import stable as ss_stable
+from tests.conftest import require
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "roles" / "zabbix_agent" / "files" / "netstate_tcp_zabbix_template.yaml"
-MODULE_UTILS = "/usr/local/lib/netstate/ansible_collections/netstate/tcp/plugins/module_utils"
-# The collector's files, as roles/_agent/vars/main.yml lists them (tests/unit/roles/test_agent_role.py checks
-# that list against collect.py's imports); a stale one the roles remove.
-COLLECTOR_FILES = yaml.safe_load((ROOT / "roles" / "_agent" / "vars" / "main.yml").read_text())[
-    "__netstate_agent_collector_modules"]
-STALE = "_sysctl"
+COLLECTOR_DIR = "/usr/local/lib/netstate"
+PACKAGE_PATH = "ansible_collections/netstate/tcp/plugins/module_utils/_engine"
+# The package as the jobs run it, through the link to the current release.
+ENGINE = COLLECTOR_DIR + "/current/" + PACKAGE_PATH
+# What the roles copy: the engine package's Python files (tests/unit/roles/test_agent_role.py checks that the
+# collector imports nothing outside it).
+PACKAGE_FILES = sorted(path.name for path in (ROOT / "plugins" / "module_utils" / "_engine").glob("*.py"))
+# The last revision whose roles installed the collector's files straight under <dir>/ansible_collections
+# (plugins/module_utils/collect.py and the files listed in roles/_agent/vars/main.yml); the fixtures install
+# the agents with it first, so the roles' first run here is an upgrade from that layout.
+OLD_LAYOUT_REVISION = "661184acb88116a83032ae7df6280136f5829efd"
+OLD_LAYOUT = COLLECTOR_DIR + "/ansible_collections/netstate/tcp/plugins/module_utils"
 WEB_PORT = 18080
 FULL_PORT = 18090
 
@@ -55,6 +63,36 @@ def agent_hosts(fleet):
         for host in hosts:
             fleet.exec(host, "rm -f /etc/cron.d/netstate-tcp-textfile", check=False)
             fleet.restart_host(host)
+
+
+@pytest.fixture(scope="module")
+def old_collection(tmp_path_factory):
+    """ANSIBLE_COLLECTIONS_PATH holding this collection as of OLD_LAYOUT_REVISION (git archive of the checkout)."""
+    top = tmp_path_factory.mktemp("old_collection")
+    target = top / "ansible_collections" / "netstate" / "tcp"
+    target.mkdir(parents=True)
+    known = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", OLD_LAYOUT_REVISION + "^{commit}"],
+                           capture_output=True, check=False)
+    require(known.returncode == 0, "needs the git history holding %s" % OLD_LAYOUT_REVISION)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_LAYOUT_REVISION], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    assert (target / "plugins" / "module_utils" / "collect.py").is_file()
+    return {"ANSIBLE_COLLECTIONS_PATH": str(top)}
+
+
+def install_old_layout(fleet, hosts, playbook, old_collection, *args):
+    """The agent role as OLD_LAYOUT_REVISION had it, on hosts; the collector's files are then where it put them."""
+    from fleetcheck import run_playbook
+    old = run_playbook(fleet, playbook, "-l", ",".join(hosts), *args, env=old_collection)
+    assert old.returncode == 0, old.stdout[-5000:]
+    for host in hosts:
+        listing = fleet.exec(host, "ls -A " + OLD_LAYOUT).stdout.split()
+        assert "collect.py" in listing and "engine.py" in listing, (host, listing)
+    return old
+
+
+def collector_dir_entries(fleet, host):
+    return sorted(fleet.exec(host, "ls -A " + COLLECTOR_DIR).stdout.split())
 
 
 # ------------------------------------------------------------------------------ ss, the oracle
@@ -187,19 +225,24 @@ ZABBIX_VARS = {
 
 
 @pytest.fixture(scope="module")
-def zabbix(fleet, agent_hosts, tmp_path_factory):
+def zabbix(fleet, agent_hosts, tmp_path_factory, old_collection):
+    """The agents installed by the old layout's role, then by this one (an upgrade), then once more."""
     hosts = agent_hosts["hosts"]
     variables = dict(ZABBIX_VARS, netstate_zabbix_agent_server=["127.0.0.1", agent_hosts["gateway"]])
     playbook = write_playbook(tmp_path_factory.mktemp("zabbix"), "zabbix_agent", variables)
     from fleetcheck import run_playbook
-    started = time.time()
-    first = run_playbook(fleet, playbook, "-l", ",".join(hosts), "-e", "netstate_test_agent2_host=" + hosts[1])
+    agent2 = ("-e", "netstate_test_agent2_host=" + hosts[1])
+    install_old_layout(fleet, hosts, playbook, old_collection, *agent2)
+    for host in hosts:
+        wait_for("the agent on %s answers" % host,
+                 lambda host=host: getter(fleet, host).get("agent.ping").value is not None, 30, interval=0.5)
+    old_answers = {host: json.loads(agent_value(fleet, host, "netstate.tcp.json")) for host in hosts}
+    first = run_playbook(fleet, playbook, "-l", ",".join(hosts), *agent2)
     assert first.returncode == 0, first.stdout[-5000:]
-    elapsed = time.time() - started
-    second = run_playbook(fleet, playbook, "-l", ",".join(hosts), "-e", "netstate_test_agent2_host=" + hosts[1])
+    second = run_playbook(fleet, playbook, "-l", ",".join(hosts), *agent2)
     assert second.returncode == 0, second.stdout[-5000:]
     return {"hosts": hosts, "flavors": {hosts[0]: "zabbix-agent", hosts[1]: "zabbix-agent2"},
-            "first": first, "second": second, "first_seconds": elapsed}
+            "first": first, "second": second, "old_answers": old_answers}
 
 
 def getter(fleet, host):
@@ -219,6 +262,15 @@ def test_zabbix_agents_installed_from_packages(fleet, zabbix):
         assert agent_value(fleet, host, "agent.version").startswith("6.0")
         config = fleet.exec(host, "cat /etc/zabbix/zabbix_agent*.conf").stdout
         assert "UnsafeUserParameters=0" in config
+
+
+def test_zabbix_upgrade_from_the_old_layout_removes_it_and_the_agent_answers(fleet, zabbix):
+    for host in zabbix["hosts"]:
+        assert "states" in zabbix["old_answers"][host]["tcp"]  # the old layout answered before the upgrade
+        assert collector_dir_entries(fleet, host) == ["current", "releases"], host  # nothing of it is left
+        parameters = fleet.exec(host, "cat /etc/zabbix/zabbix_agent*/netstate_tcp.conf").stdout
+        assert COLLECTOR_DIR + "/current &&" in parameters and "._engine.collect" in parameters, parameters
+        assert "states" in json.loads(agent_value(fleet, host, "netstate.tcp.json"))["tcp"]
 
 
 def test_zabbix_second_run_changes_nothing(zabbix):
@@ -383,7 +435,7 @@ def test_one_enumeration_per_interval_with_every_item_polled(fleet, zabbix):
     result = {}
 
     def watch():
-        result["out"] = fleet.exec(host, ["python3", "-c", WATCH, MODULE_UTILS, rundir, str(window + 60)],
+        result["out"] = fleet.exec(host, ["python3", "-c", WATCH, ENGINE, rundir, str(window + 60)],
                                    timeout=window + 90).stdout
 
     watcher = threading.Thread(target=watch)
@@ -412,18 +464,22 @@ def test_one_enumeration_per_interval_with_every_item_polled(fleet, zabbix):
 # ------------------------------------------------------------------------------ node_exporter
 
 @pytest.fixture(scope="module")
-def node_exporter(fleet, agent_hosts, tmp_path_factory):
+def node_exporter(fleet, agent_hosts, tmp_path_factory, old_collection):
+    """node_exporter installed by the old layout's role (beside the Zabbix agents' release), then by this
+    one (an upgrade), then once more."""
     hosts = agent_hosts["hosts"]
     playbook = write_playbook(tmp_path_factory.mktemp("node_exporter"), "node_exporter", {})
     from fleetcheck import run_playbook
-    for host in hosts:  # what an earlier version installed: an engine file the collector does not use
-        fleet.exec(host, "mkdir -p {0}/__pycache__ && echo 'raise ImportError' > {0}/{1}.py && "
-                         "touch {0}/__pycache__/{1}.cpython-311.pyc".format(MODULE_UTILS, STALE))
+    install_old_layout(fleet, hosts, playbook, old_collection)
+    old_jobs = {host: cron_command(fleet, host) for host in hosts}
+    for host in hosts:  # the old layout's job writes the textfile; a file of an even older version beside it
+        fleet.exec(host, "rm -f %s && (%s) && test -s %s" % (TEXTFILE, old_jobs[host], TEXTFILE))
+        fleet.exec(host, "echo 'raise ImportError' > %s/_sysctl.py" % OLD_LAYOUT)
     first = run_playbook(fleet, playbook, "-l", ",".join(hosts))
     assert first.returncode == 0, first.stdout[-5000:]
     second = run_playbook(fleet, playbook, "-l", ",".join(hosts))
     assert second.returncode == 0, second.stdout[-5000:]
-    return {"hosts": hosts, "first": first, "second": second}
+    return {"hosts": hosts, "first": first, "second": second, "old_jobs": old_jobs}
 
 
 def scrape(fleet, host):
@@ -444,21 +500,51 @@ def scrape(fleet, host):
     return values
 
 
+TEXTFILE = "/var/lib/prometheus/node-exporter/netstate_tcp.prom"
+
+
+def cron_command(fleet, host):
+    """The exact command the role scheduled in cron."""
+    line = fleet.exec(host, "grep -v '^#' /etc/cron.d/netstate-tcp-textfile | grep python3").stdout.strip()
+    return line.split(None, 6)[6]
+
+
 def refresh_textfile(fleet, host):
     """Run the exact command the role scheduled in cron."""
-    line = fleet.exec(host, "grep -v '^#' /etc/cron.d/netstate-tcp-textfile | grep python3").stdout.strip()
-    command = line.split(None, 6)[6]
-    fleet.exec(host, command)
+    fleet.exec(host, cron_command(fleet, host))
 
 
-def test_hosts_hold_the_collectors_files_only(fleet, node_exporter):
-    assert STALE + ".py" not in COLLECTOR_FILES
+def test_hosts_hold_the_collectors_package_only(fleet, node_exporter):
+    assert "collect.py" in PACKAGE_FILES and "_sysctl.py" not in PACKAGE_FILES
     for host in node_exporter["hosts"]:
-        files = fleet.exec(host, "cd %s && stat -c '%%a %%U:%%G %%n' *.py" % MODULE_UTILS).stdout.splitlines()
-        assert sorted(files) == ["644 root:root " + name for name in COLLECTOR_FILES], (host, files)
-        compiled = fleet.exec(host, "ls -A %s/__pycache__" % MODULE_UTILS).stdout.split()
-        assert sorted(name.split(".")[0] + ".py" for name in compiled) == COLLECTOR_FILES, (host, compiled)
-        assert sorted(fleet.exec(host, "ls -A " + MODULE_UTILS).stdout.split()) == ["__pycache__"] + COLLECTOR_FILES
+        # the upgrade left nothing of the old layout, and one release: both roles installed the same package
+        assert collector_dir_entries(fleet, host) == ["current", "releases"], host
+        releases = fleet.exec(host, "ls -A %s/releases" % COLLECTOR_DIR).stdout.split()
+        current = fleet.exec(host, "readlink %s/current" % COLLECTOR_DIR).stdout.strip()
+        assert len(releases) == 1 and current == "releases/" + releases[0], (host, releases, current)
+        files = fleet.exec(host, "cd %s && stat -c '%%a %%U:%%G %%n' *.py" % ENGINE).stdout.splitlines()
+        assert sorted(files) == ["644 root:root " + name for name in PACKAGE_FILES], (host, files)
+        compiled = fleet.exec(host, "stat -c '%%U %%n' %s/__pycache__/*" % ENGINE).stdout.split("\n")
+        assert sorted(line.split()[1].rsplit("/", 1)[1].split(".")[0] + ".py" for line in compiled if line) == \
+            PACKAGE_FILES, (host, compiled)
+        assert all(line.startswith("root ") for line in compiled if line), (host, compiled)
+        assert sorted(fleet.exec(host, "ls -A " + ENGINE).stdout.split()) == sorted(["__pycache__"] + PACKAGE_FILES)
+        # every directory down to the package (the link followed): root's, readable by the agents' users
+        directories = [COLLECTOR_DIR, COLLECTOR_DIR + "/releases", COLLECTOR_DIR + "/current"]
+        for part in PACKAGE_PATH.split("/"):
+            directories.append(directories[-1] + "/" + part)
+        modes = fleet.exec(host, ["stat", "-L", "-c", "%a %U:%G"] + directories).stdout.split("\n")
+        assert [mode for mode in modes if mode] == ["755 root:root"] * len(directories), (host, modes)
+
+
+def test_node_exporter_upgrade_from_the_old_layout_switches_the_job(fleet, node_exporter):
+    for host in node_exporter["hosts"]:
+        assert "plugins.module_utils.collect" in node_exporter["old_jobs"][host]
+        job = cron_command(fleet, host)
+        assert "cd %s/current &&" % COLLECTOR_DIR in job and "._engine.collect" in job, (host, job)
+        fleet.exec(host, "rm -f " + TEXTFILE)
+        fleet.exec(host, job)  # the job the upgrade scheduled writes the textfile again
+        assert scrape(fleet, host)["netstate_collector_success"][()] == 1
 
 
 def test_node_exporter_second_run_changes_nothing(node_exporter):

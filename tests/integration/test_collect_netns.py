@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.netstate.tcp.plugins.module_utils import collect
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect
 from tests.conftest import Namespace, netns_prerequisites
 from tests.support.ss_oracle import run_ss, ss_view
 from tests.support.ss_oracle import stable as ss_stable
 
 pytestmark = pytest.mark.netns
 
-MODULE = "ansible_collections.netstate.tcp.plugins.module_utils.collect"
+MODULE = "ansible_collections.netstate.tcp.plugins.module_utils._engine.collect"
 # the directory holding ansible_collections/: a checked-out or installed collection
-COLLECTIONS_ROOT = Path(os.path.abspath(collect.__file__)).parents[5]
+COLLECTIONS_ROOT = Path(os.path.abspath(collect.__file__)).parents[6]
 
 # The mix the collector is checked on (tests/support/sockmix.py). Ports are fixed: the namespace is ours alone.
 MIX = {

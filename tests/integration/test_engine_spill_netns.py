@@ -15,8 +15,8 @@ from collections import Counter
 
 import pytest
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 from tests.support.ss_oracle import Snapshot, zero_states
 
 pytestmark = pytest.mark.netns

@@ -18,7 +18,7 @@ import json
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.filter.fleet_report import FilterModule
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _fleet_html as page
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 

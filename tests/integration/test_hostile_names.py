@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
 from tests.conftest import COLLECTIONS, require
 from tests.integration.test_health_role import inventory, run_playbook
 from tests.support.hostile import markdown_problems, markdown_tables, parse_junit, parse_lld, parse_prometheus, \
@@ -126,7 +126,7 @@ def test_health_json_keeps_the_name_as_data(hostile, health_run):
 
 def collect(namespace, *args):
     done = subprocess.run(["ip", "netns", "exec", namespace.name, sys.executable, "-m",
-                           "ansible_collections.netstate.tcp.plugins.module_utils.collect", *args],
+                           "ansible_collections.netstate.tcp.plugins.module_utils._engine.collect", *args],
                           capture_output=True, timeout=120, check=False, cwd=COLLECTIONS)
     assert done.returncode == 0, done.stderr
     return done.stdout.decode("utf-8")  # strict: the output is valid UTF-8

@@ -23,7 +23,7 @@ import textwrap
 
 import pytest
 
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 from tests.conftest import COLLECTIONS, SUPPORT, Namespace
 from tests.support.ss_oracle import rows
 
@@ -36,7 +36,7 @@ ORPHAN_PORT = 8101
 PROBE = textwrap.dedent("""
     import json, subprocess, sys
     sys.path.insert(0, %r)
-    from ansible_collections.netstate.tcp.plugins.module_utils import engine
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
     mixes = [subprocess.Popen([sys.executable, %r, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for path in sys.argv[3:] + sys.argv[1:2]]
     built = [json.loads(mix.stdout.readline()[len("READY "):]) for mix in mixes][-1]
@@ -173,7 +173,7 @@ def test_unreadable_processes_are_the_reason_when_not_root(netns, tmp_path):
     """As nobody, root's processes are unreadable: that is the reason given, not 'not held'."""
     netns.hold_mix({"listeners": [{"address": "127.0.0.1", "port": HELD_PORT}]}, tmp_path)
     code = ("import json, sys; sys.path.insert(0, %r); "
-            "from ansible_collections.netstate.tcp.plugins.module_utils import engine; "
+            "from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine; "
             "print(json.dumps(engine.gather()['listener_walk']))" % COLLECTIONS)
     out = netns.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code])
     walk = json.loads(out.stdout)

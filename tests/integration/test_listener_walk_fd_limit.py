@@ -99,7 +99,7 @@ TREE = textwrap.dedent("""
 GATHER = textwrap.dedent("""
     import json, os, resource, socket, sys
     sys.path.insert(0, sys.argv[1])
-    from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs, engine
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs, engine
     mode = sys.argv[2]
     if mode == "engine":
         runs = {}

@@ -112,7 +112,7 @@ def test_not_root_still_gathers_and_warns_once(mixed):
     code = textwrap.dedent("""
         import json, sys
         sys.path.insert(0, %r)
-        from ansible_collections.netstate.tcp.plugins.module_utils import engine
+        from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
         warnings = []
         # a budget of descriptors, not of time: on a loaded machine the time budget can end the walk first,
         # and its warning says that, not why the listeners stay unattributed here

@@ -63,7 +63,7 @@ def refused(*command, errno_name="EPERM", **kwargs):
 
 
 def collect(*args, **kwargs):
-    return refused(sys.executable, "-m", "ansible_collections.netstate.tcp.plugins.module_utils.collect", *args,
+    return refused(sys.executable, "-m", "ansible_collections.netstate.tcp.plugins.module_utils._engine.collect", *args,
                    cwd=COLLECTIONS, **kwargs)
 
 
@@ -113,7 +113,8 @@ def test_collector_over_every_namespace_warns_once():
     done = subprocess.run(
         ["unshare", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private", "sh", "-c", script, "sh",
          sys.executable, SECCOMP_EXEC, "--", sys.executable, "-m",
-         "ansible_collections.netstate.tcp.plugins.module_utils.collect", "--format", "json", "--namespace", "all"],
+         "ansible_collections.netstate.tcp.plugins.module_utils._engine.collect",
+         "--format", "json", "--namespace", "all"],
         capture_output=True, text=True, timeout=120, check=False, cwd=COLLECTIONS)
     assert done.returncode == 0, done.stderr
     facts = json.loads(done.stdout)

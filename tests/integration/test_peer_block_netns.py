@@ -181,7 +181,7 @@ SSH_ENV = {"SSH_CONNECTION": "%s 50022 %s 22" % (SSH_CLIENT, SERVER4)}
 
 
 def test_engine_counts_every_peer_like_ss(lab):
-    from ansible_collections.netstate.tcp.plugins.module_utils import _procfs, engine
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs, engine
 
     oracle = Snapshot(lab.server.name, top=3).peers()
     with _procfs.NetNamespace(lab.server.path):
@@ -377,7 +377,7 @@ def test_forged_syns_are_not_counted_unless_syn_recv_is_asked_for(pair):
 def test_engine_inbound_matches_the_listener_address_not_just_its_port(netns):
     """A connection whose local port is a listener's but whose local address is not (the listener is bound
     to one address) is one this host made: not inbound. A wildcard listener covers every address."""
-    from ansible_collections.netstate.tcp.plugins.module_utils import _procfs, engine
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs, engine
 
     script = textwrap.dedent("""\
         import socket, sys

@@ -15,8 +15,8 @@ import struct
 
 import pytest
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.netns

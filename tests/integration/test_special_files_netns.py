@@ -22,7 +22,8 @@ from tests.conftest import COLLECTIONS
 pytestmark = pytest.mark.netns
 
 # in a network namespace of its own: few sockets, no machine-wide listener walk
-COLLECT = ["unshare", "--net", sys.executable, "-m", "ansible_collections.netstate.tcp.plugins.module_utils.collect"]
+COLLECT = ["unshare", "--net", sys.executable, "-m",
+           "ansible_collections.netstate.tcp.plugins.module_utils._engine.collect"]
 ENV = dict(os.environ, PYTHONPATH=COLLECTIONS)
 
 

@@ -19,8 +19,8 @@ import uuid
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 from tests import conftest
 from tests.support.ss_oracle import TimerSnapshot
 from tests.support.waiting import wait_for
@@ -222,7 +222,7 @@ def test_builtin_rules_catch_the_lost_peer_and_the_stalled_port(timer_ns):
 def test_collector_series_match_ss(timer_ns):
     def collect(output_format):
         result = subprocess.run(
-            [sys.executable, "-m", "ansible_collections.netstate.tcp.plugins.module_utils.collect", "--format",
+            [sys.executable, "-m", "ansible_collections.netstate.tcp.plugins.module_utils._engine.collect", "--format",
              output_format, "--namespace", timer_ns.name, "--quiet"],
             cwd=conftest.COLLECTIONS, capture_output=True, text=True, timeout=60, check=True)
         return result.stdout

@@ -16,7 +16,7 @@ SS_STATES = {
     "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "UNCONN": "CLOSE", "CLOSE-WAIT": "CLOSE_WAIT",
     "LAST-ACK": "LAST_ACK", "LISTEN": "LISTEN", "CLOSING": "CLOSING",
 }
-# The states ss knows, named as the facts name them; tests/unit/plugins/module_utils/test_argspec.py
+# The states ss knows, named as the facts name them; tests/unit/plugins/module_utils/_engine/test_argspec.py
 # checks the options contract's list against it.
 ALL_STATES = tuple(SS_STATES.values())
 

@@ -3,9 +3,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Who may import whom (docs/architecture.md), read from every file's imports.
 
-The engine (plugins/module_utils) runs on monitored hosts without Ansible; the controller engines
-(plugins/plugin_utils) are reused without it; modules never reach into the controller side; the test
-oracles (tests/support) share no code with what they check.
+The engine (plugins/module_utils/_engine) runs on monitored hosts without Ansible and imports nothing
+outside itself, so the agent roles can copy that one directory; the modules' backends
+(plugins/module_utils) build on it; the controller engines (plugins/plugin_utils) are reused without
+Ansible; modules never reach into the controller side; the test oracles (tests/support) share no code
+with what they check.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from tests.conftest import ROOT, require
 
 PLUGINS = "ansible_collections.netstate.tcp.plugins."
 STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
-ENGINE = (PLUGINS + "module_utils",)
+ENGINE = (PLUGINS + "module_utils._engine",)
+MODULE_UTILS = (PLUGINS + "module_utils",)
 CONTROLLER = ENGINE + (PLUGINS + "plugin_utils",)
 # directory -> what its files may import besides the standard library
 ALLOWED = {
-    "plugins/module_utils": ENGINE,
+    "plugins/module_utils/_engine": ENGINE,
+    "plugins/module_utils": MODULE_UTILS,
     "plugins/plugin_utils": CONTROLLER + ("jmespath", "yaml"),
-    "plugins/modules": ENGINE + ("ansible.module_utils",),
+    "plugins/modules": MODULE_UTILS + ("ansible.module_utils",),
     "plugins/action": CONTROLLER + ("ansible",),
     "plugins/filter": CONTROLLER + ("ansible",),
     "plugins/doc_fragments": (),
@@ -51,7 +55,7 @@ def imported(source, package):
 
 def violations(source, directory):
     allowed = ALLOWED[directory]
-    package = PLUGINS + directory.split("/", 1)[1] if directory.startswith("plugins/") else directory
+    package = PLUGINS + directory.split("/", 1)[1].replace("/", ".") if directory.startswith("plugins/") else directory
     return [(line, module) for line, module in imported(source, package)
             if module.split(".")[0] not in STDLIB
             and not any(module == prefix or module.startswith(prefix + ".") for prefix in allowed)]
@@ -77,13 +81,17 @@ def test_every_import_is_allowed_for_its_directory(directory):
 
 
 @pytest.mark.parametrize("directory, source", [
+    ("plugins/module_utils/_engine", "from ansible.module_utils.basic import AnsibleModule\n"),
+    ("plugins/module_utils/_engine", "from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl\n"),
+    ("plugins/module_utils/_engine", "import ansible_collections.netstate.tcp.plugins.module_utils._exit\n"),
     ("plugins/module_utils", "from ansible.module_utils.basic import AnsibleModule\n"),
     ("plugins/module_utils", "from ansible_collections.netstate.tcp.plugins.plugin_utils import _paths\n"),
     ("plugins/module_utils", "import jmespath\n"),
     ("plugins/plugin_utils", "from ansible.errors import AnsibleError\n"),
     ("plugins/modules", "from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules\n"),
     ("plugins/modules", "from ansible.plugins.action import ActionBase\n"),
-    ("tests/support", "from ansible_collections.netstate.tcp.plugins.module_utils import engine\n"),
+    ("plugins/action", "from ansible_collections.netstate.tcp.plugins.module_utils import _peer_block\n"),
+    ("tests/support", "from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine\n"),
 ])
 def test_a_forbidden_import_is_found(directory, source):
     require(bool(STDLIB), "needs Python 3.10+ (sys.stdlib_module_names)")
@@ -91,5 +99,18 @@ def test_a_forbidden_import_is_found(directory, source):
 
 
 def test_relative_imports_resolve_within_the_package():
-    assert imported("from . import engine\nfrom ._atomic import write_atomically\n", PLUGINS + "module_utils") == [
-        (1, PLUGINS + "module_utils"), (2, PLUGINS + "module_utils._atomic")]
+    engine = PLUGINS + "module_utils._engine"
+    assert imported("from . import engine\nfrom ._atomic import write_atomically\n", engine) == [
+        (1, engine), (2, engine + "._atomic")]
+    assert imported("from ._engine import engine\n", PLUGINS + "module_utils") == [(1, engine)]
+
+
+@pytest.mark.parametrize("source, module", [
+    ("from .. import _peer_block\n", "module_utils"),
+    ("from .._listen_ports import gather_args\n", "module_utils._listen_ports"),
+    ("from ..._engine import engine\n", "tcp.plugins._engine"),  # three dots climb out of module_utils
+])
+def test_the_engine_reaches_nothing_outside_itself_relatively(source, module):
+    require(bool(STDLIB), "needs Python 3.10+ (sys.stdlib_module_names)")
+    found = violations(source, "plugins/module_utils/_engine")
+    assert len(found) == 1 and found[0][1].endswith(module), found

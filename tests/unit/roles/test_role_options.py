@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The roles' options that end up in connection_facts or the collector agree with the options contract.
 
-plugins/module_utils/_argspec.py holds the choices, ranges and defaults. A role's
+plugins/module_utils/_engine/_argspec.py holds the choices, ranges and defaults. A role's
 meta/argument_specs.yml, defaults, README and its asserts (what no argument spec can express) must
 say the same, and every collector command line a role writes must pass the collector's own argparse
 at the bounds the role lets through.
@@ -18,8 +18,8 @@ import re
 import pytest
 import yaml
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _argspec as contract
-from ansible_collections.netstate.tcp.plugins.module_utils import collect
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _argspec as contract
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 ROLES = os.path.join(ROOT, "roles")

@@ -18,7 +18,7 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils._escape import visible
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._escape import visible
 from ansible_collections.netstate.tcp.plugins.module_utils._sysctl import SysctlError
 
 from tests.unit.plugins.module_utils.test_sysctl_engine import Tree

@@ -14,7 +14,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from ansible_collections.netstate.tcp.plugins.module_utils._argspec import TCP_STATES as STATES
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import TCP_STATES as STATES
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 

@@ -16,7 +16,7 @@ import re
 import pytest
 import yaml
 
-from ansible_collections.netstate.tcp.plugins.module_utils._argspec import TCP_STATES as STATES
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import TCP_STATES as STATES
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))

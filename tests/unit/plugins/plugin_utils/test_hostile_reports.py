@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ansible_collections.netstate.tcp.plugins.action import health_report as health_report_action
 from ansible_collections.netstate.tcp.plugins.filter.fleet_report import FilterModule
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 
 from tests.support.browser import parse_dom

@@ -20,11 +20,12 @@ import pytest
 import yaml
 
 from ansible_collections.netstate.tcp.plugins.doc_fragments import gather as fragment
-from ansible_collections.netstate.tcp.plugins.module_utils import _argspec as contract
-from ansible_collections.netstate.tcp.plugins.module_utils import _peer_block, collect, engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _argspec as contract
+from ansible_collections.netstate.tcp.plugins.module_utils import _peer_block
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect, engine
+from tests.conftest import ROOT
 from tests.support.ss_oracle import ALL_STATES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 # contract option -> the collector's flag
 FLAGS = {"top": "--top", "sample_interval": "--sample-interval", "max_sockets": "--max-sockets",
          "walk_budget": "--walk-budget", "discovery_max_age": "--discovery-max-age",

@@ -6,9 +6,8 @@
 
 This file is part of the engine: it must not import ansible and must run on Python 3.8+.
 It hands raw receive buffers to the engine's consumers; parsing and aggregation live in
-engine.py, so a dump builds no Python object per socket. Dump runs a dump in a receiver thread
-so that the kernel's work (inside recv()) overlaps the caller's counting. The netlink plumbing
-rtnetlink shares (socket, request, header flags) is here too.
+engine.py, so a dump builds no Python object per socket. The netlink plumbing rtnetlink shares
+(socket, request, header flags) is here too.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -17,7 +16,6 @@ __metaclass__ = type
 
 import errno
 import os
-import queue
 import socket
 import struct
 import threading
@@ -77,11 +75,6 @@ TIMER_ZERO_WINDOW_PROBE = 4
 RECV_SIZE = 1 << 18
 # NLMSG_DONE of a dump: a header and the int the kernel puts after it (no extended ack asked for).
 DONE_LEN = NLMSG_HDR.size + ERROR_CODE.size
-# Buffers a dump's receiver thread may hold before the consumer takes them (a buffer is at most
-# 32 KiB: the kernel's dump allocation), and how often a waiting receiver looks whether it is
-# still wanted.
-PIPELINE_DEPTH = 64
-RECEIVER_POLL = 0.1
 
 
 class NetlinkUnavailable(Exception):
@@ -152,9 +145,8 @@ def receive(sock):
     """One receive buffer of a dump, as bytes (not a reused bytearray: slices of it are hashable dict keys).
 
     The kernel's datagram lands in a buffer the thread keeps, and only its length is copied out:
-    recv(RECV_SIZE) would map a fresh RECV_SIZE block and shrink it for every datagram, and with a
-    receiver thread each unmapping interrupts the other CPU. Python retries a recv a signal
-    interrupts (PEP 475); a socket timeout goes to the caller.
+    recv(RECV_SIZE) would map a fresh RECV_SIZE block and shrink it for every datagram. Python retries
+    a recv a signal interrupts (PEP 475); a socket timeout goes to the caller.
     """
     scratch = getattr(_scratch, "buf", None)
     if scratch is None:
@@ -229,131 +221,3 @@ def dump(family, protocol, states_mask, consume, sock=None, seq=1):
     finally:
         if own:
             sock.close()
-
-
-def _done_at_tail(buf, length):
-    """The offset of the NLMSG_DONE the kernel puts at the end of a dump's last buffer, or None.
-
-    Read from the last DONE_LEN bytes alone, without walking the messages before them.
-    """
-    tail = length - DONE_LEN
-    if tail >= 0 and MSG_HEAD.unpack_from(buf, tail) == (DONE_LEN, NLMSG_DONE):
-        return tail
-    return None
-
-
-def _looks_final(buf):
-    """Whether a receive buffer ends the dump, from its ends only: NLMSG_ERROR first or NLMSG_DONE last.
-
-    The receiver thread stops on this without walking the messages; take(), which walks them,
-    stays the judge (a data message whose last bytes happened to look like NLMSG_DONE only makes
-    the consumer receive the rest itself).
-    """
-    length = len(buf)
-    if length < NLMSG_HDR.size or MSG_HEAD.unpack_from(buf, 0)[1] == NLMSG_ERROR:
-        return True
-    return _done_at_tail(buf, length) is not None
-
-
-def usable_cpus():
-    """How many CPUs this process may run on (its affinity mask)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-class Dump:
-    """One sock_diag dump received by a thread of its own, consumed in the caller's thread.
-
-    The kernel builds each buffer of a dump inside recv(), which releases the GIL: while the
-    caller's consume walks one buffer, the receiver thread is in recv() for the next. Up to
-    PIPELINE_DEPTH buffers wait in a bounded queue; a dump nobody consumes yet stops in the
-    kernel when its queue is full. The socket is opened and the request sent here, in the
-    caller's thread (and network namespace), so refusal raises NetlinkUnavailable at once.
-
-    threaded=None starts the receiver thread only when the process may run on more than one
-    CPU: on one, nothing can overlap and consume() receives in the caller's thread, as dump() does.
-    """
-
-    def __init__(self, family, protocol, states_mask, seq=1, depth=PIPELINE_DEPTH, threaded=None):
-        self.sock = open_socket()
-        try:
-            request(self.sock, family, protocol, states_mask, seq)
-        except BaseException:
-            self.sock.close()
-            raise
-        self.thread = None
-        if threaded is None:
-            threaded = usable_cpus() > 1
-        if threaded:
-            self.sock.settimeout(RECEIVER_POLL)
-            self.buffers = queue.Queue(depth)
-            self.stopping = threading.Event()
-            self.thread = threading.Thread(target=self._receive, name="sock_diag dump", daemon=True)
-            self.thread.start()
-
-    def _receive(self):
-        """The receiver thread: buffers (or the exception that ended receiving) into the queue, then None."""
-        while not self.stopping.is_set():
-            try:
-                item = receive(self.sock)
-            except socket.timeout:
-                continue
-            except (NetlinkError, DumpInterrupted) as exc:
-                item = exc
-            if not self._put(item) or isinstance(item, Exception) or _looks_final(item):
-                break
-        self._put(None)
-
-    def _put(self, item):
-        while True:
-            try:
-                self.buffers.put(item, timeout=RECEIVER_POLL)
-                return True
-            except queue.Full:
-                if self.stopping.is_set():
-                    return False
-
-    def consume(self, consume):
-        """Hand every buffer of the dump to consume, as dump() does; raises what dump() raises."""
-        while self.thread is not None:
-            item = self.buffers.get()
-            if item is None:
-                # The receiver stopped on a buffer that only looked final: receive the rest here.
-                self.thread.join()
-                self.sock.settimeout(None)
-                break
-            if isinstance(item, Exception):
-                raise item
-            if take(item, consume):
-                return
-        while not take(receive(self.sock), consume):
-            pass
-
-    def close(self):
-        """Stop the receiver (at once when the dump has ended) and close the socket."""
-        if self.thread is not None:
-            self.stopping.set()
-            while self.thread.is_alive():
-                try:
-                    self.buffers.get_nowait()  # a receiver waiting for room
-                except queue.Empty:
-                    self.thread.join(RECEIVER_POLL)
-        self.sock.close()
-
-
-def dump_raw(family, protocol, states_mask):
-    """The floor for benchmarks: receive a whole dump and parse nothing.
-
-    Only the tail of each buffer is read, where the kernel puts NLMSG_DONE (20 bytes, no
-    extended ack on success). Returns the number of bytes received.
-    """
-    total = [0]
-
-    def consume(buf, length):
-        total[0] += length
-        return _done_at_tail(buf, length)
-
-    dump(family, protocol, states_mask, consume)
-    return total[0]

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _atomic, _files
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _atomic, _files
 
 
 @pytest.fixture(autouse=True)

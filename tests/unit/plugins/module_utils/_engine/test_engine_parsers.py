@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _netlink as netlink
-from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink as netlink
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
 # Recorded from a Debian 12 host (kernel 6.1), trimmed: a listener on 127.0.0.1:8080, one
 # ESTABLISHED connection to it and a TIME_WAIT towards 10.0.0.5:5432.
@@ -117,7 +117,7 @@ def test_proc_aggregate_from_recorded_tables():
     assert states["total"] == 6
     assert states["states"]["ESTABLISHED"] == 3 and states["states"]["LISTEN"] == 2
     assert states["states"]["TIME_WAIT"] == 1 and set(states["states"]) == set(engine.STATES)
-    assert tcp.local_ports()["8080"]["total"] == 2  # the listener and the server side of the connection
+    assert tcp.local_ports_bounded(None)[0]["8080"]["total"] == 2  # the listener and the server side of the connection
     assert tcp.remote_ports(10) == {
         "8080": {"total": 1, "states": dict(engine._zero_states(), ESTABLISHED=1)},
         "5432": {"total": 1, "states": dict(engine._zero_states(), TIME_WAIT=1)},
@@ -315,8 +315,8 @@ def test_netlink_aggregation_on_synthetic_dump():
     states = tcp.states()
     assert states["total"] == 14 and states["states"]["SYN_RECV"] == 1  # NEW_SYN_RECV counted as SYN_RECV
     assert states["families"]["ipv6"]["total"] == 3
-    assert tcp.local_ports()["80"]["states"]["ESTABLISHED"] == 6
-    assert tcp.local_ports()["8080"]["states"]["CLOSE_WAIT"] == 1
+    assert tcp.local_ports_bounded(None)[0]["80"]["states"]["ESTABLISHED"] == 6
+    assert tcp.local_ports_bounded(None)[0]["8080"]["states"]["CLOSE_WAIT"] == 1
     assert tcp.remote_ports(1) == {"5432": {"total": 4, "states": dict(engine._zero_states(), TIME_WAIT=4)}}
     peers = tcp.peers(2)
     # 10.0.0.3: 3 + the IPv4-mapped one; 10.0.0.9: 4 TIME_WAIT; ties go by address; 10.0.0.2 (3) is cut

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _rtnetlink as rtnetlink
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _rtnetlink as rtnetlink
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
 # Recorded from a Debian 12 namespace (kernel 6.1), lo and one veth with two groups joined,
 # 239.1.2.3 by two sockets.

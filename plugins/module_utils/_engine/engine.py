@@ -511,10 +511,6 @@ class TcpAggregate:
         states = _states_from(total_counts)
         return {"total": sum(states.values()), "states": states, "families": families}
 
-    def local_ports(self):
-        """Every port with a listener: port as text -> {total, states}."""
-        return self.local_ports_bounded(None)[0]
-
     def local_ports_bounded(self, limit, top=10):
         """(local_ports, local_ports_rest): every port with a listener, or with more than limit ports the
         limit busiest (most sockets, ties by lower port) and, for each state, the top ports with the most
@@ -620,7 +616,7 @@ class TcpAggregate:
                  for total, text, counts in best_peers]
         retransmitting = [{"address": text, "sockets": -sockets, "retransmits": -retransmits}
                           for (sockets, retransmits), text, _none in best_retrans]
-        self._summary = top, (_top_entries(per_port, top, key_name=None), peers, busiest, retransmitting)
+        self._summary = top, (_top_entries(per_port, top), peers, busiest, retransmitting)
         return self._summary[1]
 
     def remote_ports(self, top):
@@ -685,17 +681,15 @@ def _merge_best(best, top, rows):
         (rank, _ntoa(raw) if len(raw) == 4 else _ntop(socket.AF_INET6, raw), value) for rank, raw, value in rows])
 
 
-def _top_entries(per_key, top, key_name):
-    """per_key: key -> counts by state number. Top N by total (ties by key), zero-filled states."""
+def _top_entries(per_key, top):
+    """per_key: key -> counts by state number. Top N by total (ties by key), zero-filled states, keyed by
+    the key as text."""
     rows = []
     for key, counts in per_key.items():
         states = _states_from(counts)
         rows.append((sum(states.values()), key, states))
     rows.sort(key=lambda row: (-row[0], str(row[1])))
-    rows = rows[:top]
-    if key_name is None:
-        return {str(key): {"total": total, "states": states} for total, key, states in rows}
-    return [{key_name: key, "total": total, "states": states} for total, key, states in rows]
+    return {str(key): {"total": total, "states": states} for total, key, states in rows[:top]}
 
 
 class UdpAggregate:
@@ -738,42 +732,16 @@ class UdpAggregate:
 
 # ---------------------------------------------------------------- backends
 
-def _start_dumps(protocol, mask):
-    """One netlink.Dump per family, receiving at once; every one is closed again if one fails to start."""
-    dumps = []
-    try:
-        for family, _label in FAMILIES:
-            dumps.append(netlink.Dump(family, protocol, mask))
-    except BaseException:
-        _close_dumps(dumps)
-        raise
-    return dumps
-
-
-def _close_dumps(dumps):
-    for dump in dumps:
-        dump.close()
-
-
 def _netlink_gather(tcp, udp):
-    """The TCP listener, TCP connection and UDP dumps of both families, all received at once (netlink.Dump)
-    while this thread counts them in turn: listeners first, as counting connections needs their ports."""
-    dumps = []
-    try:
-        for protocol, mask in ((netlink.IPPROTO_TCP, LISTEN_MASK), (netlink.IPPROTO_TCP, CONNECTION_MASK),
-                               (netlink.IPPROTO_UDP, UDP_ALL_MASK)):
-            dumps.append(_start_dumps(protocol, mask))
-        listeners, connections, udp_dumps = dumps
-        for dump in listeners:
-            dump.consume(tcp.consume_listeners)
-        tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
-        for dump in connections:
-            dump.consume(tcp.consume_netlink)
-        for dump in udp_dumps:
-            dump.consume(udp.consume_netlink)
-    finally:
-        for family_dumps in dumps:
-            _close_dumps(family_dumps)
+    """The TCP listener, TCP connection and UDP dumps of both families, one after the other: listeners
+    first, as counting connections needs their ports."""
+    for family, _label in FAMILIES:
+        netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, tcp.consume_listeners)
+    tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
+    for family, _label in FAMILIES:
+        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, tcp.consume_netlink)
+    for family, _label in FAMILIES:
+        netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink)
 
 
 def _proc_table(proc, name, family, required):
@@ -1280,10 +1248,6 @@ class PeerCounter:
         key = socket.inet_pton(family, raddr)
         self.raw[key] = self.raw.get(key, 0) + 1
 
-    def result(self):
-        """{address: count} of every peer, the most first (ties by address)."""
-        return self.counted()[0]
-
     def counted(self, more_than=0):
         """(peers, connections, distinct peers): peers {address: count} of the peers with more than
         more_than connections, the most first (ties by address)."""
@@ -1338,20 +1302,12 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
     def attempt():
         listening = Listening() if inbound else None
         counter = PeerCounter(mask, local_port, spill_keys, listening)
-        dumps = []
-        try:
-            # Both dumps receive at once; the listeners are consumed first, as counting needs them.
-            if inbound:
-                dumps.append(_start_dumps(netlink.IPPROTO_TCP, LISTEN_MASK))
-            dumps.append(_start_dumps(netlink.IPPROTO_TCP, mask))
-            if inbound:
-                for dump in dumps[0]:
-                    dump.consume(listening.consume_netlink)
-            for dump in dumps[-1]:
-                dump.consume(counter.consume_netlink)
-        finally:
-            for family_dumps in dumps:
-                _close_dumps(family_dumps)
+        # the listeners first, as counting needs them
+        if inbound:
+            for family, _label in FAMILIES:
+                netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, listening.consume_netlink)
+        for family, _label in FAMILIES:
+            netlink.dump(family, netlink.IPPROTO_TCP, mask, counter.consume_netlink)
         return counter.counted(more_than)
 
     counted = _netlink_attempts(backend, warnings, attempt)

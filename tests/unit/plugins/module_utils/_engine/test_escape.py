@@ -15,9 +15,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _escape as escape
-from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils import collect
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect
 
 from tests.support.hostile import HOSTILE_COMM, HOSTILE_NAMES, markdown_problems, markdown_tables, parse_junit, \
     parse_lld, parse_prometheus

@@ -18,8 +18,8 @@ import stat
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ansible_collections.netstate.tcp.plugins.module_utils import collect
-from ansible_collections.netstate.tcp.plugins.module_utils._argspec import TCP_STATES as STATES
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import TCP_STATES as STATES
 
 
 def states(**counts):

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _argspec as contract
-from ansible_collections.netstate.tcp.plugins.module_utils import collect, engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _argspec as contract
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect, engine
 
 # Strings a caller can pass: control characters, separators, path tricks, long and non-ASCII text.
 HOSTILE_TEXT = st.one_of(

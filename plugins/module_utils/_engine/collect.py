@@ -6,7 +6,7 @@
 Run it from an installed or checked-out collection (the directory holding ``ansible_collections``
 must be on ``sys.path``, e.g. the current directory)::
 
-    python3 -m ansible_collections.netstate.tcp.plugins.module_utils.collect --format prometheus
+    python3 -m ansible_collections.netstate.tcp.plugins.module_utils._engine.collect --format prometheus
 
 Formats:
 
@@ -162,7 +162,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="python3 -m ansible_collections.netstate.tcp.plugins.module_utils.collect",
+        prog="python3 -m ansible_collections.netstate.tcp.plugins.module_utils._engine.collect",
         description="Print TCP socket state (ansible_facts.netstate) for monitoring agents.",
         allow_abbrev=False,
     )

@@ -32,12 +32,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _netlink as netlink
-from ansible_collections.netstate.tcp.plugins.module_utils import _procfs as procfs
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink as netlink
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
 from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl as sysctl
-from ansible_collections.netstate.tcp.plugins.module_utils import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
-from tests.unit.plugins.module_utils.test_engine_parsers import PROC_NET_TCP, PROC_NET_TCP6, diag_message, \
+from tests.unit.plugins.module_utils._engine.test_engine_parsers import PROC_NET_TCP, PROC_NET_TCP6, diag_message, \
     done_message
 
 NETLINK_ERRORS = (netlink.NetlinkError, netlink.DumpInterrupted, netlink.NetlinkUnavailable)
@@ -166,7 +166,7 @@ def _finish(tcp, udp):
     """What gather() computes from a dump that went through: must not fail either."""
     tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners) | tcp.listen_ports
     tcp.states()
-    tcp.local_ports()
+    tcp.local_ports_bounded(None)
     tcp.remote_ports(10)
     tcp.peers(10)
     tcp.ephemeral()
@@ -186,39 +186,6 @@ def test_dump_of_mutated_replies_ends_in_the_engines_own_error(buffers):
                 assert any(word in str(exc) for word in ("sock_diag", "netlink", "socket table")), exc
     with no_hang():
         _finish(tcp, udp)
-
-
-@given(st.lists(mutated(), min_size=1, max_size=3))
-@FUZZ
-def test_pipelined_dump_of_mutated_replies_ends_in_the_engines_own_error(buffers):
-    """The same through netlink.Dump: a receiver thread and a bounded queue, consumed here (and without
-    the thread, as on a machine with one CPU)."""
-    _tcp, _udp, consumers = _consumers()
-    for threaded in (True, False):
-        for consume in consumers:
-            replay = ReplaySocket(buffers)
-            with no_hang(), _opened(replay):
-                dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, depth=1,
-                                    threaded=threaded)
-                try:
-                    dump.consume(consume)
-                except NETLINK_ERRORS as exc:
-                    assert any(word in str(exc) for word in ("sock_diag", "netlink", "socket table")), exc
-                finally:
-                    dump.close()
-            assert replay.closed and (dump.thread is not None) == threaded
-            assert dump.thread is None or not dump.thread.is_alive()
-
-
-@contextlib.contextmanager
-def _opened(replay):
-    """netlink.open_socket() hands out the replay socket instead of a kernel one."""
-    real = netlink.open_socket
-    netlink.open_socket = lambda: replay
-    try:
-        yield
-    finally:
-        netlink.open_socket = real
 
 
 @given(mutated())
@@ -267,40 +234,6 @@ def test_an_unknown_family_is_named():
     with pytest.raises(netlink.NetlinkError, match=expected):
         netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.LISTEN_MASK,
                      engine.TcpAggregate((1, 2)).consume_listeners, sock=ReplaySocket([bytes(buf)]))
-
-
-def test_a_buffer_that_only_looks_final_is_received_on():
-    """A data message whose last 20 bytes read like NLMSG_DONE stops the receiver thread; the consumer,
-    which walks every message, receives the rest of the dump itself."""
-    lookalike = bytearray(diag_message(socket.AF_INET, 1, 40000, 80, "10.0.0.1", "10.0.0.2"))
-    struct.pack_into("=IH", lookalike, len(lookalike) - netlink.DONE_LEN, netlink.DONE_LEN, netlink.NLMSG_DONE)
-    assert netlink._looks_final(bytes(lookalike))
-    rest = diag_message(socket.AF_INET, 1, 40001, 80, "10.0.0.1", "10.0.0.3") + done_message()
-    counter = engine.PeerCounter(engine.CONNECTION_MASK)
-    replay = ReplaySocket([bytes(lookalike), rest])
-    with no_hang(), _opened(replay):
-        dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, threaded=True)
-        try:
-            dump.consume(counter.consume_netlink)
-        finally:
-            dump.close()
-    assert counter.result() == {"10.0.0.2": 1, "10.0.0.3": 1}
-
-
-def test_an_abandoned_dump_stops_its_receiver():
-    """The consumer fails on the first buffer while the receiver waits for room in a full queue."""
-    many = [diag_message(socket.AF_INET, 1, 40000, 80, "10.0.0.1", "10.0.0.2")] * 50 + [done_message()]
-    replay = ReplaySocket(many)
-
-    def fail(_buf, _length):
-        raise KeyError(99)
-
-    with no_hang(), _opened(replay):
-        dump = netlink.Dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, depth=1, threaded=True)
-        with pytest.raises(netlink.NetlinkError, match=r"field out of range \(KeyError: 99\)"):
-            dump.consume(fail)
-        dump.close()
-    assert replay.closed and not dump.thread.is_alive() and len(replay.buffers) > 40
 
 
 # ---------------------------------------------------------------- /proc through the engine

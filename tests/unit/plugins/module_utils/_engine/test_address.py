@@ -17,7 +17,7 @@ import socket
 
 import pytest
 
-from ansible_collections.netstate.tcp.plugins.module_utils import _address as address
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _address as address
 
 # printed by a kernel tool -> the plain form
 CASES = [
