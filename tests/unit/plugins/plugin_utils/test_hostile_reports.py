@@ -125,8 +125,8 @@ def test_any_title_rule_name_and_host_keeps_every_format_intact(_facts_fixture, 
                                  "\x00" + host: registered(_facts_fixture)}, rule_names=rule_names, title=title)
     root = parse_junit(report.render_junit(built))
     assert root.get("name") == escape.xml_text(title)
-    assert {case.get("classname") for case in root.iter("testcase")} == {escape.xml_text(host),
-                                                                        escape.xml_text("\x00" + host)}
+    hosts = {escape.xml_text(host), escape.xml_text("\x00" + host)}
+    assert {case.get("classname") for case in root.iter("testcase")} == hosts
     markdown = report.render_markdown(built)
     assert markdown_problems(markdown) == []
     assert markdown.splitlines()[0].startswith("## ") and markdown.splitlines()[1] == ""
