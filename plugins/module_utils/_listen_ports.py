@@ -126,6 +126,9 @@ def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk
             "backlog": None, "queue": None, "connections": None,
             "state": sock["state"], "foreign_address": foreign_address(sock["remote_address"], sock["remote_port"]),
         })
+    if (found.fd_limited or found.unlisted) and missing:
+        warnings.append("%d non-listening socket(s) without pid/name: the walk of the processes' file descriptors %s"
+                        % (missing, engine.fd_limit_text(found)))
     if denied and missing:
         why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
         warnings.append("%s: %d non-listening socket(s) without pid/name (the file descriptors of %d process(es) "

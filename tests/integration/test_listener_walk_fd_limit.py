@@ -110,6 +110,26 @@ GATHER = textwrap.dedent("""
             facts = engine.gather(subset=subset, walk_budget=1000000, listeners_limit=None, warnings=warnings)
             runs[name] = {"facts": facts, "warnings": warnings}
         print(json.dumps(runs))
+    elif mode == "listen_ports":
+        # listener_facts with include_non_listening: the sockets gathered first, then every descriptor below
+        # the soft limit taken, so the walk of the non-listening sockets' processes cannot read one process
+        from ansible_collections.netstate.tcp.plugins.module_utils import _listen_ports as listen_ports
+        facts = engine.gather(walk_budget=1000000, **listen_ports.gather_args(True))
+        held = []
+        try:
+            while True:
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        warnings = []
+        try:
+            result = listen_ports.listen_ports_facts(facts, include_non_listening=True, warnings=warnings)
+        finally:
+            for fd in held:
+                os.close(fd)
+        rows = [row for row in result["tcp_listen"] if row["state"] != "LISTEN"]
+        print(json.dumps({"rows": len(rows), "without_pid": sum(1 for row in rows if row["pid"] is None),
+                          "warnings": warnings, "held": len(held)}))
     else:
         # Every descriptor below the soft limit taken before the walk starts: it cannot read one process.
         text = procfs.read_text("/proc/net/tcp")
@@ -198,3 +218,17 @@ def test_no_descriptor_left_names_the_limit(netns):
         "%d listener(s) without pid/process: the walk that finds their processes ran out of file descriptors "
         "(the open-files soft limit, RLIMIT_NOFILE or ulimit -n, is 64) and could not read the list of processes; "
         "raise the soft limit" % PROCESSES], result
+
+
+def test_listener_facts_other_sockets_name_the_limit(netns):
+    """listener_facts' walk of the non-listening sockets' processes, with no descriptor free: it says the
+    open-files limit is why (it used to blame protected processes, as root)."""
+    result = gather_in_tree(netns, 64, mode="listen_ports")["gathered"]
+    # A tenth of the processes connected to their own listener and never accepted: the client end is held
+    # by the process, the server end waits in the accept queue, held by no file (no process to find).
+    connected = len([index for index in range(PROCESSES) if index % 10 == 3])
+    assert result["held"] > 0 and result["rows"] == 2 * connected and result["without_pid"] == 2 * connected, result
+    assert result["warnings"] == [
+        "%d non-listening socket(s) without pid/name: the walk of the processes' file descriptors ran out of file "
+        "descriptors (the open-files soft limit, RLIMIT_NOFILE or ulimit -n, is 64) and could not read the list "
+        "of processes; raise the soft limit" % connected], result

@@ -885,6 +885,13 @@ def _unread_text(found):
     return "the list of processes" if found.unlisted else "%d process(es)" % found.fd_limited
 
 
+def fd_limit_text(found):
+    """Why a walk that ran out of file descriptors (procfs.FdWalkResult `found`) left sockets without their
+    process: one wording for the listener walk and listener_facts' walk of the other sockets."""
+    return "ran out of file descriptors (%s) and could not read %s; raise the soft limit" % (
+        _soft_limit_text(found.soft_limit), _unread_text(found))
+
+
 def walk_warning(found, missing, budget, time_budget, all_namespaces, warnings):
     """Why `missing` listeners were left without a process by the walk (procfs.FdWalkResult `found`):
     appends the warning and returns the reason of the listener_walk fact (None when none is missing)."""
@@ -901,9 +908,8 @@ def walk_warning(found, missing, budget, time_budget, all_namespaces, warnings):
                         % (missing, spent))
         return "budget"
     if found.fd_limited or found.unlisted:
-        warnings.append("%d listener(s) without pid/process: the walk that finds their processes ran out of file "
-                        "descriptors (%s) and could not read %s; raise the soft limit"
-                        % (missing, _soft_limit_text(found.soft_limit), _unread_text(found)))
+        warnings.append("%d listener(s) without pid/process: the walk that finds their processes %s"
+                        % (missing, fd_limit_text(found)))
         return "fd limit"
     if found.denied:
         why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
