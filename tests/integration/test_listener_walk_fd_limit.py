@@ -115,6 +115,8 @@ GATHER = textwrap.dedent("""
         # the soft limit taken, so the walk of the non-listening sockets' processes cannot read one process
         from ansible_collections.netstate.tcp.plugins.module_utils import _listen_ports as listen_ports
         facts = engine.gather(walk_budget=1000000, **listen_ports.gather_args(True))
+        import time
+        time.strptime("2000-01-01T00:00:00", "%Y-%m-%dT%H:%M:%S")  # Python imports _strptime on first use
         held = []
         try:
             while True:
