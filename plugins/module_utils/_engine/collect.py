@@ -48,7 +48,7 @@ from ._atomic import write_atomically
 from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
-# What --subset accepts: the subsets and the names that stand for several (all, default, min).
+# What --gather-subset accepts: the subsets and the names that stand for several (all, default, min).
 SUBSETS = tuple(contract.SUBSET_GROUPS) + contract.SUBSETS
 PROTOCOLS = ("tcp", "udp", "all")
 LLD_KEYS = ("{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}")
@@ -99,7 +99,7 @@ def _float_range(name: str):
     return convert
 
 
-def _subset(text: str) -> list:
+def _gather_subset(text: str) -> list:
     names = [part.strip() for part in text.split(",")]
     for name in names:
         bare = name[1:] if name.startswith("!") else name
@@ -168,9 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--format", choices=FORMATS, default="json", help="output format (default json)")
     defaults = contract.DEFAULTS
-    parser.add_argument("--subset", type=_subset, default=None,
+    parser.add_argument("--gather-subset", type=_gather_subset, default=None,
                         help="comma-separated gather_subset, e.g. states,ports,!peers (default %s)"
                         % ",".join(DEFAULT_SUBSET))
+    # The earlier spelling, deprecated and hidden from --help: agent configurations written for earlier
+    # releases pass it. To be removed in 1.0.0 (changelog, deprecated_features).
+    parser.add_argument("--subset", dest="gather_subset", type=_gather_subset, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--top", type=_int_range("top"), default=defaults["top"],
                         help="how many peers and remote ports to keep, %s (default %d)"
                         % (contract.describe_range("top"), defaults["top"]))
@@ -183,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default=defaults["backend"],
                         help="socket source (default %s)" % defaults["backend"])
     parser.add_argument("--max-sockets", type=_int_range("max_sockets"), default=defaults["max_sockets"],
-                        help="raw socket list limit with --subset sockets (default %d)" % defaults["max_sockets"])
+                        help="raw socket list limit with --gather-subset sockets (default %d)"
+                        % defaults["max_sockets"])
     parser.add_argument("--local-ports-limit", type=_int_range("local_ports_limit"),
                         default=defaults["local_ports_limit"],
                         help="listening ports listed one by one in tcp.local_ports, %s (default %d; the busiest, "
@@ -536,9 +541,9 @@ def main(argv=None) -> int:
             sys.stdout.flush()
             return 0
         warnings.append("gathering instead of reading the discovery file: %s" % reason)
-    subset = ["listeners"] if args.format == "zabbix-discovery" else args.subset or list(DEFAULT_SUBSET)
+    gather_subset = ["listeners"] if args.format == "zabbix-discovery" else args.gather_subset or list(DEFAULT_SUBSET)
     try:
-        facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
+        facts = gather(gather_subset=gather_subset, top=args.top, sample_interval=args.sample_interval,
                        namespace=args.namespace, backend=args.backend, max_sockets=args.max_sockets,
                        walk_budget=args.walk_budget, walk_all_namespaces=args.walk_all_namespaces,
                        local_ports_limit=args.local_ports_limit, listeners_limit=args.listeners_limit,

@@ -984,11 +984,11 @@ def _processes(tcp, inode_pids, proc):
 
 # The checked options of one gather(), the same for every namespace it visits.
 GatherOptions = collections.namedtuple(
-    "GatherOptions", "subsets top sample_interval backend max_sockets proc walk_budget walk_all_namespaces "
+    "GatherOptions", "gather_subset top sample_interval backend max_sockets proc walk_budget walk_all_namespaces "
     "local_ports_limit listeners_limit spill_keys")
 
 
-def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
+def gather(gather_subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
            warnings=None, proc="/proc", run_netns="/run/netns", walk_budget=None, walk_all_namespaces=False,
            local_ports_limit=DEFAULTS["local_ports_limit"], listeners_limit=DEFAULTS["listeners_limit"],
            spill_keys=SPILL_KEYS):
@@ -1007,7 +1007,7 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     """
     if warnings is None:
         warnings = []
-    subsets = resolve_subset(subset)
+    gather_subset = resolve_subset(gather_subset)
     top = _check_int("top", top, *RANGES["top"])
     max_sockets = _check_int("max_sockets", max_sockets, *RANGES["max_sockets"])
     low, high = RANGES["sample_interval"]
@@ -1025,7 +1025,7 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     spill_keys = _check_int("spill_keys", spill_keys, 0)
     check_namespace(namespace)
     options = GatherOptions(
-        subsets=subsets, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
+        gather_subset=gather_subset, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
         proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces),
         local_ports_limit=local_ports_limit, listeners_limit=listeners_limit, spill_keys=spill_keys)
     if namespace == "all":
@@ -1063,7 +1063,7 @@ def _gather_in(options, path, label, warnings):
 
 def _gather_here(options, label, warnings):
     started = time.time()
-    want = set(options.subsets)
+    want = set(options.gather_subset)
     proc, top, sample_interval = options.proc, options.top, options.sample_interval
     counters_before = None
     if "counters" in want and sample_interval:
@@ -1078,7 +1078,7 @@ def _gather_here(options, label, warnings):
         "backend": backend_used,
         "namespace": label,
         "kernel": os.uname()[2],
-        "gather_subset": options.subsets,
+        "gather_subset": options.gather_subset,
     }
     facts["tcp"] = tcp.states()
     facts["udp"] = {

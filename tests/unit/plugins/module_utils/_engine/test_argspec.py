@@ -87,7 +87,7 @@ def test_collector_defaults_and_choices_are_the_contract_s():
     backend = next(action for action in collect.build_parser()._actions if action.dest == "backend")
     assert tuple(backend.choices) == contract.BACKENDS
     for name in collect.SUBSETS:
-        assert parse("--subset", "%s,!%s" % (name, name)).subset == [name, "!" + name]
+        assert parse("--gather-subset", "%s,!%s" % (name, name)).gather_subset == [name, "!" + name]
 
 
 @pytest.mark.parametrize("name", sorted(FLAGS))
@@ -112,8 +112,8 @@ def test_engine_accepts_the_bounds_and_refuses_one_beyond(name, option):
     low, high = contract.RANGES[name]
     for value in (low, 10 ** 15 if high is None else high):
         # this host's own sockets, the cheapest subset that uses the option
-        subset = {"max_sockets": ["min", "sockets"], "walk_budget": ["min", "listeners"]}.get(option, ["min"])
-        facts = engine.gather(subset=subset, **{option: value})
+        gather_subset = {"max_sockets": ["min", "sockets"], "walk_budget": ["min", "listeners"]}.get(option, ["min"])
+        facts = engine.gather(gather_subset=gather_subset, **{option: value})
         assert facts["tcp"]["total"] >= 0
     beyond = [low - 1] + ([] if high is None else [high + 1])
     for value in beyond:

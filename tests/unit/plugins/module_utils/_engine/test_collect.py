@@ -244,18 +244,30 @@ def test_zabbix_discovery_empty():
 
 def test_defaults():
     args = collect.build_parser().parse_args([])
-    assert (args.format, args.subset, args.top, args.sample_interval, args.namespace, args.backend,
+    assert (args.format, args.gather_subset, args.top, args.sample_interval, args.namespace, args.backend,
             args.protocol, args.output, args.quiet) == ("json", None, 10, 0.0, None, "auto", "tcp", None, False)
 
 
 def test_valid_arguments(tmp_path):
     args = collect.build_parser().parse_args([
-        "--format", "prometheus", "--subset", "all,!sockets", "--top", "3", "--sample-interval", "0.5",
+        "--format", "prometheus", "--gather-subset", "all,!sockets", "--top", "3", "--sample-interval", "0.5",
         "--namespace", "pid:1", "--backend", "proc", "--max-sockets", "0", "--protocol", "",
         "--output", str(tmp_path / "netstate.prom"), "--quiet"])
-    assert args.subset == ["all", "!sockets"]
+    assert args.gather_subset == ["all", "!sockets"]
     assert args.protocol == "tcp"  # what Zabbix passes for a flexible key used without parameters
     assert (args.top, args.sample_interval, args.max_sockets) == (3, 0.5, 0)
+
+
+def test_deprecated_subset_flag_is_a_hidden_alias_of_gather_subset(capsys):
+    parser = collect.build_parser()
+    assert parser.parse_args(["--subset", "min,timers"]).gather_subset == ["min", "timers"]
+    assert parser.parse_args(["--gather-subset", "all", "--subset", "min"]).gather_subset == ["min"]  # last wins
+    assert not hasattr(parser.parse_args([]), "subset")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert "--gather-subset" in shown
+    assert "--subset" not in shown
 
 
 @pytest.mark.parametrize("argv, named", [
@@ -267,8 +279,9 @@ def test_valid_arguments(tmp_path):
     (["--sample-interval", "-1"], "'-1'"),
     (["--sample-interval", "nan"], "'nan'"),
     (["--sample-interval", "61"], "'61'"),
-    (["--subset", "states,$(id)"], "'$(id)'"),
-    (["--subset", "!bogus"], "'!bogus'"),
+    (["--gather-subset", "states,$(id)"], "'$(id)'"),
+    (["--gather-subset", "!bogus"], "'!bogus'"),
+    (["--subset", "!bogus"], "argument --subset: '!bogus'"),  # the deprecated alias, named as typed
     (["--namespace", "web;id"], "'web;id'"),
     (["--namespace", "/run/netns/../../etc/passwd"], "/run/netns/../../etc/passwd"),
     (["--namespace", "pid:abc"], "'pid:abc'"),

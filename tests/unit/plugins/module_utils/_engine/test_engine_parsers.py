@@ -349,7 +349,7 @@ def test_gather_subset_like_setup(subset, expected):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"subset": ["bogus"]}, "gather_subset: unknown subset 'bogus'"),
+    ({"gather_subset": ["bogus"]}, "gather_subset: unknown subset 'bogus'"),
     ({"top": "5"}, "top: '5' is not an integer"),
     ({"top": True}, "top: True is not an integer"),
     ({"sample_interval": -1}, "sample_interval: -1 must be"),
