@@ -44,6 +44,7 @@ from . import _escape as escape
 from . import _files as files
 from . import engine
 from ._argspec import BACKENDS, DEFAULT_SUBSET, TCP_STATES
+from ._procfs import TCP_GAUGE_FIELDS
 from ._atomic import write_atomically
 from .engine import GatherError, gather
 
@@ -57,8 +58,6 @@ _METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 _ACRONYM_PLURAL = re.compile(r"([A-Z]{2,})s(?=[A-Z]|$)")
 _CAMEL_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL_WORD = re.compile(r"([a-z0-9])([A-Z])")
-# Fields of /proc/net/snmp's Tcp line that are values now or settings, not cumulative counters.
-TCP_GAUGE_FIELDS = frozenset(("CurrEstab", "MaxConn", "RtoAlgorithm", "RtoMax", "RtoMin"))
 
 
 class UsageError(Exception):

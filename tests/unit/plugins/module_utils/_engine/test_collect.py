@@ -18,6 +18,7 @@ import stat
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect
 from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import TCP_STATES as STATES
 
@@ -234,6 +235,15 @@ def test_zabbix_discovery_one_row_per_port(facts):
 def test_zabbix_discovery_protocol_filter(facts, protocol, ports):
     rows = json.loads(collect.render(facts, "zabbix-discovery", protocol))
     assert [(row["{#PROTOCOL}"], row["{#PORT}"]) for row in rows] == ports
+
+
+def test_prometheus_gauges_are_the_tcp_fields_rates_leave_out():
+    fields = ("RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "ActiveOpens", "PassiveOpens", "AttemptFails",
+              "EstabResets", "CurrEstab", "InSegs", "OutSegs", "RetransSegs", "InErrs", "OutRsts", "InCsumErrors")
+    rated = procfs.rates({"Tcp": dict.fromkeys(fields, 1)}, {"Tcp": dict.fromkeys(fields, 3)}, 1.0)["Tcp"]
+    gauges = {field for field in fields if collect.netstat_metric("Tcp", field)[1] == "gauge"}
+    assert gauges == {"RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "CurrEstab"}
+    assert set(rated) == set(fields) - gauges
 
 
 def test_zabbix_discovery_empty():
