@@ -68,34 +68,30 @@ class UsageError(Exception):
 # argument types: each one names the value it refuses
 # ---------------------------------------------------------------------------------------------
 
+def _checked(check, name: str, number):
+    """An argparse type: the text as a number, passed by the engine's check of the option (the one
+    validation the modules get too). Text that is no number goes to the check as it is, which refuses it
+    naming it: "argument --top: top: 'x' is not an integer"."""
+    def convert(text: str):
+        try:
+            value = number(text)
+        except ValueError:
+            value = text
+        try:
+            return check(name, value)
+        except GatherError as error:
+            raise argparse.ArgumentTypeError(str(error))
+    return convert
+
+
 def _int_range(name: str):
     """An integer within contract.RANGES[name]."""
-    low, high = contract.RANGES[name]
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not an integer" % text)
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError("%d is outside %s" % (value, contract.describe_range(name)))
-        return value
-    return convert
+    return _checked(engine.check_count, name, lambda text: int(text, 10))
 
 
 def _float_range(name: str):
-    """A number within contract.RANGES[name]."""
-    low, high = contract.RANGES[name]
-
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not a number" % text)
-        if math.isnan(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError("%r is outside %s" % (text, contract.describe_range(name)))
-        return value
-    return convert
+    """A number of seconds within contract.RANGES[name]."""
+    return _checked(engine.check_seconds, name, float)
 
 
 def _gather_subset(text: str) -> list:

@@ -97,13 +97,32 @@ def test_collector_accepts_the_bounds_and_refuses_one_beyond(capsys, name):
     low, high = contract.RANGES[name]
     assert getattr(parse(flag, str(low)), dest) == low
     err = refused(capsys, flag, str(low - 1))
-    assert flag in err and str(low - 1) in err and "is outside %s" % contract.describe_range(name) in err
+    # the engine's message (the modules' users read the same), after the flag
+    assert "argument %s: %s: " % (flag, name) in err and str(low - 1) in err
+    assert ("is out of range (%s)" % contract.describe_range(name) in err if name != "sample_interval"
+            else "must be a number of seconds from %s to %s" % (low, high) in err), err
     if high is None:
         assert getattr(parse(flag, str(10 ** 15)), dest) == 10 ** 15
     else:
         assert getattr(parse(flag, str(high)), dest) == high
         err = refused(capsys, flag, str(high + 1))
-        assert flag in err and str(high + 1) in err and "%s..%s" % (low, high) in err
+        assert "argument %s: %s: " % (flag, name) in err and str(high + 1) in err and "%s" % high in err
+
+
+@pytest.mark.parametrize("name", sorted(FLAGS))
+def test_collector_and_engine_share_one_range_check(capsys, name):
+    """The collector's type for a numeric flag is the engine's check: same verdict, same message."""
+    flag = FLAGS[name]
+    check = engine.check_seconds if name == "sample_interval" else engine.check_count
+    number = float if name == "sample_interval" else int
+    low, high = contract.RANGES[name]
+    for value in (low - 1, low, 10 ** 15 if high is None else high, 10 ** 15 if high is None else high + 1):
+        try:
+            expected = check(name, number(value))
+        except engine.GatherError as error:
+            assert str(error) in refused(capsys, flag, str(number(value)))
+        else:
+            assert getattr(parse(flag, str(number(value))), flag[2:].replace("-", "_")) == expected
 
 
 @pytest.mark.parametrize("name, option", [("top", "top"), ("max_sockets", "max_sockets"),
