@@ -49,8 +49,6 @@ from ._atomic import write_atomically
 from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
-# What --gather-subset accepts: the subsets and the names that stand for several (all, default, min).
-SUBSETS = tuple(contract.SUBSET_GROUPS) + contract.SUBSETS
 PROTOCOLS = ("tcp", "udp", "all")
 LLD_KEYS = ("{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}")
 
@@ -95,12 +93,12 @@ def _float_range(name: str):
 
 
 def _gather_subset(text: str) -> list:
+    """The comma-separated names, each one checked by the engine's resolve_subset (the modules' check)."""
     names = [part.strip() for part in text.split(",")]
-    for name in names:
-        bare = name[1:] if name.startswith("!") else name
-        if bare not in SUBSETS:
-            raise argparse.ArgumentTypeError(
-                "%r is not a subset (choose from %s, each optionally prefixed with '!')" % (name, ", ".join(SUBSETS)))
+    try:
+        engine.resolve_subset(names)
+    except GatherError as error:
+        raise argparse.ArgumentTypeError(str(error))
     return names
 
 

@@ -290,9 +290,11 @@ def test_deprecated_subset_flag_is_a_hidden_alias_of_gather_subset(capsys):
     (["--sample-interval", "nan"], "argument --sample-interval: sample_interval: nan must be a number of seconds"),
     (["--sample-interval", "61"], "argument --sample-interval: sample_interval: 61.0 must be a number of seconds"),
     (["--sample-interval", "soon"], "argument --sample-interval: sample_interval: 'soon' must be a number"),
-    (["--gather-subset", "states,$(id)"], "'$(id)'"),
-    (["--gather-subset", "!bogus"], "'!bogus'"),
-    (["--subset", "!bogus"], "argument --subset: '!bogus'"),  # the deprecated alias, named as typed
+    (["--gather-subset", "states,$(id)"], "argument --gather-subset: gather_subset: unknown subset '$(id)'"),
+    (["--gather-subset", "!bogus"], "argument --gather-subset: gather_subset: unknown subset '!bogus'"),
+    (["--gather-subset", "states,"], "argument --gather-subset: gather_subset: unknown subset ''"),
+    # the deprecated alias, named as typed
+    (["--subset", "!bogus"], "argument --subset: gather_subset: unknown subset '!bogus'"),
     (["--namespace", "web;id"], "'web;id'"),
     (["--namespace", "/run/netns/../../etc/passwd"], "/run/netns/../../etc/passwd"),
     (["--namespace", "pid:abc"], "'pid:abc'"),
