@@ -44,8 +44,8 @@ from . import _escape as escape
 from . import _files as files
 from . import engine
 from ._argspec import BACKENDS, DEFAULT_SUBSET, TCP_STATES
-from ._procfs import TCP_GAUGE_FIELDS
 from ._atomic import write_atomically
+from ._procfs import TCP_GAUGE_FIELDS
 from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
@@ -67,7 +67,7 @@ class UsageError(Exception):
 # ---------------------------------------------------------------------------------------------
 
 def _checked(check, name: str, number):
-    """An argparse type: the text as a number, passed by the engine's check of the option (the one
+    """An argparse type: the text as a number, checked by the engine's check of the option (the one
     validation the modules get too). Text that is no number goes to the check as it is, which refuses it
     naming it: "argument --top: top: 'x' is not an integer"."""
     def convert(text: str):
