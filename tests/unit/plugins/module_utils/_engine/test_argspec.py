@@ -201,7 +201,7 @@ def test_collector_page_in_docs_agrees():
     assert "(default %d)" % contract.DEFAULTS["top"] in rows["--top"]
     assert rows["--sample-interval"].startswith("%s..%s s" % contract.RANGES["sample_interval"])
     assert re.findall(r"`([a-z]+)`", rows["--backend"]) == list(contract.BACKENDS)
-    assert re.match(r"gather_subset, comma separated: `([a-z,]+)` by default", rows["--subset"]).group(1) \
+    assert re.match(r"gather_subset, comma separated: `([a-z,]+)` by default", rows["--gather-subset"]).group(1) \
         == ",".join(contract.DEFAULT_SUBSET)
 
 
