@@ -35,11 +35,14 @@ def engine_modules(collections):
     return _netlink, engine
 
 
-def engine_call(collections, subset=None):
+def engine_call(collections, gather_subset=None):
     _netlink, engine = engine_modules(collections)
 
+    # no argument for the default: a --baseline tree may predate the gather_subset name
+    arguments = {} if gather_subset is None else {"gather_subset": gather_subset}
+
     def call():
-        return engine.gather(subset=subset)
+        return engine.gather(**arguments)
 
     def summary(doc):
         tcp = doc["tcp"]
@@ -50,7 +53,7 @@ def engine_call(collections, subset=None):
     return call, summary
 
 
-def floor_call(collections, _subset=None):
+def floor_call(collections, _gather_subset=None):
     """The engine's own dump (its socket, request and receive loop), handing buffers to a consumer that
     parses nothing, IPv4 and IPv6."""
     _netlink, _engine = engine_modules(collections)
@@ -89,7 +92,7 @@ def dump_raw(netlink, family, protocol, states_mask):
     return total[0]
 
 
-def floor_raw_call(_collections, _subset=None):
+def floor_raw_call(_collections, _gather_subset=None):
     """The benchmark's own bare dump: one reused 1 MiB buffer, no extensions, parses nothing."""
     buffer = bytearray(1 << 20)
 
@@ -115,7 +118,7 @@ def floor_raw_call(_collections, _subset=None):
     return call, lambda received: {"bytes": received}
 
 
-def psutil_call(_collections, _subset=None):
+def psutil_call(_collections, _gather_subset=None):
     import psutil
 
     def call():
@@ -129,7 +132,7 @@ def psutil_call(_collections, _subset=None):
     return call, summary
 
 
-def hotloop_call(collections, _subset=None):
+def hotloop_call(collections, _gather_subset=None):
     """The engine's per-socket loop alone: TcpAggregate.consume_netlink over a dump captured once.
 
     The dump (connections of both families, as the engine asks for them) is received before
@@ -187,11 +190,11 @@ def profile(collections):
 
 def main():
     what, collections = sys.argv[1], sys.argv[2]
-    subset = sys.argv[3].split(",") if len(sys.argv) > 3 else None
+    gather_subset = sys.argv[3].split(",") if len(sys.argv) > 3 else None
     if what == "profile":
         profile(collections)
         return
-    call, summary = CALLS[what](collections, subset)
+    call, summary = CALLS[what](collections, gather_subset)
     call()  # warm-up
     cpu_started = time.process_time()
     started = time.perf_counter()

@@ -33,10 +33,10 @@ WILDCARD = {"ipv4": "0.0.0.0", "ipv6": "::"}
 
 
 def gather_args(include_non_listening):
-    """The gather() subset and max_sockets listener_facts needs."""
+    """The gather() arguments listener_facts needs: its gather_subset, max_sockets and listeners_limit."""
     if include_non_listening:
-        return {"subset": ["listeners", "sockets"], "max_sockets": ALL_SOCKETS, "listeners_limit": None}
-    return {"subset": ["listeners"], "max_sockets": 0, "listeners_limit": None}
+        return {"gather_subset": ["listeners", "sockets"], "max_sockets": ALL_SOCKETS, "listeners_limit": None}
+    return {"gather_subset": ["listeners"], "max_sockets": 0, "listeners_limit": None}
 
 
 def lstart(iso):

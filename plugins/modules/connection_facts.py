@@ -360,8 +360,9 @@ def main():
     params = module.params
 
     def gather_facts(warnings):
-        facts = gather(subset=params["gather_subset"], top=params["top"], sample_interval=params["sample_interval"],
-                       namespace=params["namespace"], backend=params["backend"], max_sockets=params["max_sockets"],
+        facts = gather(gather_subset=params["gather_subset"], top=params["top"],
+                       sample_interval=params["sample_interval"], namespace=params["namespace"],
+                       backend=params["backend"], max_sockets=params["max_sockets"],
                        walk_budget=params["walk_budget"], walk_all_namespaces=params["walk_all_namespaces"],
                        local_ports_limit=params["local_ports_limit"], listeners_limit=params["listeners_limit"],
                        warnings=warnings)

@@ -178,7 +178,7 @@ def test_counters_are_the_kernels(mix_ns):
 
 
 def test_processes_view(mix_ns):
-    facts = engine.gather(namespace=mix_ns.name, subset=["min", "processes"])
+    facts = engine.gather(namespace=mix_ns.name, gather_subset=["min", "processes"])
     holder = [entry for entry in facts["processes"].values() if mix_ns.built["pid"] in entry["pids"]]
     assert len(holder) == 1
     snapshot = Snapshot(mix_ns.name)
@@ -192,9 +192,9 @@ def test_processes_view(mix_ns):
 
 
 def test_raw_sockets_and_truncation(mix_ns):
-    facts = engine.gather(namespace=mix_ns.name, subset=["min", "sockets"], max_sockets=10)
+    facts = engine.gather(namespace=mix_ns.name, gather_subset=["min", "sockets"], max_sockets=10)
     assert len(facts["sockets"]) == 10 and facts["sockets_truncated"] is True
-    facts = engine.gather(namespace=mix_ns.name, subset=["min", "sockets"], max_sockets=100000)
+    facts = engine.gather(namespace=mix_ns.name, gather_subset=["min", "sockets"], max_sockets=100000)
     snapshot = Snapshot(mix_ns.name)
     assert facts["sockets_truncated"] is False
     # every socket, whole: both addresses (IPv4-mapped shown as IPv4 on both sides), ports, state, queues;
@@ -211,7 +211,7 @@ def test_raw_sockets_and_truncation(mix_ns):
 
 
 def test_namespace_all_labels_each(mix_ns):
-    facts = engine.gather(namespace="all", subset=["min"])
+    facts = engine.gather(namespace="all", gather_subset=["min"])
     assert facts["namespace"] == "host"
     labels = {doc["namespace"]: doc for doc in facts["namespaces"]}
     assert mix_ns.name in labels
@@ -233,15 +233,16 @@ def test_namespace_all_leaves_out_what_is_no_namespace(mix_ns, tmp_path):
     try:
         found = dict(procfs.find_namespaces(run_netns=str(run_netns)))
         assert "placeholder" not in found and found["bound"] == str(named)
-        facts = engine.gather(namespace="all", subset=["min"], run_netns=str(run_netns))
+        facts = engine.gather(namespace="all", gather_subset=["min"], run_netns=str(run_netns))
         labels = {doc["namespace"]: doc for doc in facts["namespaces"]}
         assert "placeholder" not in labels
         assert labels["bound"]["tcp"]["states"] == Snapshot(mix_ns.name).states()
     finally:
         subprocess.run(["umount", str(named)], check=True)
     options = engine.GatherOptions(
-        subsets=["states"], top=10, sample_interval=0, backend="auto", max_sockets=0, proc="/proc", walk_budget=None,
-        walk_all_namespaces=False, local_ports_limit=100, listeners_limit=200, spill_keys=engine.SPILL_KEYS)
+        gather_subset=["states"], top=10, sample_interval=0, backend="auto", max_sockets=0, proc="/proc",
+        walk_budget=None, walk_all_namespaces=False, local_ports_limit=100, listeners_limit=200,
+        spill_keys=engine.SPILL_KEYS)
     # unmounted: an ordinary file now, refused by its type before setns (EINVAL); removed: ENOENT
     for gone, reason in ((named, "is an ordinary file, not a network namespace file"),
                          (run_netns / "removed", "No such file")):
@@ -336,7 +337,7 @@ def test_process_named_with_bytes_that_are_not_utf8(netns):
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "READY"
-        facts = engine.gather(namespace=netns.name, subset=["listeners", "processes"])
+        facts = engine.gather(namespace=netns.name, gather_subset=["listeners", "processes"])
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)

@@ -80,7 +80,8 @@ def gather_both(ns, **options):
 
 @pytest.mark.parametrize("backend", ["netlink", "proc"])
 def test_spilled_records_give_the_facts_of_the_dicts(peers_ns, backend):
-    before, in_dicts, spilled = gather_both(peers_ns, backend=backend, subset=["ports", "peers", "timers", "listeners"])
+    before, in_dicts, spilled = gather_both(peers_ns, backend=backend,
+                                            gather_subset=["ports", "peers", "timers", "listeners"])
     assert in_dicts["backend"] == spilled["backend"] == backend
     assert _without_clock(spilled) == _without_clock(in_dicts)
     assert in_dicts["listener_walk"]["unattributed"] == spilled["listener_walk"]["unattributed"] == 0
@@ -100,7 +101,7 @@ def test_spilled_records_give_the_facts_of_the_dicts(peers_ns, backend):
 
 
 def test_every_peer_and_remote_port_against_ss(peers_ns):
-    before, in_dicts, spilled = gather_both(peers_ns, top=100000, subset=["ports", "peers"])
+    before, in_dicts, spilled = gather_both(peers_ns, top=100000, gather_subset=["ports", "peers"])
     assert spilled["tcp"]["peers"] == in_dicts["tcp"]["peers"]
     oracle = before.peers()
     assert {row["address"]: {"total": row["total"], "states": row["states"]} for row in spilled["tcp"]["peers"]} \
@@ -146,8 +147,8 @@ PORTS_MIX = {
 def test_local_ports_beyond_the_limit(netns, tmp_path):
     netns.hold_mix(PORTS_MIX, tmp_path)
     before = Snapshot(netns.name)
-    facts = engine.gather(namespace=netns.name, subset=["ports"], local_ports_limit=50, top=10)
-    every = engine.gather(namespace=netns.name, subset=["ports"], local_ports_limit=len(PORTS), top=10)
+    facts = engine.gather(namespace=netns.name, gather_subset=["ports"], local_ports_limit=50, top=10)
+    every = engine.gather(namespace=netns.name, gather_subset=["ports"], local_ports_limit=len(PORTS), top=10)
     after = Snapshot(netns.name)
     assert before.tcp == after.tcp
     oracle = before.local_ports()
@@ -191,9 +192,9 @@ def test_listeners_beyond_the_limit(netns, tmp_path):
     oracle = Snapshot(netns.name).listeners()
     assert {port: oracle[("127.0.0.1", port)]["queue"] for port in QUEUED} == QUEUED
     warnings = []
-    facts = engine.gather(namespace=netns.name, subset=["listeners"], listeners_limit=50, warnings=warnings)
-    every = engine.gather(namespace=netns.name, subset=["listeners"], listeners_limit=None)
-    default = engine.gather(namespace=netns.name, subset=["listeners"])
+    facts = engine.gather(namespace=netns.name, gather_subset=["listeners"], listeners_limit=50, warnings=warnings)
+    every = engine.gather(namespace=netns.name, gather_subset=["listeners"], listeners_limit=None)
+    default = engine.gather(namespace=netns.name, gather_subset=["listeners"])
     assert Snapshot(netns.name).listeners() == oracle
 
     def keys(listing):
@@ -215,4 +216,4 @@ def test_listeners_beyond_the_limit(netns, tmp_path):
         "tcp": len(others), "udp": 0, "queue": sum(oracle[key]["queue"] for key in others),
         "max_saturation": max(round(oracle[key]["queue"] / oracle[key]["backlog"], 4) for key in others)}
     with pytest.raises(engine.GatherError, match=r"listeners_limit: 0 is out of range"):
-        engine.gather(namespace=netns.name, subset=["listeners"], listeners_limit=0)
+        engine.gather(namespace=netns.name, gather_subset=["listeners"], listeners_limit=0)

@@ -146,7 +146,7 @@ def test_collector_zabbix_discovery_is_json_with_intact_macros(hostile, host):
 @pytest.mark.parametrize("host", sorted(NAMES))
 def test_collector_prometheus_text_parses_with_the_label_intact(hostile, host):
     namespace = hostile[host]
-    text = collect(namespace, "--format", "prometheus", "--subset", "default,processes")
+    text = collect(namespace, "--format", "prometheus", "--gather-subset", "default,processes")
     families = parse_prometheus(text)
     names = {sample.labels["process"] for sample in families["netstate_process_connections"].samples}
     assert escape.visible(escape.name_text(namespace.comm), keep="\t\n") in names

@@ -81,7 +81,7 @@ def test_orphan_listener_is_reported_and_bounded(netns, tmp_path):
                            "established": [{"to": ["127.0.0.1", HELD_PORT], "count": 200}],
                            "in_flight": [{"address": "127.0.0.1", "port": ORPHAN_PORT}]}, tmp_path,
                    {"walk_budget": 100000}, {"walk_budget": 500},
-                   {"subset": ["listeners", "processes"], "walk_budget": 500})
+                   {"gather_subset": ["listeners", "processes"], "walk_budget": 500})
     pid = result["built"]["pid"]
     assert ss_listeners(result) == {("127.0.0.1", HELD_PORT): pid, ("127.0.0.1", ORPHAN_PORT): None}
     ample, small, full = result["runs"]

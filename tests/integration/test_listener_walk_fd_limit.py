@@ -103,11 +103,12 @@ GATHER = textwrap.dedent("""
     mode = sys.argv[2]
     if mode == "engine":
         runs = {}
-        for name, subset in (("listeners", ["listeners"]), ("processes", ["listeners", "processes"])):
+        for name, gather_subset in (("listeners", ["listeners"]), ("processes", ["listeners", "processes"])):
             warnings = []
             # every listener (not the 200 fullest), and a descriptor budget, not the default time budget: a loaded
             # machine must not stop the walk early
-            facts = engine.gather(subset=subset, walk_budget=1000000, listeners_limit=None, warnings=warnings)
+            facts = engine.gather(gather_subset=gather_subset, walk_budget=1000000, listeners_limit=None,
+                                  warnings=warnings)
             runs[name] = {"facts": facts, "warnings": warnings}
         print(json.dumps(runs))
     elif mode == "listen_ports":

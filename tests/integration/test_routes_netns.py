@@ -106,7 +106,7 @@ def canonical(rows):
 
 def test_routes_match_ip(routed_ns):
     before = ip_routes(routed_ns)
-    facts = engine.gather(namespace=routed_ns.name, subset=["min", "routes"])
+    facts = engine.gather(namespace=routed_ns.name, gather_subset=["min", "routes"])
     assert "routes" in facts["gather_subset"] and "multicast" not in facts
     assert canonical(facts["routes"]) == canonical(before) == canonical(ip_routes(routed_ns))
     routes = {(r["family"], r["table"], r["destination"]): r for r in facts["routes"]}
@@ -128,7 +128,7 @@ def test_routes_match_ip(routed_ns):
 def test_routes_not_in_default(routed_ns):
     facts = engine.gather(namespace=routed_ns.name)
     assert "routes" not in facts and "multicast" not in facts
-    facts = engine.gather(namespace=routed_ns.name, subset=["all"], max_sockets=0)
+    facts = engine.gather(namespace=routed_ns.name, gather_subset=["all"], max_sockets=0)
     assert facts["routes"] and facts["multicast"]
 
 
@@ -145,7 +145,7 @@ def ip_maddr(ns):
 
 def test_multicast_matches_ip(routed_ns):
     before = ip_maddr(routed_ns)
-    facts = engine.gather(namespace=routed_ns.name, subset=["min", "multicast"])
+    facts = engine.gather(namespace=routed_ns.name, gather_subset=["min", "multicast"])
     assert canonical(facts["multicast"]) == canonical(before) == canonical(ip_maddr(routed_ns))
     groups = {(g["interface"], g["group"]): g for g in facts["multicast"]}
     assert groups[("rt0", V4_GROUPS[0])]["users"] == 2 and groups[("rt0", V4_GROUPS[1])]["users"] == 1

@@ -50,7 +50,7 @@ def test_collector_output_onto_a_device_node_is_refused_and_the_node_kept(device
     collect = " ".join(COLLECT)
     result = in_private_mounts(
         'mknod "$DEV/%(d)s" c %(n)s && '
-        'set +e; %(c)s --format prometheus --output "$DEV/%(d)s" --subset states; echo "rc=$?"; '
+        'set +e; %(c)s --format prometheus --output "$DEV/%(d)s" --gather-subset states; echo "rc=$?"; '
         'stat -c "type=%%F" "$DEV/%(d)s"; ls -A "$DEV"' % {"d": device, "n": numbers, "c": collect})
     assert "rc=2" in result.stdout, result.stdout + result.stderr
     assert "type=character special file" in result.stdout
@@ -67,7 +67,7 @@ def test_collector_output_onto_a_fifo_or_a_link_is_refused(tmp_path):
     link = tmp_path / "link.prom"
     link.symlink_to(target)
     for path, what in ((fifo, "is a FIFO (named pipe)"), (link, "is a symbolic link")):
-        result = run(COLLECT + ["--format", "prometheus", "--output", str(path), "--subset", "states"])
+        result = run(COLLECT + ["--format", "prometheus", "--output", str(path), "--gather-subset", "states"])
         assert result.returncode == 2, result.stderr
         assert what in result.stderr
     assert stat.S_ISFIFO(file_type(fifo))
@@ -82,7 +82,7 @@ def test_collector_namespace_that_is_a_fifo_or_a_file_is_refused_not_waited_on(t
     ordinary.write_text("")
     for path, what in ((fifo, "is a FIFO (named pipe), not a network namespace file"),
                        (ordinary, "is an ordinary file, not a network namespace file")):
-        result = run(COLLECT + ["--namespace", str(path), "--subset", "states"], timeout=30)
+        result = run(COLLECT + ["--namespace", str(path), "--gather-subset", "states"], timeout=30)
         assert result.returncode == 1, result.stderr
         assert "namespace %s: cannot enter" % path in result.stderr and what in result.stderr
         assert result.stdout == ""
@@ -95,7 +95,7 @@ def test_a_fifo_in_run_netns_is_refused_by_name(tmp_path):
     os.makedirs("/run/netns", exist_ok=True)
     os.mkfifo(path)
     try:
-        result = run(COLLECT + ["--namespace", name, "--subset", "states"], timeout=30)
+        result = run(COLLECT + ["--namespace", name, "--gather-subset", "states"], timeout=30)
     finally:
         os.unlink(path)
     assert result.returncode == 1

@@ -189,9 +189,9 @@ def test_retransmitting_peers_match_ss(timer_ns, backend, spill_keys):
 
 
 def test_min_subset_leaves_timers_out(timer_ns):
-    facts = engine.gather(namespace=timer_ns.name, subset=["min"])
+    facts = engine.gather(namespace=timer_ns.name, gather_subset=["min"])
     assert "timers" not in facts["tcp"] and "queues" not in facts["tcp"] and "retransmitting" not in facts["tcp"]
-    facts = engine.gather(namespace=timer_ns.name, subset=["min", "timers"], top=1)
+    facts = engine.gather(namespace=timer_ns.name, gather_subset=["min", "timers"], top=1)
     assert len(facts["tcp"]["queues"]["send_ports"]) == 1 and facts["tcp"]["queues"]["send_ports"][0]["port"] == 7001
 
 
@@ -269,6 +269,6 @@ def test_zabbix_items_read_the_collector_document(timer_ns):
     assert preprocess(items["netstate.tcp.retransmitting.top.retransmits"], facts) >= RETRANSMITTING
     assert preprocess(items["netstate.tcp.send_queue.stalled.max"], facts) == max(
         entry["stalled"] for entry in snapshot.send_ports().values())
-    quiet = engine.gather(namespace=timer_ns.name, subset=["min"])  # nothing to read: the error handlers' 0
+    quiet = engine.gather(namespace=timer_ns.name, gather_subset=["min"])  # nothing to read: the error handlers' 0
     assert preprocess(items["netstate.tcp.send_queue.stalled.max"], quiet) == 0
     assert preprocess(items["netstate.tcp.retransmitting.top.sockets"], quiet) == 0

@@ -59,10 +59,14 @@ DEFAULTS = {
 }
 
 
+def range_text(low, high=None):
+    """An inclusive range as text: '1..100000', '0 or more' (high None)."""
+    return "%s or more" % low if high is None else "%s..%s" % (low, high)
+
+
 def describe_range(name):
     """RANGES[name] as text: '1..100000', '0 or more'."""
-    low, high = RANGES[name]
-    return "%s or more" % low if high is None else "%s..%s" % (low, high)
+    return range_text(*RANGES[name])
 
 
 # Argument specs (AnsibleModule's format) built from the tables above.

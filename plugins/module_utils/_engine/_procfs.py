@@ -207,8 +207,9 @@ def parse_sockstat(text):
     return result
 
 
-# Tcp fields of /proc/net/snmp that are gauges or settings, not cumulative counters.
-TCP_NOT_CUMULATIVE = frozenset(("RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "CurrEstab"))
+# Tcp fields of /proc/net/snmp that are gauges or settings, not cumulative counters: no rates of them,
+# and the collector exports them as gauges.
+TCP_GAUGE_FIELDS = frozenset(("RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "CurrEstab"))
 
 
 def read_counters(proc="/proc"):
@@ -232,7 +233,7 @@ def rates(before, after, interval):
         result[group] = {
             name: round((value - older[name]) / interval, 3)
             for name, value in after.get(group, {}).items()
-            if name in older and not (group == "Tcp" and name in TCP_NOT_CUMULATIVE)
+            if name in older and not (group == "Tcp" and name in TCP_GAUGE_FIELDS)
         }
     return result
 

@@ -45,11 +45,10 @@ from . import _files as files
 from . import engine
 from ._argspec import BACKENDS, DEFAULT_SUBSET, TCP_STATES
 from ._atomic import write_atomically
+from ._procfs import TCP_GAUGE_FIELDS
 from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
-# What --subset accepts: the subsets and the names that stand for several (all, default, min).
-SUBSETS = tuple(contract.SUBSET_GROUPS) + contract.SUBSETS
 PROTOCOLS = ("tcp", "udp", "all")
 LLD_KEYS = ("{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}")
 
@@ -57,8 +56,6 @@ _METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 _ACRONYM_PLURAL = re.compile(r"([A-Z]{2,})s(?=[A-Z]|$)")
 _CAMEL_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL_WORD = re.compile(r"([a-z0-9])([A-Z])")
-# Fields of /proc/net/snmp's Tcp line that are values now or settings, not cumulative counters.
-TCP_GAUGE_FIELDS = frozenset(("CurrEstab", "MaxConn", "RtoAlgorithm", "RtoMax", "RtoMin"))
 
 
 class UsageError(Exception):
@@ -69,43 +66,39 @@ class UsageError(Exception):
 # argument types: each one names the value it refuses
 # ---------------------------------------------------------------------------------------------
 
+def _checked(check, name: str, number):
+    """An argparse type: the text as a number, checked by the engine's check of the option (the one
+    validation the modules get too). Text that is no number goes to the check as it is, which refuses it
+    naming it: "argument --top: top: 'x' is not an integer"."""
+    def convert(text: str):
+        try:
+            value = number(text)
+        except ValueError:
+            value = text
+        try:
+            return check(name, value)
+        except GatherError as error:
+            raise argparse.ArgumentTypeError(str(error))
+    return convert
+
+
 def _int_range(name: str):
     """An integer within contract.RANGES[name]."""
-    low, high = contract.RANGES[name]
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not an integer" % text)
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError("%d is outside %s" % (value, contract.describe_range(name)))
-        return value
-    return convert
+    return _checked(engine.check_count, name, lambda text: int(text, 10))
 
 
 def _float_range(name: str):
-    """A number within contract.RANGES[name]."""
-    low, high = contract.RANGES[name]
-
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not a number" % text)
-        if math.isnan(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError("%r is outside %s" % (text, contract.describe_range(name)))
-        return value
-    return convert
+    """A number of seconds within contract.RANGES[name]."""
+    return _checked(engine.check_seconds, name, float)
 
 
-def _subset(text: str) -> list:
+def _gather_subset(text: str) -> list:
+    """The comma-separated names, each one checked by the engine's resolve_subset (the modules' check)."""
     names = [part.strip() for part in text.split(",")]
-    for name in names:
-        bare = name[1:] if name.startswith("!") else name
-        if bare not in SUBSETS:
-            raise argparse.ArgumentTypeError(
-                "%r is not a subset (choose from %s, each optionally prefixed with '!')" % (name, ", ".join(SUBSETS)))
+    try:
+        engine.resolve_subset(names)
+    except GatherError as error:
+        raise argparse.ArgumentTypeError(str(error))
     return names
 
 
@@ -168,9 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--format", choices=FORMATS, default="json", help="output format (default json)")
     defaults = contract.DEFAULTS
-    parser.add_argument("--subset", type=_subset, default=None,
+    parser.add_argument("--gather-subset", type=_gather_subset, default=None,
                         help="comma-separated gather_subset, e.g. states,ports,!peers (default %s)"
                         % ",".join(DEFAULT_SUBSET))
+    # The earlier spelling, deprecated and hidden from --help: agent configurations written for earlier
+    # releases pass it. To be removed in 1.0.0 (changelog, deprecated_features).
+    parser.add_argument("--subset", dest="gather_subset", type=_gather_subset, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--top", type=_int_range("top"), default=defaults["top"],
                         help="how many peers and remote ports to keep, %s (default %d)"
                         % (contract.describe_range("top"), defaults["top"]))
@@ -183,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default=defaults["backend"],
                         help="socket source (default %s)" % defaults["backend"])
     parser.add_argument("--max-sockets", type=_int_range("max_sockets"), default=defaults["max_sockets"],
-                        help="raw socket list limit with --subset sockets (default %d)" % defaults["max_sockets"])
+                        help="raw socket list limit with --gather-subset sockets (default %d)"
+                        % defaults["max_sockets"])
     parser.add_argument("--local-ports-limit", type=_int_range("local_ports_limit"),
                         default=defaults["local_ports_limit"],
                         help="listening ports listed one by one in tcp.local_ports, %s (default %d; the busiest, "
@@ -536,9 +534,9 @@ def main(argv=None) -> int:
             sys.stdout.flush()
             return 0
         warnings.append("gathering instead of reading the discovery file: %s" % reason)
-    subset = ["listeners"] if args.format == "zabbix-discovery" else args.subset or list(DEFAULT_SUBSET)
+    gather_subset = ["listeners"] if args.format == "zabbix-discovery" else args.gather_subset or list(DEFAULT_SUBSET)
     try:
-        facts = gather(subset=subset, top=args.top, sample_interval=args.sample_interval,
+        facts = gather(gather_subset=gather_subset, top=args.top, sample_interval=args.sample_interval,
                        namespace=args.namespace, backend=args.backend, max_sockets=args.max_sockets,
                        walk_budget=args.walk_budget, walk_all_namespaces=args.walk_all_namespaces,
                        local_ports_limit=args.local_ports_limit, listeners_limit=args.listeners_limit,

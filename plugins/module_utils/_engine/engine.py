@@ -31,7 +31,7 @@ from . import _rtnetlink as rtnetlink
 from ._address import address_text as _address_text
 from ._address import plain_raw as _plain_raw
 from ._address import plain_text as _printable
-from ._argspec import BACKENDS, DEFAULT_SUBSET, DEFAULTS, RANGES, SUBSET_GROUPS, SUBSETS
+from ._argspec import BACKENDS, DEFAULT_SUBSET, DEFAULTS, RANGES, SUBSET_GROUPS, SUBSETS, range_text
 from ._argspec import TCP_STATES as STATES
 
 _ntoa, _ntop = socket.inet_ntoa, socket.inet_ntop
@@ -99,8 +99,24 @@ def _check_int(name, value, low, high=None):
     if isinstance(value, bool) or not isinstance(value, int):
         raise GatherError("%s: %s is not an integer" % (name, escape.bounded_repr(value)))
     if value < low or (high is not None and value > high):
-        raise GatherError("%s: %s is out of range (%s..%s)"
-                          % (name, escape.bounded_repr(value), low, "" if high is None else high))
+        raise GatherError("%s: %s is out of range (%s)" % (name, escape.bounded_repr(value), range_text(low, high)))
+    return value
+
+
+# The checks of the numeric options of RANGES, the one validation gather(), the modules (through it) and
+# the collector's argparse types share.
+
+def check_count(name, value):
+    """value, an integer within RANGES[name]; GatherError naming the option otherwise."""
+    return _check_int(name, value, *RANGES[name])
+
+
+def check_seconds(name, value):
+    """value, a number of seconds within RANGES[name] (NaN is not); GatherError naming the option otherwise."""
+    low, high = RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise GatherError("%s: %s must be a number of seconds from %d to %d"
+                          % (name, escape.bounded_repr(value), low, high))
     return value
 
 
@@ -984,11 +1000,11 @@ def _processes(tcp, inode_pids, proc):
 
 # The checked options of one gather(), the same for every namespace it visits.
 GatherOptions = collections.namedtuple(
-    "GatherOptions", "subsets top sample_interval backend max_sockets proc walk_budget walk_all_namespaces "
+    "GatherOptions", "gather_subset top sample_interval backend max_sockets proc walk_budget walk_all_namespaces "
     "local_ports_limit listeners_limit spill_keys")
 
 
-def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
+def gather(gather_subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
            warnings=None, proc="/proc", run_netns="/run/netns", walk_budget=None, walk_all_namespaces=False,
            local_ports_limit=DEFAULTS["local_ports_limit"], listeners_limit=DEFAULTS["listeners_limit"],
            spill_keys=SPILL_KEYS):
@@ -1007,25 +1023,21 @@ def gather(subset=None, top=10, sample_interval=0, namespace=None, backend="auto
     """
     if warnings is None:
         warnings = []
-    subsets = resolve_subset(subset)
-    top = _check_int("top", top, *RANGES["top"])
-    max_sockets = _check_int("max_sockets", max_sockets, *RANGES["max_sockets"])
-    low, high = RANGES["sample_interval"]
-    if isinstance(sample_interval, bool) or not isinstance(sample_interval, (int, float)) \
-            or not low <= sample_interval <= high:
-        raise GatherError("sample_interval: %s must be a number of seconds from %d to %d"
-                          % (escape.bounded_repr(sample_interval), low, high))
+    gather_subset = resolve_subset(gather_subset)
+    top = check_count("top", top)
+    max_sockets = check_count("max_sockets", max_sockets)
+    sample_interval = check_seconds("sample_interval", sample_interval)
     if backend not in BACKENDS:
         raise GatherError("backend: %s is not one of %s" % (escape.bounded_repr(backend), ", ".join(BACKENDS)))
     if walk_budget is not None:
-        walk_budget = _check_int("walk_budget", walk_budget, *RANGES["walk_budget"])
-    local_ports_limit = _check_int("local_ports_limit", local_ports_limit, *RANGES["local_ports_limit"])
+        walk_budget = check_count("walk_budget", walk_budget)
+    local_ports_limit = check_count("local_ports_limit", local_ports_limit)
     if listeners_limit is not None:
-        listeners_limit = _check_int("listeners_limit", listeners_limit, *RANGES["listeners_limit"])
+        listeners_limit = check_count("listeners_limit", listeners_limit)
     spill_keys = _check_int("spill_keys", spill_keys, 0)
     check_namespace(namespace)
     options = GatherOptions(
-        subsets=subsets, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
+        gather_subset=gather_subset, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
         proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces),
         local_ports_limit=local_ports_limit, listeners_limit=listeners_limit, spill_keys=spill_keys)
     if namespace == "all":
@@ -1063,7 +1075,7 @@ def _gather_in(options, path, label, warnings):
 
 def _gather_here(options, label, warnings):
     started = time.time()
-    want = set(options.subsets)
+    want = set(options.gather_subset)
     proc, top, sample_interval = options.proc, options.top, options.sample_interval
     counters_before = None
     if "counters" in want and sample_interval:
@@ -1078,7 +1090,7 @@ def _gather_here(options, label, warnings):
         "backend": backend_used,
         "namespace": label,
         "kernel": os.uname()[2],
-        "gather_subset": options.subsets,
+        "gather_subset": options.gather_subset,
     }
     facts["tcp"] = tcp.states()
     facts["udp"] = {
@@ -1296,7 +1308,7 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
         raise GatherError("states: %r must be a non-empty list of TCP state names" % (states,))
     mask = state_mask(states)
     if local_port is not None:
-        local_port = _check_int("local_port", local_port, *RANGES["local_port"])
+        local_port = check_count("local_port", local_port)
     more_than = _check_int("more_than", more_than, 0)
     spill_keys = _check_int("spill_keys", spill_keys, 0)
     if backend not in BACKENDS:

@@ -43,7 +43,9 @@ CONTRACT_NAMES = sorted(set(contract.RANGES) | set(SPECS) | {"subset", "states"}
 COLLECTOR_FLAGS = {"--top": "top", "--sample-interval": "sample_interval", "--max-sockets": "max_sockets",
                    "--local-ports-limit": "local_ports_limit", "--listeners-limit": "listeners_limit",
                    "--walk-budget": "walk_budget", "--discovery-max-age": "discovery_max_age",
-                   "--backend": "backend", "--subset": "gather_subset"}
+                   "--backend": "backend", "--gather-subset": "gather_subset"}
+# Flags the collector still accepts but the roles must not write any more.
+DEPRECATED_FLAGS = ("--subset",)
 # `--flag value` in a task or template: a literal, or one variable, optionally times a number.
 FLAG_VALUE = re.compile(r"(--[a-z-]+)[ =](?:\{\{\s*(\w+)\s*(?:\*\s*(\d+)\s*)?\}\}|([^\s'\"{}]+))")
 # `L <= variable <= H` in an assert.
@@ -169,6 +171,13 @@ def test_the_agent_roles_write_collector_flags():
     assert "roles/node_exporter/tasks/main.yml" in files
     assert "roles/zabbix_agent/templates/netstate_tcp.conf.j2" in files
     assert "roles/zabbix_agent/tasks/process_names.yml" in files
+
+
+def test_the_agent_roles_write_no_deprecated_collector_flag():
+    written = [(os.path.relpath(path, ROOT), flag) for role in ROLE_NAMES
+               for path in role_files(role, "tasks", "templates")
+               for flag in re.findall(r"--[a-z-]+", read(path)) if flag in DEPRECATED_FLAGS]
+    assert not written, written
 
 
 @pytest.mark.parametrize("where, flag, variable, factor, literal", collector_command_lines())

@@ -87,6 +87,6 @@ def test_include_non_listening_adds_every_socket_once(tmp_path):
 
 def test_gather_args():
     # listener_facts lists every listener: no listeners_limit
-    assert lp.gather_args(False) == {"subset": ["listeners"], "max_sockets": 0, "listeners_limit": None}
-    assert lp.gather_args(True)["subset"] == ["listeners", "sockets"]
+    assert lp.gather_args(False) == {"gather_subset": ["listeners"], "max_sockets": 0, "listeners_limit": None}
+    assert lp.gather_args(True)["gather_subset"] == ["listeners", "sockets"]
     assert lp.gather_args(True)["listeners_limit"] is None

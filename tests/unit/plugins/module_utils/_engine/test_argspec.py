@@ -57,7 +57,6 @@ def test_everything_takes_its_lists_from_the_contract():
     assert (engine.SUBSETS, engine.DEFAULT_SUBSET, engine.BACKENDS) == (
         contract.SUBSETS, contract.DEFAULT_SUBSET, contract.BACKENDS)
     assert collect.TCP_STATES == contract.TCP_STATES
-    assert collect.SUBSETS == ("all", "default", "min") + contract.SUBSETS
     assert _peer_block.STATES == contract.CONNECTION_STATES
 
 
@@ -86,8 +85,8 @@ def test_collector_defaults_and_choices_are_the_contract_s():
             contract.DEFAULTS["max_sockets"], contract.DEFAULTS["discovery_max_age"], None)
     backend = next(action for action in collect.build_parser()._actions if action.dest == "backend")
     assert tuple(backend.choices) == contract.BACKENDS
-    for name in collect.SUBSETS:
-        assert parse("--subset", "%s,!%s" % (name, name)).subset == [name, "!" + name]
+    for name in ("all", "default", "min") + contract.SUBSETS:
+        assert parse("--gather-subset", "%s,!%s" % (name, name)).gather_subset == [name, "!" + name]
 
 
 @pytest.mark.parametrize("name", sorted(FLAGS))
@@ -97,13 +96,32 @@ def test_collector_accepts_the_bounds_and_refuses_one_beyond(capsys, name):
     low, high = contract.RANGES[name]
     assert getattr(parse(flag, str(low)), dest) == low
     err = refused(capsys, flag, str(low - 1))
-    assert flag in err and str(low - 1) in err and "is outside %s" % contract.describe_range(name) in err
+    # the engine's message (the modules' users read the same), after the flag
+    assert "argument %s: %s: " % (flag, name) in err and str(low - 1) in err
+    assert ("is out of range (%s)" % contract.describe_range(name) in err if name != "sample_interval"
+            else "must be a number of seconds from %s to %s" % (low, high) in err), err
     if high is None:
         assert getattr(parse(flag, str(10 ** 15)), dest) == 10 ** 15
     else:
         assert getattr(parse(flag, str(high)), dest) == high
         err = refused(capsys, flag, str(high + 1))
-        assert flag in err and str(high + 1) in err and "%s..%s" % (low, high) in err
+        assert "argument %s: %s: " % (flag, name) in err and str(high + 1) in err and "%s" % high in err
+
+
+@pytest.mark.parametrize("name", sorted(FLAGS))
+def test_collector_and_engine_share_one_range_check(capsys, name):
+    """The collector's type for a numeric flag is the engine's check: same verdict, same message."""
+    flag = FLAGS[name]
+    check = engine.check_seconds if name == "sample_interval" else engine.check_count
+    number = float if name == "sample_interval" else int
+    low, high = contract.RANGES[name]
+    for value in (low - 1, low, 10 ** 15 if high is None else high, 10 ** 15 if high is None else high + 1):
+        try:
+            expected = check(name, number(value))
+        except engine.GatherError as error:
+            assert str(error) in refused(capsys, flag, str(number(value)))
+        else:
+            assert getattr(parse(flag, str(number(value))), flag[2:].replace("-", "_")) == expected
 
 
 @pytest.mark.parametrize("name, option", [("top", "top"), ("max_sockets", "max_sockets"),
@@ -112,8 +130,8 @@ def test_engine_accepts_the_bounds_and_refuses_one_beyond(name, option):
     low, high = contract.RANGES[name]
     for value in (low, 10 ** 15 if high is None else high):
         # this host's own sockets, the cheapest subset that uses the option
-        subset = {"max_sockets": ["min", "sockets"], "walk_budget": ["min", "listeners"]}.get(option, ["min"])
-        facts = engine.gather(subset=subset, **{option: value})
+        gather_subset = {"max_sockets": ["min", "sockets"], "walk_budget": ["min", "listeners"]}.get(option, ["min"])
+        facts = engine.gather(gather_subset=gather_subset, **{option: value})
         assert facts["tcp"]["total"] >= 0
     beyond = [low - 1] + ([] if high is None else [high + 1])
     for value in beyond:
@@ -183,7 +201,7 @@ def test_collector_page_in_docs_agrees():
     assert "(default %d)" % contract.DEFAULTS["top"] in rows["--top"]
     assert rows["--sample-interval"].startswith("%s..%s s" % contract.RANGES["sample_interval"])
     assert re.findall(r"`([a-z]+)`", rows["--backend"]) == list(contract.BACKENDS)
-    assert re.match(r"gather_subset, comma separated: `([a-z,]+)` by default", rows["--subset"]).group(1) \
+    assert re.match(r"gather_subset, comma separated: `([a-z,]+)` by default", rows["--gather-subset"]).group(1) \
         == ",".join(contract.DEFAULT_SUBSET)
 
 

@@ -18,6 +18,7 @@ import stat
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect
 from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import TCP_STATES as STATES
 
@@ -236,6 +237,15 @@ def test_zabbix_discovery_protocol_filter(facts, protocol, ports):
     assert [(row["{#PROTOCOL}"], row["{#PORT}"]) for row in rows] == ports
 
 
+def test_prometheus_gauges_are_the_tcp_fields_rates_leave_out():
+    fields = ("RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "ActiveOpens", "PassiveOpens", "AttemptFails",
+              "EstabResets", "CurrEstab", "InSegs", "OutSegs", "RetransSegs", "InErrs", "OutRsts", "InCsumErrors")
+    rated = procfs.rates({"Tcp": dict.fromkeys(fields, 1)}, {"Tcp": dict.fromkeys(fields, 3)}, 1.0)["Tcp"]
+    gauges = {field for field in fields if collect.netstat_metric("Tcp", field)[1] == "gauge"}
+    assert gauges == {"RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "CurrEstab"}
+    assert set(rated) == set(fields) - gauges
+
+
 def test_zabbix_discovery_empty():
     assert json.loads(collect.render({"tcp": {}, "listeners": []}, "zabbix-discovery")) == []
 
@@ -244,37 +254,53 @@ def test_zabbix_discovery_empty():
 
 def test_defaults():
     args = collect.build_parser().parse_args([])
-    assert (args.format, args.subset, args.top, args.sample_interval, args.namespace, args.backend,
+    assert (args.format, args.gather_subset, args.top, args.sample_interval, args.namespace, args.backend,
             args.protocol, args.output, args.quiet) == ("json", None, 10, 0.0, None, "auto", "tcp", None, False)
 
 
 def test_valid_arguments(tmp_path):
     args = collect.build_parser().parse_args([
-        "--format", "prometheus", "--subset", "all,!sockets", "--top", "3", "--sample-interval", "0.5",
+        "--format", "prometheus", "--gather-subset", "all,!sockets", "--top", "3", "--sample-interval", "0.5",
         "--namespace", "pid:1", "--backend", "proc", "--max-sockets", "0", "--protocol", "",
         "--output", str(tmp_path / "netstate.prom"), "--quiet"])
-    assert args.subset == ["all", "!sockets"]
+    assert args.gather_subset == ["all", "!sockets"]
     assert args.protocol == "tcp"  # what Zabbix passes for a flexible key used without parameters
     assert (args.top, args.sample_interval, args.max_sockets) == (3, 0.5, 0)
+
+
+def test_deprecated_subset_flag_is_a_hidden_alias_of_gather_subset(capsys):
+    parser = collect.build_parser()
+    assert parser.parse_args(["--subset", "min,timers"]).gather_subset == ["min", "timers"]
+    assert parser.parse_args(["--gather-subset", "all", "--subset", "min"]).gather_subset == ["min"]  # last wins
+    assert not hasattr(parser.parse_args([]), "subset")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--help"])
+    shown = capsys.readouterr().out
+    assert "--gather-subset" in shown
+    assert "--subset" not in shown
 
 
 @pytest.mark.parametrize("argv, named", [
     (["--format", "xml"], "'xml'"),
     (["--format", "json;id"], "'json;id'"),
-    (["--top", "0"], "0 is outside 1..100000"),
-    (["--top", "1; rm -rf /"], "'1; rm -rf /'"),
-    (["--top", "100001"], "100001 is outside 1..100000"),
-    (["--sample-interval", "-1"], "'-1'"),
-    (["--sample-interval", "nan"], "'nan'"),
-    (["--sample-interval", "61"], "'61'"),
-    (["--subset", "states,$(id)"], "'$(id)'"),
-    (["--subset", "!bogus"], "'!bogus'"),
+    (["--top", "0"], "argument --top: top: 0 is out of range (1..100000)"),
+    (["--top", "1; rm -rf /"], "argument --top: top: '1; rm -rf /' is not an integer"),
+    (["--top", "100001"], "argument --top: top: 100001 is out of range (1..100000)"),
+    (["--sample-interval", "-1"], "argument --sample-interval: sample_interval: -1.0 must be a number of seconds"),
+    (["--sample-interval", "nan"], "argument --sample-interval: sample_interval: nan must be a number of seconds"),
+    (["--sample-interval", "61"], "argument --sample-interval: sample_interval: 61.0 must be a number of seconds"),
+    (["--sample-interval", "soon"], "argument --sample-interval: sample_interval: 'soon' must be a number"),
+    (["--gather-subset", "states,$(id)"], "argument --gather-subset: gather_subset: unknown subset '$(id)'"),
+    (["--gather-subset", "!bogus"], "argument --gather-subset: gather_subset: unknown subset '!bogus'"),
+    (["--gather-subset", "states,"], "argument --gather-subset: gather_subset: unknown subset ''"),
+    # the deprecated alias, named as typed
+    (["--subset", "!bogus"], "argument --subset: gather_subset: unknown subset '!bogus'"),
     (["--namespace", "web;id"], "'web;id'"),
     (["--namespace", "/run/netns/../../etc/passwd"], "/run/netns/../../etc/passwd"),
     (["--namespace", "pid:abc"], "'pid:abc'"),
     (["--backend", "shell"], "'shell'"),
     (["--protocol", "tcp --output /tmp/x"], "'tcp --output /tmp/x'"),
-    (["--max-sockets", "-5"], "-5"),
+    (["--max-sockets", "-5"], "argument --max-sockets: max_sockets: -5 is out of range (0 or more)"),
     (["--output", "/nonexistent-dir/x.prom"], "/nonexistent-dir"),
     (["--output", ""], "''"),
     (["--bogus"], "--bogus"),

@@ -334,7 +334,7 @@ def test_data_before_done_in_one_buffer_is_all_counted():
     assert tcp.states()["total"] == 1
 
 
-@pytest.mark.parametrize("subset, expected", [
+@pytest.mark.parametrize("gather_subset, expected", [
     (None, ["counters", "listeners", "peers", "ports", "states", "timers"]),
     (["all"], sorted(engine.SUBSETS)),
     (["all", "!sockets"], sorted(set(engine.SUBSETS) - {"sockets"})),
@@ -344,12 +344,12 @@ def test_data_before_done_in_one_buffer_is_all_counted():
     (["!all"], ["states"]),
     ("ports,listeners", ["listeners", "ports", "states"]),
 ])
-def test_gather_subset_like_setup(subset, expected):
-    assert engine.resolve_subset(subset) == expected
+def test_gather_subset_like_setup(gather_subset, expected):
+    assert engine.resolve_subset(gather_subset) == expected
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"subset": ["bogus"]}, "gather_subset: unknown subset 'bogus'"),
+    ({"gather_subset": ["bogus"]}, "gather_subset: unknown subset 'bogus'"),
     ({"top": "5"}, "top: '5' is not an integer"),
     ({"top": True}, "top: True is not an integer"),
     ({"sample_interval": -1}, "sample_interval: -1 must be"),

@@ -275,7 +275,8 @@ def test_proc_backend_on_mutated_tables_ends_in_gather_error(tcp, tcp6, udp, soc
         _proc_tree(root, tcp, tcp6, udp, sockstat, netstat)
         with no_hang():
             try:
-                facts = engine.gather(subset=["all"], backend="proc", proc=root, run_netns=os.path.join(root, "none"))
+                facts = engine.gather(gather_subset=["all"], backend="proc", proc=root,
+                                      run_netns=os.path.join(root, "none"))
             except engine.GatherError as exc:
                 assert root in str(exc) or "kernel counters" in str(exc), exc
             else:

@@ -35,10 +35,8 @@ HOSTILE_VALUE = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True), st.binary(max_size=20),
     st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
-GATHER_OPTIONS = ["subset", "top", "sample_interval", "namespace", "backend", "max_sockets", "walk_budget",
+GATHER_OPTIONS = ["gather_subset", "top", "sample_interval", "namespace", "backend", "max_sockets", "walk_budget",
                   "local_ports_limit", "listeners_limit"]
-# what the option is called in the message: the module option name
-SHOWN = {"subset": "gather_subset"}
 MESSAGE_LIMIT = 600
 
 
@@ -56,7 +54,7 @@ def _valid(option, value):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(GATHER_OPTIONS), HOSTILE_VALUE)
 def test_gather_refuses_hostile_options_by_name_before_reading_anything(option, value):
-    assume(not _valid(option, value) or option in ("namespace", "subset"))
+    assume(not _valid(option, value) or option in ("namespace", "gather_subset"))
     assume(value != "all")  # a real value: every namespace of the machine would be gathered
     try:
         # /nonexistent as /proc: an option that got through would fail on reading, which the test tells apart
@@ -70,12 +68,13 @@ def test_gather_refuses_hostile_options_by_name_before_reading_anything(option, 
             assert _valid(option, value), (option, value, message)
             return
         # a namespace that cannot be entered is named by its label: "namespace /dev/zero: cannot enter ..."
-        name = SHOWN.get(option, option)
-        assert message.startswith((name + ":", name + " ") if option == "namespace" else name + ":"), (option, message)
+        # the message starts with the option's name, the name the modules' users know too
+        assert message.startswith((option + ":", option + " ") if option == "namespace" else option + ":"), \
+            (option, message)
         return
     except (OSError, ValueError) as error:
         # past validation, reading /nonexistent/proc fails: only values inside the grammar may get here
-        assert _valid(option, value) or option == "subset", (option, value, error)
+        assert _valid(option, value) or option == "gather_subset", (option, value, error)
         return
     assert _valid(option, value), (option, value)
 
@@ -99,10 +98,13 @@ def test_namespace_grammar_admits_nothing_that_escapes(namespace):
         assert "/" not in namespace and namespace[0] not in ".-" and len(namespace) <= 64
 
 
+# The subsets and the names of groups of them (all, default, min).
+SUBSET_NAMES = set(contract.SUBSETS) | set(contract.SUBSET_GROUPS)
 # Every collector argument that takes a value, with what a value that parses must satisfy.
 ARGUMENTS = {
     "--format": lambda v: v in collect.FORMATS,
-    "--subset": lambda v: all(name.lstrip("!") in contract.SUBSETS for name in v),
+    "--gather-subset": lambda v: all(name.lstrip("!") in SUBSET_NAMES for name in v),
+    "--subset": lambda v: all(name.lstrip("!") in SUBSET_NAMES for name in v),  # deprecated alias
     "--top": lambda v: 1 <= v <= 100000,
     "--sample-interval": lambda v: 0 <= v <= 60 and not math.isnan(v),
     "--namespace": lambda v: v == "" or engine.NAMESPACE_RE.fullmatch(v) is not None and "\n" not in v,
@@ -116,6 +118,9 @@ ARGUMENTS = {
     "--discovery-max-age": lambda v: 1 <= v <= 86400,
     "--output": lambda v: "\0" not in v and "\n" not in v,
 }
+
+# arguments whose parsed value is not under their own name
+DEST = {"--subset": "gather_subset"}
 
 
 @settings(max_examples=500, deadline=None)
@@ -133,7 +138,7 @@ def test_every_collector_argument_is_refused_with_exit_2_or_inside_its_grammar(a
         assert text.count("\n") == 1 and len(text) < 1200, text[:300]
         assert "argument %s" % argument in text, text
         return
-    parsed_value = getattr(parsed, argument[2:].replace("-", "_"))
+    parsed_value = getattr(parsed, DEST.get(argument, argument[2:].replace("-", "_")))
     assert ARGUMENTS[argument](parsed_value), (argument, value, parsed_value)
 
 
