@@ -9,7 +9,10 @@ import os
 import stat
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl as sysctl
 from ansible_collections.netstate.tcp.plugins.module_utils._sysctl import (
     KNOWLEDGE,
     REFUSED,
@@ -413,3 +416,48 @@ def test_normalize_value_forms():
         normalize_value(KNOWLEDGE["net.ipv4.tcp_abort_on_overflow"], True)
     assert normalize_value(KNOWLEDGE["net.ipv4.ip_local_reserved_ports"], "") == ""
     assert normalize_value(None, ["4096", 87380, 6291456]) == "4096 87380 6291456"
+
+
+# ---------------------------------------------------------------- the drop-in parser, fuzzed
+
+@given(st.text(max_size=200))
+@settings(max_examples=300, deadline=None)
+def test_sysctl_file_parser_never_raises(text):
+    assignments = sysctl.parse_sysctl_text(text)
+    # lines are read one by one: the file's assignments are its lines' assignments, in order
+    assert assignments == [pair for line in text.splitlines() for pair in sysctl.parse_sysctl_text(line)]
+    for key, value in assignments:
+        assert key == key.strip() and value == value.strip()
+        sysctl.normalize_live(sysctl.KNOWLEDGE.get(key), value)
+
+
+SYSCTL_NAME = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,9}", fullmatch=True)  # as the kernel names its entries
+
+
+# anything on one line: printable ASCII without the line breaks str.splitlines() knows
+SYSCTL_VALUE = st.text(alphabet=[chr(c) for c in range(32, 127)] + ["\t"], max_size=20)
+
+
+SYSCTL_LINE = st.one_of(
+    st.tuples(st.just("assign"), st.lists(SYSCTL_NAME, min_size=1, max_size=4), SYSCTL_VALUE,
+              st.sampled_from(["", " ", "\t "]), st.sampled_from(["", " ", "\t"]), st.booleans(), st.booleans()),
+    st.tuples(st.just("other"), st.sampled_from(["", "   ", "# net.ipv4.tcp_tw_reuse = 1", "; a = b",
+                                                 "  # indented = comment", "no assignment here"])),
+)
+
+
+@given(st.lists(SYSCTL_LINE, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_sysctl_file_parser_reads_back_what_was_written(lines):
+    """A sysctl.d file written from known assignments (dotted or slashed keys, '-' prefixes, blanks
+    around '=', comments and blank lines between) reads back as exactly those assignments."""
+    text, expected = [], []
+    for line in lines:
+        if line[0] == "other":
+            text.append(line[1])
+            continue
+        _kind, parts, value, lead, around, slashed, ignore_errors = line
+        key = "/".join(parts) if slashed else ".".join(parts)
+        text.append("%s%s%s%s=%s%s" % (lead, "-" if ignore_errors else "", key, around, around, value))
+        expected.append((".".join(parts), value.strip()))
+    assert sysctl.parse_sysctl_text("\n".join(text)) == expected

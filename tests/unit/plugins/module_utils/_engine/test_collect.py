@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: netstate.tcp developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The collector's renderers and argument validation, on fact documents built by hand.
+"""The collector's renderers and argument validation, on fact documents built by hand; every argument
+given hostile values (hypothesis, docs/security.md).
 
 The real engine on real sockets is exercised in tests/integration/test_collect_netns.py.
 """
@@ -11,16 +12,25 @@ from __future__ import annotations
 
 __metaclass__ = type
 
+import argparse
+import contextlib
+import io
 import json
+import math
 import os
 import stat
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _argspec as contract
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect, engine
 from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import TCP_STATES as STATES
+
+from tests.unit.plugins.module_utils._engine._helpers import HOSTILE_TEXT
 
 
 def states(**counts):
@@ -314,6 +324,74 @@ def test_bad_arguments_are_refused_naming_the_value(capsys, argv, named):
     err = capsys.readouterr().err
     assert named in err
     assert "usage:" not in err  # no usage text that could end up in a metrics file
+
+
+# ------------------------------------------------------------------------------- hostile arguments
+
+# The subsets and the names of groups of them (all, default, min).
+SUBSET_NAMES = set(contract.SUBSETS) | set(contract.SUBSET_GROUPS)
+
+
+# Every collector argument that takes a value, with what a value that parses must satisfy.
+ARGUMENTS = {
+    "--format": lambda v: v in collect.FORMATS,
+    "--gather-subset": lambda v: all(name.lstrip("!") in SUBSET_NAMES for name in v),
+    "--subset": lambda v: all(name.lstrip("!") in SUBSET_NAMES for name in v),  # deprecated alias
+    "--top": lambda v: 1 <= v <= 100000,
+    "--sample-interval": lambda v: 0 <= v <= 60 and not math.isnan(v),
+    "--namespace": lambda v: v == "" or engine.NAMESPACE_RE.fullmatch(v) is not None and "\n" not in v,
+    "--backend": lambda v: v in contract.BACKENDS,
+    "--max-sockets": lambda v: v >= 0,
+    "--local-ports-limit": lambda v: v >= 1,
+    "--listeners-limit": lambda v: v >= 1,
+    "--walk-budget": lambda v: v >= 0,
+    "--protocol": lambda v: v in collect.PROTOCOLS,
+    "--discovery-file": lambda v: v.startswith("/") and not set(v) & {"\0", "\n", "\r"},
+    "--discovery-max-age": lambda v: 1 <= v <= 86400,
+    "--output": lambda v: "\0" not in v and "\n" not in v,
+}
+
+
+# arguments whose parsed value is not under their own name
+DEST = {"--subset": "gather_subset"}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(sorted(ARGUMENTS)), st.one_of(HOSTILE_TEXT, st.integers().map(str),
+                                                     st.floats().map(repr)))
+def test_every_collector_argument_is_refused_with_exit_2_or_inside_its_grammar(argument, value):
+    assume(not value.startswith("-") or value.lstrip("-").replace(".", "").isdigit())
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            parsed = collect.build_parser().parse_args([argument + "=" + value])
+    except SystemExit as exit_status:
+        assert exit_status.code == 2
+        text = stderr.getvalue()
+        assert text.count("\n") == 1 and len(text) < 1200, text[:300]
+        assert "argument %s" % argument in text, text
+        return
+    parsed_value = getattr(parsed, DEST.get(argument, argument[2:].replace("-", "_")))
+    assert ARGUMENTS[argument](parsed_value), (argument, value, parsed_value)
+
+
+@pytest.mark.parametrize("value", ["/tmp/../tmp/x/../../etc/passwd\n", "/tmp/x\0", "/run/netns/../x", "a b"])
+def test_collector_namespace_refusals_name_the_argument(value):
+    stderr = io.StringIO()
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(stderr):
+        collect.build_parser().parse_args(["--namespace", value])
+    assert "argument --namespace: namespace: " in stderr.getvalue()
+
+
+def test_collector_and_modules_share_one_namespace_grammar():
+    """The collector's --namespace type is the engine's check: one grammar, not two."""
+    for value in ("blue", "pid:12", "/run/netns/blue", "all", "host"):
+        assert collect._namespace(value) == engine.check_namespace(value) == value
+    for value in ("../x", "pid:x", "x/y", "/a/../b", "-x"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            collect._namespace(value)
+        with pytest.raises(engine.GatherError):
+            engine.check_namespace(value)
 
 
 # ------------------------------------------------------------------------------- atomic output

@@ -1,7 +1,7 @@
 # Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Fuzzing of the netlink message walker and decoders and of the /proc parsers (hypothesis).
+"""_netlink: sock_diag dumps from the request to NLMSG_DONE, and the fuzzing of them.
 
 Seeds are real: the receive buffers of a sock_diag dump of this machine's own sockets (listeners
 and connections made here), recorded at the start, plus synthetic messages of every family and
@@ -11,52 +11,29 @@ netlink.dump() and the consumers the engine hands it must end in the engine's ow
 (NetlinkError, DumpInterrupted, NetlinkUnavailable) with a message naming sock_diag, never in
 another exception and never in a loop: every example runs under an alarm.
 
-The /proc side does the same on the engine's /proc backend, through gather() on a temporary
-/proc tree: only GatherError, naming the file, may come out.
+The /proc parsers are fuzzed in test_procfs.py.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import contextlib
-import os
-import pwd
-import signal
 import socket
 import struct
-import tempfile
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink as netlink
-from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils import _sysctl as sysctl
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
-from tests.unit.plugins.module_utils._engine.test_engine_parsers import PROC_NET_TCP, PROC_NET_TCP6, diag_message, \
-    done_message
+from tests.unit.plugins.module_utils._engine._helpers import diag_message, done_message, no_hang
 
 NETLINK_ERRORS = (netlink.NetlinkError, netlink.DumpInterrupted, netlink.NetlinkUnavailable)
+
+
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@contextlib.contextmanager
-def no_hang(seconds=5):
-    """A walk that loops (a length of 0 once did) becomes a failure instead of a stuck test run."""
-    def expired(_signum, _frame):
-        raise AssertionError("no result after %d s: the walker loops" % seconds)
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _record_real_buffers():
@@ -84,6 +61,8 @@ def _record_real_buffers():
 
 
 REAL = _record_real_buffers()
+
+
 SYNTHETIC = [
     diag_message(socket.AF_INET, 10, 8080, 0, "0.0.0.0", "0.0.0.0", rqueue=3, wqueue=128, inode=7) + done_message(),
     diag_message(socket.AF_INET6, 1, 8080, 1234, "::ffff:10.0.0.1", "::ffff:10.0.0.3",
@@ -234,120 +213,3 @@ def test_an_unknown_family_is_named():
     with pytest.raises(netlink.NetlinkError, match=expected):
         netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.LISTEN_MASK,
                      engine.TcpAggregate((1, 2)).consume_listeners, sock=ReplaySocket([bytes(buf)]))
-
-
-# ---------------------------------------------------------------- /proc through the engine
-
-PROC_LINES = PROC_NET_TCP.splitlines() + PROC_NET_TCP6.splitlines()
-
-
-@st.composite
-def proc_table(draw):
-    lines = draw(st.lists(st.sampled_from(PROC_LINES), min_size=0, max_size=6))
-    out = []
-    for line in lines:
-        if draw(st.booleans()):
-            fields = line.split(" ")
-            index = draw(st.integers(0, max(len(fields) - 1, 0)))
-            fields[index] = draw(st.sampled_from(["", "-1", "FFFFFFFFFFFF", "0A", "ZZ", ":", "1:2:3", "\udcff",
-                                                  "0100007F:1F90", "00000000:0000", "+1", "1_0", "\u0661"])
-                                 | st.text(max_size=6))
-            line = " ".join(fields)
-        out.append(line)
-    return "\n".join(out) + draw(st.sampled_from(["", "\n", "\r\n", "\0"]))
-
-
-def _proc_tree(root, tcp, tcp6, udp, sockstat, netstat):
-    os.makedirs(os.path.join(root, "net"))
-    os.makedirs(os.path.join(root, "sys/net/ipv4"))
-    for name, text in (("tcp", tcp), ("tcp6", tcp6), ("udp", udp), ("sockstat", sockstat), ("netstat", netstat),
-                       ("snmp", "Tcp: ActiveOpens\nTcp: 1\n")):
-        with open(os.path.join(root, "net", name), "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(text)
-    with open(os.path.join(root, "stat"), "w") as handle:
-        handle.write("btime 1700000000\n")
-
-
-@given(proc_table(), proc_table(), proc_table(), st.text(max_size=60), st.text(max_size=60))
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_proc_backend_on_mutated_tables_ends_in_gather_error(tcp, tcp6, udp, sockstat, netstat):
-    with tempfile.TemporaryDirectory() as root:
-        _proc_tree(root, tcp, tcp6, udp, sockstat, netstat)
-        with no_hang():
-            try:
-                facts = engine.gather(gather_subset=["all"], backend="proc", proc=root,
-                                      run_netns=os.path.join(root, "none"))
-            except engine.GatherError as exc:
-                assert root in str(exc) or "kernel counters" in str(exc), exc
-            else:
-                # every row of the TCP tables is counted once, in exactly one state
-                rows = [row for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6))
-                        for row in procfs.parse_proc_net(procfs.read_text(os.path.join(root, "net", name)), family)]
-                assert facts["backend"] == "proc"
-                assert facts["tcp"]["total"] == len(rows) == sum(facts["tcp"]["states"].values())
-
-
-@given(st.text(max_size=200))
-@settings(max_examples=300, deadline=None)
-def test_sysctl_file_parser_never_raises(text):
-    assignments = sysctl.parse_sysctl_text(text)
-    # lines are read one by one: the file's assignments are its lines' assignments, in order
-    assert assignments == [pair for line in text.splitlines() for pair in sysctl.parse_sysctl_text(line)]
-    for key, value in assignments:
-        assert key == key.strip() and value == value.strip()
-        sysctl.normalize_live(sysctl.KNOWLEDGE.get(key), value)
-
-
-SYSCTL_NAME = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,9}", fullmatch=True)  # as the kernel names its entries
-# anything on one line: printable ASCII without the line breaks str.splitlines() knows
-SYSCTL_VALUE = st.text(alphabet=[chr(c) for c in range(32, 127)] + ["\t"], max_size=20)
-SYSCTL_LINE = st.one_of(
-    st.tuples(st.just("assign"), st.lists(SYSCTL_NAME, min_size=1, max_size=4), SYSCTL_VALUE,
-              st.sampled_from(["", " ", "\t "]), st.sampled_from(["", " ", "\t"]), st.booleans(), st.booleans()),
-    st.tuples(st.just("other"), st.sampled_from(["", "   ", "# net.ipv4.tcp_tw_reuse = 1", "; a = b",
-                                                 "  # indented = comment", "no assignment here"])),
-)
-
-
-@given(st.lists(SYSCTL_LINE, max_size=8))
-@settings(max_examples=300, deadline=None)
-def test_sysctl_file_parser_reads_back_what_was_written(lines):
-    """A sysctl.d file written from known assignments (dotted or slashed keys, '-' prefixes, blanks
-    around '=', comments and blank lines between) reads back as exactly those assignments."""
-    text, expected = [], []
-    for line in lines:
-        if line[0] == "other":
-            text.append(line[1])
-            continue
-        _kind, parts, value, lead, around, slashed, ignore_errors = line
-        key = "/".join(parts) if slashed else ".".join(parts)
-        text.append("%s%s%s%s=%s%s" % (lead, "-" if ignore_errors else "", key, around, around, value))
-        expected.append((".".join(parts), value.strip()))
-    assert sysctl.parse_sysctl_text("\n".join(text)) == expected
-
-
-@given(st.binary(max_size=64))
-@settings(max_examples=300, deadline=None)
-def test_comm_and_stat_of_any_bytes_never_raise(raw):
-    with tempfile.TemporaryDirectory() as root:
-        base = os.path.join(root, "7")
-        os.makedirs(base)
-        with open(os.path.join(base, "comm"), "wb") as handle:
-            handle.write(raw)
-        with open(os.path.join(base, "stat"), "wb") as handle:
-            handle.write(b"7 (" + raw + b") S" + b" 0" * 30)
-        with open(os.path.join(root, "stat"), "w") as handle:
-            handle.write("btime 1700000000\n")
-        procfs._BOOT_TIME.clear()
-        try:
-            info = procfs.process_info(7, proc=root)
-        finally:
-            procfs._BOOT_TIME.clear()
-        info["process"].encode("utf-8")  # raises on a lone surrogate
-    # the name as the kernel keeps it (comm without its newline), bytes that are not UTF-8 as \xNN and a
-    # backslash as \\ (so no two byte strings read alike); the start time from the field after the name's
-    # last ')', whatever the name holds
-    name = raw[:-1] if raw.endswith(b"\n") else raw
-    assert info == {"pid": 7, "process": name.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace"),
-                    "user": pwd.getpwuid(os.getuid()).pw_name,
-                    "stime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(1700000000))}
