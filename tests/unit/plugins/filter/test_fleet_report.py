@@ -2,13 +2,16 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The netstate.tcp.fleet_report filter on its own (no fleet needed): ranking, unreachable and failed
-hosts, the FACTS_MODULES fallback, limits, Markdown, and clear errors for bad input."""
+hosts, the FACTS_MODULES fallback, limits, Markdown (read back by a CommonMark/GFM parser, with hostile
+names), and clear errors for bad input."""
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.netstate.tcp.plugins.filter.fleet_report import FilterModule
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
 
+from tests.support.hostile import HOSTILE_NAMES, markdown_problems, markdown_tables
 from tests.support.ss_oracle import ALL_STATES
 
 fleet_report = FilterModule().filters()["fleet_report"]
@@ -116,3 +119,35 @@ def test_top_peer_and_time_wait_share():
 def test_bad_input_is_named(args, message):
     with pytest.raises(AnsibleFilterError, match=message):
         fleet_report(*args)
+
+
+# ---------------------------------------------------------------- hostile names
+
+@pytest.fixture(params=HOSTILE_NAMES, ids=[ascii(name) for name in HOSTILE_NAMES])
+def name(request):
+    return request.param
+
+
+def fleet_facts(name):
+    return {"netstate": {
+        "backend": name, "kernel": name,
+        "tcp": {"total": 2, "states": {"LISTEN": 1}, "local_ports": {"9000": {"total": 2, "states": {"LISTEN": 1}}},
+                "peers": [{"address": name, "total": 1}], "ephemeral": {}},
+        "listeners": [{"protocol": "tcp", "address": name, "port": 9000, "queue": 3, "backlog": 2,
+                       "saturation": 1.5, "process": name}],
+    }}
+
+
+def test_fleet_markdown_has_no_html_and_intact_rows(name):
+    hostvars = {"h1": {"netstate_gather_result": {"ansible_facts": fleet_facts(name)}},
+                "h2": {"netstate_gather_result": {"unreachable": True, "msg": name}},
+                name: {"netstate_gather_result": {"failed": True, "msg": name}}}
+    text = fleet_report(["h1", "h2", name], hostvars, format="markdown")
+    assert markdown_problems(text) == []
+    rows = markdown_tables(text)[0]
+    assert len({len(row) for row in rows}) == 1 and len(rows) == 4
+    by_host = {row[1]: row for row in rows[1:]}
+    shown = escape.visible(name, keep="\n")
+    assert set(by_host) == {"h1", "h2", shown}
+    assert by_host["h1"][-1] == shown  # the backend column
+    assert by_host["h1"][-3].startswith(shown + ":9000 3/2")  # the fullest accept queue

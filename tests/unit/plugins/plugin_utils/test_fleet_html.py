@@ -1,7 +1,7 @@
 # Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The HTML fleet page and the fleet model, from real rule results, read back by html.parser.
+"""_fleet_html: the HTML fleet page, from real rule results, read back by html.parser.
 
 The same pages are rendered by a real browser in tests/integration/test_fleet_html_browser.py.
 """
@@ -9,40 +9,25 @@ The same pages are rendered by a real browser in tests/integration/test_fleet_ht
 from __future__ import annotations
 
 import json
-import re
 from html.parser import HTMLParser
 
 import pytest
 
 from ansible_collections.netstate.tcp.plugins.filter.fleet_report import FilterModule
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
-from ansible_collections.netstate.tcp.plugins.plugin_utils import _fleet_model as model
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
 from tests.support.browser import parse_dom
 from tests.support.hostile import HOSTILE_NAMES
-from tests.unit.plugins.plugin_utils import test_health_report
-from tests.unit.plugins.plugin_utils.test_health_report import listener, registered
+from tests.unit.plugins.plugin_utils import _helpers
+from tests.unit.plugins.plugin_utils._helpers import listener, registered, self_contained
 
-# the fixtures of test_health_report.py: facts of a healthy host, and the unit fleet made from them
-facts = test_health_report.facts
-fleet = test_health_report.fleet
+
+# facts of a healthy host, and the unit fleet made from them
+facts = _helpers.facts
+fleet = _helpers.fleet
 fleet_report = FilterModule().filters()["fleet_report"]
-# every element the page is made of; data must not add any
-PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "p", "span", "i", "table", "thead", "tbody",
-             "tr", "th", "td", "svg", "rect", "line"}
-PAGE_ATTRIBUTES = {"lang", "charset", "name", "content", "class", "width", "height", "role", "x", "x1", "x2", "y1",
-                   "y2", "fill", "stroke", "stroke-width", "style", "colspan", "data-verdict"}
-EXTERNAL = re.compile(r"url\(|@import|@font-face|https?:", re.I)
-
-
-def self_contained(text):
-    """Only the page's own elements and attributes (no src, href, script, link), no external style."""
-    dom = parse_dom(text)
-    styles = re.findall(r"<style>(.*?)</style>|style=\"([^\"]*)\"", text, re.S)
-    return (set(dom.tags) <= PAGE_TAGS and set(dom.attributes) <= PAGE_ATTRIBUTES
-            and not any(EXTERNAL.search(part) for pair in styles for part in pair))
 
 
 def test_the_self_contained_check_sees_external_content():
@@ -51,12 +36,6 @@ def test_the_self_contained_check_sees_external_content():
     assert not self_contained('<style>body{background:url(x.png)}</style>')
     assert not self_contained('<p style="background:url(x.png)">x</p>')
     assert not self_contained("<script>x()</script>")
-
-
-def test_html_text_escapes_markup_and_keeps_newlines():
-    assert escape.html_text('<b a="1">&\'x\'</b>') == "&lt;b a=&quot;1&quot;&gt;&amp;&#x27;x&#x27;&lt;/b&gt;"
-    assert escape.html_text("a\nb\x1b\u202e\udcff") == "a\nb\\x1b\\u202e\\xff"
-    assert escape.html_text(None) == ""
 
 
 def test_health_page_is_self_contained_and_worst_first(fleet):
@@ -147,17 +126,3 @@ def test_one_hundred_hosts(facts):
     assert len(dom.rows) == 100
     assert [row["host"] for row in dom.rows[:3]] == ["host099", "host098", "host097"]  # most CLOSE_WAIT first
     assert [row["verdict"] for row in dom.rows].count("failed") == 66  # more than 100 CLOSE_WAIT from host034 on
-
-
-def test_pressure_columns_are_the_rules(facts):
-    """Each ratio is the rule's value over its max; an override moves it, a disabled rule zeroes it."""
-    leaking = json.loads(json.dumps(facts))
-    leaking["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 40
-    rules = model.host_rules()
-    close_wait = next(rule for rule in rules if rule.name == "close_wait_per_port")
-    assert model.snapshot(leaking, rules)["ratios"]["close_wait"] == round(40 / close_wait.max, 4)
-    assert model.snapshot(leaking, model.host_rules({"close_wait_per_port": 20}))["ratios"]["close_wait"] == 2.0
-    disabled = model.snapshot(leaking, model.host_rules({"close_wait_per_port": {"enabled": False}}))
-    assert disabled["ratios"]["close_wait"] == 0.0 and disabled["limits"]["close_wait"] is None
-    with pytest.raises(health.HealthRuleError, match="rule 'nope'"):
-        model.host_rules({"nope": 1})

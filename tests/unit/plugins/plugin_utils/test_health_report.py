@@ -1,9 +1,13 @@
-# Copyright: netstate.tcp developers
+# Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The fleet health report: JUnit, JSON and Markdown from real engine results.
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""_health_report: the fleet health report (JUnit, JSON, Markdown, HTML) from real engine results, its
+hostile inputs (names, titles, messages) and the merge of the reports of job slices.
 
 Host results are made by the real rule engine (built-in rules) on fact documents built by hand,
-exactly as netstate.tcp.health_check registers them; the XML is parsed back with ElementTree.
+exactly as netstate.tcp.health_check registers them; the XML is parsed back with ElementTree, Markdown
+by a CommonMark/GFM parser (tests/support/hostile.py). A merged report must give the same files, to the
+byte, as one run: each slice's report goes through its JSON text, as a slice job writes it.
 """
 
 from __future__ import annotations
@@ -13,78 +17,24 @@ import os
 from xml.etree import ElementTree
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import TCP_STATES as STATES
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
-
-def states(**counts):
-    result = dict.fromkeys(STATES, 0)
-    result.update(counts)
-    return result
-
-
-def listener(port, queue, backlog, process="nginx", pid=1234):
-    return {"protocol": "tcp", "family": "ipv4", "address": "0.0.0.0", "port": port, "backlog": backlog,
-            "queue": queue, "saturation": round(queue / backlog, 4), "pid": pid, "process": process,
-            "user": "www-data", "stime": "2026-11-26T03:58:31", "connections": 3}
+from tests.support.browser import parse_dom
+from tests.support.hostile import HOSTILE_NAMES, markdown_problems, markdown_tables, parse_junit
+from tests.unit.plugins.plugin_utils import _helpers
+from tests.unit.plugins.plugin_utils._helpers import listener, registered, self_contained
 
 
-@pytest.fixture
-def facts():
-    """A healthy host (the same shape as in test_health_rules.py): web server on 8080, sshd, sampled."""
-    return {
-        "backend": "netlink", "namespace": "host", "kernel": "6.1.0",
-        "tcp": {
-            "total": 12, "states": states(ESTABLISHED=8, TIME_WAIT=2, LISTEN=2, SYN_RECV=1),
-            "local_ports": {"22": {"total": 2, "states": states(ESTABLISHED=1, LISTEN=1)},
-                            "8080": {"total": 8, "states": states(ESTABLISHED=6, LISTEN=1, CLOSE_WAIT=1)}},
-            "ephemeral": {"range": [32768, 60999], "size": 28232,
-                          "busiest": {"address": "198.18.0.5", "port": 5432, "connections": 2, "time_wait": 1,
-                                      "share": 0.0001}},
-            "queues": {"send_ports": [{"port": 8080, "side": "local", "sockets": 1, "bytes": 1200, "stalled": 0}]},
-            "retransmitting": [],
-        },
-        "listeners": [listener(22, 0, 128, process="sshd", pid=700), listener(8080, 2, 511)],
-        "counters": {
-            "sockstat": {"TCP_orphan": 3},
-            "TcpExt": {"ListenOverflows": 7, "ListenDrops": 7, "TCPTimeWaitOverflow": 0},
-            "sysctl": {"tcp_max_orphans": 65536},
-            "interval": 1.0,
-            "rates": {"TcpExt": {"ListenOverflows": 0.0, "ListenDrops": 0.0, "TCPTimeWaitOverflow": 0.0}},
-        },
-    }
-
-
-def registered(facts, fail_on="critical", thresholds=None):
-    """What the role registers from netstate.tcp.health_check for one host."""
-    result = report.host_result(health.build_rules(None, [], thresholds), facts, fail_on)
-    # the role registers it with failed_when: false
-    return dict(result, changed=False, failed=False, facts_source="gathered")
-
-
-@pytest.fixture
-def fleet(facts):
-    leaking = json.loads(json.dumps(facts))
-    leaking["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 5000
-    full = json.loads(json.dumps(facts))
-    full["listeners"].append(listener(9000, 9, 8, process="java", pid=77))
-    flood = json.loads(json.dumps(facts))
-    flood["tcp"]["ephemeral"]["busiest"].update(time_wait=20000, connections=20000, address="198.18.0.9", port=80)
-    no_rates = json.loads(json.dumps(facts))
-    del no_rates["counters"]["rates"]
-    return {
-        "healthy": registered(facts),
-        "leak": registered(leaking),
-        "full": registered(full),
-        "flood": registered(flood),
-        "sampled_not": registered(no_rates),
-        "down": {"unreachable": True, "changed": False,
-                 "msg": "Failed to connect to the host via ssh: Connection timed out"},
-        "broken": {"failed": True, "msg": "netstate.tcp.connection_facts failed: boom"},
-        "never_ran": None,
-    }
+# facts of a healthy host, and the unit fleet made from them; the hostile-input tests take the facts as
+# _facts_fixture
+facts = _helpers.facts
+fleet = _helpers.fleet
+_facts_fixture = _helpers.facts
 
 
 def parse(text):
@@ -254,3 +204,160 @@ def test_write_if_changed_is_idempotent_and_check_mode_writes_nothing(tmp_path):
 def test_bad_fail_on_is_refused():
     with pytest.raises(health.HealthRuleError, match="fail_on"):
         report.build_report({}, fail_on="sometimes")
+
+
+# ---------------------------------------------------------------- hostile names, titles and messages
+
+@pytest.fixture(params=HOSTILE_NAMES, ids=[ascii(name) for name in HOSTILE_NAMES])
+def name(request):
+    return request.param
+
+
+@pytest.fixture
+def hostile_fleet(_facts_fixture, name):  # noqa: F811
+    full = dict(_facts_fixture, listeners=_facts_fixture["listeners"] + [listener(9000, 9, 8, process=name, pid=77)])
+    return {
+        "full": registered(full),
+        "down": {"unreachable": True, "msg": "ssh: %s" % name},
+        "broken": {"failed": True, "msg": name},
+    }
+
+
+def test_rule_message_is_one_line_and_names_the_process(hostile_fleet, name):
+    failing = [result for result in hostile_fleet["full"]["results"] if result["status"] == "critical"]
+    assert [result["name"] for result in failing] == ["accept_queue_full"]
+    message = failing[0]["message"]
+    assert message == "critical: accept_queue_full [0.0.0.0:9000 77/%s]: 1.125 > max 1" % escape.log_line(name)
+    assert failing[0]["subject"] == "0.0.0.0:9000 77/%s" % name  # the data keeps the name as it is
+
+
+def test_health_markdown_has_no_html_and_intact_rows(hostile_fleet, name):
+    text = report.render_markdown(report.build_report(hostile_fleet))
+    assert markdown_problems(text) == []
+    rows = markdown_tables(text)[0]
+    assert all(len(row) == 8 for row in rows), rows
+    cells = {row[0]: row for row in rows[1:]}
+    assert set(cells) == {"broken", "down", "full"}
+    assert escape.log_line(name) in cells["full"][7]
+    # a failed host's message is made one line (runs of white space as one space), then escaped
+    assert cells["broken"][7] == escape.log_line(" ".join(name.split()))
+
+
+def test_health_junit_is_well_formed_and_keeps_the_message(hostile_fleet, name):
+    root = parse_junit(report.render_junit(report.build_report(hostile_fleet)))
+    failure = next(case.find("failure") for case in root.iter("testcase")
+                   if case.get("classname") == "full" and case.get("name") == "accept_queue_full")
+    assert escape.log_line(name) in failure.get("message")
+    errors = [case.find("error").get("message") for case in root.iter("testcase") if case.get("classname") == "down"]
+    assert errors and all(message.startswith("ssh: ") for message in errors)
+
+
+def test_health_junit_host_and_rule_names_are_escaped_too():
+    text = report.render_junit(report.build_report({"h\x01<|": {"unreachable": True, "msg": "x\x00"}},
+                                                   rule_names=["r\x1b"], title="t\x02"))
+    root = parse_junit(text)
+    case = next(root.iter("testcase"))
+    assert (root.get("name"), case.get("classname"), case.get("name")) == ("t\\x02", "h\\x01<|", "r\\x1b")
+    assert case.find("error").get("message") == "x\\x00"
+
+
+TEXT = st.text(max_size=120)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(title=TEXT, rule_names=st.lists(st.text(min_size=1, max_size=40), max_size=3, unique=True),
+       host=st.text(min_size=1, max_size=60), message=TEXT)
+def test_any_title_rule_name_and_host_keeps_every_format_intact(_facts_fixture, title, rule_names, host,  # noqa: F811
+                                                                 message):
+    """health_report's `title` and `rule_names`, the inventory's host names and a host's failure message: whatever
+    they hold, JUnit parses with them as attribute text, the Markdown keeps its table and has no HTML, the JSON
+    reads back, and the HTML page is self-contained with the host as one row."""
+    built = report.build_report({host: {"unreachable": True, "msg": message},
+                                 "\x00" + host: registered(_facts_fixture)}, rule_names=rule_names, title=title)
+    root = parse_junit(report.render_junit(built))
+    assert root.get("name") == escape.xml_text(title)
+    hosts = {escape.xml_text(host), escape.xml_text("\x00" + host)}
+    assert {case.get("classname") for case in root.iter("testcase")} == hosts
+    markdown = report.render_markdown(built)
+    assert markdown_problems(markdown) == []
+    assert markdown.splitlines()[0].startswith("## ") and markdown.splitlines()[1] == ""
+    rows = markdown_tables(markdown)[0]
+    assert len(rows) == 3 and all(len(row) == 8 for row in rows), rows
+    assert json.loads(report.render_json(built)) == json.loads(json.dumps(built))
+    page = report.render_html(built)
+    assert self_contained(page)
+    assert len(parse_dom(page).rows) == 2
+
+
+# ---------------------------------------------------------------- merging the reports of job slices
+
+@pytest.fixture
+def nine(fleet, facts):
+    """Nine hosts: the unit fleet (passed, failed, error, unreachable) and one with its own threshold."""
+    hosts = dict(fleet)
+    leaking = json.loads(json.dumps(facts))
+    leaking["tcp"]["local_ports"]["8080"]["states"]["CLOSE_WAIT"] = 5000
+    hosts["tolerant"] = registered(leaking, thresholds={"close_wait_per_port": 9000})
+    assert len(hosts) == 9
+    return hosts
+
+
+RULE_NAMES = [rule.name for rule in health.build_rules()]
+
+
+def slices(hosts, count):
+    """The hosts in count slices, as AWX slices an inventory (every count-th host)."""
+    names = list(hosts)
+    return [{name: hosts[name] for name in names[index::count]} for index in range(count)]
+
+
+def outputs(built):
+    return {name: render(built) for name, render in report.RENDERERS.items()}
+
+
+def test_three_slices_merge_to_the_unsliced_report(nine):
+    whole = outputs(report.build_report(nine, RULE_NAMES))
+    partials = [("slice-%d/health.json" % index, json.loads(report.render_json(report.build_report(part, RULE_NAMES))))
+                for index, part in enumerate(slices(nine, 3), 1)]
+    assert [len(partial["hosts"]) for _source, partial in partials] == [3, 3, 3]
+    assert all(report.render_json(partial) != whole["json"] for _source, partial in partials)
+    merged = outputs(report.merge_reports(partials))
+    assert sorted(merged) == ["html", "json", "junit", "markdown"]
+    for name in merged:
+        assert merged[name] == whole[name], name
+    # in any order of the slices
+    assert outputs(report.merge_reports(list(reversed(partials)))) == whole
+
+
+def test_a_slice_of_only_unreachable_hosts_still_merges(nine):
+    unreachable = {name: result for name, result in nine.items() if not isinstance(result, dict)
+                   or result.get("unreachable")}
+    reached = {name: result for name, result in nine.items() if name not in unreachable}
+    whole = outputs(report.build_report(nine, RULE_NAMES))
+    partials = [(str(index), json.loads(report.render_json(report.build_report(part, RULE_NAMES))))
+                for index, part in enumerate([unreachable, reached])]
+    assert outputs(report.merge_reports(partials)) == whole
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda second: second.update(fail_on="warning"), "merge: b: fail_on 'warning' differs from 'critical' in a"),
+    (lambda second: second.update(title="x"), "merge: b: title 'x' differs from 'netstate.tcp health' in a"),
+    (lambda second: second["hosts"].append(dict(second["hosts"][0], host="healthy")),
+     "merge: host 'healthy' is in both a and b"),
+    (lambda second: second["hosts"][0].pop("snapshot"), r"merge: b: hosts\[0\] is not a host entry of this version"),
+    (lambda second: second["hosts"][0].update(status="green"), r"merge: b: hosts\[0\]: status 'green' is not one of"),
+    (lambda second: second.pop("hosts"), "merge: b: not a netstate.tcp health report"),
+    (lambda second: second.update(rules="all"), "merge: b: rules must be a list of rule names, got 'all'"),
+])
+def test_bad_partials_are_named(nine, change, message):
+    first, second = (json.loads(report.render_json(report.build_report(part, RULE_NAMES)))
+                     for part in slices(nine, 2))
+    change(second)
+    with pytest.raises(report.ReportMergeError, match=message):
+        report.merge_reports([("a", first), ("b", second)])
+
+
+def test_nothing_to_merge_is_an_error():
+    with pytest.raises(report.ReportMergeError, match="merge: no partial report given"):
+        report.merge_reports([])

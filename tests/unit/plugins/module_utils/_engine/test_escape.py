@@ -42,6 +42,12 @@ def test_visible_names_each_escaped_character():
     assert escape.decode(HOSTILE_COMM) == "<img src=x>|a\\xe2\\x80"
 
 
+def test_html_text_escapes_markup_and_keeps_newlines():
+    assert escape.html_text('<b a="1">&\'x\'</b>') == "&lt;b a=&quot;1&quot;&gt;&amp;&#x27;x&#x27;&lt;/b&gt;"
+    assert escape.html_text("a\nb\x1b\u202e\udcff") == "a\nb\\x1b\\u202e\\xff"
+    assert escape.html_text(None) == ""
+
+
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_markdown_cell_keeps_the_table_and_the_text(name):
     table = "| left | name | right |\n|---|---|---|\n| l | %s | r |\n" % escape.markdown(name)
