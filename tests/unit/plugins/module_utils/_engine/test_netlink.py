@@ -18,6 +18,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
+import os
 import socket
 import struct
 
@@ -213,3 +215,103 @@ def test_an_unknown_family_is_named():
     with pytest.raises(netlink.NetlinkError, match=expected):
         netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.LISTEN_MASK,
                      engine.TcpAggregate((1, 2)).consume_listeners, sock=ReplaySocket([bytes(buf)]))
+
+
+# ---------------------------------------------------------------- the request, the receive and the end of a dump
+
+class RecordingSocket:
+    """Keeps what request() sends; refuses it with refusal when given one."""
+
+    def __init__(self, refusal=None):
+        self.sent = []
+        self.refusal = refusal
+
+    def sendto(self, data, address):
+        if self.refusal is not None:
+            raise self.refusal
+        self.sent.append((data, address))
+        return len(data)
+
+
+def test_the_request_is_one_inet_diag_req_v2_dump_of_every_socket():
+    sock = RecordingSocket()
+    netlink.request(sock, socket.AF_INET6, netlink.IPPROTO_TCP, 1 << 10, seq=7)
+    [(message, address)] = sock.sent
+    assert address == (0, 0)  # the kernel
+    # nlmsghdr: 16 bytes, then struct inet_diag_req_v2 (include/uapi/linux/inet_diag.h): 56 bytes
+    assert netlink.NLMSG_HDR.unpack_from(message) == (72, 20, 0x1 | 0x300, 7, 0) and len(message) == 72
+    # sdiag_family, sdiag_protocol, idiag_ext, pad, idiag_states (TCP_LISTEN is state 10)
+    assert struct.unpack_from("=BBBBI", message, 16) == (socket.AF_INET6, 6, 0, 0, 1 << 10)
+    assert message[24:] == b"\0" * 48  # an all-zero inet_diag_sockid: no filter on addresses or ports
+
+
+def test_a_refused_request_is_netlink_unavailable():
+    sock = RecordingSocket(PermissionError(errno.EPERM, "Operation not permitted"))
+    with pytest.raises(netlink.NetlinkUnavailable, match=r"^sock_diag request refused: \[Errno 1\] Operation not"):
+        netlink.request(sock, socket.AF_INET, netlink.IPPROTO_TCP, 1 << 10)
+
+
+class FailingSocket:
+    def __init__(self, error):
+        self.error = error
+
+    def recv_into(self, _buffer):
+        raise self.error
+
+
+@pytest.mark.parametrize("error, raised, message", [
+    (OSError(errno.ENOBUFS, "No buffer space available"), netlink.DumpInterrupted, "^netlink receive buffer overrun$"),
+    (OSError(errno.EBADF, "Bad file descriptor"), netlink.NetlinkError,
+     r"^sock_diag receive failed: \[Errno 9\] Bad file descriptor$"),
+    (socket.timeout("timed out"), socket.timeout, "^timed out$"),  # the caller's to handle
+])
+def test_a_failed_receive_is_named(error, raised, message):
+    with pytest.raises(raised, match=message):
+        netlink.receive(FailingSocket(error))
+
+
+def error_message(code, flags=0):
+    """NLMSG_ERROR as the kernel sends it: a header, then struct nlmsgerr (the error, the request's header)."""
+    return netlink.NLMSG_HDR.pack(36, netlink.NLMSG_ERROR, flags, 1, 0) + struct.pack("=i", code) + b"\0" * 16
+
+
+LISTENER = diag_message(socket.AF_INET, 10, 8080, 0, "0.0.0.0", "0.0.0.0", rqueue=3, wqueue=128, inode=7)
+
+
+@pytest.mark.parametrize("code, raised, shown", [
+    (-errno.EPERM, netlink.NetlinkUnavailable, "sock_diag refused: "),        # a sandbox
+    (-errno.ENOENT, netlink.NetlinkUnavailable, "sock_diag refused: "),       # no inet_diag for the family
+    (-errno.EOPNOTSUPP, netlink.NetlinkUnavailable, "sock_diag refused: "),
+    (-errno.ENOMEM, netlink.NetlinkError, "sock_diag error: "),
+    (-errno.EBUSY, netlink.NetlinkError, "sock_diag error: "),
+])
+def test_an_error_reply_ends_the_dump_naming_the_error(code, raised, shown):
+    with pytest.raises(raised) as caught:
+        netlink.take(LISTENER + error_message(code), engine.TcpAggregate((1, 2)).consume_listeners)
+    assert type(caught.value) is raised and str(caught.value) == shown + os.strerror(-code)
+
+
+def test_the_end_of_a_dump_is_nlmsg_done_and_nothing_else():
+    consume = engine.TcpAggregate((1, 2)).consume_listeners
+    assert netlink.take(LISTENER, consume) is False  # more buffers to come
+    assert netlink.take(LISTENER + done_message(), consume) is True
+    assert netlink.take(done_message(), consume) is True
+    with pytest.raises(netlink.NetlinkError, match="^sock_diag dump ended without NLMSG_DONE$"):
+        netlink.take(b"", consume)
+    with pytest.raises(netlink.NetlinkError, match="^unexpected netlink message type 99$"):
+        netlink.take(netlink.NLMSG_HDR.pack(20, 99, 0, 1, 0) + b"\0" * 4, consume)
+    with pytest.raises(netlink.NetlinkError, match="^malformed sock_diag reply: truncated NLMSG_ERROR at offset 88$"):
+        netlink.take(LISTENER + error_message(-errno.ENOMEM)[:18], consume)
+
+
+def test_a_dump_the_kernel_flags_inconsistent_is_interrupted():
+    """After the socket tables changed during a dump, the kernel flags every message NLM_F_DUMP_INTR."""
+    consume = engine.TcpAggregate((1, 2)).consume_listeners
+    first = bytearray(LISTENER)
+    struct.pack_into("=H", first, 6, 2 | netlink.NLM_F_DUMP_INTR)  # NLM_F_MULTI | NLM_F_DUMP_INTR
+    with pytest.raises(netlink.DumpInterrupted, match="^the socket table changed during the dump$"):
+        netlink.take(bytes(first) + done_message(), consume)
+    done = bytearray(done_message())
+    struct.pack_into("=H", done, 6, 2 | netlink.NLM_F_DUMP_INTR)
+    with pytest.raises(netlink.DumpInterrupted, match="^the socket table changed during the dump$"):
+        netlink.take(LISTENER + bytes(done), consume)

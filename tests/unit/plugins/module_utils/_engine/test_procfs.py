@@ -416,3 +416,60 @@ def test_proc_backend_on_mutated_tables_ends_in_gather_error(tcp, tcp6, udp, soc
                         for row in procfs.parse_proc_net(procfs.read_text(os.path.join(root, "net", name)), family)]
                 assert facts["backend"] == "proc"
                 assert facts["tcp"]["total"] == len(rows) == sum(facts["tcp"]["states"].values())
+
+
+# ---------------------------------------------------------------- readers on a temporary /proc tree
+
+def _write(root, relative, text):
+    path = os.path.join(str(root), relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+def test_counters_are_read_from_their_files(tmp_path):
+    _write(tmp_path, "net/netstat", NETSTAT)
+    _write(tmp_path, "net/snmp", SNMP)
+    _write(tmp_path, "net/sockstat", SOCKSTAT)
+    _write(tmp_path, "net/sockstat6", "TCP6: inuse 2\nUDP6: inuse 1\n")
+    counters = procfs.read_counters(str(tmp_path))
+    assert counters["TcpExt"]["ListenOverflows"] == 12 and counters["Tcp"]["CurrEstab"] == 7
+    assert counters["sockstat"]["TCP_tw"] == 340 and counters["sockstat"]["TCP6_inuse"] == 2
+    os.remove(str(tmp_path / "net" / "sockstat6"))  # a kernel without IPv6
+    assert "TCP6_inuse" not in procfs.read_counters(str(tmp_path))["sockstat"]
+    os.remove(str(tmp_path / "net" / "netstat"))  # the engine makes this a GatherError naming the counters
+    with pytest.raises(OSError):
+        procfs.read_counters(str(tmp_path))
+
+
+def test_sysctls_are_numbers_or_none(tmp_path):
+    _write(tmp_path, "sys/net/ipv4/tcp_max_orphans", "65536\n")
+    _write(tmp_path, "sys/net/core/somaxconn", "4096\n")
+    _write(tmp_path, "sys/net/ipv4/tcp_fin_timeout", "soon\n")
+    _write(tmp_path, "sys/net/ipv4/tcp_syncookies", "")
+    sysctls = procfs.read_sysctls(str(tmp_path))
+    assert set(sysctls) == {name for name, _path in procfs.SYSCTL_KEYS}
+    assert sysctls["tcp_max_orphans"] == 65536 and sysctls["somaxconn"] == 4096
+    # not a number, empty, and absent (a global key /proc/sys does not show inside a namespace)
+    assert sysctls["tcp_fin_timeout"] is None and sysctls["tcp_syncookies"] is None
+    assert sysctls["tcp_max_tw_buckets"] is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("20000\t30000\n", (20000, 30000)),  # as the kernel prints it
+    ("1024 65535", (1024, 65535)),
+    (None, (32768, 60999)),  # unreadable: the kernel's default
+    ("32768\n", (32768, 60999)),
+    ("low high\n", (32768, 60999)),
+])
+def test_port_range(tmp_path, text, expected):
+    if text is not None:
+        _write(tmp_path, "sys/net/ipv4/ip_local_port_range", text)
+    assert procfs.read_port_range(str(tmp_path)) == expected
+
+
+def test_processes_are_the_numeric_entries_and_a_process_gone_is_none(tmp_path):
+    for name in ("1", "42", "self", "net", "7x"):
+        os.makedirs(str(tmp_path / name))
+    assert procfs.pids(str(tmp_path)) == [1, 42]
+    assert procfs.process_info(42, proc=str(tmp_path)) is None  # no comm: it exited while being read
