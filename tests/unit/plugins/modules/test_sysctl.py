@@ -11,30 +11,15 @@ from __future__ import annotations
 
 __metaclass__ = type
 
-import contextlib
 import json
 import os
 
 import pytest
 import yaml
 
-try:
-    from ansible.module_utils.testing import patch_module_args
-except ImportError:  # ansible-core before 2.19: AnsibleModule reads its arguments from basic._ANSIBLE_ARGS
-    from ansible.module_utils import basic
-
-    @contextlib.contextmanager
-    def patch_module_args(args):
-        arguments = dict(args, _ansible_remote_tmp="/tmp", _ansible_keep_remote_files=False)
-        saved = basic._ANSIBLE_ARGS  # pylint: disable=protected-access
-        basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": arguments}).encode()  # pylint: disable=protected-access
-        try:
-            yield
-        finally:
-            basic._ANSIBLE_ARGS = saved  # pylint: disable=protected-access
-
 from ansible_collections.netstate.tcp.plugins.modules import sysctl
 from tests.conftest import require
+from tests.unit.plugins.modules._helpers import patch_module_args
 
 
 def require_proc_sys():
