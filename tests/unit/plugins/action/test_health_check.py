@@ -11,12 +11,14 @@ host (connection_facts) in tests/integration/test_health_role.py.
 from __future__ import annotations
 
 import pytest
+import yaml
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.netstate.tcp.plugins.action import health_check
+from ansible_collections.netstate.tcp.plugins.modules import health_check as health_check_module
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
-from tests.unit.plugins.action._helpers import action
+from tests.unit.plugins.action._helpers import action, documented_against_spec
 from tests.unit.plugins.plugin_utils import _helpers
 
 facts = _helpers.facts  # a healthy host
@@ -63,3 +65,20 @@ def test_the_facts_given_win_over_the_hosts(facts, check_mode):
     known = action(health_check, {}, check_mode).run(task_vars=host)
     assert known["facts_source"] == "host_facts" and known["healthy"] and not known["failed"]
     assert not given["changed"] and not known["changed"]
+
+
+# ---------------------------------------------------------------- the module's documentation is the action's
+
+def test_the_documented_options_and_attributes_are_the_actions():
+    assert documented_against_spec(health_check_module.DOCUMENTATION, health_check.ARGUMENT_SPEC) == {}
+    attributes = yaml.safe_load(health_check_module.DOCUMENTATION)["attributes"]
+    assert attributes["bypass_host_loop"]["support"] == (
+        "full" if health_check.ActionModule.BYPASS_HOST_LOOP else "none")
+    assert attributes["async"]["support"] == ("full" if health_check.ActionModule._supports_async else "none")
+
+
+def test_the_documented_return_values_are_those_returned(facts):
+    validated = action(health_check, {"validate_only": True}).run(task_vars={})
+    checked = action(health_check, {"facts": facts}).run(task_vars={})
+    returned = set(validated) | set(checked)
+    assert returned - {"changed", "failed"} == set(yaml.safe_load(health_check_module.RETURN))

@@ -14,12 +14,14 @@ import json
 import os
 
 import pytest
+import yaml
 from ansible.errors import AnsibleActionFail
 
 from ansible_collections.netstate.tcp.plugins.action import health_report as health_report_action
+from ansible_collections.netstate.tcp.plugins.modules import health_report as health_report_module
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 
-from tests.unit.plugins.action._helpers import action
+from tests.unit.plugins.action._helpers import action, documented_against_spec
 from tests.unit.plugins.plugin_utils import _helpers
 from tests.unit.plugins.plugin_utils._helpers import registered
 
@@ -83,3 +85,19 @@ def test_reports_to_merge_are_files_or_directories_holding_health_json(tmp_path,
                                                     for host, variables in hostvars.items()}))
     with open(str(tmp_path / "all" / "health.json"), encoding="utf-8") as handle:
         assert json.loads(handle.read()) == json.loads(whole)
+
+
+# ---------------------------------------------------------------- the module's documentation is the action's
+
+def test_the_documented_options_and_attributes_are_the_actions():
+    assert documented_against_spec(health_report_module.DOCUMENTATION, health_report_action.ARGUMENT_SPEC) == {}
+    attributes = yaml.safe_load(health_report_module.DOCUMENTATION)["attributes"]
+    assert attributes["bypass_host_loop"]["support"] == (
+        "full" if health_report_action.ActionModule.BYPASS_HOST_LOOP else "none")
+    assert attributes["async"]["support"] == ("full" if health_report_action.ActionModule._supports_async else "none")
+
+
+def test_the_documented_return_values_are_those_returned(tmp_path, hostvars):
+    result = action(health_report_action, {"hosts": ["web1"], "dest": str(tmp_path)}).run(
+        task_vars={"hostvars": hostvars})
+    assert set(result) - {"changed"} == set(yaml.safe_load(health_report_module.RETURN))
