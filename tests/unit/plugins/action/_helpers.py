@@ -5,7 +5,10 @@
 local connection, to run in this process, and the agreement of a documentation-only module with the argument
 spec of its action plugin."""
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import yaml
 from ansible.parsing.dataloader import DataLoader

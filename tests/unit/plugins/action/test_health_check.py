@@ -8,7 +8,10 @@ The rules are tested in tests/unit/plugins/plugin_utils/test_health_rules.py; ga
 host (connection_facts) in tests/integration/test_health_role.py.
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import pytest
 import yaml

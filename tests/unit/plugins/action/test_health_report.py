@@ -8,7 +8,10 @@ The reports themselves are tested with their renderers (tests/unit/plugins/plugi
 whole runs in tests/integration/test_report_dir.py and test_health_merge_slices.py.
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import json
 import os

@@ -7,7 +7,10 @@ fleet made from them by the real rule engine, and the check that an HTML page is
 Fixtures are taken into a test module by assignment (``facts = _helpers.facts``).
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import json
 import re

@@ -8,7 +8,10 @@ Ranking, Markdown and the filter's errors are tested through netstate.tcp.fleet_
 (tests/unit/plugins/filter/test_fleet_report.py), the HTML page in test_fleet_html.py.
 """
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import json
 

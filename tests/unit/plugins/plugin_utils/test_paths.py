@@ -4,7 +4,10 @@
 """_paths: the one rule for report directories on the controller (the controller_path filter and the
 health_report action use it; the filter's own checks are in tests/unit/plugins/filter/test_controller_path.py)."""
 
+from __future__ import absolute_import, division, print_function
 from __future__ import annotations
+
+__metaclass__ = type
 
 import os
 
