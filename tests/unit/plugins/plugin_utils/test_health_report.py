@@ -214,7 +214,7 @@ def name(request):
 
 
 @pytest.fixture
-def hostile_fleet(_facts_fixture, name):  # noqa: F811
+def hostile_fleet(_facts_fixture, name):
     full = dict(_facts_fixture, listeners=_facts_fixture["listeners"] + [listener(9000, 9, 8, process=name, pid=77)])
     return {
         "full": registered(full),

@@ -32,6 +32,8 @@ from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 
 from tests.unit.plugins.module_utils._engine._helpers import diag_message, done_message, no_hang
 
+# ---------------------------------------------------------------- the dump fuzzed, from real and synthetic seeds
+
 NETLINK_ERRORS = (netlink.NetlinkError, netlink.DumpInterrupted, netlink.NetlinkUnavailable)
 
 
