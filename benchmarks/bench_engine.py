@@ -56,6 +56,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 COLLECTIONS = os.path.join(ROOT, ".build", "collections")
+sys.path.insert(0, ROOT)
+
+from tests.support.ss_oracle import ALL_STATES, rows, states_of  # noqa: E402  (the tests' ss oracle)
+
 BENCH_VENV = os.path.join(HERE, ".venv")
 BENCH_PYTHON = os.path.join(BENCH_VENV, "bin", "python")
 REQUIREMENTS = os.path.join(HERE, "requirements.txt")
@@ -70,12 +74,6 @@ NS_PREFIX = "nsbench-"
 
 SS_AWK = "ss -tan | awk 'NR>1{++S[$1]}END{for(a in S) print a,S[a]}'"
 NETSTAT_AWK = "netstat -ant | awk '/^tcp/{++S[$NF]}END{for(a in S) print a,S[a]}'"
-SS_STATES = {
-    "ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
-    "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "UNCONN": "CLOSE", "CLOSE-WAIT": "CLOSE_WAIT",
-    "LAST-ACK": "LAST_ACK", "LISTEN": "LISTEN", "CLOSING": "CLOSING",
-}
-STATES = list(SS_STATES.values())
 
 # The socket mix, as shares of each size (the rest is ESTABLISHED pairs).
 TIME_WAIT_SHARE = 0.15
@@ -661,17 +659,12 @@ def summarize(samples):
 
 
 def ss_counts(runner):
-    """State and family counts from `ss -tanH` (the oracle)."""
-    stdout = runner.run(["ss", "-tanH"], 120)["stdout"]
-    states = dict.fromkeys(STATES, 0)
+    """State and family counts from `ss -tanH`, read by the tests' oracle (tests/support/ss_oracle.py)."""
+    tcp = rows(runner.run(["ss", "-tanH"], 120)["stdout"])
     families = {"ipv4": 0, "ipv6": 0}
-    for line in stdout.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        states[SS_STATES[fields[0]]] += 1
-        families["ipv6" if fields[3].startswith("[") else "ipv4"] += 1
-    return {"total": sum(states.values()), "states": states, "families": families}
+    for row in tcp:
+        families[row["family"]] += 1
+    return {"total": len(tcp), "states": states_of(tcp), "families": families}
 
 
 def check_engine_against_ss(runner, engine_tool, size_label):
@@ -682,7 +675,7 @@ def check_engine_against_ss(runner, engine_tool, size_label):
     problems = []
     pairs = [("total", before["total"], engine["total"], after["total"])]
     pairs += [("states." + name, before["states"][name], engine["states"].get(name), after["states"][name])
-              for name in STATES]
+              for name in ALL_STATES]
     pairs += [("families." + name, before["families"][name], engine["families"].get(name), after["families"][name])
               for name in ("ipv4", "ipv6")]
     for name, low, value, high in pairs:
