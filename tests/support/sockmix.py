@@ -42,6 +42,11 @@ import socket
 import sys
 import time
 
+if __package__ in (None, ""):
+    # run as a script (`ip netns exec NS python3 tests/support/sockmix.py`): tests.support from the tree's root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.support.namespaces import setns  # noqa: E402
+
 HELD = []
 
 
@@ -87,18 +92,6 @@ def connect_pair(to, source=None, accept=True):
         return client, None
     server, _peer = server_sock.accept()
     return client, server
-
-
-def leave_namespace(path):
-    """setns(2) into the network namespace at path (os.setns needs Python 3.12)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if hasattr(os, "setns"):
-            os.setns(fd, 0x40000000)
-        elif ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns %s" % path)
-    finally:
-        os.close(fd)
 
 
 def build(spec):
@@ -184,7 +177,7 @@ def build(spec):
         HELD.extend((sender, receiver))
     built["in_flight"] = len(spec.get("in_flight", []))
     if spec.get("leave_namespace"):
-        leave_namespace(spec["leave_namespace"])
+        setns(spec["leave_namespace"])
     # Let the handshakes of the never-accepted clients settle (queued or dropped SYNs).
     time.sleep(0.3)
     return built
