@@ -739,7 +739,7 @@ class Orphan:
         if present and not self.present:
             # clients wait in its accept queue, as they do at a listener whose server is gone: that puts it
             # first among the listeners connection_facts lists (listeners_limit), so the walk looks for it
-            self.worker.call("orphan_listener", family=4, address="127.0.0.1", port=ORPHAN_PORT, backlog=511,
+            self.worker.call("orphan_listener", address="127.0.0.1", port=ORPHAN_PORT, backlog=511,
                              queued=ORPHAN_QUEUED)
         elif self.present and not present:
             self.worker.call("release_orphans")
