@@ -15,12 +15,10 @@ Commands (all answer {"ok": true, ...} or {"ok": false, "error": "..."}):
       open and hold client connections; half_close shuts the write side (FIN_WAIT2 here,
       CLOSE_WAIT on the server). With source_first (an IPv4 address, e.g. in 127.0.0.0/8) each
       connection binds the next address from it, so the server sees one distinct peer each.
-  {"op": "orphan_listener", "family", "address", "port", "backlog", "queued"}
-      open a listener that no process holds: its descriptor is sent over a unix socket pair
-      (SCM_RIGHTS) and every copy this process had is closed while the message is unread, so the
-      listener lives only in the message in flight; queued clients (held here) then connect and
-      wait in its accept queue, which nobody accepts from. {"op": "release_orphans"} closes the
-      clients and the pair, which drops the message and with it the listener.
+  {"op": "orphan_listener", "address", "port", "backlog", "queued"}
+      open a listener that no process holds, with queued clients waiting in its accept queue
+      (tests/support/sockmix.py's OrphanListener, the one the tests build). {"op": "release_orphans"}
+      resets the clients and drops the listener.
   {"op": "time_wait", "target": N, "address", "port", "sources": [...]}
       top the namespace's TIME_WAIT population (/proc/net/sockstat "tw") up to N by opening
       connections to this worker's own listener and closing the client side first.
@@ -28,7 +26,6 @@ Commands (all answer {"ok": true, ...} or {"ok": false, "error": "..."}):
       counts of held and accepted sockets.
 """
 
-import array
 import ctypes
 import ipaddress
 import json
@@ -37,9 +34,12 @@ import resource
 import selectors
 import signal
 import socket
-import struct
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.support.sockmix import OrphanListener  # noqa: E402
 
 IP_BIND_ADDRESS_NO_PORT = 24  # the kernel picks the port at connect(), unique per 4-tuple
 PR_SET_PDEATHSIG = 1
@@ -82,7 +82,7 @@ class Worker:
         self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, None)
 
     def open_files(self):
-        return len(self.listeners) + len(self.held) + sum(2 + len(clients) for _s, _r, clients in self.orphans)
+        return len(self.listeners) + len(self.held) + sum(orphan.files() for orphan in self.orphans)
 
     def _budget(self, more):
         if self.open_files() + more > FILE_BUDGET:
@@ -174,33 +174,16 @@ class Worker:
             made += len(pairs)
         return {"before": before, "made": made, "after": sockstat_time_wait()}
 
-    def orphan_listener(self, family, address, port, backlog, queued=0):
+    def orphan_listener(self, address, port, backlog, queued=0):
         self._budget(2 + int(queued))
-        listener = socket.socket(_family(family), socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((address, int(port)))
-        listener.listen(int(backlog))
-        sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sender.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [listener.fileno()]))])
-        inode = os.fstat(listener.fileno()).st_ino
-        listener.close()  # the message in receiver's queue now holds the only reference
-        clients = []
-        for _number in range(int(queued)):
-            client = socket.socket(_family(family), socket.SOCK_STREAM)
-            client.connect((address, int(port)))  # the handshake completes in the kernel: queued, never accepted
-            clients.append(client)
-        self.orphans.append((sender, receiver, clients))
-        return {"inode": inode, "orphans": len(self.orphans), "queued": len(clients)}
+        orphan = OrphanListener(address, int(port), int(backlog), int(queued))
+        self.orphans.append(orphan)
+        return {"inode": orphan.inode, "orphans": len(self.orphans), "queued": len(orphan.clients)}
 
     def release_orphans(self):
         released = len(self.orphans)
-        for sender, receiver, clients in self.orphans:
-            for client in clients:
-                # a reset, not a FIN: nothing is left behind in FIN_WAIT2 or TIME_WAIT
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                client.close()
-            receiver.close()
-            sender.close()
+        for orphan in self.orphans:
+            orphan.close()
         self.orphans = []
         return {"released": released}
 
@@ -219,8 +202,8 @@ class Worker:
                 answer = self.time_wait(command["target"], command["address"], command["port"],
                                         command["sources"])
             elif op == "orphan_listener":
-                answer = self.orphan_listener(command["family"], command["address"], command["port"],
-                                              command.get("backlog", 128), command.get("queued", 0))
+                answer = self.orphan_listener(command["address"], command["port"], command.get("backlog", 128),
+                                              command.get("queued", 0))
             elif op == "release_orphans":
                 answer = self.release_orphans()
             elif op == "status":

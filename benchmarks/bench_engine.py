@@ -56,6 +56,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 COLLECTIONS = os.path.join(ROOT, ".build", "collections")
+sys.path.insert(0, ROOT)
+
+from tests.support.namespaces import Namespace  # noqa: E402
+from tests.support.ss_oracle import ALL_STATES, rows, states_of  # noqa: E402
+
 BENCH_VENV = os.path.join(HERE, ".venv")
 BENCH_PYTHON = os.path.join(BENCH_VENV, "bin", "python")
 REQUIREMENTS = os.path.join(HERE, "requirements.txt")
@@ -70,12 +75,6 @@ NS_PREFIX = "nsbench-"
 
 SS_AWK = "ss -tan | awk 'NR>1{++S[$1]}END{for(a in S) print a,S[a]}'"
 NETSTAT_AWK = "netstat -ant | awk '/^tcp/{++S[$NF]}END{for(a in S) print a,S[a]}'"
-SS_STATES = {
-    "ESTAB": "ESTABLISHED", "SYN-SENT": "SYN_SENT", "SYN-RECV": "SYN_RECV", "FIN-WAIT-1": "FIN_WAIT1",
-    "FIN-WAIT-2": "FIN_WAIT2", "TIME-WAIT": "TIME_WAIT", "UNCONN": "CLOSE", "CLOSE-WAIT": "CLOSE_WAIT",
-    "LAST-ACK": "LAST_ACK", "LISTEN": "LISTEN", "CLOSING": "CLOSING",
-}
-STATES = list(SS_STATES.values())
 
 # The socket mix, as shares of each size (the rest is ESTABLISHED pairs).
 TIME_WAIT_SHARE = 0.15
@@ -97,7 +96,6 @@ DISTINCT_FIRST = "127.16.0.1"   # the distinct peers count up from here (500k en
 # The many-listeners phase: listeners per worker process.
 MANY_LISTENERS_PER_PROCESS = 2500
 
-CLONE_NEWNET = 0x40000000
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 
@@ -137,67 +135,34 @@ def bench_site_packages():
 
 # ---------------------------------------------------------------- namespaces
 
-def setns(path):
-    fd = os.open(path, os.O_RDONLY)
+# Raised in each namespace of the benchmark.
+NAMESPACE_SYSCTLS = {
+    "net.ipv4.ip_local_port_range": "1024 65535",
+    "net.core.somaxconn": "65535",
+    "net.ipv4.tcp_max_syn_backlog": "65535",
+    "net.ipv4.tcp_max_tw_buckets": "1000000",
+    # 2 (the default) lets connect() on loopback recycle TIME_WAIT sockets: the population
+    # the benchmark builds would melt away while it measures.
+    "net.ipv4.tcp_tw_reuse": "0",
+    "net.ipv4.tcp_max_orphans": "1000000",
+}
+
+
+def enter_namespace(label, namespaces):
+    """A namespace of our own (tests/support/namespaces.py), entered: lo up with the IPv6 sources,
+    the sysctls raised. Its name ends in our pid, so a later run removes it if this one is killed."""
     try:
-        if LIBC.setns(fd, CLONE_NEWNET) != 0:
-            error = ctypes.get_errno()
-            raise OSError(error, "setns(%s): %s" % (path, os.strerror(error)))
-    finally:
-        os.close(fd)
-
-
-# The namespace the benchmark started in, to come back to between phases and before cleaning up.
-HOME_NS = "/proc/%d/ns/net" % os.getpid()
-home_ns_fd = None
-
-
-def go_home():
-    if home_ns_fd is not None and LIBC.setns(home_ns_fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns back to the starting namespace failed")
-
-
-class Namespace:
-    """A named network namespace of our own (ip netns add), with lo up and the sysctls raised."""
-
-    SYSCTLS = {
-        "net.ipv4.ip_local_port_range": "1024 65535",
-        "net.core.somaxconn": "65535",
-        "net.ipv4.tcp_max_syn_backlog": "65535",
-        "net.ipv4.tcp_max_tw_buckets": "1000000",
-        # 2 (the default) lets connect() on loopback recycle TIME_WAIT sockets: the population
-        # the benchmark builds would melt away while it measures.
-        "net.ipv4.tcp_tw_reuse": "0",
-        "net.ipv4.tcp_max_orphans": "1000000",
-    }
-
-    def __init__(self, label):
-        self.name = "%s%s-%d" % (NS_PREFIX, label, os.getpid())
-        self.created = False
-
-    def create(self):
-        run(["ip", "netns", "add", self.name])
-        self.created = True
-        run(["ip", "netns", "exec", self.name, "ip", "link", "set", "lo", "up"])
+        ns = Namespace(name="%s%s-%d" % (NS_PREFIX, label, os.getpid()))
+        namespaces.append(ns)
         for index in range(1, V6_SOURCES + 1):
-            run(["ip", "netns", "exec", self.name, "ip", "-6", "addr", "add", "fd00:0:0:b::%x/128" % index,
-                 "dev", "lo", "nodad"])
-        skipped = []
-        for key, value in self.SYSCTLS.items():
-            if run(["ip", "netns", "exec", self.name, "sysctl", "-qw", "%s=%s" % (key, value)],
-                   check=False).returncode != 0:
-                skipped.append(key)
-        if skipped:  # some are global on some kernels; the defaults are then large enough
-            log("namespace %s: left at their defaults (not per-namespace here): %s" % (self.name, ", ".join(skipped)))
-        return self
-
-    def enter(self):
-        setns("/run/netns/" + self.name)
-
-    def delete(self):
-        if self.created:
-            run(["ip", "netns", "del", self.name], check=False)
-            self.created = False
+            ns.run(["ip", "-6", "addr", "add", "fd00:0:0:b::%x/128" % index, "dev", "lo", "nodad"])
+    except subprocess.CalledProcessError as exc:
+        raise BenchError("%s failed (%d): %s" % (" ".join(exc.cmd), exc.returncode, (exc.stderr or "").strip()))
+    skipped = [key for key, value in NAMESPACE_SYSCTLS.items() if not ns.sysctl(key, value, check=False)]
+    if skipped:  # some are global on some kernels; the defaults are then large enough
+        log("namespace %s: left at their defaults (not per-namespace here): %s" % (ns.name, ", ".join(skipped)))
+    ns.enter()
+    return ns
 
 
 def remove_stale_namespaces():
@@ -661,17 +626,12 @@ def summarize(samples):
 
 
 def ss_counts(runner):
-    """State and family counts from `ss -tanH` (the oracle)."""
-    stdout = runner.run(["ss", "-tanH"], 120)["stdout"]
-    states = dict.fromkeys(STATES, 0)
+    """State and family counts from `ss -tanH`, read by the tests' oracle (tests/support/ss_oracle.py)."""
+    tcp = rows(runner.run(["ss", "-tanH"], 120)["stdout"])
     families = {"ipv4": 0, "ipv6": 0}
-    for line in stdout.splitlines():
-        fields = line.split()
-        if len(fields) < 4:
-            continue
-        states[SS_STATES[fields[0]]] += 1
-        families["ipv6" if fields[3].startswith("[") else "ipv4"] += 1
-    return {"total": sum(states.values()), "states": states, "families": families}
+    for row in tcp:
+        families[row["family"]] += 1
+    return {"total": len(tcp), "states": states_of(tcp), "families": families}
 
 
 def check_engine_against_ss(runner, engine_tool, size_label):
@@ -682,7 +642,7 @@ def check_engine_against_ss(runner, engine_tool, size_label):
     problems = []
     pairs = [("total", before["total"], engine["total"], after["total"])]
     pairs += [("states." + name, before["states"][name], engine["states"].get(name), after["states"][name])
-              for name in STATES]
+              for name in ALL_STATES]
     pairs += [("families." + name, before["families"][name], engine["families"].get(name), after["families"][name])
               for name in ("ipv4", "ipv6")]
     for name, low, value, high in pairs:
@@ -748,9 +708,7 @@ def round_robin(runner, tools, reps, before_each=None, label=""):
 
 def listener_phase(args, runner, workers, payloads, namespaces):
     """~1,000 TCP listeners: listener_facts against community.general.listen_ports_facts."""
-    ns = Namespace("listen").create()
-    namespaces.append(ns)
-    ns.enter()
+    ns = enter_namespace("listen", namespaces)
     build_listener_farm(workers, args.listeners, connections=2000)
     oracle = len(runner.run(["ss", "-tlnH"], 60)["stdout"].splitlines())
     ours = Tool("listener_facts", "netstate.tcp.listener_facts",
@@ -765,7 +723,6 @@ def listener_phase(args, runner, workers, payloads, namespaces):
         if found != oracle:
             log("!!! %s reported %d TCP listeners, ss -tln shows %d" % (key, found, oracle))
     workers.stop()
-    go_home()
     ns.delete()
     return results
 
@@ -782,7 +739,7 @@ class Orphan:
         if present and not self.present:
             # clients wait in its accept queue, as they do at a listener whose server is gone: that puts it
             # first among the listeners connection_facts lists (listeners_limit), so the walk looks for it
-            self.worker.call("orphan_listener", family=4, address="127.0.0.1", port=ORPHAN_PORT, backlog=511,
+            self.worker.call("orphan_listener", address="127.0.0.1", port=ORPHAN_PORT, backlog=511,
                              queued=ORPHAN_QUEUED)
         elif self.present and not present:
             self.worker.call("release_orphans")
@@ -796,9 +753,7 @@ def many_listeners_phase(args, runner, workers, payloads, namespaces, slow_media
     phase's figure scaled to this count fits in --slow-budget seconds (else the row says why not).
     """
     count = args.many_listeners
-    ns = Namespace("manylisten").create()
-    namespaces.append(ns)
-    ns.enter()
+    ns = enter_namespace("manylisten", namespaces)
     started = time.monotonic()
     rng = random.Random(5)
     choices = [(4, "0.0.0.0"), (4, "127.0.0.1"), (6, "::")]
@@ -845,7 +800,6 @@ def many_listeners_phase(args, runner, workers, payloads, namespaces, slow_media
             log("!!! %s reported %d TCP listeners, ss -tln shows %d"
                 % (key, results[key]["detail"]["tcp_listen"], oracle))
     workers.stop()
-    go_home()
     ns.delete()
     return results
 
@@ -916,9 +870,7 @@ def million_phase(args, runner, workers, payloads, namespaces):
     if file_max < args.million_sockets + 200000:  # fs.file-max is global, not per namespace
         log("raising fs.file-max from %d to %d" % (file_max, args.million_sockets + 200000))
         run(["sysctl", "-qw", "fs.file-max=%d" % (args.million_sockets + 200000)])
-    ns = Namespace("million").create()
-    namespaces.append(ns)
-    ns.enter()
+    ns = enter_namespace("million", namespaces)
     build = build_million(workers, args.million_sockets, args.distinct_peers, args.million_listeners)
     tools = [
         Tool("module", "connection_facts, whole process (AnsiballZ)",
@@ -938,15 +890,12 @@ def million_phase(args, runner, workers, payloads, namespaces):
     results["build"] = build
     results["check"] = check
     workers.stop()
-    go_home()
     ns.delete()
     return results
 
 
 def socket_phase(args, runner, workers, payloads, namespaces, site_packages, collector):
-    ns = Namespace("sockets").create()
-    namespaces.append(ns)
-    ns.enter()
+    ns = enter_namespace("sockets", namespaces)
     exporter = None
     if os.access(NODE_EXPORTER, os.X_OK):
         exporter = NodeExporter(runner.workdir)
@@ -1037,7 +986,6 @@ def socket_phase(args, runner, workers, payloads, namespaces, site_packages, col
         profile = runner.run([BENCH_PYTHON, INPROC, "profile", COLLECTIONS], 600)["stdout"]
         print(profile)
     workers.stop()
-    go_home()
     ns.delete()
     return {"sizes": per_size, "checks": checks, "labels": {tool.key: tool.label for tool in tools},
             "listeners": mix.listener_count, "profile": profile}
@@ -1464,8 +1412,6 @@ def main(argv=None):
     signal.signal(signal.SIGHUP, raise_exit)
     signal.signal(signal.SIGALRM, raise_timeout)
     signal.alarm(args.time_limit)
-    global home_ns_fd
-    home_ns_fd = os.open(HOME_NS, os.O_RDONLY)
     if args.nice:
         os.nice(args.nice)
     remove_stale_namespaces()
@@ -1515,12 +1461,11 @@ def main(argv=None):
         signal.alarm(0)
         runner.kill_current()
         workers.stop()
-        try:
-            go_home()
-        except OSError as exc:
-            log("%s" % exc)
-        for ns in namespaces:
-            ns.delete()
+        for ns in reversed(namespaces):
+            try:
+                ns.delete()
+            except OSError as exc:
+                log("%s" % exc)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

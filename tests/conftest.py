@@ -39,6 +39,8 @@ os.environ.setdefault("ANSIBLE_PYTHON_INTERPRETER", sys.executable)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from tests.support import namespaces  # noqa: E402
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -63,24 +65,13 @@ def _netns_guard(request):
         netns_prerequisites()
 
 
-class Namespace:
-    """A private network namespace with loopback up, removed on close()."""
+class Namespace(namespaces.Namespace):
+    """A private network namespace with loopback up (tests/support/namespaces.py) and the socket mixes
+    it holds, all removed on close()."""
 
     def __init__(self, prefix="nst"):
-        self.name = "%s-%s" % (prefix, uuid.uuid4().hex[:8])
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        self.run(["ip", "link", "set", "lo", "up"])
-        self.path = "/run/netns/" + self.name
+        super().__init__(prefix=prefix)
         self.processes = []
-
-    def run(self, cmd, **kwargs):
-        check = kwargs.pop("check", True)
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("text", True)
-        return subprocess.run(["ip", "netns", "exec", self.name] + list(cmd), check=check, **kwargs)
-
-    def sysctl(self, key, value):
-        self.run(["sysctl", "-q", "-w", "%s=%s" % (key, value)])
 
     def hold_mix(self, spec, tmp_path):
         """Build a socket mix (tests/support/sockmix.py) inside the namespace; returns its READY data."""
@@ -105,7 +96,7 @@ class Namespace:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        subprocess.run(["ip", "netns", "del", self.name], check=False)
+        self.delete()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import json
 import socket
 import subprocess
 import sys
-import uuid
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,10 +42,9 @@ class TimerMix:
 
     def __init__(self, netns):
         self.ns = netns
-        self.peer = "nstp-%s" % uuid.uuid4().hex[:8]
+        self.peer_ns = conftest.Namespace(prefix="nstp")
+        self.peer = self.peer_ns.name
         self.held = []
-        _ip("netns", "add", self.peer)
-        _ip("-n", self.peer, "link", "set", "lo", "up")
         veth_a, veth_b = "nsa%s" % self.peer[-6:], "nsb%s" % self.peer[-6:]
         _ip("link", "add", veth_a, "netns", netns.name, "type", "veth", "peer", "name", veth_b, "netns", self.peer)
         _ip("-n", netns.name, "addr", "add", LOCAL + "/30", "dev", veth_a)
@@ -60,7 +58,7 @@ class TimerMix:
         return socks
 
     def build(self):
-        with procfs.NetNamespace("/run/netns/" + self.peer):
+        with procfs.NetNamespace(self.peer_ns.path):
             far = self._keep(socket.socket())[0]
             far.bind((PEER, 80))
             far.listen(64)
@@ -122,7 +120,7 @@ class TimerMix:
     def close(self):
         for sock in self.held:
             sock.close()
-        subprocess.run(["ip", "netns", "del", self.peer], check=False)
+        self.peer_ns.close()
 
 
 @pytest.fixture

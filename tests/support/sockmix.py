@@ -22,7 +22,8 @@ Spec keys, all optional:
                                                            after them sit at descriptor numbers above n
   in_flight:    [{"address": "127.0.0.1", "port": 9000}]   a listener whose only reference is its descriptor
                                                            in flight over a unix socket (sent, never received):
-                                                           no process holds it
+                                                           no process holds it; "queued": n clients wait in its
+                                                           accept queue (OrphanListener)
   leave_namespace: "/run/netns/NAME"                       after building, move this process into that network
                                                            namespace: it then holds sockets of another one
   comm_hex:     "3c623e"   the process names itself with these bytes (prctl PR_SET_NAME, any bytes but
@@ -39,8 +40,14 @@ import resource
 import select
 import signal
 import socket
+import struct
 import sys
 import time
+
+if __package__ in (None, ""):
+    # run as a script (`ip netns exec NS python3 tests/support/sockmix.py`): tests.support from the tree's root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.support.namespaces import setns  # noqa: E402
 
 HELD = []
 
@@ -89,16 +96,43 @@ def connect_pair(to, source=None, accept=True):
     return client, server
 
 
-def leave_namespace(path):
-    """setns(2) into the network namespace at path (os.setns needs Python 3.12)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if hasattr(os, "setns"):
-            os.setns(fd, 0x40000000)
-        elif ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
-            raise OSError(ctypes.get_errno(), "setns %s" % path)
-    finally:
-        os.close(fd)
+class OrphanListener:
+    """A TCP listener no process holds, with queued clients waiting in its accept queue.
+
+    Its descriptor is sent over a unix socket pair (SCM_RIGHTS) and every copy this process had is
+    closed while the message is unread, so the listener lives only in the message in flight; the
+    clients (held here) then connect, and nobody ever accepts them. close() drops it.
+    """
+
+    def __init__(self, address, port, backlog=128, queued=0):
+        listener = socket.socket(family_of(address), socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address, port))
+        listener.listen(backlog)
+        self.pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.pair[0].sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                        array.array("i", [listener.fileno()]))])
+        self.inode = os.fstat(listener.fileno()).st_ino
+        listener.close()  # the message in the pair's queue now holds the only reference
+        self.clients = []
+        for _index in range(queued):
+            client = socket.socket(family_of(address), socket.SOCK_STREAM)
+            client.connect((address, port))  # the handshake completes in the kernel: queued, never accepted
+            self.clients.append(client)
+
+    def files(self):
+        """The descriptors this process holds for it."""
+        return len(self.pair) + len(self.clients)
+
+    def close(self):
+        """Reset the clients and close the pair, which drops the message and with it the listener."""
+        for client in self.clients:
+            # a reset, not a FIN: nothing is left behind in FIN_WAIT2 or TIME_WAIT
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+        for sock in self.pair:
+            sock.close()
+        self.clients, self.pair = [], ()
 
 
 def build(spec):
@@ -175,16 +209,10 @@ def build(spec):
     built["udp"] = len(spec.get("udp", [])) + len(spec.get("udp_connected", []))
 
     for item in spec.get("in_flight", []):
-        sock = socket.socket(family_of(item["address"]), socket.SOCK_STREAM)
-        sock.bind((item["address"], item["port"]))
-        sock.listen(item.get("backlog", 128))
-        sender, receiver = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sender.sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
-        sock.close()
-        HELD.extend((sender, receiver))
+        HELD.append(OrphanListener(item["address"], item["port"], item.get("backlog", 128), item.get("queued", 0)))
     built["in_flight"] = len(spec.get("in_flight", []))
     if spec.get("leave_namespace"):
-        leave_namespace(spec["leave_namespace"])
+        setns(spec["leave_namespace"])
     # Let the handshakes of the never-accepted clients settle (queued or dropped SYNs).
     time.sleep(0.3)
     return built
