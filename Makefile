@@ -38,7 +38,7 @@ integration: deps
 test: deps lint
 	MATRIX_ARGS="$(MATRIX_ARGS)" PYTEST_ARGS="$(PYTEST_ARGS)" bash scripts/test.sh
 
-# ansible-core 2.16 to 2.21: sanity, units and a smoke run each (README "Tested with")
+# ansible-core 2.16 to 2.21: sanity, units and a smoke run each (docs/matrix.md, "Tested with")
 test-matrix: deps
 	$(PY) scripts/matrix.py $(MATRIX_ARGS)
 

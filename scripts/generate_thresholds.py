@@ -13,7 +13,7 @@ threshold and severity, and its ``doc``, ``prometheus`` and ``zabbix`` parts. Th
   Zabbix exports it); nothing else in the template changes;
 * roles/zabbix_register/vars/main.yml: which macro holds each rule's threshold, so per-host
   overrides (netstate_health_thresholds) become per-host macros;
-* the rules table of docs/health.md and the trigger tables of README.md and docs/monitoring.md,
+* the rules table of docs/health.md and the trigger table of docs/monitoring.md,
   between the markers ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->``.
 
     python3 scripts/generate_thresholds.py           # rewrite the files that differ
@@ -38,7 +38,6 @@ ALERTS_PATH = os.path.join(ROOT, "roles", "node_exporter", "files", "netstate_tc
 TEMPLATE_PATH = os.path.join(ROOT, "roles", "zabbix_agent", "files", "netstate_tcp_zabbix_template.yaml")
 REGISTER_VARS_PATH = os.path.join(ROOT, "roles", "zabbix_register", "vars", "main.yml")
 HEALTH_DOC_PATH = os.path.join(ROOT, "docs", "health.md")
-README_PATH = os.path.join(ROOT, "README.md")
 MONITORING_DOC_PATH = os.path.join(ROOT, "docs", "monitoring.md")
 
 # The parts of a rule record this script needs, beyond name, description, max and severity.
@@ -365,7 +364,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rules = load_rules(RULES_PATH)
     current = {}
-    for path in (ALERTS_PATH, TEMPLATE_PATH, REGISTER_VARS_PATH, HEALTH_DOC_PATH, README_PATH, MONITORING_DOC_PATH):
+    for path in (ALERTS_PATH, TEMPLATE_PATH, REGISTER_VARS_PATH, HEALTH_DOC_PATH, MONITORING_DOC_PATH):
         current[path] = None
         if os.path.exists(path):
             with open(path, encoding="utf-8") as stream:
@@ -377,9 +376,9 @@ def main(argv=None) -> int:
         REGISTER_VARS_PATH: render_register_vars(rules, template),
         HEALTH_DOC_PATH: replace_generated(current[HEALTH_DOC_PATH], "built-in rules", rules_table(rules),
                                            HEALTH_DOC_PATH),
+        MONITORING_DOC_PATH: replace_generated(current[MONITORING_DOC_PATH], "zabbix triggers", zabbix_table(rules),
+                                               MONITORING_DOC_PATH),
     }
-    for path in (README_PATH, MONITORING_DOC_PATH):
-        wanted[path] = replace_generated(current[path], "zabbix triggers", zabbix_table(rules), path)
     stale = []
     for path, text in wanted.items():
         if current[path] == text:

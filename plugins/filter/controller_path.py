@@ -29,6 +29,14 @@ options:
 """
 
 EXAMPLES = r"""
+- name: Create the report directory where the user ran ansible-playbook
+  ansible.builtin.file:
+    path: "{{ 'reports' | netstate.tcp.controller_path }}"
+    state: directory
+    mode: "0755"
+  run_once: true
+  delegate_to: localhost
+
 - name: Write a report where the user ran ansible-playbook, not next to the playbook
   ansible.builtin.copy:
     content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars) | to_nice_json }}\n"

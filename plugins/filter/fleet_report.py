@@ -81,6 +81,14 @@ EXAMPLES = r"""
   ignore_unreachable: true
   ignore_errors: true
 
+- name: Create the report directory where the user ran ansible-playbook
+  ansible.builtin.file:
+    path: "{{ 'reports' | netstate.tcp.controller_path }}"
+    state: directory
+    mode: "0755"
+  run_once: true
+  delegate_to: localhost
+
 - name: Write the fleet report as JSON on the controller
   ansible.builtin.copy:
     content: "{{ ansible_play_hosts_all | netstate.tcp.fleet_report(hostvars) | to_nice_json }}\n"

@@ -79,17 +79,15 @@ EXAMPLES = r"""
   netstate.tcp.connection_facts:
     namespace: all
 
-# ansible.cfg: [defaults] facts_modules = ansible.builtin.setup, netstate.tcp.connection_facts
-- name: Gather with the play's fact gathering
-  hosts: all
-  gather_facts: true
-  module_defaults:
-    netstate.tcp.connection_facts:
-      top: 5
-  tasks:
-    - name: Show the busiest peer
-      ansible.builtin.debug:
-        var: ansible_facts.netstate.tcp.peers[0]
+# The play's own fact gathering can run it too: with ansible.cfg's
+#   [defaults]
+#   facts_modules = ansible.builtin.setup, netstate.tcp.connection_facts
+# a play with `gather_facts: true` sets ansible_facts.netstate, with options from module_defaults:
+#   - hosts: all
+#     gather_facts: true
+#     module_defaults:
+#       netstate.tcp.connection_facts:
+#         top: 5
 """
 
 RETURN = r"""

@@ -64,6 +64,14 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ ansible_facts.tcp_listen | map(attribute='port') | sort | unique | list }}"
 
+- name: Fail when a listener's accept queue is full (the kernel's test, queue beyond backlog)
+  ansible.builtin.assert:
+    that: item.queue <= item.backlog
+    fail_msg: "{{ item.name }} on {{ item.address }}:{{ item.port }} has a full accept queue"
+  loop: "{{ ansible_facts.tcp_listen }}"
+  loop_control:
+    label: "{{ item.address }}:{{ item.port }}"
+
 - name: Gather every socket, as community.general.listen_ports_facts does with include_non_listening
   netstate.tcp.listener_facts:
     command: netstat          # accepted and ignored: nothing is run
@@ -72,14 +80,6 @@ EXAMPLES = r"""
 - name: Connections stuck in CLOSE_WAIT, by process
   ansible.builtin.debug:
     msg: "{{ ansible_facts.tcp_listen | selectattr('state', 'equalto', 'CLOSE_WAIT') | map(attribute='name') | list }}"
-
-- name: Fail when a listener's accept queue is full
-  ansible.builtin.assert:
-    that: item.queue < item.backlog
-    fail_msg: "{{ item.name }} on {{ item.address }}:{{ item.port }} has a full accept queue"
-  loop: "{{ ansible_facts.tcp_listen }}"
-  loop_control:
-    label: "{{ item.address }}:{{ item.port }}"
 """
 
 RETURN = r"""

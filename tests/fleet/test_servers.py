@@ -145,8 +145,8 @@ def test_template_imported_into_the_real_server(setup):
     assert {m["macro"]: m["value"] for m in template["macros"]} == {m["macro"]: m["value"] for m in source["macros"]}
 
 
-def test_readme_import_snippet_works_on_this_server(setup):
-    text = (ROOT / "README.md").read_text()
+def test_docs_import_snippet_works_on_this_server(setup):
+    text = (ROOT / "docs" / "monitoring.md").read_text()
     block = re.search(r"### Importing the template.*?```bash\n(.*?)```", text, re.S).group(1)
     code = re.search(r"<<'PY'\n(.*?)\nPY\n", block, re.S).group(1)
     server = setup["server"]

@@ -1,0 +1,84 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""README.md is the front door and docs/index.md the map: every page listed, every relative link resolves."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCS = os.path.join(ROOT, "docs")
+README = os.path.join(ROOT, "README.md")
+INDEX = os.path.join(DOCS, "index.md")
+README_MAX_BYTES = 8 * 1024
+# [text](target): the target up to the first space or closing parenthesis
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+
+
+def read(path):
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def pages():
+    return sorted(os.path.join(DOCS, name) for name in os.listdir(DOCS) if name.endswith(".md"))
+
+
+def anchor(heading):
+    """The anchor GitHub gives a heading: lower case, punctuation but - and _ dropped, spaces to -."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(path):
+    return {anchor(line.lstrip("#")) for line in FENCE.sub("", read(path)).splitlines() if line.startswith("#")}
+
+
+def links(path):
+    """Relative link targets of a Markdown file, outside code blocks: (file or None for the page itself, anchor)."""
+    found = []
+    for target in LINK.findall(FENCE.sub("", read(path))):
+        if re.match(r"[a-z]+:", target):
+            continue
+        name, _, fragment = target.partition("#")
+        found.append((os.path.normpath(os.path.join(os.path.dirname(path), name)) if name else path, fragment))
+    return found
+
+
+def test_index_lists_every_docs_page():
+    listed = {os.path.normpath(os.path.join(DOCS, target)) for target, _fragment in
+              ((name.partition("#")[0], None) for name in LINK.findall(read(INDEX))) if target}
+    missing = [os.path.relpath(page, ROOT) for page in pages() if page != INDEX and page not in listed]
+    assert not missing, "docs/index.md does not list %s" % ", ".join(missing)
+
+
+def test_every_relative_link_resolves():
+    broken = []
+    for path in [README] + pages():
+        for target, fragment in links(path):
+            where = os.path.relpath(path, ROOT)
+            if not os.path.exists(target):
+                broken.append("%s -> %s" % (where, os.path.relpath(target, ROOT)))
+            elif fragment and target.endswith(".md") and fragment not in anchors(target):
+                broken.append("%s -> %s#%s" % (where, os.path.relpath(target, ROOT), fragment))
+    assert not broken, "broken links: %s" % "; ".join(broken)
+
+
+def test_the_link_check_finds_a_broken_link(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n\n[there](missing.md) [here](#a-page) [nowhere](#no-such)\n```\n[code](x.md)\n```\n")
+    found = links(str(page))
+    assert found == [(str(tmp_path / "missing.md"), ""), (str(page), "a-page"), (str(page), "no-such")]
+    assert anchors(str(page)) == {"a-page"}
+
+
+def test_readme_stays_a_front_door():
+    size = os.path.getsize(README)
+    assert size <= README_MAX_BYTES, "README.md is %d bytes; reference belongs in docs/ (docs/index.md)" % size
+    text = read(README)
+    assert "docs/index.md" in text
