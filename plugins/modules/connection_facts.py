@@ -107,7 +107,10 @@ ansible_facts:
           type: str
           sample: netlink
         namespace:
-          description: The network namespace gathered, V(host) for the module's own.
+          description:
+            - The network namespace gathered. Where the module gathers in its own namespace (no O(namespace), or
+              the first document of O(namespace=all)), V(host) when that is the namespace of PID 1, its name when
+              C(/run/netns) names it, V(self) otherwise.
           returned: always
           type: str
           sample: host

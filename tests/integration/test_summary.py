@@ -7,7 +7,6 @@ prints is the sockets there, and no value it could not read shows as Python's No
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 
 import pytest
