@@ -710,7 +710,10 @@ def namespace_id(path):
 def own_namespace_label(proc="/proc", run_netns="/run/netns"):
     """How the facts name the network namespace this process runs in: "host" where it is PID 1's (or PID 1's
     cannot be read), its name where /run/netns names it, "self" otherwise."""
-    own = namespace_id(os.path.join(proc, "self/ns/net"))
+    try:
+        own = namespace_id(os.path.join(proc, "self/ns/net"))
+    except (IOError, OSError):
+        return "host"  # a /proc without namespaces (a copy of its tables): nothing else to name it by
     try:
         if namespace_id(os.path.join(proc, "1/ns/net")) == own:
             return "host"
