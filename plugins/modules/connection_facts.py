@@ -348,14 +348,14 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import COUNTS, LISTENER_WALK, SOCKET_SOURCE
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import CONNECTION_FACTS
 from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_facts
 from ansible_collections.netstate.tcp.plugins.module_utils._engine.engine import GatherError, gather
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(**COUNTS, **SOCKET_SOURCE, **LISTENER_WALK),
+        argument_spec=CONNECTION_FACTS,
         supports_check_mode=True,
     )
     params = module.params
