@@ -53,7 +53,8 @@ class ActionModule(ActionBase):
         unknown = sorted(set(args["gather_args"]) - set(CONNECTION_FACTS), key=str)
         if unknown:
             raise AnsibleActionFail("gather_args: unknown option(s) %s; %s takes %s" % (
-                ", ".join(escape.bounded_repr(key) for key in unknown), FACTS_MODULE, ", ".join(sorted(CONNECTION_FACTS))))
+                ", ".join(escape.bounded_repr(key) for key in unknown), FACTS_MODULE,
+                ", ".join(sorted(CONNECTION_FACTS))))
         try:
             rules = health.build_rules(args["rules"], args["extra_rules"], args["thresholds"])
             budget = health.check_budget(args["budget"])
