@@ -1,5 +1,6 @@
 # netstate.tcp — every target does its own set-up (scripts/setup.sh), so a fresh
-# Debian 12 machine needs nothing but `make run` or `make test` as root.
+# Debian 12 machine needs nothing but `make run` or `make test` as root. `make run` and `make dist`
+# install only what they need (python3-venv; ansible-core and jmespath in .venv).
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,12 +8,19 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build/collections
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: deps run test test-matrix lint units sanity integration fleet-demo bench bench-fleet bench-scale soak clean
+.PHONY: deps deps-run dist run test test-matrix lint units sanity integration fleet-demo bench bench-fleet bench-scale soak clean
 
 deps:
 	@bash scripts/setup.sh
 
-run: deps
+deps-run:
+	@bash scripts/setup.sh run
+
+# the collection's tarball, as users install it: ansible-galaxy collection install dist/netstate-tcp-*.tar.gz
+dist: deps-run
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path dist .
+
+run: deps-run
 	@$(PY) scripts/summary.py
 	@echo
 	@bash scripts/run_health_local.sh
@@ -66,4 +74,4 @@ soak: deps
 	$(PY) tests/fleet/soak.py --json .build/soak.json $(SOAK_ARGS)
 
 clean:
-	rm -rf .build .pytest_cache .ansible
+	rm -rf .build .pytest_cache .ansible dist

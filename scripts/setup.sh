@@ -10,13 +10,22 @@
 # mount/PID namespaces with util-linux's unshare. The package prometheus brings promtool, which
 # checks the collector's exposition text with Prometheus's own parser; the server the package
 # would start under systemd is stopped and disabled when this script installed it.
+#
+# `setup.sh run` prepares only what `make run` and `make dist` need: python3-venv, and ansible-core with
+# jmespath (requirements.txt) in .venv. `setup.sh` (every other target) adds the rest.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
+level=${1:-test}
+case "$level" in run|test) ;; *) echo "setup: unknown level '$level' (run or test)" >&2; exit 2 ;; esac
 
+if [ "$level" = run ]; then
+    packages=(python3 python3-venv)
+else
 packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client libseccomp2 util-linux
           podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time prometheus
           nftables ipset netcat-openbsd python3-apt shellcheck chromium prometheus-node-exporter)
+fi
 # netcat-openbsd and python3-apt: the listen_ports_facts compatibility target starts nc servers and
 # uses ansible.builtin.package (apt, through the system python's apt bindings). shellcheck: ansible-test
 # sanity runs its shellcheck test only when it is installed. chromium: tests/integration/test_fleet_html_browser.py
@@ -46,14 +55,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-stamp=.venv/.requirements.sha
-want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "setup: creating .venv"
-    python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt
-    echo "$want" > "$stamp"
+# .venv holds requirements.txt after `setup.sh run`, and tests/requirements.txt (which includes it) after
+# `setup.sh`; a stamp per level records the requirement files it was installed from.
+if [ "$level" = run ]; then requirements=(requirements.txt); else requirements=(requirements.txt tests/requirements.txt); fi
+want=$(cat "${requirements[@]}" | sha256sum | cut -d' ' -f1)
+full=$(cat requirements.txt tests/requirements.txt | sha256sum | cut -d' ' -f1)
+have_run=$(cat .venv/.requirements-run.sha 2>/dev/null || true)
+have_test=$(cat .venv/.requirements.sha 2>/dev/null || true)
+if [ ! -x .venv/bin/python ] || { [ "$level" = run ] && [ "$have_run" != "$want" ] && [ "$have_test" != "$full" ]; } \
+        || { [ "$level" = test ] && [ "$have_test" != "$want" ]; }; then
+    [ -x .venv/bin/python ] || { echo "setup: creating .venv"; python3 -m venv .venv; }
+    echo "setup: installing ${requirements[-1]} into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -r "${requirements[-1]}"
+    if [ "$level" = run ]; then echo "$want" > .venv/.requirements-run.sha; else echo "$want" > .venv/.requirements.sha; fi
 fi
+
+mkdir -p .build/collections/ansible_collections/netstate
+ln -sfn ../../../.. .build/collections/ansible_collections/netstate/tcp
+[ "$level" = run ] && exit 0
 
 # community.general.listen_ports_facts, the module listener_facts replaces, as the oracle of
 # tests/integration/test_listen_ports_compat.py: community.general as the ansible package on PyPI ships
@@ -75,5 +94,3 @@ PY
     echo "$oracle_version" > "$oracle/.version"
 fi
 
-mkdir -p .build/collections/ansible_collections/netstate
-ln -sfn ../../../.. .build/collections/ansible_collections/netstate/tcp

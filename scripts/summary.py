@@ -87,10 +87,12 @@ def main():
                   i["process"], i["user"]) for i in facts["listeners"]]))
     counters = facts["counters"]
     print()
-    print("Kernel: ListenOverflows %s, ListenDrops %s, TCPTimeWaitOverflow %s, orphans %s of max %s" % (
+    max_orphans = counters["sysctl"].get("tcp_max_orphans")
+    print("Kernel: ListenOverflows %s, ListenDrops %s, TCPTimeWaitOverflow %s, orphans %s %s" % (
         counters["TcpExt"].get("ListenOverflows"), counters["TcpExt"].get("ListenDrops"),
         counters["TcpExt"].get("TCPTimeWaitOverflow"), counters["sockstat"].get("TCP_orphan"),
-        counters["sysctl"].get("tcp_max_orphans")))
+        # a global key: a network namespace other than the host's does not show it
+        "(tcp_max_orphans not shown in this network namespace)" if max_orphans is None else "of max %s" % max_orphans))
 
 
 if __name__ == "__main__":

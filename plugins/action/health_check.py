@@ -13,6 +13,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _escape as escape
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import CONNECTION_FACTS
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_report as report
 from ansible_collections.netstate.tcp.plugins.plugin_utils import _health_rules as health
 
@@ -49,6 +50,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("thresholds_by_host: only valid with validate_only=true")
         if args["sample_interval"] < 0:
             raise AnsibleActionFail(f"sample_interval: must be 0 or more seconds, got {args['sample_interval']}")
+        unknown = sorted(set(args["gather_args"]) - set(CONNECTION_FACTS), key=str)
+        if unknown:
+            raise AnsibleActionFail("gather_args: unknown option(s) %s; %s takes %s" % (
+                ", ".join(escape.bounded_repr(key) for key in unknown), FACTS_MODULE,
+                ", ".join(sorted(CONNECTION_FACTS))))
         try:
             rules = health.build_rules(args["rules"], args["extra_rules"], args["thresholds"])
             budget = health.check_budget(args["budget"])

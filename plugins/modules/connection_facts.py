@@ -107,7 +107,10 @@ ansible_facts:
           type: str
           sample: netlink
         namespace:
-          description: The network namespace gathered, V(host) for the module's own.
+          description:
+            - The network namespace gathered. Where the module gathers in its own namespace (no O(namespace), or
+              the first document of O(namespace=all)), V(host) when that is the namespace of PID 1, its name when
+              C(/run/netns) names it, V(self) otherwise.
           returned: always
           type: str
           sample: host
@@ -345,14 +348,14 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import COUNTS, LISTENER_WALK, SOCKET_SOURCE
+from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import CONNECTION_FACTS
 from ansible_collections.netstate.tcp.plugins.module_utils._exit import exit_facts
 from ansible_collections.netstate.tcp.plugins.module_utils._engine.engine import GatherError, gather
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(**COUNTS, **SOCKET_SOURCE, **LISTENER_WALK),
+        argument_spec=CONNECTION_FACTS,
         supports_check_mode=True,
     )
     params = module.params

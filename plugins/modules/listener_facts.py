@@ -132,7 +132,12 @@ ansible_facts:
           type: str
           sample: root
         stime:
-          description: The process's start time as C(ps -o lstart) prints it; null when unreadable.
+          description:
+            - The process's start time as C(ps -o lstart) prints it (C(Sat Dec  5 12:04:54 2026), local time), the
+              form community.general.listen_ports_facts gives, so plays written for it keep working; null when
+              unreadable.
+            - Deliberately not the ISO 8601 form netstate.tcp.connection_facts gives its listeners
+              (C(2026-12-05T12:04:54)).
           returned: always
           type: str
           sample: Thu Nov 26 03:58:31 2026

@@ -201,7 +201,7 @@ def from_fleet_report(report: Mapping) -> dict:
     hosts = []
     for row in report["rows"]:
         gathered = row["status"] == "ok"
-        hosts.append({"host": row["host"], "verdict": row["verdict"] if gathered else row["status"],
+        hosts.append({"host": row["host"], "verdict": model.shown_verdict(row),
                       "message": row["message"], "snapshot": row if gathered else None,
                       "violations": row.get("violations")})
     return {"title": report["title"], "summary": summary + ". Worst host first.", "hosts": hosts}

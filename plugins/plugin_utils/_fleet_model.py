@@ -172,6 +172,12 @@ def violations_per_rule(results: list) -> dict:
 VERDICT_ORDER = ("error", "critical", "warning", "no_data", "ok")
 
 
+def shown_verdict(row: Mapping) -> str:
+    """What every report shows for a host of the gather role's report: its verdict (ok, warning, critical,
+    error: the health rules' words) when its facts were gathered, else why not (unreachable, failed, skipped)."""
+    return row["verdict"] if row["status"] == "ok" else row["status"]
+
+
 def verdict(results: list) -> str:
     """The worst status among the results (no data counts as ok): error, critical, warning or ok."""
     statuses = {result["status"] for result in results} - {"no_data"}

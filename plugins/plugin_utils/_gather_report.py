@@ -125,7 +125,7 @@ def render_markdown(report: Mapping) -> str:
         summary += ", failed: " + ", ".join(_cell(host) for host in report["failed"])
     lines += [summary + ".", "", "Worst host first. Pressure is the largest ratio to its limit ({}).".format(
         ", ".join("{} {}".format(key, _cell(value)) for key, value in sorted(report["limits"].items()))), ""]
-    header = (["#", "Host", "Status", "Pressure", "Worst", "TCP"] + [short for _state, short in TABLE_STATES]
+    header = (["#", "Host", "Verdict", "Pressure", "Worst", "TCP"] + [short for _state, short in TABLE_STATES]
               + ["Busiest port", "Top peer", "Fullest accept queue", "TIME_WAIT port share", "Backend"])
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _column in header) + "|")
@@ -134,7 +134,7 @@ def render_markdown(report: Mapping) -> str:
         port = row["busiest_port"]
         peer = row["top_peer"]
         queue = row["fullest_accept_queue"]
-        cells = [row["rank"], row["host"], row["status"], row["pressure"], row["worst"], row["total"]]
+        cells = [row["rank"], row["host"], model.shown_verdict(row), row["pressure"], row["worst"], row["total"]]
         cells += [states.get(state) if row["states"] is not None else None for state, _short in TABLE_STATES]
         cells += [
             "{} ({})".format(port["port"], port["total"]) if port else None,

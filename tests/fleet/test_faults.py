@@ -254,6 +254,8 @@ def read_only(directory, argv):
 
 
 def test_unwritable_report_directory(fleet, tmp_path):
+    """The roles check their report directory on the controller first: a read-only one ends the play naming
+    the role's variable, before any fleet host is contacted."""
     hosts = fleet.hosts[:2]
     report = tmp_path / "report"
     report.mkdir(mode=0o755)
@@ -261,16 +263,14 @@ def test_unwritable_report_directory(fleet, tmp_path):
     base = [ansible_binary(), "-i", str(fleet.inventory), "-l", ",".join(hosts)]
     health = read_only(report, base + [HEALTH, "-e", "netstate_health_report_dir=%s" % report])
     assert health.returncode == 2, health.stdout[-4000:]
-    assert "dest: cannot write %s/health.junit.xml: Read-only file system" % report in health.stdout, \
-        health.stdout[-3000:]
-    checked = health.stdout.split("TASK [netstate.tcp.health : Check the TCP health thresholds]")[1]
-    checked = checked.split("TASK [")[0]
-    assert all("ok: [%s]" % host in checked for host in hosts), checked  # every host checked first
+    assert ('netstate_health_report_dir "%s": the report directory %s cannot be written ([Errno 30] Read-only '
+            'file system' % (report, report)) in health.stdout, health.stdout[-3000:]
+    assert "TASK [netstate.tcp.health : Check the TCP health thresholds]" not in health.stdout  # no host checked
     gather = read_only(report, base + [GATHER, "-e", "netstate_gather_report_dir=%s" % report])
     assert gather.returncode == 2, gather.stdout[-4000:]
-    gathered = gather.stdout.split("TASK [netstate.tcp.gather : Gather TCP connection facts]")[1].split("TASK [")[0]
-    assert all("ok: [%s]" % host in gathered for host in hosts), gathered
-    assert str(report / "fleet-report.json") in gather.stdout or str(report) in gather.stdout.split("fatal:")[1]
+    assert ('netstate_gather_report_dir "%s": the report directory %s cannot be written ([Errno 30] Read-only '
+            'file system' % (report, report)) in gather.stdout, gather.stdout[-3000:]
+    assert "TASK [netstate.tcp.gather : Gather TCP connection facts]" not in gather.stdout  # no host gathered
     assert list(report.iterdir()) == []
     print("read-only report dir:", [line for line in (health.stdout + gather.stdout).splitlines()
                                     if "fatal:" in line or "msg:" in line][:6])

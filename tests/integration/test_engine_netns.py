@@ -8,9 +8,11 @@ output taken just before and just after gathering; the mix is held steady, so bo
 snapshots must agree with the facts exactly. Both backends (netlink and /proc) run.
 """
 
+import json
 import os
 import struct
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -345,3 +347,25 @@ def test_process_named_with_bytes_that_are_not_utf8(netns):
     # the name as the kernel holds it, undecodable bytes escaped
     assert listener["process"] == "bad\\xff\\xfename" and listener["pid"] == holder.pid
     assert facts["processes"]["bad\\xff\\xfename"]["connections"]["states"]["LISTEN"] == 1
+
+
+OWN_LABEL = """
+import json, sys
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
+facts = engine.gather(namespace=sys.argv[1], gather_subset=["min"])
+print(json.dumps([facts["namespace"]] + [doc["namespace"] for doc in facts.get("namespaces", [])]))
+"""
+
+
+@pytest.mark.parametrize("namespace", [None, "all"])
+def test_own_namespace_is_labelled_by_its_name_not_host(netns, namespace):
+    """Run inside a named namespace that is not PID 1's, the engine names its own namespace by that name;
+    in PID 1's it is "host" (test_namespace_all_labels_each)."""
+    done = netns.run([sys.executable, "-c", OWN_LABEL, namespace or ""], check=False, env=dict(
+        os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert done.returncode == 0, done.stderr
+    labels = json.loads(done.stdout)
+    assert labels[0] == netns.name, labels
+    assert "host" not in labels[:1]
+    if namespace == "all":
+        assert netns.name not in labels[1:], labels  # our own, once

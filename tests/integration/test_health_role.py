@@ -70,8 +70,8 @@ def inventory(path, hosts):
     return str(path)
 
 
-def run_playbook(inventory_path, *extra, check=False):
-    command = [PLAYBOOK, "netstate.tcp.health", "-i", inventory_path, *extra]
+def run_playbook(inventory_path, *extra, check=False, playbook="netstate.tcp.health"):
+    command = [PLAYBOOK, playbook, "-i", inventory_path, *extra]
     if check:
         command.append("--check")
     started = time.monotonic()
@@ -356,3 +356,29 @@ def test_bad_threshold_of_one_host_fails_before_any_host_is_contacted(tmp_path):
     assert ("thresholds of host down3: rule 'close_wait_per_port': field 'max': must be a number, got 'many'"
             in done.stdout)
     assert "UNREACHABLE" not in done.stdout
+
+
+def test_unknown_gather_args_key_fails_before_any_host_is_contacted(tmp_path):
+    """A typo among netstate_health_gather_args (`topp`) is refused by the role's argument validation, naming
+    the variable and the key; nothing answers on the hosts, so any contact would show as UNREACHABLE."""
+    path = inventory(tmp_path / "inventory.yml", UNREACHABLE)
+    done = run_playbook(path, "-e", json.dumps({"netstate_health_gather_args": {"topp": 5}}),
+                        "-e", f"netstate_health_report_dir={tmp_path / 'report'}")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "netstate_health_gather_args" in done.stdout and "topp" in done.stdout, done.stdout[-3000:]
+    assert "UNREACHABLE" not in done.stdout and "unreachable=1" not in done.stdout
+    assert not (tmp_path / "report").exists()
+
+
+def test_health_check_refuses_an_unknown_gather_args_key_without_running_connection_facts(tmp_path):
+    """The module itself (outside the role): gather_args' keys are connection_facts' options, checked on the
+    controller, so the host is never asked to run connection_facts with a key it does not take."""
+    path = inventory(tmp_path / "inventory.yml", UNREACHABLE)
+    playbook = tmp_path / "check.yml"
+    playbook.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "Check with a typo", "netstate.tcp.health_check": {"gather_args": {"topp": 5, "namespace": "x"}}}]}]))
+    done = run_playbook(path, playbook=str(playbook))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "gather_args: unknown option(s) 'topp'; netstate.tcp.connection_facts takes backend, gather_subset" \
+        in done.stdout, done.stdout[-3000:]
+    assert "UNREACHABLE" not in done.stdout and "unreachable=1" not in done.stdout

@@ -80,3 +80,45 @@ def test_gather_report_dir_expands_the_home_directory(listening_netns, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (home / "fleet" / "fleet-report.md").is_file()
     assert not (cwd / "~").exists()
+
+
+FIRST_HOST_TASK = {
+    "netstate.tcp.gather": "TASK [netstate.tcp.gather : Gather TCP connection facts]",
+    "netstate.tcp.health": "TASK [netstate.tcp.health : Check the TCP health thresholds]",
+}
+
+
+def read_only_run(directory, argv, cwd):
+    """argv in a private mount namespace where `directory` is a read-only bind mount of itself."""
+    script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" "$0" && exec "$@"'
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(directory),
+                           *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(cwd),
+                          timeout=300, check=False)
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("playbook", sorted(CASES))
+def test_unwritable_report_dir_fails_before_any_host_is_contacted(playbook, listening_netns, tmp_path):
+    """A read-only report directory, and a regular file where the directory goes: the play ends in its first
+    task, naming the role's variable, the directory and the reason; no host task ever starts."""
+    namespace_var, report_var, _report_file = CASES[playbook]
+    hosts = inventory(tmp_path / "inventory.yml", namespace_var, listening_netns.name)
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    done = read_only_run(read_only, [PLAYBOOK, playbook, "-i", hosts, "-e", "%s=%s" % (report_var, read_only)],
+                         tmp_path)
+    assert done.returncode == 2, done.stdout[-4000:]
+    assert '%s "%s": the report directory %s cannot be written ([Errno 30] Read-only file system' % (
+        report_var, read_only, read_only) in done.stdout, done.stdout[-4000:]
+    assert "no host was contacted" in done.stdout
+    assert FIRST_HOST_TASK[playbook] not in done.stdout, done.stdout[-4000:]
+    assert list(read_only.iterdir()) == []
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory\n")
+    done = subprocess.run([PLAYBOOK, playbook, "-i", hosts, "-e", "%s=%s" % (report_var, a_file)],
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2, done.stdout[-4000:]
+    assert '%s "%s": the report directory %s cannot be written (' % (report_var, a_file, a_file) in done.stdout, \
+        done.stdout[-4000:]
+    assert FIRST_HOST_TASK[playbook] not in done.stdout
+    assert a_file.read_text() == "not a directory\n"

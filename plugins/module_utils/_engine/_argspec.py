@@ -92,3 +92,7 @@ LISTENER_WALK = dict(
     walk_budget=dict(type="int"),
     walk_all_namespaces=dict(type="bool", default=False),
 )
+
+# netstate.tcp.connection_facts's options: its argument spec, and the keys health_check's gather_args and
+# the roles' netstate_gather_args / netstate_health_gather_args may hold.
+CONNECTION_FACTS = dict(**COUNTS, **SOCKET_SOURCE, **LISTENER_WALK)

@@ -707,6 +707,32 @@ def namespace_id(path):
     return (st.st_dev, st.st_ino)
 
 
+def own_namespace_label(proc="/proc", run_netns="/run/netns"):
+    """How the facts name the network namespace this process runs in: "host" where it is PID 1's (or PID 1's
+    cannot be read), its name where /run/netns names it, "self" otherwise."""
+    try:
+        own = namespace_id(os.path.join(proc, "self/ns/net"))
+    except (IOError, OSError):
+        return "host"  # a /proc without namespaces (a copy of its tables): nothing else to name it by
+    try:
+        if namespace_id(os.path.join(proc, "1/ns/net")) == own:
+            return "host"
+        pid1_readable = True
+    except (IOError, OSError):
+        pid1_readable = False  # not root: PID 1's namespace is not ours to read
+    try:
+        names = sorted(os.listdir(run_netns))
+    except (IOError, OSError):
+        names = []
+    for name in names:
+        try:
+            if namespace_id(os.path.join(run_netns, name)) == own:
+                return escape.text(name)
+        except (IOError, OSError):
+            continue
+    return "self" if pid1_readable else "host"
+
+
 def find_namespaces(proc="/proc", run_netns="/run/netns"):
     """Every network namespace other than ours: [(label, path)], named ones first.
 

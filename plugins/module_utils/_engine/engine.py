@@ -1041,7 +1041,7 @@ def gather(gather_subset=None, top=10, sample_interval=0, namespace=None, backen
         proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces),
         local_ports_limit=local_ports_limit, listeners_limit=listeners_limit, spill_keys=spill_keys)
     if namespace == "all":
-        facts = _gather_here(options, "host", warnings)
+        facts = _gather_here(options, procfs.own_namespace_label(proc, run_netns), warnings)
         facts["namespaces"] = []
         for label, path in procfs.find_namespaces(proc, run_netns):
             try:
@@ -1053,7 +1053,7 @@ def gather(gather_subset=None, top=10, sample_interval=0, namespace=None, backen
         return facts
     label, path = resolve_namespace(namespace, run_netns, proc)
     if path is None:
-        return _gather_here(options, "host", warnings)
+        return _gather_here(options, procfs.own_namespace_label(proc, run_netns), warnings)
     return _gather_in(options, path, label, warnings)
 
 

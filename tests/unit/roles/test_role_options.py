@@ -211,3 +211,15 @@ def test_gather_args_declare_and_forward_every_other_connection_facts_option():
         else:
             assert re.search(r"\b%s: \"\{\{ netstate_gather_args\.%s \| default\(omit\) \}\}\"" % (option, option),
                              tasks), "roles/gather does not forward netstate_gather_args.%s" % option
+
+
+def test_health_gather_args_declare_every_connection_facts_option():
+    """netstate_health_gather_args: every connection_facts option declared (an unknown key such as `topp` fails
+    the role's argument validation), with the module's type, choices and elements; no default of its own."""
+    declared = role_specs("health")["netstate_health_gather_args"]["options"]
+    assert sorted(declared) == sorted(contract.CONNECTION_FACTS), "roles/health netstate_health_gather_args options"
+    for option, spec in declared.items():
+        want = contract.CONNECTION_FACTS[option]
+        assert (spec["type"], spec.get("choices"), spec.get("elements")) == (
+            want["type"], want.get("choices"), want.get("elements")), option
+        assert "default" not in spec, "%s: the module's default applies when the key is absent" % option

@@ -151,3 +151,17 @@ def test_fleet_markdown_has_no_html_and_intact_rows(name):
     assert set(by_host) == {"h1", "h2", shown}
     assert by_host["h1"][-1] == shown  # the backend column
     assert by_host["h1"][-3].startswith(shown + ":9000 3/2")  # the fullest accept queue
+
+
+def test_markdown_verdict_is_the_health_rules_word_not_the_gathering_status():
+    """A host whose accept queue is beyond its backlog (accept_queue_full, critical) is gathered fine: the
+    Verdict column says critical, as the HTML page and the health report (FAILED at fail_on critical) do,
+    never "ok" beside a pressure above 1."""
+    markdown = fleet_report(["queue", "calm", "down"], HOSTVARS, format="markdown")
+    header = next(line for line in markdown.splitlines() if line.startswith("| #"))
+    assert [cell.strip() for cell in header.split("|")[1:4]] == ["#", "Host", "Verdict"]
+    verdicts = {line.split("|")[2].strip(): line.split("|")[3].strip()
+                for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| #")}
+    assert verdicts == {"queue": "critical", "calm": "ok", "down": "unreachable"}
+    page = fleet_report(["queue", "calm", "down"], HOSTVARS, format="html")
+    assert 'data-verdict="critical"' in page and 'data-verdict="ok"' in page and 'data-verdict="unreachable"' in page
