@@ -82,3 +82,33 @@ def test_readme_stays_a_front_door():
     assert size <= README_MAX_BYTES, "README.md is %d bytes; reference belongs in docs/ (docs/index.md)" % size
     text = read(README)
     assert "docs/index.md" in text
+
+
+def matrix_releases():
+    """(version, controller python, target pythons) of every release scripts/matrix.py tests."""
+    text = read(os.path.join(ROOT, "scripts", "matrix.py"))
+    found = []
+    for version, python, targets in re.findall(
+            r'Release\("\d+\.\d+", "([\d.]+)", "(?:local|fleet)", ("[\d.]+"|REMOTE_PYTHON), \(([^)]*)\)\)', text):
+        remote = re.search(r'^REMOTE_PYTHON = "([\d.]+)"', text, re.M).group(1)
+        found.append((version, remote if python == "REMOTE_PYTHON" else python.strip('"'),
+                      sorted(re.findall(r'"([\d.]+)"', targets))))
+    assert len(found) >= 6, found
+    return found
+
+
+def test_supported_releases_in_the_docs_are_the_matrix():
+    """The releases the README and docs/matrix.md name as tested are scripts/matrix.py's, with the same
+    controller and target Pythons: each number has one source, the matrix that tests it."""
+    releases = matrix_releases()
+    readme = " ".join(read(README).split())
+    tested = re.search(r"tested: ([\d., and]+?);", readme)
+    assert tested, "README: no 'tested: <releases>;' in the supported line"
+    assert re.findall(r"\d+\.\d+\.\d+", tested.group(1)) == [version for version, _p, _t in releases]
+    lines = [line for line in read(os.path.join(DOCS, "matrix.md")).splitlines()
+             if re.match(r"\| \d+\.\d+\.\d+ \| \d\.\d+ \(", line)]
+    table = {}
+    for line in lines:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        table[cells[0]] = (cells[1].split()[0], sorted(re.findall(r"(\d\.\d+) \(Debian", cells[2])))
+    assert table == {version: (python, targets) for version, python, targets in releases}, "docs/matrix.md Tested with"
