@@ -775,15 +775,20 @@ def _proc_table(proc, name, family, required):
         raise GatherError("%s: %s" % (path, exc))
 
 
+def _add_proc_entries(counter, family, entries):
+    """Feed /proc/net rows to a counter (TcpAggregate or PeerCounter), bounding it every 4,096 rows."""
+    for number, entry in enumerate(entries, 1):
+        counter.add_proc(family, entry)
+        if not number & 4095:
+            counter.bound()
+
+
 def _proc_gather(tcp, udp, proc):
     parsed = [(family, _proc_table(proc, name, family, family == socket.AF_INET))
               for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6))]
     tcp.listen_ports = frozenset(e[2] for _family, entries in parsed for e in entries if e[0] == LISTEN)
     for family, entries in parsed:
-        for number, entry in enumerate(entries, 1):
-            tcp.add_proc(family, entry)
-            if not number & 4095:
-                tcp.bound()
+        _add_proc_entries(tcp, family, entries)
     tcp.bound()
     for name, family in (("udp", socket.AF_INET), ("udp6", socket.AF_INET6)):
         for entry in _proc_table(proc, name, family, False):
@@ -1342,10 +1347,7 @@ def peer_connections(states=None, local_port=None, backend="auto", proc="/proc",
                     listening.add_proc(family, entry)
         counter = PeerCounter(mask, local_port, spill_keys, listening)
         for family, entries in tables:
-            for number, entry in enumerate(entries, 1):
-                counter.add_proc(family, entry)
-                if not number & 4095:
-                    counter.bound()
+            _add_proc_entries(counter, family, entries)
         counter.bound()
         counted = counter.counted(more_than)
     peers, total, distinct = counted
