@@ -48,7 +48,7 @@ def test_gather_during_churn(fleet, loads, ansible_playbook, tmp_path):
     # Closed by the client first towards a non-loopback address: TIME_WAIT only grows during the
     # 20 s of churn (nothing expires before 60 s, nothing is reused), so ss brackets it.
     before_tw, after_tw = before.states()["TIME_WAIT"], after.states()["TIME_WAIT"]
-    assert after_tw - before_tw >= 1000, "churn did not run: %d -> %d TIME_WAIT" % (before_tw, after_tw)
+    assert after_tw - before_tw >= 1000, "churn did not run: %s -> %s TIME_WAIT" % (before_tw, after_tw)
     between(facts["tcp"]["states"]["TIME_WAIT"], before_tw, after_tw, "TIME_WAIT during churn")
     # Whatever else is in flight at the instant of the dump is bounded by the churn's own pace.
     in_flight = 64

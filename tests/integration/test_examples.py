@@ -136,10 +136,10 @@ def run_examples(netns: Namespace, work: Path, tasks: list, fixture: dict) -> su
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     try:
-        output, _ = proc.communicate(timeout=RUN_TIMEOUT)
+        output, _stderr = proc.communicate(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
+        output, _stderr = proc.communicate()
         pytest.fail("the examples did not finish within %d s:\n%s" % (RUN_TIMEOUT, output[-5000:]))
     return subprocess.CompletedProcess(command, proc.returncode, output, "")
 

@@ -45,7 +45,7 @@ def links(path):
     for target in LINK.findall(FENCE.sub("", read(path))):
         if re.match(r"[a-z]+:", target):
             continue
-        name, _, fragment = target.partition("#")
+        name, _hash, fragment = target.partition("#")
         found.append((os.path.normpath(os.path.join(os.path.dirname(path), name)) if name else path, fragment))
     return found
 
