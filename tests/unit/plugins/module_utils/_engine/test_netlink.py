@@ -290,7 +290,7 @@ LISTENER = diag_message(socket.AF_INET, 10, 8080, 0, "0.0.0.0", "0.0.0.0", rqueu
 def test_an_error_reply_ends_the_dump_naming_the_error(code, raised, shown):
     with pytest.raises(raised) as caught:
         netlink.take(LISTENER + error_message(code), engine.TcpAggregate((1, 2)).consume_listeners)
-    assert type(caught.value) is raised and str(caught.value) == shown + os.strerror(-code)
+    assert caught.type is raised and str(caught.value) == shown + os.strerror(-code)
 
 
 def test_the_end_of_a_dump_is_nlmsg_done_and_nothing_else():
