@@ -4,21 +4,19 @@
 """Every EXAMPLES block of every module and filter runs as pasted.
 
 One play per plugin: its EXAMPLES tasks, unchanged, run by ansible-playbook on localhost inside private
-namespaces: a network namespace of its own holding the sockets the examples mention (FIXTURES), a private
-mount namespace where /etc/sysctl.d and /run/netns are empty tmpfs (the drop-in a sysctl example writes and
-the `blue` namespace a connection_facts example names stay there), and a private PID namespace (the
-examples' `namespace: all` sees this play's processes only). A plugin without an entry in FIXTURES runs
-with none: a new plugin's examples are run as soon as it exists.
+namespaces (tests/support/sandbox.py): a network namespace of its own holding the sockets the examples
+mention (FIXTURES), a private mount namespace where /etc/sysctl.d and /run/netns are empty tmpfs (the
+drop-in a sysctl example writes and the `blue` namespace a connection_facts example names stay there), and
+a private PID namespace (the examples' `namespace: all` sees this play's processes only). A plugin without
+an entry in FIXTURES runs with none: a new plugin's examples are run as soon as it exists.
 
 Every task must run: the play's recap has no failed, skipped, ignored, rescued or unreachable task.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,11 +25,11 @@ import pytest
 import yaml
 
 from tests.conftest import Namespace, require
+from tests.support import sandbox
 from tests.integration.test_sysctl_netns import REPO, _ansible_playbook, _env, _prerequisites
 
 pytestmark = pytest.mark.netns
 
-SOCKMIX = REPO / "tests" / "support" / "sockmix.py"
 RUN_TIMEOUT = 300
 
 # What the examples mention, per plugin: sockets (tests/support/sockmix.py's spec), variables they take
@@ -103,45 +101,21 @@ def examples_of(path: Path) -> list:
     raise AssertionError("%s has no EXAMPLES" % path.name)
 
 
-SCRIPT = r'''
-set -e
-mount -t tmpfs netstate-examples /etc/sysctl.d
-mount -t tmpfs netstate-examples /run/netns
-for name in $NAMESPACES; do ip netns add "$name"; done
-sleep 100000 | "$PYTHON" "$SOCKMIX" "$SPEC" > "$WORK/sockmix.out" &
-tries=0
-until grep -q '^READY ' "$WORK/sockmix.out" 2>/dev/null; do
-    tries=$((tries + 1)); [ $tries -lt 100 ] || { echo "sockmix did not start"; exit 70; }; sleep 0.1
-done
-cd "$WORK"
-"$@"
-'''
-
-
 def run_examples(netns: Namespace, work: Path, tasks: list, fixture: dict) -> subprocess.CompletedProcess:
     play = {"name": "EXAMPLES", "hosts": "all", "gather_facts": False, "vars": fixture.get("vars", {}),
             "tasks": fixture.get("before", []) + tasks}
     playbook = work / "examples.yml"
     playbook.write_text(yaml.safe_dump([play], sort_keys=False))
-    spec = work / "sockets.json"
-    spec.write_text(json.dumps(fixture.get("sockets", {})))
     inventory = work / "inventory.ini"
     inventory.write_text("".join("%s ansible_connection=local ansible_python_interpreter=%s\n" % (host, sys.executable)
                                  for host in fixture.get("hosts", ["localhost"])))
-    env = dict(_env(), PYTHON=sys.executable, SOCKMIX=str(SOCKMIX), SPEC=str(spec), WORK=str(work),
-               NAMESPACES=" ".join(fixture.get("namespaces", [])))
-    command = ["ip", "netns", "exec", netns.name, "unshare", "--mount", "--propagation", "private", "--pid",
-               "--fork", "--mount-proc", "sh", "-c", SCRIPT, "sh",
-               _ansible_playbook(), "-i", str(inventory), str(playbook)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
+    command = [_ansible_playbook(), "-i", str(inventory), str(playbook)]
     try:
-        output, _stderr = proc.communicate(timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _stderr = proc.communicate()
-        pytest.fail("the examples did not finish within %d s:\n%s" % (RUN_TIMEOUT, output[-5000:]))
-    return subprocess.CompletedProcess(command, proc.returncode, output, "")
+        status, output = sandbox.run(netns.name, work, command, _env(), sockets=fixture.get("sockets", {}),
+                                     namespaces=fixture.get("namespaces", []), timeout=RUN_TIMEOUT)
+    except sandbox.SandboxTimeout as timeout:
+        pytest.fail("the examples did not finish within %d s:\n%s" % (RUN_TIMEOUT, timeout.output[-5000:]))
+    return subprocess.CompletedProcess(command, status, output, "")
 
 
 @pytest.mark.parametrize("path", plugins())

@@ -31,13 +31,15 @@ def quick_start():
     shell = [body for kind, body in blocks if kind == "sh"]
     play = [body for kind, body in blocks if kind == "yaml"]
     assert len(shell) == 2 and len(play) == 1, blocks
-    assert section.split("```yaml", 1)[0].rstrip().endswith("`play.yml`:"), "the playbook's file name"
+    before = section.split("```yaml", 1)[0].rstrip()
+    assert before.endswith("<!-- snippet: file play.yml -->"), "the playbook's file name, for the docs' snippets test"
+    assert before.rsplit("\n", 1)[0].rstrip().endswith("`play.yml`:"), "the playbook's file name"
     return shell[0], play[0], shell[1]
 
 
 def test_quick_start_runs_verbatim_from_a_clone(tmp_path):
     require(shutil.which("git") is not None, "needs git")
-    require(os.path.isdir(os.path.join(ROOT, ".git")), "needs a git checkout to clone")
+    require(os.path.exists(os.path.join(ROOT, ".git")), "needs a git checkout to clone")  # a worktree has a .git file
     install, play, run = quick_start()
     assert "<this repository>" in install
     home = tmp_path / "home"
