@@ -112,3 +112,12 @@ def test_supported_releases_in_the_docs_are_the_matrix():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         table[cells[0]] = (cells[1].split()[0], sorted(re.findall(r"(\d\.\d+) \(Debian", cells[2])))
     assert table == {version: (python, targets) for version, python, targets in releases}, "docs/matrix.md Tested with"
+
+
+def test_the_tarball_the_docs_name_is_the_one_make_dist_builds():
+    """A requirements.yml or EE definition copied from the docs names the tarball of galaxy.yml's version."""
+    version = re.search(r"^version: (\S+)$", read(os.path.join(ROOT, "galaxy.yml")), re.M).group(1)
+    named = [(os.path.relpath(path, ROOT), found) for path in [README] + pages()
+             for found in re.findall(r"netstate-tcp-(\d[\w.]*?)\.tar\.gz", read(path))]
+    assert named, "the docs name no tarball"
+    assert all(found == version for _path, found in named), (version, named)
