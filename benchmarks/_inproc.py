@@ -35,6 +35,16 @@ def engine_modules(collections):
     return _netlink, engine
 
 
+def counting_modules(collections):
+    """(_netlink, the module of TcpAggregate): _engine._aggregate, or engine in a baseline tree from before it."""
+    _netlink, engine = engine_modules(collections)
+    try:
+        from ansible_collections.netstate.tcp.plugins.module_utils._engine import _aggregate
+    except ImportError:
+        return _netlink, engine
+    return _netlink, _aggregate
+
+
 def engine_call(collections, gather_subset=None):
     _netlink, engine = engine_modules(collections)
 
@@ -138,13 +148,13 @@ def hotloop_call(collections, _gather_subset=None):
     The dump (connections of both families, as the engine asks for them) is received before
     the warm-up, so the timed call is Python work only: no kernel time, no receive.
     """
-    _netlink, engine = engine_modules(collections)
+    _netlink, counting = counting_modules(collections)
 
     def aggregate(ports):
         try:
-            tcp = engine.TcpAggregate((1024, 65535))
+            tcp = counting.TcpAggregate((1024, 65535))
         except TypeError:  # a --baseline tree from before the listening ports were set after the listener dump
-            tcp = engine.TcpAggregate(frozenset(), (1024, 65535))
+            tcp = counting.TcpAggregate(frozenset(), (1024, 65535))
         tcp.listen_ports = ports
         return tcp
 
@@ -153,13 +163,13 @@ def hotloop_call(collections, _gather_subset=None):
 
     def keep(buf, length):
         buffers.append((buf, length))
-        return engine.each_message(buf, length, lambda _buf, _off: None)
+        return counting.each_message(buf, length, lambda _buf, _off: None)
 
     for family in (socket.AF_INET, socket.AF_INET6):
-        _netlink.dump(family, socket.IPPROTO_TCP, engine.LISTEN_MASK, listeners.consume_listeners)
+        _netlink.dump(family, socket.IPPROTO_TCP, counting.LISTEN_MASK, listeners.consume_listeners)
     ports = frozenset(item["port"] for item in listeners.listeners)
     for family in (socket.AF_INET, socket.AF_INET6):
-        _netlink.dump(family, socket.IPPROTO_TCP, engine.CONNECTION_MASK, keep)
+        _netlink.dump(family, socket.IPPROTO_TCP, counting.CONNECTION_MASK, keep)
 
     def call():
         tcp = aggregate(ports)

@@ -39,7 +39,7 @@ options:
 """
 
     # gather_subset, top, sample_interval, max_sockets, local_ports_limit, listeners_limit: connection_facts
-    # (_argspec.COUNTS)
+    # (_argspec.GATHER_SCOPE)
     COUNTS = r"""
 options:
   gather_subset:

@@ -24,8 +24,9 @@ __metaclass__ = type
 import os
 import time
 
+from ._engine import _listeners as listener_walk
+from ._engine import _options as options
 from ._engine import _procfs as procfs
-from ._engine import engine
 
 # Enough for every socket of a host: include_non_listening lists them all, as netstat -a does.
 ALL_SOCKETS = 1 << 62
@@ -85,14 +86,14 @@ def _other_sockets(facts):
 
 def _owners(wanted, proc, namespace, walk):
     """map_socket_inodes run inside the namespace gathered, as the engine's listener walk is."""
-    _label, path = engine.resolve_namespace(namespace)
+    _label, path = options.resolve_namespace(namespace)
     if path is None:
-        return procfs.map_socket_inodes(wanted, proc=proc, **walk)
+        return listener_walk.map_socket_inodes(wanted, proc=proc, **walk)
     try:
         with procfs.NetNamespace(path):
-            return procfs.map_socket_inodes(wanted, proc=proc, **walk)
+            return listener_walk.map_socket_inodes(wanted, proc=proc, **walk)
     except (IOError, OSError) as exc:
-        raise engine.GatherError("namespace %s: cannot enter %s: %s" % (namespace, path, exc.strerror or exc))
+        raise options.GatherError("namespace %s: cannot enter %s: %s" % (namespace, path, exc.strerror or exc))
 
 
 def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk_all_namespaces=False):
@@ -128,7 +129,7 @@ def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk
         })
     if (found.fd_limited or found.unlisted) and missing:
         warnings.append("%d non-listening socket(s) without pid/name: the walk of the processes' file descriptors %s"
-                        % (missing, engine.fd_limit_text(found)))
+                        % (missing, listener_walk.fd_limit_text(found)))
     if denied and missing:
         why = "not running as root" if os.geteuid() != 0 else "running as root, but some processes are protected"
         warnings.append("%s: %d non-listening socket(s) without pid/name (the file descriptors of %d process(es) "

@@ -5,7 +5,7 @@
 """Private: block the peers with the most TCP connections, never the ones that keep the host reachable.
 
 Plain Python (no ansible import, Python 3.8+). The module peer_block is its thin shell. Counting
-is the engine's (engine.peer_connections, every peer; by default only the connections peers made to
+is _peer_connections.py's (peer_connections, every peer; by default only the connections peers made to
 this host's listeners, never SYN_RECV, which a forged source address can fill); the firewall is
 either an nftables table of our own (inet netstate_tcp: two timed sets and one input chain) or,
 where nft is missing, two ipsets and one iptables/ip6tables chain jumped to from INPUT. Commands
@@ -23,18 +23,17 @@ import os
 
 import re
 
-from ._engine import engine
 from ._engine._address import plain_address, plain_network
 from ._engine._argspec import CONNECTION_STATES as STATES
 from ._engine._argspec import RANGES
 from ._engine._escape import bounded_repr
+from ._engine._options import GatherError
+from ._peer_connections import DIRECTIONS, peer_connections
 
 BACKENDS = ("auto", "nftables", "iptables")
 MAX_DURATION = 2147483  # the largest ipset timeout (seconds); nftables takes it too
 MAX_BLOCKS = 65536
 MAX_CONNECTIONS = 10 ** 9
-#: direction: the connections peers made to this host's listening ports, or every connection.
-DIRECTIONS = engine.DIRECTIONS
 DEFAULT_DIRECTION = "inbound"
 #: SYN_RECV is counted only when asked for: a SYN with a forged source address makes one (no handshake
 #: is needed), so anyone could make the host block an address that never connected.
@@ -453,10 +452,10 @@ def run(params, run, which, check_mode=False, environ=None, proc="/proc", warnin
         return _remove(chosen, check_mode)
 
     try:
-        counts = engine.peer_connections(states=options["states"], local_port=options["local_port"],
-                                         warnings=warnings, proc=proc, more_than=options["max_connections"],
-                                         direction=options["direction"])
-    except engine.GatherError as exc:
+        counts = peer_connections(states=options["states"], local_port=options["local_port"],
+                                  warnings=warnings, proc=proc, more_than=options["max_connections"],
+                                  direction=options["direction"])
+    except GatherError as exc:
         raise PeerBlockError(str(exc))
     own = own_addresses(run, which)
     client, client_source = ssh_client(environ, proc)

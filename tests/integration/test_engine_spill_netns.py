@@ -4,7 +4,7 @@
 """Many distinct peers and many listening ports, on real sockets in a private network namespace.
 
 Past engine.SPILL_KEYS distinct keys the engine's counting dicts spill into fixed-width records
-(engine.KeyRecords); spill_keys, gather()'s internal parameter, makes a few thousand keys spill
+(_aggregate.KeyRecords); spill_keys, gather()'s internal parameter, makes a few thousand keys spill
 after every receive buffer. Both ways must give the same facts, and `ss` the same counts. With more
 listening ports than local_ports_limit, tcp.local_ports keeps the busiest and each state's worst
 ports, and tcp.local_ports_rest sums the others.
@@ -17,6 +17,7 @@ import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._peer_connections import peer_connections
 from tests.support.ss_oracle import Snapshot, zero_states
 
 pytestmark = pytest.mark.netns
@@ -118,8 +119,8 @@ def test_peer_connections_spilled_against_ss(peers_ns, backend):
     counted = {}
     with procfs.NetNamespace(peers_ns.path):
         for spill_keys in (engine.SPILL_KEYS, 0):
-            counted[spill_keys] = engine.peer_connections(backend=backend, spill_keys=spill_keys)
-            counted[spill_keys, 2] = engine.peer_connections(backend=backend, spill_keys=spill_keys, more_than=2)
+            counted[spill_keys] = peer_connections(backend=backend, spill_keys=spill_keys)
+            counted[spill_keys, 2] = peer_connections(backend=backend, spill_keys=spill_keys, more_than=2)
     oracle = Counter(row["peer"] for row in before.tcp if row["state"] != "LISTEN")
     assert counted[0] == counted[engine.SPILL_KEYS]
     assert counted[0]["peers"] == dict(oracle)

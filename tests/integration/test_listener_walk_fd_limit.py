@@ -99,6 +99,7 @@ TREE = textwrap.dedent("""
 GATHER = textwrap.dedent("""
     import json, os, resource, socket, sys
     sys.path.insert(0, sys.argv[1])
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _listeners as listener_walk
     from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs, engine
     mode = sys.argv[2]
     if mode == "engine":
@@ -143,11 +144,11 @@ GATHER = textwrap.dedent("""
                 held.append(os.open("/dev/null", os.O_RDONLY))
         except OSError:
             pass
-        found = procfs.map_socket_inodes(listeners)
+        found = listener_walk.map_socket_inodes(listeners)
         for fd in held:
             os.close(fd)
         warnings = []
-        reason = engine.walk_warning(found, len(listeners) - len(found.owners), None, None, False, warnings)
+        reason = listener_walk.walk_warning(found, len(listeners) - len(found.owners), None, None, False, warnings)
         print(json.dumps({"owners": len(found.owners), "fd_limited": found.fd_limited, "unlisted": found.unlisted,
                           "denied": found.denied,
                           "soft_limit": found.soft_limit, "held": len(held), "reason": reason,

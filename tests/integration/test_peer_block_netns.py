@@ -181,14 +181,15 @@ SSH_ENV = {"SSH_CONNECTION": "%s 50022 %s 22" % (SSH_CLIENT, SERVER4)}
 
 
 def test_engine_counts_every_peer_like_ss(lab):
-    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs, engine
+    from ansible_collections.netstate.tcp.plugins.module_utils import _peer_connections
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs
 
     oracle = Snapshot(lab.server.name, top=3).peers()
     with _procfs.NetNamespace(lab.server.path):
-        counted = engine.peer_connections()
-        established_on_port = engine.peer_connections(states=["ESTABLISHED"], local_port=PORT)
-        other_port = engine.peer_connections(local_port=PORT + 1)
-        from_proc = engine.peer_connections(backend="proc")
+        counted = _peer_connections.peer_connections()
+        established_on_port = _peer_connections.peer_connections(states=["ESTABLISHED"], local_port=PORT)
+        other_port = _peer_connections.peer_connections(local_port=PORT + 1)
+        from_proc = _peer_connections.peer_connections(backend="proc")
     assert counted["peers"] == {address: row["total"] for address, row in oracle.items()}
     assert len(counted["peers"]) > 3  # all of them, not a top-N
     assert from_proc["peers"] == counted["peers"]
@@ -377,7 +378,8 @@ def test_forged_syns_are_not_counted_unless_syn_recv_is_asked_for(pair):
 def test_engine_inbound_matches_the_listener_address_not_just_its_port(netns):
     """A connection whose local port is a listener's but whose local address is not (the listener is bound
     to one address) is one this host made: not inbound. A wildcard listener covers every address."""
-    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs, engine
+    from ansible_collections.netstate.tcp.plugins.module_utils import _peer_connections
+    from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs
 
     script = textwrap.dedent("""\
         import socket, sys
@@ -396,8 +398,8 @@ def test_engine_inbound_matches_the_listener_address_not_just_its_port(netns):
     assert _ss_count(netns, "state", "established") == 2
     for backend in ("netlink", "proc"):
         with _procfs.NetNamespace(netns.path):
-            inbound = engine.peer_connections(direction="inbound", backend=backend)
-            every = engine.peer_connections(direction="all", backend=backend)
+            inbound = _peer_connections.peer_connections(direction="inbound", backend=backend)
+            every = _peer_connections.peer_connections(direction="all", backend=backend)
         # the accepted end (local 127.0.0.1:7002, under 0.0.0.0:7002) counts its peer 127.0.0.3; the
         # connecting end (local 127.0.0.3:7001, not 127.0.0.2:7001) does not count 127.0.0.1
         assert inbound["peers"] == {"127.0.0.3": 1}, (backend, inbound)

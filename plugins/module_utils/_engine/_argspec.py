@@ -77,8 +77,8 @@ SOCKET_SOURCE = dict(
     backend=dict(type="str", default=DEFAULTS["backend"], choices=list(BACKENDS)),
 )
 
-# plugins/doc_fragments/gather.py (COUNTS) documents these (connection_facts).
-COUNTS = dict(
+# What to gather and how much of it (connection_facts only); plugins/doc_fragments/gather.py (COUNTS) documents these.
+GATHER_SCOPE = dict(
     gather_subset=dict(type="list", elements="str", default=list(DEFAULTS["gather_subset"])),
     top=dict(type="int", default=DEFAULTS["top"]),
     sample_interval=dict(type="float", default=DEFAULTS["sample_interval"]),
@@ -95,4 +95,4 @@ LISTENER_WALK = dict(
 
 # netstate.tcp.connection_facts's options: its argument spec, and the keys health_check's gather_args and
 # the roles' netstate_gather_args / netstate_health_gather_args may hold.
-CONNECTION_FACTS = dict(**COUNTS, **SOCKET_SOURCE, **LISTENER_WALK)
+CONNECTION_FACTS = dict(**GATHER_SCOPE, **SOCKET_SOURCE, **LISTENER_WALK)

@@ -6,7 +6,7 @@
 
 This file is part of the engine: it must not import ansible and must run on Python 3.8+.
 It hands raw receive buffers to the engine's consumers; parsing and aggregation live in
-engine.py, so a dump builds no Python object per socket. The netlink plumbing rtnetlink shares
+_aggregate.py, so a dump builds no Python object per socket. The netlink plumbing rtnetlink shares
 (socket, request, header flags) is here too.
 """
 
@@ -33,6 +33,10 @@ NLMSG_DONE = 0x3
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+
+# How many times a dump (sock_diag or rtnetlink) is tried when each try is interrupted (NLM_F_DUMP_INTR):
+# the table changed while it was read.
+DUMP_ATTEMPTS = 3
 
 NLMSG_HDR = struct.Struct("=IHHII")
 MSG_HEAD = struct.Struct("=IH")

@@ -42,7 +42,7 @@ import time
 from . import _argspec as contract
 from . import _escape as escape
 from . import _files as files
-from . import engine
+from . import _options as options
 from ._argspec import BACKENDS, DEFAULT_SUBSET, TCP_STATES
 from ._atomic import write_atomically
 from ._procfs import TCP_GAUGE_FIELDS
@@ -84,19 +84,19 @@ def _checked(check, name: str, number):
 
 def _int_range(name: str):
     """An integer within contract.RANGES[name]."""
-    return _checked(engine.check_count, name, lambda text: int(text, 10))
+    return _checked(options.check_count, name, lambda text: int(text, 10))
 
 
 def _float_range(name: str):
     """A number of seconds within contract.RANGES[name]."""
-    return _checked(engine.check_seconds, name, float)
+    return _checked(options.check_seconds, name, float)
 
 
 def _gather_subset(text: str) -> list:
     """The comma-separated names, each one checked by the engine's resolve_subset (the modules' check)."""
     names = [part.strip() for part in text.split(",")]
     try:
-        engine.resolve_subset(names)
+        options.resolve_subset(names)
     except GatherError as error:
         raise argparse.ArgumentTypeError(str(error))
     return names
@@ -104,7 +104,7 @@ def _gather_subset(text: str) -> list:
 
 def _namespace(text: str) -> str:
     try:
-        return engine.check_namespace(text)
+        return options.check_namespace(text)
     except GatherError as error:
         raise argparse.ArgumentTypeError(str(error))
 

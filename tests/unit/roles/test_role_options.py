@@ -35,7 +35,7 @@ ROLE_OPTIONS = {
     "netstate_node_exporter_top": ("node_exporter", "top", "collector"),
     "netstate_zabbix_agent_top": ("zabbix_agent", "top", "collector"),
 }
-SPECS = dict(contract.COUNTS, **contract.SOCKET_SOURCE, **contract.LISTENER_WALK)
+SPECS = dict(contract.GATHER_SCOPE, **contract.SOCKET_SOURCE, **contract.LISTENER_WALK)
 CHOICES = {"backend": contract.BACKENDS}
 # Option names of the contract a role variable may end in.
 CONTRACT_NAMES = sorted(set(contract.RANGES) | set(SPECS) | {"subset", "states"}, key=len, reverse=True)
@@ -196,7 +196,7 @@ def test_collector_command_lines_pass_its_argparse(where, flag, variable, factor
 def test_gather_args_declare_and_forward_every_other_connection_facts_option():
     """netstate_gather_args: each further connection_facts option declared (an unknown key such as `topp` fails
     the role's argument validation), with the module's type and choices, and forwarded under its own name."""
-    module_spec = dict(**contract.COUNTS, **contract.SOCKET_SOURCE, **contract.LISTENER_WALK)
+    module_spec = dict(**contract.GATHER_SCOPE, **contract.SOCKET_SOURCE, **contract.LISTENER_WALK)
     own = {"gather_subset": "netstate_gather_subset", "top": "netstate_gather_top"}  # role variables of their own
     declared = role_specs("gather")["netstate_gather_args"]["options"]
     assert sorted(declared) == sorted(set(module_spec) - set(own)), "roles/gather netstate_gather_args options"

@@ -77,3 +77,6 @@ HOSTILE_TEXT = st.one_of(
                      "pid:1/../2", "pid:00", "a" * 70, "/" + "a/" * 40, "host\n", "all\0", "\u202eall",
                      "x" * 100000, "/dev/zero", "/run/netns/", "./blue", "blue/"]),
 )
+
+# The longest message an option refused may have: the value in it is bounded (escape.bounded_repr).
+MESSAGE_LIMIT = 600

@@ -20,8 +20,10 @@ import pytest
 import yaml
 
 from ansible_collections.netstate.tcp.plugins.doc_fragments import gather as fragment
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _aggregate as aggregate
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _argspec as contract
-from ansible_collections.netstate.tcp.plugins.module_utils import _peer_block
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _options as options
+from ansible_collections.netstate.tcp.plugins.module_utils import _peer_block, _peer_connections
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect, engine
 from tests.conftest import ROOT
 from tests.support.ss_oracle import ALL_STATES
@@ -51,19 +53,19 @@ def test_states_are_the_ones_ss_knows():
 
 
 def test_everything_takes_its_lists_from_the_contract():
-    assert engine.STATES == contract.TCP_STATES
+    assert aggregate.STATES == contract.TCP_STATES
     # kernel numbers 1..11 in the contract's order; 12 (NEW_SYN_RECV) counts as SYN_RECV
-    assert engine.STATE_NAMES[1:12] == contract.TCP_STATES and engine.STATE_NAMES[12] == "SYN_RECV"
-    assert (engine.SUBSETS, engine.DEFAULT_SUBSET, engine.BACKENDS) == (
+    assert aggregate.STATE_NAMES[1:12] == contract.TCP_STATES and aggregate.STATE_NAMES[12] == "SYN_RECV"
+    assert (options.SUBSETS, options.DEFAULT_SUBSET, engine.BACKENDS) == (
         contract.SUBSETS, contract.DEFAULT_SUBSET, contract.BACKENDS)
     assert collect.TCP_STATES == contract.TCP_STATES
     assert _peer_block.STATES == contract.CONNECTION_STATES
 
 
 def test_subset_groups_resolve_as_documented():
-    assert engine.resolve_subset(["all"]) == sorted(contract.SUBSETS)
-    assert engine.resolve_subset(["default"]) == sorted(contract.DEFAULT_SUBSET)
-    assert engine.resolve_subset(["min"]) == ["states"]
+    assert options.resolve_subset(["all"]) == sorted(contract.SUBSETS)
+    assert options.resolve_subset(["default"]) == sorted(contract.DEFAULT_SUBSET)
+    assert options.resolve_subset(["min"]) == ["states"]
     assert set(contract.DEFAULT_SUBSET) <= set(contract.SUBSETS)
     for name in contract.SUBSET_GROUPS:
         assert name not in contract.SUBSETS
@@ -112,13 +114,13 @@ def test_collector_accepts_the_bounds_and_refuses_one_beyond(capsys, name):
 def test_collector_and_engine_share_one_range_check(capsys, name):
     """The collector's type for a numeric flag is the engine's check: same verdict, same message."""
     flag = FLAGS[name]
-    check = engine.check_seconds if name == "sample_interval" else engine.check_count
+    check = options.check_seconds if name == "sample_interval" else options.check_count
     number = float if name == "sample_interval" else int
     low, high = contract.RANGES[name]
     for value in (low - 1, low, 10 ** 15 if high is None else high, 10 ** 15 if high is None else high + 1):
         try:
             expected = check(name, number(value))
-        except engine.GatherError as error:
+        except options.GatherError as error:
             assert str(error) in refused(capsys, flag, str(number(value)))
         else:
             assert getattr(parse(flag, str(number(value))), flag[2:].replace("-", "_")) == expected
@@ -144,14 +146,14 @@ def test_engine_and_peer_block_refuse_ports_outside_the_range():
     low, high = contract.RANGES["local_port"]
     for value in (low - 1, high + 1):
         with pytest.raises(engine.GatherError, match="^local_port: %d is out of range" % value):
-            engine.peer_connections(local_port=value, proc="/nonexistent")
+            _peer_connections.peer_connections(local_port=value, proc="/nonexistent")
         with pytest.raises(_peer_block.PeerBlockError, match="^local_port: %d is out of range" % value):
             _peer_block.validate({"max_connections": 5, "local_port": value})
     assert _peer_block.validate({"max_connections": 5, "local_port": high})["local_port"] == high
 
 
 def test_module_argument_specs_are_built_from_the_contract():
-    specs = dict(contract.COUNTS, **contract.SOCKET_SOURCE)
+    specs = dict(contract.GATHER_SCOPE, **contract.SOCKET_SOURCE)
     assert specs["backend"]["choices"] == list(contract.BACKENDS)
     for name in ("top", "sample_interval", "max_sockets", "backend"):
         assert specs[name]["default"] == contract.DEFAULTS[name], name
@@ -167,8 +169,8 @@ def test_doc_fragment_documents_the_contract():
     assert source["backend"]["choices"] == list(contract.BACKENDS)
     assert source["backend"]["default"] == contract.DEFAULTS["backend"]
     counts = _fragment("COUNTS")
-    assert sorted(counts) == sorted(contract.COUNTS) and sorted(source) == sorted(contract.SOCKET_SOURCE)
-    for name, spec in dict(contract.COUNTS, **contract.SOCKET_SOURCE).items():
+    assert sorted(counts) == sorted(contract.GATHER_SCOPE) and sorted(source) == sorted(contract.SOCKET_SOURCE)
+    for name, spec in dict(contract.GATHER_SCOPE, **contract.SOCKET_SOURCE).items():
         documented = dict(counts, **source)[name]
         assert documented["type"] == spec["type"] and documented.get("default") == spec.get("default"), name
     subset_lines = counts["gather_subset"]["description"]

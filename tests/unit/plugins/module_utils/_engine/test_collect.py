@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _argspec as contract
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _options as options
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
-from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect, engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import collect
 from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import TCP_STATES as STATES
 
 from tests.unit.plugins.module_utils._engine._helpers import HOSTILE_TEXT
@@ -339,7 +340,7 @@ ARGUMENTS = {
     "--subset": lambda v: all(name.lstrip("!") in SUBSET_NAMES for name in v),  # deprecated alias
     "--top": lambda v: 1 <= v <= 100000,
     "--sample-interval": lambda v: 0 <= v <= 60 and not math.isnan(v),
-    "--namespace": lambda v: v == "" or engine.NAMESPACE_RE.fullmatch(v) is not None and "\n" not in v,
+    "--namespace": lambda v: v == "" or options.NAMESPACE_RE.fullmatch(v) is not None and "\n" not in v,
     "--backend": lambda v: v in contract.BACKENDS,
     "--max-sockets": lambda v: v >= 0,
     "--local-ports-limit": lambda v: v >= 1,
@@ -386,12 +387,12 @@ def test_collector_namespace_refusals_name_the_argument(value):
 def test_collector_and_modules_share_one_namespace_grammar():
     """The collector's --namespace type is the engine's check: one grammar, not two."""
     for value in ("blue", "pid:12", "/run/netns/blue", "all", "host"):
-        assert collect._namespace(value) == engine.check_namespace(value) == value
+        assert collect._namespace(value) == options.check_namespace(value) == value
     for value in ("../x", "pid:x", "x/y", "/a/../b", "-x"):
         with pytest.raises(argparse.ArgumentTypeError):
             collect._namespace(value)
-        with pytest.raises(engine.GatherError):
-            engine.check_namespace(value)
+        with pytest.raises(options.GatherError):
+            options.check_namespace(value)
 
 
 # ------------------------------------------------------------------------------- atomic output

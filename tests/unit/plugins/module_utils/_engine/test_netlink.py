@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink as netlink
-from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _aggregate as aggregate
+from ansible_collections.netstate.tcp.plugins.module_utils import _peer_connections
 
 from tests.unit.plugins.module_utils._engine._helpers import diag_message, done_message, no_hang
 
@@ -50,12 +51,12 @@ def _record_real_buffers():
     try:
         def keep(buf, length):
             buffers.append(bytes(buf[:length]))
-            return engine.each_message(buf, length, lambda _buf, _off: None)
+            return aggregate.each_message(buf, length, lambda _buf, _off: None)
 
         for family in (socket.AF_INET, socket.AF_INET6):
-            netlink.dump(family, netlink.IPPROTO_TCP, engine.LISTEN_MASK, keep)
-            netlink.dump(family, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, keep)
-            netlink.dump(family, netlink.IPPROTO_UDP, engine.UDP_ALL_MASK, keep)
+            netlink.dump(family, netlink.IPPROTO_TCP, aggregate.LISTEN_MASK, keep)
+            netlink.dump(family, netlink.IPPROTO_TCP, aggregate.CONNECTION_MASK, keep)
+            netlink.dump(family, netlink.IPPROTO_UDP, aggregate.UDP_ALL_MASK, keep)
     except netlink.NetlinkUnavailable:
         pass  # a sandbox without sock_diag: the synthetic seeds below still run
     finally:
@@ -135,12 +136,12 @@ def mutated(draw):
 
 def _consumers():
     """Every consumer the engine hands a dump: listeners, connections (with and without detail), UDP, peers."""
-    tcp = engine.TcpAggregate((32768, 60999), want_sockets=5, want_inodes=True)
+    tcp = aggregate.TcpAggregate((32768, 60999), want_sockets=5, want_inodes=True)
     tcp.listen_ports = frozenset([8080, 22])
-    udp = engine.UdpAggregate(want_sockets=5)
-    plain = engine.TcpAggregate((32768, 60999))
-    peers = engine.PeerCounter(engine.CONNECTION_MASK)
-    on_port = engine.PeerCounter(engine.state_mask(["ESTABLISHED", "TIME_WAIT"]), local_port=8080)
+    udp = aggregate.UdpAggregate(want_sockets=5)
+    plain = aggregate.TcpAggregate((32768, 60999))
+    peers = _peer_connections.PeerCounter(aggregate.CONNECTION_MASK)
+    on_port = _peer_connections.PeerCounter(_peer_connections.state_mask(["ESTABLISHED", "TIME_WAIT"]), local_port=8080)
     return tcp, udp, [tcp.consume_listeners, tcp.consume_netlink, plain.consume_netlink, udp.consume_netlink,
                       peers.consume_netlink, on_port.consume_netlink]
 
@@ -163,7 +164,7 @@ def test_dump_of_mutated_replies_ends_in_the_engines_own_error(buffers):
     for consume in consumers:
         with no_hang():
             try:
-                netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.CONNECTION_MASK, consume,
+                netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, aggregate.CONNECTION_MASK, consume,
                              sock=ReplaySocket(buffers))
             except NETLINK_ERRORS as exc:
                 assert any(word in str(exc) for word in ("sock_diag", "netlink", "socket table")), exc
@@ -193,7 +194,7 @@ def test_a_length_that_lies_is_named(length):
     struct.pack_into("=I", buf, 0, length)
     for consume in _consumers()[2]:
         with no_hang(), pytest.raises(netlink.NetlinkError) as caught:
-            netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.LISTEN_MASK, consume,
+            netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, aggregate.LISTEN_MASK, consume,
                          sock=ReplaySocket([bytes(buf)]))
         assert str(caught.value) == ("malformed sock_diag reply: the message at offset 0 says it is %d bytes long "
                                      "(at least 88, and %d bytes are left in the buffer)" % (length, len(buf)))
@@ -203,10 +204,10 @@ def test_a_message_running_past_the_buffer_is_named():
     buf = bytearray(SYNTHETIC[0][:100])  # the data message (88 bytes) and the start of NLMSG_DONE
     struct.pack_into("=I", buf, 0, 96)
     with pytest.raises(netlink.NetlinkError, match="at offset 0 says it is 96 bytes long"):
-        engine.each_message(bytes(buf[:90]), 90, lambda _buf, _off: None)
-    listeners = engine.TcpAggregate((1, 2)).consume_listeners
+        aggregate.each_message(bytes(buf[:90]), 90, lambda _buf, _off: None)
+    listeners = aggregate.TcpAggregate((1, 2)).consume_listeners
     with pytest.raises(netlink.NetlinkError, match="^malformed sock_diag reply: 12 bytes at offset 88, too short"):
-        netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.LISTEN_MASK, listeners,
+        netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, aggregate.LISTEN_MASK, listeners,
                      sock=ReplaySocket([SYNTHETIC[0][:100]]))
 
 
@@ -215,8 +216,8 @@ def test_an_unknown_family_is_named():
     buf[16] = 44
     expected = r"^malformed sock_diag reply: a field out of range \(KeyError: 44\)$"
     with pytest.raises(netlink.NetlinkError, match=expected):
-        netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, engine.LISTEN_MASK,
-                     engine.TcpAggregate((1, 2)).consume_listeners, sock=ReplaySocket([bytes(buf)]))
+        netlink.dump(socket.AF_INET, netlink.IPPROTO_TCP, aggregate.LISTEN_MASK,
+                     aggregate.TcpAggregate((1, 2)).consume_listeners, sock=ReplaySocket([bytes(buf)]))
 
 
 # ---------------------------------------------------------------- the request, the receive and the end of a dump
@@ -289,12 +290,12 @@ LISTENER = diag_message(socket.AF_INET, 10, 8080, 0, "0.0.0.0", "0.0.0.0", rqueu
 ])
 def test_an_error_reply_ends_the_dump_naming_the_error(code, raised, shown):
     with pytest.raises(raised) as caught:
-        netlink.take(LISTENER + error_message(code), engine.TcpAggregate((1, 2)).consume_listeners)
+        netlink.take(LISTENER + error_message(code), aggregate.TcpAggregate((1, 2)).consume_listeners)
     assert caught.type is raised and str(caught.value) == shown + os.strerror(-code)
 
 
 def test_the_end_of_a_dump_is_nlmsg_done_and_nothing_else():
-    consume = engine.TcpAggregate((1, 2)).consume_listeners
+    consume = aggregate.TcpAggregate((1, 2)).consume_listeners
     assert netlink.take(LISTENER, consume) is False  # more buffers to come
     assert netlink.take(LISTENER + done_message(), consume) is True
     assert netlink.take(done_message(), consume) is True
@@ -308,7 +309,7 @@ def test_the_end_of_a_dump_is_nlmsg_done_and_nothing_else():
 
 def test_a_dump_the_kernel_flags_inconsistent_is_interrupted():
     """After the socket tables changed during a dump, the kernel flags every message NLM_F_DUMP_INTR."""
-    consume = engine.TcpAggregate((1, 2)).consume_listeners
+    consume = aggregate.TcpAggregate((1, 2)).consume_listeners
     first = bytearray(LISTENER)
     struct.pack_into("=H", first, 6, 2 | netlink.NLM_F_DUMP_INTR)  # NLM_F_MULTI | NLM_F_DUMP_INTR
     with pytest.raises(netlink.DumpInterrupted, match="^the socket table changed during the dump$"):

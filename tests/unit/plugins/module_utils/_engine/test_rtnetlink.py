@@ -1,7 +1,7 @@
 # Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""_rtnetlink: RTM_NEWROUTE messages (through engine.parse_route_messages, which names the message) and the
+"""_rtnetlink: RTM_NEWROUTE messages (through _routes.parse_route_messages, which names the message) and the
 iproute2 names files, on messages laid out as the kernel lays them out, malformed ones and random ones.
 
 The namespace tests (tests/integration/test_routes_netns.py) compare them with `ip` on real tables.
@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _rtnetlink as rtnetlink
-from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _routes as route_facts
 
 
 def rtattr(kind, value):
@@ -42,7 +42,7 @@ def test_route_with_every_attribute():
              + rtattr(rtnetlink.RTA_OIF, struct.pack("=I", 7))
              + rtattr(rtnetlink.RTA_PREFSRC, socket.inet_aton("198.18.0.9"))
              + rtattr(rtnetlink.RTA_PRIORITY, struct.pack("=I", 20)))
-    route = engine.parse_route_messages([route_message(table=252, attrs=attrs)], interface_name=NAMES)[0]
+    route = route_facts.parse_route_messages([route_message(table=252, attrs=attrs)], interface_name=NAMES)[0]
     assert route == {"family": "ipv4", "table": "1000", "destination": "203.0.113.0/24", "gateway": "198.18.0.1",
                      "interface": "rt0", "source": "198.18.0.9", "metric": 20, "protocol": "static",
                      "scope": "global", "type": "unicast", "nexthops": []}
@@ -59,8 +59,8 @@ def test_route_defaults_multipath_and_names():
                       attrs=rtattr(rtnetlink.RTA_DST, socket.inet_pton(socket.AF_INET6, "2001:db8:3::"))),
         route_message(family=128),  # RTNL_FAMILY_IPMR: not a family of ours
     ]
-    routes = engine.parse_route_messages(messages, tables={255: "local", 254: "main"}, protocols={2: "kernel"},
-                                         interface_name=NAMES)
+    routes = route_facts.parse_route_messages(messages, tables={255: "local", 254: "main"}, protocols={2: "kernel"},
+                                              interface_name=NAMES)
     assert len(routes) == 4
     assert (routes[0]["table"], routes[0]["destination"], routes[0]["protocol"], routes[0]["scope"],
             routes[0]["type"]) == ("local", "0.0.0.0/0", "kernel", "host", "local")
@@ -81,8 +81,8 @@ def test_route_defaults_multipath_and_names():
     (route_message(attrs=rtattr(rtnetlink.RTA_MULTIPATH, struct.pack("=HBBi", 4, 0, 0, 0))), "next hop"),
 ])
 def test_malformed_route_names_the_message(data, message):
-    with pytest.raises(engine.GatherError, match=message) as caught:
-        engine.parse_route_messages([route_message(), data], interface_name=NAMES)
+    with pytest.raises(route_facts.GatherError, match=message) as caught:
+        route_facts.parse_route_messages([route_message(), data], interface_name=NAMES)
     assert str(caught.value).startswith("routes: rtnetlink RTM_NEWROUTE message 2: ")
 
 
@@ -90,8 +90,8 @@ def test_malformed_route_names_the_message(data, message):
 @settings(max_examples=500, deadline=None)
 def test_route_parser_raises_only_gather_error(data):
     try:
-        routes = engine.parse_route_messages([data], interface_name=NAMES)
-    except engine.GatherError as exc:
+        routes = route_facts.parse_route_messages([data], interface_name=NAMES)
+    except route_facts.GatherError as exc:
         assert str(exc).startswith("routes: rtnetlink RTM_NEWROUTE message 1: ")
         return
     for route in routes:
@@ -104,8 +104,8 @@ def test_route_parser_raises_only_gather_error(data):
 def test_route_parser_on_random_attributes(attributes, family):
     data = route_message(family=family, dst_len=0, attrs=b"".join(rtattr(kind, value) for kind, value in attributes))
     try:
-        routes = engine.parse_route_messages([data], interface_name=NAMES)
-    except engine.GatherError as exc:
+        routes = route_facts.parse_route_messages([data], interface_name=NAMES)
+    except route_facts.GatherError as exc:
         assert "RTM_NEWROUTE message 1" in str(exc)
         return
     # what the attributes say, decoded here on their own: the last of each kind wins

@@ -1,0 +1,147 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""_aggregate: the counting of sock_diag dumps (synthetic messages) and /proc tables (recorded on real
+hosts), and the spilling of many distinct keys into records.
+
+These complement (never replace) the namespace tests that compare the engine with ss on real sockets
+(tests/integration/test_engine_spill_netns.py spills on real dumps).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import socket
+import struct
+
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _aggregate as aggregate
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
+
+from tests.unit.plugins.module_utils._engine._helpers import PROC_NET_TCP, PROC_NET_TCP6, diag_message, done_message
+
+# One socket per timer, as the kernel prints them (get_tcp4_sock): retransmitting (tr 1,
+# retrnsmt 5), keepalive with 2 unanswered probes (tr 2, timeout column 2), zero window
+# probes (tr 4, timeout column 7, retrnsmt 0).
+PROC_NET_TCP_TIMERS = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 100 1 0000000000000000 100 0 0 10 0
+   1: 020012C6:C350 010012C6:0050 01 00000400:00000000 01:000000C8 00000005     0        0 101 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:C351 0100007F:1F90 01 00000000:00000000 02:00000100 00000000     0        2 102 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:C352 0100007F:1F90 01 00010000:00000000 04:00000064 00000000     0        7 103 1 0000000000000000 20 4 30 10 -1
+   4: 0100007F:1F90 0100007F:C352 01 00000000:00020000 00:00000000 00000000     0        0 104 1 0000000000000000 20 4 30 10 -1
+"""
+
+
+def test_proc_net_timers_and_queues():
+    rows = list(procfs.parse_proc_net(PROC_NET_TCP_TIMERS, socket.AF_INET))
+    assert [row[9:] for row in rows] == [(0, 0), (1, 5), (2, 2), (4, 7), (0, 0)]
+    tcp = aggregate.TcpAggregate((32768, 60999))
+    tcp.listen_ports = frozenset([8080])
+    for row in rows:
+        tcp.add_proc(socket.AF_INET, row)
+    assert tcp.timer_counts() == {"none": 1, "retransmit": 1, "keepalive": 1, "time_wait": 0,
+                                  "zero_window_probe": 1}
+    queues = tcp.queues(10)
+    assert queues["recv_bytes"] == 0x20000 and queues["recv_sockets"] == 1
+    assert queues["send_bytes"] == 0x400 + 0x10000 and queues["send_sockets"] == 2
+    assert queues["send_ports"] == [
+        {"port": 8080, "side": "remote", "sockets": 1, "bytes": 0x10000, "stalled": 1},
+        {"port": 80, "side": "remote", "sockets": 1, "bytes": 0x400, "stalled": 1},
+    ]
+    assert tcp.retransmitting(10) == [{"address": "198.18.0.1", "sockets": 1, "retransmits": 5}]
+
+
+def test_proc_aggregate_from_recorded_tables():
+    tcp = aggregate.TcpAggregate((32768, 60999))
+    entries = {socket.AF_INET: list(procfs.parse_proc_net(PROC_NET_TCP, socket.AF_INET)),
+               socket.AF_INET6: list(procfs.parse_proc_net(PROC_NET_TCP6, socket.AF_INET6))}
+    tcp.listen_ports = frozenset(e[2] for rows in entries.values() for e in rows if e[0] == aggregate.LISTEN)
+    for family, rows in entries.items():
+        for row in rows:
+            tcp.add_proc(family, row)
+    states = tcp.states()
+    assert states["total"] == 6
+    assert states["states"]["ESTABLISHED"] == 3 and states["states"]["LISTEN"] == 2
+    assert states["states"]["TIME_WAIT"] == 1 and set(states["states"]) == set(aggregate.STATES)
+    assert tcp.local_ports_bounded(None)[0]["8080"]["total"] == 2  # the listener and the server side of the connection
+    assert tcp.remote_ports(10) == {
+        "8080": {"total": 1, "states": dict(aggregate.zero_states(), ESTABLISHED=1)},
+        "5432": {"total": 1, "states": dict(aggregate.zero_states(), TIME_WAIT=1)},
+    }
+    peers = {p["address"]: p["total"] for p in tcp.peers(10)}
+    assert peers == {"127.0.0.1": 1, "127.0.0.2": 1, "10.0.0.5": 1, "127.0.0.3": 1}
+    busiest = tcp.ephemeral()["busiest"]
+    assert busiest["connections"] == 1 and busiest["share"] == round(1 / 28232, 6)
+
+
+# ---------------------------------------------------------------- synthetic netlink messages
+
+def test_netlink_aggregation_on_synthetic_dump():
+    listeners = (diag_message(socket.AF_INET, 10, 80, 0, "0.0.0.0", "0.0.0.0", rqueue=3, wqueue=128, inode=7)
+                 + diag_message(socket.AF_INET6, 10, 8080, 0, "::", "::", rqueue=0, wqueue=4096, inode=8)
+                 + done_message())
+    tcp = aggregate.TcpAggregate((32768, 60999))
+    assert tcp.consume_listeners(listeners, len(listeners)) == len(listeners) - 20
+    tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
+    attrs = struct.pack("=HHB3x", 5, 8, 0)  # an INET_DIAG_SHUTDOWN attribute, as full sockets carry
+    conns = b"".join([
+        diag_message(socket.AF_INET, 1, 80, 40000 + i, "10.0.0.1", "10.0.0.%d" % (2 + i % 2), attrs=attrs)
+        for i in range(6)
+    ] + [
+        diag_message(socket.AF_INET, 6, 50000 + i, 5432, "10.0.0.1", "10.0.0.9") for i in range(4)
+    ] + [
+        diag_message(socket.AF_INET6, 8, 8080, 1234, "::ffff:10.0.0.1", "::ffff:10.0.0.3", attrs=attrs),
+        diag_message(socket.AF_INET6, 12, 8080, 1235, "::1", "::1"),
+    ]) + done_message()
+    stop = tcp.consume_netlink(conns, len(conns))
+    assert stop == len(conns) - 20
+    states = tcp.states()
+    assert states["total"] == 14 and states["states"]["SYN_RECV"] == 1  # NEW_SYN_RECV counted as SYN_RECV
+    assert states["families"]["ipv6"]["total"] == 3
+    assert tcp.local_ports_bounded(None)[0]["80"]["states"]["ESTABLISHED"] == 6
+    assert tcp.local_ports_bounded(None)[0]["8080"]["states"]["CLOSE_WAIT"] == 1
+    assert tcp.remote_ports(1) == {"5432": {"total": 4, "states": dict(aggregate.zero_states(), TIME_WAIT=4)}}
+    peers = tcp.peers(2)
+    # 10.0.0.3: 3 + the IPv4-mapped one; 10.0.0.9: 4 TIME_WAIT; ties go by address; 10.0.0.2 (3) is cut
+    assert [(p["address"], p["total"]) for p in peers] == [("10.0.0.3", 4), ("10.0.0.9", 4)]
+    busiest = tcp.ephemeral()["busiest"]
+    assert busiest == {"address": "10.0.0.9", "port": 5432, "connections": 4, "time_wait": 4,
+                       "share": round(4 / 28232, 6)}
+    assert [(item["port"], item["queue"], item["backlog"]) for item in tcp.listeners] == [(80, 3, 128), (8080, 0, 4096)]
+
+
+def test_data_before_done_in_one_buffer_is_all_counted():
+    tcp = aggregate.TcpAggregate((1024, 65535))
+    buf = diag_message(socket.AF_INET, 1, 1, 2, "1.1.1.1", "2.2.2.2") + done_message()
+    assert tcp.consume_netlink(buf, len(buf)) == len(buf) - 20
+    assert tcp.states()["total"] == 1
+
+
+def test_netlink_timers_queues_retransmitting_on_synthetic_dump():
+    messages = [
+        diag_message(socket.AF_INET, 1, 8080, 40000, "10.0.0.1", "10.0.0.2", timer=2),
+        diag_message(socket.AF_INET, 1, 8080, 40001, "10.0.0.1", "10.0.0.2", wqueue=500, timer=1, retrans=4),
+        diag_message(socket.AF_INET6, 1, 41000, 443, "::ffff:10.0.0.1", "::ffff:10.0.0.2", wqueue=100, timer=1,
+                     retrans=2),
+        diag_message(socket.AF_INET, 1, 42000, 5432, "10.0.0.1", "10.0.0.9", wqueue=70000, timer=4, retrans=3),
+        diag_message(socket.AF_INET, 1, 8080, 40002, "10.0.0.1", "10.0.0.3", rqueue=300),
+        diag_message(socket.AF_INET, 6, 43000, 80, "10.0.0.1", "10.0.0.4", timer=3),
+        diag_message(socket.AF_INET, 1, 8080, 40003, "10.0.0.1", "10.0.0.3", wqueue=10, timer=1),  # in flight
+    ]
+    buf = b"".join(messages) + done_message()
+    tcp = aggregate.TcpAggregate((32768, 60999))
+    tcp.listen_ports = frozenset([8080])
+    assert tcp.consume_netlink(buf, len(buf)) == len(buf) - 20
+    assert tcp.timer_counts() == {"none": 1, "retransmit": 3, "keepalive": 1, "time_wait": 1, "zero_window_probe": 1}
+    queues = tcp.queues(10)
+    assert (queues["recv_bytes"], queues["recv_sockets"], queues["send_bytes"], queues["send_sockets"]) == (
+        300, 1, 70610, 4)
+    assert queues["send_ports"] == [
+        {"port": 5432, "side": "remote", "sockets": 1, "bytes": 70000, "stalled": 1},
+        {"port": 8080, "side": "local", "sockets": 2, "bytes": 510, "stalled": 1},
+        {"port": 443, "side": "remote", "sockets": 1, "bytes": 100, "stalled": 1},
+    ]
+    assert tcp.queues(1)["send_ports"] == queues["send_ports"][:1]
+    # the IPv4-mapped peer counts with the IPv4 one; the in-flight socket (no retransmission) does not count
+    assert tcp.retransmitting(10) == [{"address": "10.0.0.2", "sockets": 2, "retransmits": 6}]
