@@ -27,7 +27,7 @@ from tests.integration.test_health_role import PLAYBOOK, TARGET_PYTHON
 from tests.support import browser
 
 # the namespaces of test_health_role.py (module scope: built again for this module)
-namespaces = test_health_role.namespaces
+held_namespaces = test_health_role.held_namespaces
 
 FILES = ("health.junit.xml", "health.json", "health.md", "health.html")
 
@@ -40,8 +40,9 @@ def run(playbook, inventory_path, cache, *extra):
 
 
 @pytest.fixture(scope="module")
-def sliced(namespaces, tmp_path_factory):
+def sliced(held_namespaces, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("merge")
+    namespaces = test_health_role.renewed(held_namespaces, tmp)
     hosts = {}
     for name in sorted(namespaces):
         for copy in (1, 2):
