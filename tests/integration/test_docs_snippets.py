@@ -254,7 +254,8 @@ def test_snippets_run_as_pasted(netns, tmp_path, page):
     host = "localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable
     (work / "inventory.ini").write_text(host + "".join("[%s]\nlocalhost\n" % group for group in GROUPS))
     (work / "driver.py").write_text(DRIVER)
-    (work / "steps.json").write_text(json.dumps(steps_of(page)))
+    steps = steps_of(page)
+    (work / "steps.json").write_text(json.dumps(steps))
     fixture = FIXTURES.get(page, {})
     if "tarball" in fixture:
         built = subprocess.run([os.path.join(os.path.dirname(_ansible_playbook()), "ansible-galaxy"), "collection",
@@ -273,15 +274,15 @@ def test_snippets_run_as_pasted(netns, tmp_path, page):
         pytest.fail("%s: the snippets did not finish within %d s:\n%s" % (page, RUN_TIMEOUT, timeout.output[-5000:]))
     assert status == 0, output[-5000:]
     results = json.loads((work / "results.json").read_text())
-    expected = {step["where"]: step["rc"] for step in steps_of(page) if "argv" in step}
+    ran = {step["where"]: step for step in steps if "argv" in step}
+    expected = {where: step["rc"] for where, step in ran.items()}
     assert [result["where"] for result in results] == list(expected)
     failed = ["%s: exit %d, expected %d\n%s" % (result["where"], result["rc"], expected[result["where"]],
                                                 result["output"][-4000:])
               for result in results if result["rc"] != expected[result["where"]]]
     assert not failed, "\n\n".join(failed)
-    shown = {step["where"]: step["shown"] for step in steps_of(page) if step.get("shown")}
     for result in results:
         printed = " ".join(result["output"].split())
-        missing = [line for line in shown.get(result["where"], []) if " ".join(line.split()) not in printed]
+        missing = [line for line in ran[result["where"]].get("shown", []) if " ".join(line.split()) not in printed]
         assert not missing, "%s: the page shows output the command did not print: %r\n%s" % (
             result["where"], missing, result["output"][-4000:])
