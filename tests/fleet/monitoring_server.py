@@ -1,4 +1,5 @@
-"""A monitoring host for fleet tests: Zabbix server + frontend on PostgreSQL, and Prometheus.
+"""A monitoring host for fleet tests: Zabbix server + frontend on PostgreSQL, and Prometheus; or an alerting
+host: Prometheus and Alertmanager alone.
 
 Test-side set-up only (the collection ships agents, the template, the registration role and alert
 rules, not servers). Everything comes from Debian 12's own packages through the fleet's mirror proxy:
@@ -8,6 +9,7 @@ few seconds, Prometheus scrapes and evaluates every few seconds.
 
     from monitoring_server import setup_monitoring_host
     info = setup_monitoring_host(fleet, "h01")      # {"zabbix_url", "zabbix_version", "prometheus_url", ...}
+    info = setup_alerting_host(fleet, "h01")        # {"prometheus_url", "alertmanager_url", ...}
 """
 
 from __future__ import annotations
@@ -89,6 +91,13 @@ scrape_configs:
         refresh_interval: 5s
 """.format(interval=SCRAPE_INTERVAL, rules=PROMETHEUS_RULES, file_sd=PROMETHEUS_FILE_SD)
 
+ALERTING_PACKAGES = ("prometheus", "prometheus-alertmanager")
+_ALERTING = """alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["127.0.0.1:9093"]
+"""
+
 
 def _write(fleet, host, path, text, mode="0644"):
     import base64  # pylint: disable=import-outside-toplevel
@@ -107,6 +116,35 @@ def _api(url, method, params, auth=None, timeout=30):
         return json.loads(response.read().decode())
 
 
+def _start_prometheus(fleet, host, config):
+    _write(fleet, host, "/etc/prometheus/prometheus.yml", config)
+    fleet.exec(host, "mkdir -p /etc/prometheus/rules /etc/prometheus/file_sd && "
+                     "touch %s && test -f %s || echo '[]' > %s; systemctl restart prometheus"
+               % (PROMETHEUS_RULES, PROMETHEUS_FILE_SD, PROMETHEUS_FILE_SD))
+    prometheus_url = "http://%s:9090" % fleet.address(host)
+    wait_for("Prometheus answers", lambda: urllib.request.urlopen(  # noqa: S310 (fleet address)
+        prometheus_url + "/-/ready", timeout=5).status == 200, 120)
+    return prometheus_url, fleet.exec(host, "prometheus --version 2>&1 | head -1").stdout.strip()
+
+
+def setup_alerting_host(fleet, host):
+    """Install and start Prometheus, sending its alerts to Alertmanager, and Alertmanager on a systemd host
+    (Alertmanager's routes are the collection's to write: playbooks/monitor.yml)."""
+    started = time.monotonic()
+    fleet.exec(host, "set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update -q >/dev/null\n"
+                     "apt-get install -y -q --no-install-recommends %s >/dev/null" % " ".join(ALERTING_PACKAGES),
+               timeout=1200)
+    prometheus_url, prometheus_version = _start_prometheus(fleet, host, _PROMETHEUS_CONF + _ALERTING)
+    fleet.exec(host, "systemctl enable -q prometheus-alertmanager && systemctl restart prometheus-alertmanager")
+    alertmanager_url = "http://%s:9093" % fleet.address(host)
+    wait_for("Alertmanager answers", lambda: urllib.request.urlopen(  # noqa: S310 (fleet address)
+        alertmanager_url + "/-/ready", timeout=5).status == 200, 120)
+    alertmanager_version = fleet.exec(host, "prometheus-alertmanager --version 2>&1 | head -1").stdout.strip()
+    return {"host": host, "address": fleet.address(host), "prometheus_url": prometheus_url,
+            "prometheus_version": prometheus_version, "alertmanager_url": alertmanager_url,
+            "alertmanager_version": alertmanager_version, "setup_s": round(time.monotonic() - started, 1)}
+
+
 def setup_monitoring_host(fleet, host):
     """Install and start Zabbix server + frontend and Prometheus on a systemd host; return how to reach them."""
     timings = {}
@@ -120,20 +158,13 @@ def setup_monitoring_host(fleet, host):
     fleet.exec(host, "chgrp www-data /etc/zabbix/zabbix.conf.php && a2enconf -q zabbix-frontend-php >/dev/null"
                      " && systemctl restart apache2"
                      " && systemctl enable -q zabbix-server && systemctl restart zabbix-server")
-    _write(fleet, host, "/etc/prometheus/prometheus.yml", _PROMETHEUS_CONF)
-    fleet.exec(host, "mkdir -p /etc/prometheus/rules /etc/prometheus/file_sd && "
-                     "touch %s && test -f %s || echo '[]' > %s; systemctl restart prometheus"
-               % (PROMETHEUS_RULES, PROMETHEUS_FILE_SD, PROMETHEUS_FILE_SD))
+    prometheus_url, prometheus_version = _start_prometheus(fleet, host, _PROMETHEUS_CONF)
     address = fleet.address(host)
     zabbix_url = "http://%s/zabbix" % address
     api = zabbix_url + "/api_jsonrpc.php"
     version = wait_for("Zabbix API answers", lambda: _api(api, "apiinfo.version", {}).get("result"), 120)
     wait_for("Zabbix server runs", lambda: "active" == fleet.exec(
         host, "systemctl is-active zabbix-server", check=False).stdout.strip(), 60)
-    prometheus_url = "http://%s:9090" % address
-    wait_for("Prometheus answers", lambda: urllib.request.urlopen(  # noqa: S310 (fleet address)
-        prometheus_url + "/-/ready", timeout=5).status == 200, 120)
-    prometheus_version = fleet.exec(host, "prometheus --version 2>&1 | head -1").stdout.strip()
     timings["setup_s"] = round(time.monotonic() - started, 1)
     return {"host": host, "address": address, "zabbix_url": zabbix_url, "zabbix_api": api,
             "zabbix_version": version, "zabbix_user": ZABBIX_USER, "zabbix_password": ZABBIX_PASSWORD,
