@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -183,3 +184,26 @@ def test_unreadable_processes_are_the_reason_when_not_root(netns, tmp_path):
 def test_bad_walk_budget_names_the_option(netns):
     with pytest.raises(engine.GatherError, match="walk_budget: -1 is out of range"):
         engine.gather(namespace=netns.name, walk_budget=-1)
+
+
+def test_a_worker_thread_walks_the_namespace_it_entered(netns, tmp_path):
+    """setns(2) moves one thread and /proc/self is the thread group leader's: gathering a named namespace
+    from a worker thread (an asyncio executor: the event source netstate.tcp.tcp_health) must walk the
+    processes of the namespace the thread entered, and attribute its listener as from the main thread."""
+    built = netns.hold_mix({"listeners": [{"address": "127.0.0.1", "port": HELD_PORT}]}, tmp_path)
+    ss = netns.run(["ss", "-H", "-n", "-l", "-t", "-p"]).stdout
+    assert {(row["local"], row["lport"]): row["pid"] for row in rows(ss, with_process=True)} == {
+        ("127.0.0.1", HELD_PORT): built["pid"]}
+    gathered = {}
+
+    def in_worker():
+        gathered["facts"] = engine.gather(namespace=netns.name, gather_subset=["listeners"])
+
+    worker = threading.Thread(target=in_worker)
+    worker.start()
+    worker.join(60)
+    facts = gathered["facts"]
+    assert listeners_by_port(facts)[HELD_PORT]["pid"] == built["pid"], facts["listener_walk"]
+    assert facts["listener_walk"]["reason"] is None
+    assert listeners_by_port(engine.gather(namespace=netns.name, gather_subset=["listeners"]))[HELD_PORT]["pid"] \
+        == built["pid"]

@@ -99,7 +99,7 @@ def map_socket_inodes(wanted, proc="/proc", full=False, budget=None, deadline=No
     # Processes of the namespace being gathered hold its sockets: walk them first, so a
     # listener whose owner is unreadable does not make us read other namespaces' fds first.
     try:
-        here = procfs.namespace_id(os.path.join(proc, "self/ns/net"))
+        here = procfs.namespace_id(procfs.own_namespace_file(proc))
     except (IOError, OSError):
         here = None
     try:

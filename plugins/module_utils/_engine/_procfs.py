@@ -357,8 +357,7 @@ class NetNamespace:
         # never blocks on a FIFO, and refuses anything that is not a namespace file
         target = files.open_namespace(self.path)
         try:
-            self._own = os.open("/proc/thread-self/ns/net" if os.path.exists("/proc/thread-self")
-                                else "/proc/self/ns/net", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self._own = os.open(own_namespace_file(), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             _setns(target)
         except Exception:
             if self._own is not None:
@@ -375,6 +374,15 @@ class NetNamespace:
         finally:
             os.close(self._own)
         return False
+
+
+def own_namespace_file(proc="/proc"):
+    """The network namespace file of the calling thread: setns(2) moves one thread, and /proc/self is the
+    thread group leader's (another thread's namespace when the gathering runs in a worker thread that
+    entered one: an asyncio executor, the event source). /proc/self where there is no thread-self (a
+    copy of /proc's tables, a kernel before 3.17)."""
+    thread = os.path.join(proc, "thread-self")
+    return os.path.join(thread if os.path.exists(thread) else os.path.join(proc, "self"), "ns/net")
 
 
 def namespace_id(path):

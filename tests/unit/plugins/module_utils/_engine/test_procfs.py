@@ -366,3 +366,13 @@ def test_processes_are_the_numeric_entries_and_a_process_gone_is_none(tmp_path):
         os.makedirs(str(tmp_path / name))
     assert procfs.pids(str(tmp_path)) == [1, 42]
     assert procfs.process_info(42, proc=str(tmp_path)) is None  # no comm: it exited while being read
+
+
+def test_own_namespace_file_is_the_calling_thread_s(tmp_path):
+    """/proc/thread-self where it exists (a worker thread that entered a namespace is told apart; the real
+    test: tests/integration/test_listener_walk.py), self in a copy of /proc without it."""
+    assert procfs.own_namespace_file() == "/proc/thread-self/ns/net"
+    (tmp_path / "self").mkdir()
+    assert procfs.own_namespace_file(str(tmp_path)) == str(tmp_path / "self" / "ns/net")
+    (tmp_path / "thread-self").mkdir()
+    assert procfs.own_namespace_file(str(tmp_path)) == str(tmp_path / "thread-self" / "ns/net")
