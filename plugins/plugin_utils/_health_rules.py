@@ -657,12 +657,13 @@ def apply_thresholds(rules: list[Rule], thresholds: Any, source: str = "threshol
 
 
 def build_rules(rules: Any = None, extra_rules: Any = None, thresholds: Any = None,
-                threshold_source: str = "thresholds") -> list[Rule]:
-    """The effective rule list: ``rules`` (built-ins when None) + ``extra_rules``, then overrides."""
+                threshold_source: str = "thresholds", extra_source: str = "extra_rules") -> list[Rule]:
+    """The effective rule list: ``rules`` (built-ins when None) + ``extra_rules``, then overrides.
+    ``extra_source`` names ``extra_rules`` in messages (the event source calls its extra rules ``rules``)."""
     base = load_builtin_rules() if rules is None else validate_rules(rules, "rules")
-    extra = validate_rules(extra_rules, "extra_rules")
+    extra = validate_rules(extra_rules, extra_source)
     base_places = ["built-in rules" if rules is None else f"rules[{index}]" for index in range(len(base))]
-    _reject_duplicates(base + extra, base_places + [f"extra_rules[{index}]" for index in range(len(extra))])
+    _reject_duplicates(base + extra, base_places + [f"{extra_source}[{index}]" for index in range(len(extra))])
     return apply_thresholds(base + extra, thresholds, threshold_source)
 
 
@@ -769,14 +770,25 @@ def _sort_key(key: str):
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
-def evaluate_rule(rule: Rule, facts: Any, host_budget: HostBudget | None = None) -> list[dict]:
+def evaluate_rule(rule: Rule, facts: Any, host_budget: HostBudget | None = None,
+                  per_element: bool = False) -> list[dict]:
     """Results of one rule: one result, or for ``each`` rules one per violating element
     (or one for the worst element when none violates). A rule that runs out of its budget,
-    or of what is left of the host's, is one ``error`` result naming the budget."""
+    or of what is left of the host's, is one ``error`` result naming the budget.
+
+    With ``per_element``, an ``each`` rule gives one result per element judged, violating or not (the
+    same verdicts), and every result has ``element``: ``{collection, key, value}`` (the object or list
+    ``each`` returned, the element's key or index, the element itself, as evaluated), or None for a result of
+    no element. The event source netstate.tcp.tcp_health reads from
+    it where a violation is (port, address, process) and when one ends."""
     meter = (host_budget or HostBudget()).meter()
     try:
         meter.check_clock()  # the host's time may be spent already
-        return _evaluate_rule(rule, facts, meter)
+        results = _evaluate_rule(rule, facts, meter, per_element)
+        if per_element:
+            for result in results:
+                result.setdefault("element", None)
+        return results
     except BudgetExceeded as exc:
         return [_result(rule, "error", None, None, f"evaluation {exc}")]
     except RecursionError:
@@ -788,7 +800,7 @@ def evaluate_rule(rule: Rule, facts: Any, host_budget: HostBudget | None = None)
         meter.close()
 
 
-def _evaluate_rule(rule: Rule, facts: Any, meter: Meter) -> list[dict]:
+def _evaluate_rule(rule: Rule, facts: Any, meter: Meter, per_element: bool = False) -> list[dict]:
     try:
         if "each" not in rule.compiled:
             return [_judge(rule, _search(rule.compiled["query"], facts, meter), _subject(rule, facts, None, meter))]
@@ -797,10 +809,10 @@ def _evaluate_rule(rule: Rule, facts: Any, meter: Meter) -> list[dict]:
             return [_result(rule, "no_data", None, None, "each returned null (fact missing)")]
         if isinstance(collection, dict):
             # objects: the key names the element; label is evaluated on the key
-            elements = [(element, _subject(rule, key, key, meter))
+            elements = [(element, _subject(rule, key, key, meter), key)
                         for key, element in sorted(collection.items(), key=lambda item: _sort_key(item[0]))]
         elif isinstance(collection, list):
-            elements = [(element, _subject(rule, element, f"#{index}", meter))
+            elements = [(element, _subject(rule, element, f"#{index}", meter), index)
                         for index, element in enumerate(collection)]
         else:
             return [_result(rule, "error", None, None,
@@ -808,9 +820,13 @@ def _evaluate_rule(rule: Rule, facts: Any, meter: Meter) -> list[dict]:
         if not elements:
             return [_result(rule, "ok", None, None, "nothing to check")]
         judged = [_judge(rule, _search(rule.compiled["query"], element, meter), subject)
-                  for element, subject in elements]
+                  for element, subject, _key in elements]
     except jmespath_exceptions.JMESPathError as exc:
         return [_result(rule, "error", None, None, _clip(" ".join(str(exc).split()), 1000))]
+    if per_element:
+        for result, (element, _subject_text, key) in zip(judged, elements):
+            result["element"] = {"collection": collection, "key": key, "value": element}
+        return judged
     bad = [result for result in judged if result["status"] in SEVERITIES + ("error",)]
     if bad:
         return bad
@@ -821,14 +837,14 @@ def _evaluate_rule(rule: Rule, facts: Any, meter: Meter) -> list[dict]:
     return [pick(measured, key=lambda result: result["value"])]
 
 
-def evaluate(rules: list[Rule], facts: Any, budget: Mapping | None = None) -> list[dict]:
+def evaluate(rules: list[Rule], facts: Any, budget: Mapping | None = None, per_element: bool = False) -> list[dict]:
     """Every rule's results, in rule order, against one host's ``ansible_facts.netstate``,
-    within ``budget`` (check_budget(); DEFAULT_BUDGET when None)."""
+    within ``budget`` (check_budget(); DEFAULT_BUDGET when None); ``per_element`` as evaluate_rule's."""
     data = plain(facts)
     host_budget = HostBudget(budget)
     results: list[dict] = []
     for rule in rules:
-        results.extend(evaluate_rule(rule, data, host_budget))
+        results.extend(evaluate_rule(rule, data, host_budget, per_element))
     return results
 
 

@@ -34,6 +34,8 @@ ALLOWED = {
     "plugins/action": CONTROLLER + ("ansible",),
     "plugins/filter": CONTROLLER + ("ansible",),
     "plugins/doc_fragments": (),
+    # run by ansible-rulebook, beside the controller: the engine and the rules, never Ansible
+    "extensions/eda/plugins/event_source": CONTROLLER,
     # parsers of the outputs and the oracles' own shared helpers, never the collection
     "tests/support": ("markdown_it", "prometheus_client", "tests.support"),
 }
@@ -93,6 +95,8 @@ def test_every_import_is_allowed_for_its_directory(directory):
     ("plugins/modules", "from ansible.plugins.action import ActionBase\n"),
     ("plugins/action", "from ansible_collections.netstate.tcp.plugins.module_utils import _peer_block\n"),
     ("tests/support", "from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine\n"),
+    ("extensions/eda/plugins/event_source", "from ansible.template import Templar\n"),
+    ("extensions/eda/plugins/event_source", "import yaml\n"),
 ])
 def test_a_forbidden_import_is_found(directory, source):
     require(bool(STDLIB), "needs Python 3.10+ (sys.stdlib_module_names)")

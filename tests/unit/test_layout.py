@@ -1,11 +1,13 @@
 # Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Tests are found by name: tests/unit mirrors plugins/.
+"""Tests are found by name: tests/unit mirrors plugins/ and extensions/.
 
 The unit tests of plugins/<directory>/<name>.py live in tests/unit/plugins/<directory>/test_<name>.py, a
 private module's leading underscore dropped (plugins/module_utils/_engine/_netlink.py is tested in
-tests/unit/plugins/module_utils/_engine/test_netlink.py). Every test file names an existing source, except
+tests/unit/plugins/module_utils/_engine/test_netlink.py); those of the event sources
+(extensions/eda/plugins/event_source/<name>.py) in tests/unit/extensions/eda/plugins/event_source/test_<name>.py.
+Every test file names an existing source, except
 the few that check the tree as a whole (ACROSS) and the roles' tests (tests/unit/roles). What tests share
 lives in modules that are not test files (_helpers.py, conftest.py): no test file imports another. Every
 directory of tests/unit is a package, so that test files of one name in two directories (modules/test_sysctl.py,
@@ -23,7 +25,9 @@ from tests.conftest import ROOT
 
 # the directories whose every Python file has unit tests of its own (doc fragments are only data)
 SOURCE_DIRECTORIES = ("plugins/action", "plugins/filter", "plugins/module_utils", "plugins/module_utils/_engine",
-                      "plugins/modules", "plugins/plugin_utils")
+                      "plugins/modules", "plugins/plugin_utils", "extensions/eda/plugins/event_source")
+# the trees tests/unit mirrors
+MIRRORED = ("tests/unit/plugins", "tests/unit/extensions")
 # test files that check the tree as a whole, not one source
 ACROSS = frozenset([
     "tests/unit/test_layers.py",        # who may import whom
@@ -35,7 +39,8 @@ ROLE_TESTS = "tests/unit/roles/"
 
 
 def expected_test_file(source):
-    """plugins/<directory>/_<name>.py or <name>.py -> tests/unit/plugins/<directory>/test_<name>.py"""
+    """plugins/<directory>/_<name>.py or <name>.py -> tests/unit/plugins/<directory>/test_<name>.py (and so for
+    extensions/)"""
     directory, name = os.path.split(source)
     return "/".join(["tests/unit", directory, "test_" + name.lstrip("_")])
 
@@ -63,13 +68,13 @@ def sources_without_tests(root):
 
 
 def orphan_test_files(root):
-    """Test files that are not tests/unit/plugins/<directory>/test_<name>.py of an existing source."""
+    """Test files that are not tests/unit/<plugins or extensions>/<directory>/test_<name>.py of an existing source."""
     orphans = []
     for path in unit_files(root):
         directory, name = path.rsplit("/", 1)
         if not name.startswith("test_") or path in ACROSS or path.startswith(ROLE_TESTS):
             continue
-        source_directory = directory[len("tests/unit/"):] if directory.startswith("tests/unit/plugins") else None
+        source_directory = directory[len("tests/unit/"):] if directory.startswith(MIRRORED) else None
         stem = name[len("test_"):]
         if source_directory is None or not any(os.path.isfile(os.path.join(root, source_directory, candidate))
                                                for candidate in (stem, "_" + stem)):
@@ -146,3 +151,10 @@ def test_the_checks_see_a_missing_test_an_orphan_and_an_import(tmp_path):
             "tests.unit.plugins.module_utils._engine.test_engine", "tests.unit.test_layers"]}
     (tmp_path / "tests/unit/plugins/module_utils/_engine/test_netlink.py").write_text("")
     assert sources_without_tests(str(tmp_path)) == []
+    (tmp_path / "extensions/eda/plugins/event_source/tcp_health.py").write_text("")
+    os.makedirs(str(tmp_path / "tests/unit/extensions/eda/plugins/event_source"))
+    (tmp_path / "tests/unit/extensions/eda/plugins/event_source/test_tcp_healht.py").write_text("")
+    assert sources_without_tests(str(tmp_path)) == ["extensions/eda/plugins/event_source/tcp_health.py"]
+    assert orphan_test_files(str(tmp_path)) == [
+        "tests/unit/extensions/eda/plugins/event_source/test_tcp_healht.py",
+        "tests/unit/plugins/module_utils/_engine/test_engine_parsers.py"]

@@ -145,23 +145,11 @@ def gather(gather_subset=None, top=10, sample_interval=0, namespace=None, backen
     """
     if warnings is None:
         warnings = []
-    gather_subset = resolve_subset(gather_subset)
-    top = check_count("top", top)
-    max_sockets = check_count("max_sockets", max_sockets)
-    sample_interval = check_seconds("sample_interval", sample_interval)
-    if backend not in BACKENDS:
-        raise GatherError("backend: %s is not one of %s" % (escape.bounded_repr(backend), ", ".join(BACKENDS)))
-    if walk_budget is not None:
-        walk_budget = check_count("walk_budget", walk_budget)
-    local_ports_limit = check_count("local_ports_limit", local_ports_limit)
-    if listeners_limit is not None:
-        listeners_limit = check_count("listeners_limit", listeners_limit)
-    spill_keys = check_int("spill_keys", spill_keys, 0)
-    check_namespace(namespace)
-    options = GatherOptions(
-        gather_subset=gather_subset, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
-        proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces),
-        local_ports_limit=local_ports_limit, listeners_limit=listeners_limit, spill_keys=spill_keys)
+    options = check_options(gather_subset=gather_subset, top=top, sample_interval=sample_interval,
+                            namespace=namespace, backend=backend, max_sockets=max_sockets, proc=proc,
+                            walk_budget=walk_budget, walk_all_namespaces=walk_all_namespaces,
+                            local_ports_limit=local_ports_limit, listeners_limit=listeners_limit,
+                            spill_keys=spill_keys)
     if namespace == "all":
         facts = _gather_here(options, procfs.own_namespace_label(proc, run_netns), warnings)
         facts["namespaces"] = []
@@ -177,6 +165,32 @@ def gather(gather_subset=None, top=10, sample_interval=0, namespace=None, backen
     if path is None:
         return _gather_here(options, procfs.own_namespace_label(proc, run_netns), warnings)
     return _gather_in(options, path, label, warnings)
+
+
+def check_options(gather_subset=None, top=10, sample_interval=0, namespace=None, backend="auto", max_sockets=1000,
+                  proc="/proc", walk_budget=None, walk_all_namespaces=False,
+                  local_ports_limit=DEFAULTS["local_ports_limit"], listeners_limit=DEFAULTS["listeners_limit"],
+                  spill_keys=SPILL_KEYS):
+    """gather()'s options checked, without reading anything: the GatherOptions, or GatherError naming the
+    option and the value. gather() calls it first; a caller that gathers again and again (the event source
+    netstate.tcp.tcp_health) calls it once before the first time."""
+    gather_subset = resolve_subset(gather_subset)
+    top = check_count("top", top)
+    max_sockets = check_count("max_sockets", max_sockets)
+    sample_interval = check_seconds("sample_interval", sample_interval)
+    if backend not in BACKENDS:
+        raise GatherError("backend: %s is not one of %s" % (escape.bounded_repr(backend), ", ".join(BACKENDS)))
+    if walk_budget is not None:
+        walk_budget = check_count("walk_budget", walk_budget)
+    local_ports_limit = check_count("local_ports_limit", local_ports_limit)
+    if listeners_limit is not None:
+        listeners_limit = check_count("listeners_limit", listeners_limit)
+    spill_keys = check_int("spill_keys", spill_keys, 0)
+    check_namespace(namespace)
+    return GatherOptions(
+        gather_subset=gather_subset, top=top, sample_interval=sample_interval, backend=backend, max_sockets=max_sockets,
+        proc=proc, walk_budget=walk_budget, walk_all_namespaces=bool(walk_all_namespaces),
+        local_ports_limit=local_ports_limit, listeners_limit=listeners_limit, spill_keys=spill_keys)
 
 
 class _Vanished(GatherError):

@@ -272,6 +272,32 @@ def test_close_wait_leak_fails_naming_the_port(facts):
     ]
 
 
+def test_per_element_gives_every_element_with_the_same_verdicts(facts):
+    """per_element (the event source's): one result per element, violating or not, each naming its element;
+    the violations are those evaluate() gives, and a rule without each names none."""
+    facts["tcp"]["local_ports"]["9000"] = {"total": 5001, "states": states(CLOSE_WAIT=5000, LISTEN=1)}
+    rules = health.build_rules()
+    data = health.plain(facts)
+    every = health.evaluate(rules, data, per_element=True)
+    close_wait = by_name(every, "close_wait_per_port")
+    assert [(r["subject"], r["value"], r["status"]) for r in close_wait] == [
+        ("port 22", 0, "ok"), ("port 8080", 1, "ok"), ("port 9000", 5000, "critical")]
+    assert [(r["element"]["key"], r["element"]["value"]) for r in close_wait] == [
+        (key, data["tcp"]["local_ports"][key]) for key in ("22", "8080", "9000")]
+    assert all(r["element"]["collection"] == data["tcp"]["local_ports"] for r in close_wait)
+    assert by_name(every, "syn_recv_total")[0]["element"] is None
+    plain = health.evaluate(rules, data)
+    assert "element" not in plain[0]
+    assert [{key: value for key, value in r.items() if key != "element"} for r in every if not r["ok"]] == [
+        r for r in plain if not r["ok"]]
+
+
+def test_extra_rules_are_named_as_the_caller_calls_them():
+    with pytest.raises(health.HealthRuleError) as raised:
+        health.build_rules(None, [rule(name="syn_recv_total")], extra_source="rules")
+    assert str(raised.value).startswith("rules[0]: rule 'syn_recv_total': field 'name': duplicate name")
+
+
 def test_full_accept_queue_is_critical_naming_listener_and_process(facts):
     facts["listeners"].append(listener(8443, 129, 128, process="java", pid=4242, address="::"))
     results = health.evaluate(health.build_rules(), facts)
