@@ -24,7 +24,8 @@ if [ "$level" = run ]; then
 else
 packages=(python3 python3-venv python3-pip iproute2 net-tools procps openssh-client libseccomp2 util-linux
           podman runc netavark aardvark-dns iptables debootstrap uidmap ca-certificates rsync time prometheus
-          nftables ipset netcat-openbsd python3-apt shellcheck chromium prometheus-node-exporter)
+          nftables ipset netcat-openbsd python3-apt shellcheck chromium prometheus-node-exporter
+          openjdk-17-jre-headless)
 fi
 # netcat-openbsd and python3-apt: the listen_ports_facts compatibility target starts nc servers and
 # uses ansible.builtin.package (apt, through the system python's apt bindings). shellcheck: ansible-test
@@ -32,6 +33,8 @@ fi
 # renders the HTML fleet pages in headless Chromium (screenshot, console, DOM). prometheus-node-exporter:
 # make bench times a tcpstat-only scrape beside the collector, starting its own exporter in the benchmark's
 # namespace; the service the package would start is stopped and disabled when this script installed it.
+# openjdk-17-jre-headless: ansible-rulebook (tests/integration/test_eda_tcp_health.py) runs its rule engine,
+# drools, on a Java runtime.
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -6,7 +6,9 @@
 Run inside a private network namespace (`ip netns exec NS python3 sockmix.py SPEC.json`).
 The spec (JSON) lists what to build; every address must be a loopback one. Prints one
 line `READY {...}` with the pid and what was built, then waits; closing stdin (or
-SIGTERM) ends it and the kernel tears everything down with the namespace.
+SIGTERM) ends it and the kernel tears everything down with the namespace. The line `close close_wait` on
+stdin closes the server ends left in CLOSE_WAIT (the application fixed: they go to LAST_ACK, then away)
+and answers `CLOSED {"close_wait": n}`; everything else stays.
 
 Spec keys, all optional:
   listeners:    [{"address": "127.0.0.1", "port": 8080, "backlog": 128}]
@@ -50,6 +52,7 @@ if __package__ in (None, ""):
 from tests.support.namespaces import setns  # noqa: E402
 
 HELD = []
+CLOSE_WAIT = []  # the server ends left in CLOSE_WAIT, also in HELD
 
 
 def family_of(address):
@@ -174,6 +177,7 @@ def build(spec):
             client.close()
             server.recv(1)
             HELD.append(server)  # never closed: CLOSE_WAIT; the client's orphan waits in FIN_WAIT2
+            CLOSE_WAIT.append(server)
             count += 1
     built["close_wait"] = count
 
@@ -243,8 +247,18 @@ def main():
     sys.stdout.flush()
     while True:
         ready, _w, _x = select.select([sys.stdin], [], [], 3600)
-        if ready and not sys.stdin.readline():
+        if not ready:
+            continue
+        line = sys.stdin.readline()
+        if not line:
             return
+        if line.strip() == "close close_wait":
+            for sock in CLOSE_WAIT:
+                sock.close()
+                HELD.remove(sock)
+            sys.stdout.write("CLOSED %s\n" % json.dumps({"close_wait": len(CLOSE_WAIT)}))
+            sys.stdout.flush()
+            del CLOSE_WAIT[:]
 
 
 if __name__ == "__main__":
