@@ -26,9 +26,9 @@ run: deps-run
 	@bash scripts/run_health_local.sh
 
 lint: deps
-	ruff check plugins tests benchmarks scripts
+	ruff check plugins tests benchmarks scripts extensions
 	pycodestyle --max-line-length 160 --ignore=E402,W503,W504,E741,E203,E701,E704 \
-		--exclude=.venv,__pycache__,output plugins tests benchmarks scripts
+		--exclude=.venv,__pycache__,output plugins tests benchmarks scripts extensions
 	ansible-lint --profile production
 
 units: deps
