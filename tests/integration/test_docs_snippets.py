@@ -61,6 +61,8 @@ ELSEWHERE = {
     "ci-service": ("runs in a CI service (GitLab, GitHub); its commands are those of the `run` blocks", []),
     "registry": ("builds or runs an execution environment image", ["tests/fleet/test_execution_environment.py"]),
     "checkout": ("a make target or script of the checkout, run by make test itself", ["Makefile"]),
+    "rulebook": ("runs in ansible-rulebook, a long-running process on a Java runtime",
+                 ["tests/integration/test_eda_tcp_health.py"]),
 }
 GROUPS = ("web", "proxies", "db")
 # the sockets each page's examples mention (tests/support/sockmix.py's spec) and named namespaces
