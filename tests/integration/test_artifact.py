@@ -86,7 +86,8 @@ def test_tarball_ships_the_collection_and_no_development_state(artifact):
     size = artifact["tarball"].stat().st_size
     print("artifact %s: %d bytes, %d entries" % (artifact["tarball"].name, size, len(names)))
     for wanted in ("LICENSE", "README.md", "meta/execution-environment.yml", "meta/ee-requirements.txt",
-                   "meta/ee-bindep.txt", "meta/runtime.yml", "playbooks/health.yml", "playbooks/gather.yml"):
+                   "meta/ee-bindep.txt", "meta/runtime.yml", "meta/extensions.yml", "playbooks/health.yml",
+                   "playbooks/gather.yml", "extensions/eda/plugins/event_source/tcp_health.py"):
         assert wanted in names, wanted
     for role in ROLES:
         assert "roles/%s/README.md" % role in names, role
@@ -118,6 +119,12 @@ def test_galaxy_importer_reports_no_error(artifact):
     documented = [entry for entry in contents if entry["content_type"] in ("module", "filter")]
     undocumented = sorted(entry["content_name"] for entry in documented if not entry["doc_strings"])
     assert documented and not undocumented, undocumented
+    # the event source, listed and documented from meta/extensions.yml as ansible.eda's are
+    [source] = [entry for entry in contents if entry["content_type"] == "eda/plugins/event_source"]
+    assert source["content_name"] == "tcp_health", source
+    assert sorted(option["name"] for option in source["doc_strings"]["doc"]["options"]) == [
+        "gather_args", "host", "interval", "namespace", "rules", "thresholds"], source["doc_strings"]
+    assert "netstate.tcp.tcp_health:" in source["doc_strings"]["examples"], source["doc_strings"]
     assert result["requires_ansible"] == ">=2.16.0"
 
 
