@@ -59,6 +59,23 @@ def _valid(option, value):
     return value is None or value == "" or isinstance(value, (list, str)) and not isinstance(value, bytes)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(GATHER_OPTIONS), HOSTILE_VALUE)
+def test_check_options_refuses_what_gather_refuses_and_reads_nothing(option, value):
+    """check_options() (the event source's check before its first poll) is gather()'s own check: the same
+    refusal, word for word, without /proc (here /nonexistent) being read."""
+    assume(value != "all")
+    options = {option: value, "proc": "/nonexistent/proc"}
+    try:
+        engine.check_options(**options)
+    except engine.GatherError as error:
+        with pytest.raises(engine.GatherError) as again:
+            engine.gather(run_netns="/nonexistent/netns", **options)
+        assert str(again.value) == str(error)
+        return
+    assert _valid(option, value), (option, value)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(GATHER_OPTIONS), HOSTILE_VALUE)
 def test_gather_refuses_hostile_options_by_name_before_reading_anything(option, value):
