@@ -34,7 +34,7 @@ from tests.support.ss_oracle import rows
 
 pytestmark = pytest.mark.netns
 
-INTERVAL = 2
+INTERVAL = 3
 PORT = 8080
 LEAKED = 5
 LIMIT = 3
