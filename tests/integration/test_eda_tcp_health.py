@@ -8,7 +8,8 @@ port and leaves connections in CLOSE_WAIT beyond the threshold a rulebook sets t
 rulebook (print_event) must print exactly one firing event within two intervals of the source's start,
 naming the port and the process as `ss -p` sees them, and, once the process closes those sockets (`ss`
 shows none left), exactly one resolved event within two intervals. A bad argument stops ansible-rulebook
-before the first poll with a message naming the argument and the value.
+before the first poll with a message naming the argument and the value. The source's EXAMPLES, as pasted,
+start polling.
 
 ansible-rulebook loads the source from the collection on ANSIBLE_COLLECTIONS_PATH (this tree's
 .build/collections), by `ansible-galaxy collection list`, and runs its drools rule engine on a Java runtime
@@ -24,12 +25,14 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
 
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
-from tests.conftest import COLLECTIONS, require
+from tests.conftest import COLLECTIONS, ROOT, require
+from tests.support import sandbox
 from tests.support.ss_oracle import rows
 
 pytestmark = pytest.mark.netns
@@ -53,22 +56,29 @@ def ansible_rulebook() -> str:
     return path
 
 
+def write_rulebook(directory, sources: list) -> None:
+    """rulebook.yml (these sources, every netstate event printed) and inventory.yml in directory."""
+    rulebook = [{"name": "netstate events", "hosts": "all", "sources": sources,
+                 "rules": [{"name": "print every netstate event", "condition": "event.netstate is defined",
+                            "action": {"print_event": {}}}]}]
+    (directory / "rulebook.yml").write_text(yaml.safe_dump(rulebook, sort_keys=False))
+    (directory / "inventory.yml").write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
+
+
+def rulebook_env() -> dict:
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
+                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+
 class Rulebook:
     """ansible-rulebook running one rulebook: its output lines as they come, with the time each arrived."""
 
     def __init__(self, tmp_path, source_args: dict):
-        rulebook = [{"name": "netstate events", "hosts": "all",
-                     "sources": [{"netstate.tcp.tcp_health": source_args}],
-                     "rules": [{"name": "print every netstate event", "condition": "event.netstate is defined",
-                                "action": {"print_event": {}}}]}]
-        (tmp_path / "rulebook.yml").write_text(yaml.safe_dump(rulebook, sort_keys=False))
-        (tmp_path / "inventory.yml").write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
-        env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS,
-                   PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+        write_rulebook(tmp_path, [{"netstate.tcp.tcp_health": source_args}])
         self.lines: list[tuple[float, str]] = []
         self.proc = subprocess.Popen([ansible_rulebook(), "-r", "rulebook.yml", "-i", "inventory.yml", "-v"],
-                                     cwd=str(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+                                     cwd=str(tmp_path), env=rulebook_env(), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -174,3 +184,28 @@ def test_a_bad_argument_stops_the_rulebook_naming_it(netns, tmp_path, args, mess
     assert rulebook.proc.returncode != 0, output[-4000:]
     assert message in output, output[-4000:]
     assert STARTED not in output and rulebook.events() == [], output[-4000:]
+
+
+def examples() -> list:
+    """The source's EXAMPLES, read as ansible-doc reads them: rulebook source entries."""
+    path = Path(ROOT) / "extensions/eda/plugins/event_source/tcp_health.py"
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "EXAMPLES":
+            return yaml.safe_load(node.value.value)
+    raise AssertionError("tcp_health.py has no EXAMPLES")
+
+
+def test_the_examples_start_as_pasted(netns, tmp_path):
+    """Every EXAMPLES entry, unchanged, as the sources of one rulebook: each passes its checks and starts
+    polling (the namespace blue exists in the sandbox's private /run/netns)."""
+    command = [ansible_rulebook(), "-r", "rulebook.yml", "-i", "inventory.yml", "-v"]
+    require(os.path.exists("/usr/bin/unshare"), "needs util-linux (unshare)")
+    entries = examples()
+    assert len(entries) == 2 and all(list(entry) == ["name", "netstate.tcp.tcp_health"] for entry in entries)
+    write_rulebook(tmp_path, entries)
+    status, output = sandbox.run(netns.name, tmp_path, ["timeout", "-s", "INT", "10"] + command, rulebook_env(),
+                                 namespaces=["blue"], timeout=60)
+    assert output.count(STARTED) == 2, output[-6000:]
+    assert "watching web1 (namespace blue) every 5 s with 11 rules" in output, output[-6000:]
+    assert "Source error" not in output and "Traceback" not in output, output[-6000:]
+    assert status == 124, output[-6000:]  # stopped by timeout, not by an error
