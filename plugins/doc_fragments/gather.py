@@ -57,6 +57,8 @@ options:
       - V(sockets) adds the raw socket list RV(ansible_facts.netstate.sockets), at most O(max_sockets) entries.
       - V(routes) adds RV(ansible_facts.netstate.routes), every route of every routing table (rtnetlink).
       - V(multicast) adds RV(ansible_facts.netstate.multicast), the multicast groups joined per interface.
+      - V(units) adds RV(ansible_facts.netstate.units), the TCP sockets of each systemd unit by state, from the
+        kernel's cgroup id of each socket (or the process walk where the kernel gives none).
       - V(all) is every subset; V(default) is V(states), V(ports), V(peers), V(listeners), V(counters) and V(timers);
         V(min) is V(states). Prefix a name with V(!) to leave it out; a list of exclusions only starts from V(default).
     type: list

@@ -26,7 +26,7 @@ CONNECTION_STATES = tuple(state for state in TCP_STATES if state != "LISTEN")
 
 # gather_subset: the subsets, and the names that stand for several of them (like setup's).
 SUBSETS = ("states", "ports", "peers", "listeners", "counters", "timers", "processes", "sockets", "routes",
-           "multicast")
+           "multicast", "units")
 DEFAULT_SUBSET = ("states", "ports", "peers", "listeners", "counters", "timers")
 SUBSET_GROUPS = {"all": SUBSETS, "default": DEFAULT_SUBSET, "min": ("states",)}
 

@@ -15,6 +15,7 @@ import os
 import resource
 import time
 
+from . import _cgroup as cgroup
 from . import _procfs as procfs
 from ._aggregate import states_from
 
@@ -365,6 +366,7 @@ def listener_rows(tcp, udp, options, full_walk, warnings, dump_seconds):
                               all_namespaces=options.walk_all_namespaces)
     walk_ms = round((time.monotonic() - started) * 1000, 1)
     infos = {}
+    units = {}
     missing = 0
     result = []
     for item in sorted(rows, key=lambda r: (r["protocol"], r["port"], r["family"], r["address"])):
@@ -373,6 +375,7 @@ def listener_rows(tcp, udp, options, full_walk, warnings, dump_seconds):
         if pid is not None:
             if pid not in infos:
                 infos[pid] = procfs.process_info(pid, proc)
+                units[pid] = cgroup.process_unit(pid, proc) if infos[pid] else None
             info = infos[pid]
         if info is None:
             missing += 1
@@ -386,6 +389,7 @@ def listener_rows(tcp, udp, options, full_walk, warnings, dump_seconds):
             "process": info["process"] if info else None,
             "user": info["user"] if info else procfs.user_name(item["uid"]),
             "stime": info["stime"] if info else None,
+            "unit": units[pid] if info else None,
             "connections": tcp.established_on(item["port"]) if item["protocol"] == "tcp" else None,
             "inode": item["inode"],
         })

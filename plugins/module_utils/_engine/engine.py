@@ -20,6 +20,7 @@ import os
 import socket
 import time
 
+from . import _cgroup as cgroup
 from . import _escape as escape
 from . import _listeners as listener_walk
 from . import _netlink as netlink
@@ -35,14 +36,18 @@ from ._options import GatherError, check_count, check_int, check_namespace, chec
 
 # ---------------------------------------------------------------- backends
 
-def _netlink_gather(tcp, udp):
+def _netlink_gather(tcp, udp, units=None):
     """The TCP listener, TCP connection and UDP dumps of both families, one after the other: listeners
-    first, as counting connections needs their ports."""
+    first, as counting connections needs their ports. units (a cgroup.UnitCounter, subset units) counts
+    the TCP replies after the aggregation has."""
+    consume_listeners, consume_connections = tcp.consume_listeners, tcp.consume_netlink
+    if units is not None:
+        consume_listeners, consume_connections = units.wrap(consume_listeners), units.wrap(consume_connections)
     for family, _label in FAMILIES:
-        netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, tcp.consume_listeners)
+        netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, consume_listeners)
     tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
     for family, _label in FAMILIES:
-        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, tcp.consume_netlink)
+        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, consume_connections)
     for family, _label in FAMILIES:
         netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink)
 
@@ -99,23 +104,30 @@ def netlink_attempts(backend, warnings, attempt):
                       "retry or use backend=proc" % (DUMP_ATTEMPTS, last))
 
 
-def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings, spill_keys=SPILL_KEYS):
-    """Run the dumps (retrying an interrupted one) and return (backend_used, tcp, udp)."""
+def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings, spill_keys=SPILL_KEYS, want_units=False):
+    """Run the dumps (retrying an interrupted one) and return (backend_used, tcp, udp, units): units a
+    cgroup.UnitCounter when want_units, else None."""
     port_range = procfs.read_port_range(proc)
 
     def attempt():
         tcp = TcpAggregate(port_range, top_sockets, want_inodes, spill_keys)
         udp = UdpAggregate(top_sockets)
-        _netlink_gather(tcp, udp)
-        return tcp, udp
+        units = cgroup.UnitCounter(proc) if want_units else None
+        _netlink_gather(tcp, udp, units)
+        return tcp, udp, units
 
     read = netlink_attempts(backend, warnings, attempt)
     if read is not None:
         return ("netlink",) + read
-    tcp = TcpAggregate(port_range, top_sockets, want_inodes, spill_keys)
+    # /proc/net has no cgroup ids: the units of the sockets' processes (their inodes kept for the walk)
+    tcp = TcpAggregate(port_range, top_sockets, want_inodes or want_units, spill_keys)
     udp = UdpAggregate(top_sockets)
     _proc_gather(tcp, udp, proc)
-    return "proc", tcp, udp
+    units = None
+    if want_units:
+        units = cgroup.UnitCounter(proc)
+        units.add_inode_states(tcp.inode_states)
+    return "proc", tcp, udp, units
 
 
 # ---------------------------------------------------------------- entry point
@@ -204,9 +216,9 @@ def _gather_here(options, label, warnings):
         counters_before = _read_counters(proc)
         sample_started = time.time()
     dump_started = time.monotonic()
-    backend_used, tcp, udp = _collect_sockets(
+    backend_used, tcp, udp, units = _collect_sockets(
         options.backend, options.max_sockets if "sockets" in want else 0, "processes" in want, proc, warnings,
-        options.spill_keys)
+        options.spill_keys, "units" in want)
     dump_seconds = time.monotonic() - dump_started
     facts = {
         "backend": backend_used,
@@ -230,6 +242,7 @@ def _gather_here(options, label, warnings):
         facts["tcp"]["timers"] = tcp.timer_counts()
         facts["tcp"]["queues"] = tcp.queues(top)
         facts["tcp"]["retransmitting"] = tcp.retransmitting(top)
+    inode_pids = None
     if "listeners" in want or "processes" in want:
         listeners, account, inode_pids, rest = listener_walk.listener_rows(
             tcp, udp, options, "processes" in want, warnings, dump_seconds)
@@ -241,6 +254,8 @@ def _gather_here(options, label, warnings):
             facts["listener_walk"] = account
         if "processes" in want:
             facts["processes"] = listener_walk.processes(tcp, inode_pids, proc)
+    if "units" in want:
+        facts["units"] = units.units(lambda inodes: _owners(inodes, inode_pids, options), warnings)
     if "counters" in want:
         if counters_before is not None:
             remaining = sample_interval - (time.time() - sample_started)
@@ -263,6 +278,15 @@ def _gather_here(options, label, warnings):
         facts["sockets_truncated"] = tcp.sockets_seen + len(udp.sockets) > options.max_sockets
     facts["duration_ms"] = round((time.time() - started) * 1000, 1)
     return facts
+
+
+def _owners(inodes, inode_pids, options):
+    """inode -> pid (the lowest holding it) for the sockets the units fall back to the process walk for: from the
+    walk of subset processes when it ran, else a walk of its own."""
+    if inode_pids is not None:
+        return {inode: min(inode_pids[inode]) for inode in inodes if inode_pids.get(inode)}
+    return listener_walk.map_socket_inodes(inodes, proc=options.proc, budget=options.walk_budget,
+                                           all_namespaces=options.walk_all_namespaces).owners
 
 
 def _read_counters(proc):
