@@ -150,13 +150,18 @@ class ActionModule(ActionBase):
             if gathered.get("failed") or gathered.get("unreachable"):
                 return None, gathered
             facts = (gathered.get("ansible_facts") or {}).get("netstate")
-        if listeners is None and (rule.remediation or {}).get("kind") == "restart_unit":
-            gathered = self._module(LISTENER_MODULE, {}, task_vars)
-            if gathered.get("failed") or gathered.get("unreachable"):
-                return None, gathered
-            listeners = (gathered.get("ansible_facts") or {}).get("tcp_listen") or []
         if facts is None:
             raise AnsibleActionFail(f"{FACTS_MODULE} returned no ansible_facts.netstate")
+        if listeners is None and (rule.remediation or {}).get("kind") == "restart_unit":
+            # the facts' listeners carry their unit; listener_facts lists every one (listeners_limit keeps the
+            # fullest accept queues only), so it is asked when the port's listener is not among them
+            listeners = [item for item in facts.get("listeners") or []
+                         if isinstance(item, dict) and item.get("protocol") == "tcp" and "unit" in item]
+            if inputs.port is None or not any(item.get("port") == inputs.port for item in listeners):
+                gathered = self._module(LISTENER_MODULE, {}, task_vars)
+                if gathered.get("failed") or gathered.get("unreachable"):
+                    return None, gathered
+                listeners = listeners + ((gathered.get("ansible_facts") or {}).get("tcp_listen") or [])
         return facts, listeners or []
 
     def _module(self, name, module_args, task_vars):

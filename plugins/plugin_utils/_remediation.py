@@ -377,7 +377,8 @@ def now_text(now: float) -> str:
 def audit_record(inputs: Inputs, rule: health.Rule, item: Evidence, host: str, check_mode: bool, now: float,
                  decision: str, guard: str | None, reason: str) -> dict:
     """One audit line (docs/remediation.md "Audit trail"); result and evidence_after are filled after the proof."""
-    action = action_of(rule, item)
+    # a resolved symptom has nothing done about it; any other record names what the remediation is (or would be)
+    action = {"kind": "none", "target": None} if decision == "resolved" else action_of(rule, item)
     return {
         "time": now_text(now), "host": host, "rule": rule.name, "subject": item.subject, "port": item.port,
         "source": inputs.source, "mode": inputs.mode, "check_mode": bool(check_mode),
