@@ -24,6 +24,7 @@ __metaclass__ = type
 import os
 import time
 
+from ._engine import _cgroup as cgroup
 from ._engine import _listeners as listener_walk
 from ._engine import _options as options
 from ._engine import _procfs as procfs
@@ -61,7 +62,7 @@ def _row(item, include_non_listening):
         "address": item["address"], "port": item["port"], "protocol": item["protocol"],
         "pid": item["pid"], "name": item["process"], "user": item["user"], "stime": lstart(item["stime"]),
         "family": item["family"], "backlog": item["backlog"], "queue": item["queue"],
-        "connections": item["connections"],
+        "connections": item["connections"], "unit": item["unit"],
     }
     if include_non_listening:
         row["state"] = "LISTEN" if item["protocol"] == "tcp" else "UNCONN"
@@ -102,6 +103,7 @@ def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk
     found = _owners(wanted, proc, namespace, {"budget": walk_budget, "all_namespaces": walk_all_namespaces})
     owners, denied = found.owners, found.denied
     infos = {}
+    units = {}
     missing = 0
     rows = []
     for sock in sockets:
@@ -110,6 +112,7 @@ def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk
         if pid is not None:
             if pid not in infos:
                 infos[pid] = procfs.process_info(pid, proc)
+                units[pid] = cgroup.process_unit(pid, proc) if infos[pid] else None
             info = infos[pid]
         if info is None and sock["inode"]:
             missing += 1
@@ -124,7 +127,7 @@ def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk
             "address": sock["local_address"], "port": sock["local_port"], "protocol": sock["protocol"],
             "pid": info["pid"] if info else None, "name": info["process"] if info else None, "user": user,
             "stime": lstart(info["stime"]) if info else None, "family": sock["family"],
-            "backlog": None, "queue": None, "connections": None,
+            "backlog": None, "queue": None, "connections": None, "unit": units[pid] if info else None,
             "state": sock["state"], "foreign_address": foreign_address(sock["remote_address"], sock["remote_port"]),
         })
     if (found.fd_limited or found.unlisted) and missing:
@@ -151,7 +154,7 @@ def listen_ports_facts(facts, include_non_listening=False, proc="/proc", warning
 
     Keys of community.general.listen_ports_facts (address, port, protocol, pid, name, user,
     stime, and with include_non_listening state and foreign_address) plus family, backlog,
-    queue and connections. Each list is sorted by port, a port's listeners first.
+    queue, connections and unit. Each list is sorted by port, a port's listeners first.
     namespace, walk_budget and walk_all_namespaces are gather()'s: the processes holding the
     non-listening sockets are looked for as the engine looks for the listeners' (inside the
     namespace, within the same budget).

@@ -67,6 +67,15 @@ EXAMPLES = r"""
   netstate.tcp.connection_facts:
     gather_subset: [default, routes, multicast]
 
+- name: Count the TCP sockets of each systemd unit by state
+  netstate.tcp.connection_facts:
+    gather_subset: [default, units]
+
+- name: Show the units with connections in CLOSE_WAIT
+  ansible.builtin.debug:
+    msg: "{{ ansible_facts.netstate.units | dict2items | selectattr('value.CLOSE_WAIT')
+             | map(attribute='key') | list }}"
+
 - name: Peers the host keeps retransmitting to
   ansible.builtin.debug:
     var: ansible_facts.netstate.tcp.retransmitting
@@ -250,12 +259,16 @@ ansible_facts:
               bytes that are not UTF-8 are written as C(\xNN) and a backslash as C(\\), so two names that
               differ as bytes never read the same.
             - C(connections) counts ESTABLISHED sockets on the listener's port (null for UDP).
+            - C(unit) is the systemd unit the process runs in, as C(systemctl status PID) names it, from
+              C(/proc/PID/cgroup) (the C(name=systemd) line where cgroup v1 is mounted, else the cgroup v2 line);
+              where the cgroup path names no unit, the path itself (V(/) inside a container with its own cgroup
+              namespace); null where the process is unknown. Escaped as C(process) is.
           returned: when O(gather_subset) includes V(listeners)
           type: list
           elements: dict
           sample: [{protocol: tcp, family: ipv4, address: 0.0.0.0, port: 8080, backlog: 128, queue: 0,
                     saturation: 0.0, pid: 1234, process: nginx, user: www-data, stime: "2026-11-26T03:58:31",
-                    connections: 57}]
+                    unit: nginx.service, connections: 57}]
         listeners_rest:
           description:
             - The listeners RV(ansible_facts.netstate.listeners) leaves out (more than O(listeners_limit)), summed -
@@ -302,6 +315,22 @@ ansible_facts:
           returned: when O(gather_subset) includes V(processes)
           type: dict
           sample: {nginx: {count: 5, pids: [100, 101], connections: {total: 57, states: {ESTABLISHED: 57}}}}
+        units:
+          description:
+            - "TCP sockets (LISTEN included) by the systemd unit that owns them and state, C({UNIT: {STATE: count}}),
+              every state zero-filled; units named as in RV(ansible_facts.netstate.listeners), a cgroup path where
+              none is named."
+            - The owner is the cgroup the socket was created in, which the kernel puts in each sock_diag reply
+              (C(INET_DIAG_CGROUP_ID), kernel 5.7 and later; C(ss --cgroup) shows it), named by finding that id among
+              the directories of the cgroup v2 mount (at most 20,000 read). An accepted connection belongs to its
+              listener's cgroup.
+            - Where the kernel gives no cgroup id (an older kernel, the proc backend) or no cgroup v2 file system is
+              mounted, the unit of the process holding the socket (the walk of C(/proc/PID/fd)) instead, with a
+              warning; sockets neither way names are left out with a warning, and V({}) when none is named.
+            - TIME_WAIT and request (SYN_RECV) sockets belong to no process nor cgroup and are not counted.
+          returned: when O(gather_subset) includes V(units)
+          type: dict
+          sample: {nginx.service: {ESTABLISHED: 57, LISTEN: 2, CLOSE_WAIT: 1}, /: {ESTABLISHED: 1}}
         sockets:
           description:
             - Raw sockets, TCP then UDP, each C({protocol, family, state, local_address, local_port,

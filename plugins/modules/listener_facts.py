@@ -15,7 +15,7 @@ version_added: 0.1.0
 description:
   - Sets RV(ansible_facts.tcp_listen) and RV(ansible_facts.udp_listen) with the keys of
     M(community.general.listen_ports_facts), so a play switches by changing one module name, plus C(family),
-    C(backlog), C(queue) and C(connections).
+    C(backlog), C(queue), C(connections) and C(unit), the systemd unit the process runs in.
   - Reads the socket table through netlink sock_diag (C(/proc/net) as fallback) and finds each listener's process
     through C(/proc/PID/fd); it runs no command and forks no C(ps).
   - Run as an unprivileged user, listeners whose process is unreadable have null C(pid), C(name) and C(stime)
@@ -76,6 +76,13 @@ EXAMPLES = r"""
   netstate.tcp.listener_facts:
     command: netstat          # accepted and ignored: nothing is run
     include_non_listening: true
+
+- name: The systemd unit behind each listening port
+  ansible.builtin.debug:
+    msg: "{{ item.port }}: {{ item.unit }}"
+  loop: "{{ ansible_facts.tcp_listen }}"
+  loop_control:
+    label: "{{ item.port }}"
 
 - name: Connections stuck in CLOSE_WAIT, by process
   ansible.builtin.debug:
@@ -162,6 +169,19 @@ ansible_facts:
           returned: always
           type: int
           sample: 3
+        unit:
+          description:
+            - "The systemd unit the process runs in, as C(systemctl status PID) and C(ps -o unit= PID) name it, read
+              from C(/proc/PID/cgroup) (its C(name=systemd) line where cgroup v1 is mounted, else its cgroup v2
+              C(0::) line): the first component after the slices when it is a unit name (C(nginx.service),
+              C(session-4.scope), C(docker-3f2a.scope))."
+            - Where the path names no unit, the cgroup path itself (V(/) at the root or inside a container with its
+              own cgroup namespace, C(/docker/ID) under cgroupfs); null where the process is unknown.
+            - Named by whoever can create a cgroup; bytes that are not UTF-8 are written as C(\xNN) and a
+              backslash as C(\\), as in C(name).
+          returned: always
+          type: str
+          sample: sshd.service
         state:
           description:
             - The socket's state, as C(netstat) and M(community.general.listen_ports_facts) spell it.
@@ -188,7 +208,8 @@ ansible_facts:
       type: list
       elements: dict
       sample: [{address: 0.0.0.0, port: 53, protocol: udp, family: ipv4, pid: 500, name: dnsmasq,
-                user: dnsmasq, stime: "Thu Nov 26 03:58:31 2026", backlog: null, queue: null, connections: null}]
+                user: dnsmasq, stime: "Thu Nov 26 03:58:31 2026", backlog: null, queue: null, connections: null,
+                unit: dnsmasq.service}]
 """
 
 from ansible.module_utils.basic import AnsibleModule

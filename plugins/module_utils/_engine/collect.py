@@ -50,7 +50,7 @@ from .engine import GatherError, gather
 
 FORMATS = ("json", "prometheus", "zabbix-discovery")
 PROTOCOLS = ("tcp", "udp", "all")
-LLD_KEYS = ("{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}")
+LLD_KEYS = ("{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}", "{#UNIT}")
 
 _METRIC_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 _ACRONYM_PLURAL = re.compile(r"([A-Z]{2,})s(?=[A-Z]|$)")
@@ -370,7 +370,9 @@ def _add_document(out: _Exposition, facts: dict, extra: dict) -> None:
     for listener in facts.get("listeners") or []:
         if listener.get("protocol") != "tcp":
             continue
-        where = _labels(extra, address=listener.get("address"), port=listener.get("port"))
+        # unit "" where the process is unknown: the series keeps its name when the walk misses it once
+        where = _labels(extra, address=listener.get("address"), port=listener.get("port"),
+                        unit=listener.get("unit") or "")
         out.add("netstate_tcp_listen_queue", "gauge",
                 "Accept queue of a TCP listener now (ss Recv-Q).", listener.get("queue"), where)
         out.add("netstate_tcp_listen_backlog", "gauge",
@@ -404,6 +406,10 @@ def _add_document(out: _Exposition, facts: dict, extra: dict) -> None:
     for name, entry in sorted((facts.get("processes") or {}).items()):
         _add_states(out, "netstate_process_connections", "TCP sockets by process name and state.",
                     (entry.get("connections") or {}).get("states"), _labels(extra, process=name))
+    for unit, states in sorted((facts.get("units") or {}).items()):
+        _add_states(out, "netstate_unit_connections",
+                    "TCP sockets (LISTEN included) by the systemd unit (or cgroup path) owning them and state.",
+                    states, _labels(extra, unit=unit))
 
 
 def render_prometheus(facts: dict) -> str:
@@ -431,13 +437,15 @@ def render_zabbix_discovery(facts: dict, protocol: str = "tcp") -> str:
         if protocol != "all" and listener.get("protocol") != protocol:
             continue
         key = (listener.get("protocol"), int(listener.get("port")))
-        row = rows.setdefault(key, {"addresses": [], "families": [], "process": None})
+        row = rows.setdefault(key, {"addresses": [], "families": [], "process": None, "unit": None})
         if listener.get("address") not in row["addresses"]:
             row["addresses"].append(listener.get("address"))
         if listener.get("family") not in row["families"]:
             row["families"].append(listener.get("family"))
         if row["process"] is None and listener.get("process"):
             row["process"] = listener.get("process")
+        if row["unit"] is None and listener.get("unit"):
+            row["unit"] = listener.get("unit")
     data = []
     for (proto, port), row in sorted(rows.items()):
         data.append({
@@ -447,6 +455,7 @@ def render_zabbix_discovery(facts: dict, protocol: str = "tcp") -> str:
             "{#ADDRESSES}": escape.json_text(",".join(escape.text(address) for address in row["addresses"])),
             "{#FAMILY}": escape.json_text(",".join(escape.text(family) for family in row["families"])),
             "{#PROCESS}": escape.json_text(row["process"] or ""),
+            "{#UNIT}": escape.json_text(row["unit"] or ""),
         })
     return json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n"
 

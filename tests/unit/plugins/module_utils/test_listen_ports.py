@@ -24,7 +24,8 @@ def listener(protocol, family, address, port, pid=None):
     return {"protocol": protocol, "family": family, "address": address, "port": port,
             "backlog": 128 if protocol == "tcp" else None, "queue": 0 if protocol == "tcp" else None,
             "saturation": 0.0, "pid": pid, "process": "srv" if pid else None, "user": "root",
-            "stime": "2026-11-26T03:58:31" if pid else None, "connections": 1 if protocol == "tcp" else None}
+            "stime": "2026-11-26T03:58:31" if pid else None, "connections": 1 if protocol == "tcp" else None,
+            "unit": "srv.service" if pid else None}
 
 
 def sock(protocol, state, local, lport, remote, rport, inode=0, family="ipv4"):
@@ -66,6 +67,7 @@ def test_default_is_listeners_only_without_state():
         assert "state" not in row and "foreign_address" not in row
     assert result["tcp_listen"][0]["stime"] == "Thu Nov 26 03:58:31 2026"
     assert result["tcp_listen"][0]["name"] == "srv" and result["tcp_listen"][0]["backlog"] == 128
+    assert result["tcp_listen"][0]["unit"] == "srv.service"  # the engine's, as it is
 
 
 def test_include_non_listening_adds_every_socket_once(tmp_path):
@@ -80,7 +82,8 @@ def test_include_non_listening_adds_every_socket_once(tmp_path):
     assert udp == [("UNCONN", "0.0.0.0", 53, "0.0.0.0:*"), ("ESTAB", "127.0.0.1", 40002, "127.0.0.1:53")]
     time_wait = result["tcp_listen"][1]
     # Nobody holds a TIME_WAIT socket: no pid, no user, no listener fields.
-    assert [time_wait[k] for k in ("pid", "name", "user", "stime", "backlog", "queue", "connections")] == [None] * 7
+    assert [time_wait[k] for k in ("pid", "name", "user", "stime", "backlog", "queue", "connections", "unit")] == [
+        None] * 8
     assert result["tcp_listen"][0]["pid"] == 10 and result["tcp_listen"][0]["backlog"] == 128
     assert warnings == []
 

@@ -45,8 +45,8 @@ def listener(protocol, family, address, port, backlog=None, queue=None, process=
         "protocol": protocol, "family": family, "address": address, "port": port,
         "backlog": backlog, "queue": queue,
         "saturation": None if not backlog else round(queue / backlog, 4),
-        "pid": 42, "process": process, "user": "www-data", "stime": "2026-01-01T00:00:00",
-        "connections": 0,
+        "pid": 42 if process else None, "process": process, "user": "www-data", "stime": "2026-01-01T00:00:00",
+        "unit": process + ".service" if process else None, "connections": 0,
     }
 
 
@@ -147,11 +147,23 @@ def test_prometheus_listeners_reuseport_adds_up_and_udp_left_out(facts):
     families = parse(collect.render(facts, "prometheus"))
     queue = samples(families["netstate_tcp_listen_queue"])
     backlog = samples(families["netstate_tcp_listen_backlog"])
-    assert queue[(("address", "0.0.0.0"), ("port", "8080"))] == 7
-    assert backlog[(("address", "0.0.0.0"), ("port", "8080"))] == 1022
-    assert backlog[(("address", "::"), ("port", "22"))] == 128
+    assert queue[(("address", "0.0.0.0"), ("port", "8080"), ("unit", "nginx.service"))] == 7
+    assert backlog[(("address", "0.0.0.0"), ("port", "8080"), ("unit", "nginx.service"))] == 1022
+    assert backlog[(("address", "::"), ("port", "22"), ("unit", "sshd.service"))] == 128
+    assert backlog[(("address", "127.0.0.1"), ("port", "443"), ("unit", ""))] == 0  # no process: unit ""
     assert not any(dict(key)["port"] == "53" for key in queue)
     assert len(queue) == 4
+
+
+def test_prometheus_units_zero_filled_per_unit_and_state(facts):
+    assert "netstate_unit_connections" not in parse(collect.render(facts, "prometheus"))  # no subset units
+    facts["units"] = {"nginx.service": states(ESTABLISHED=6, LISTEN=2), "/": states(CLOSE_WAIT=1)}
+    got = samples(parse(collect.render(facts, "prometheus"))["netstate_unit_connections"])
+    assert len(got) == 2 * len(STATES)
+    assert got[(("state", "ESTABLISHED"), ("unit", "nginx.service"))] == 6
+    assert got[(("state", "LISTEN"), ("unit", "nginx.service"))] == 2
+    assert got[(("state", "CLOSE_WAIT"), ("unit", "/"))] == 1
+    assert got[(("state", "TIME_WAIT"), ("unit", "/"))] == 0
 
 
 def test_prometheus_listeners_beyond_the_limit(facts):
@@ -236,8 +248,8 @@ def test_zabbix_discovery_one_row_per_port(facts):
     assert [row["{#PORT}"] for row in rows] == ["22", "443", "8080"]
     ssh = rows[0]
     assert ssh == {"{#PROTOCOL}": "tcp", "{#PORT}": "22", "{#ADDRESS}": "0.0.0.0", "{#ADDRESSES}": "0.0.0.0,::",
-                   "{#FAMILY}": "ipv4,ipv6", "{#PROCESS}": "sshd"}
-    assert rows[1]["{#PROCESS}"] == ""
+                   "{#FAMILY}": "ipv4,ipv6", "{#PROCESS}": "sshd", "{#UNIT}": "sshd.service"}
+    assert rows[1]["{#PROCESS}"] == "" and rows[1]["{#UNIT}"] == ""
 
 
 @pytest.mark.parametrize("protocol, ports", [("udp", [("udp", "53")]),
@@ -420,8 +432,8 @@ def test_write_atomically_failure_leaves_target_and_no_temporary(tmp_path):
 
 def _rows():
     row = {"{#PROTOCOL}": "tcp", "{#PORT}": "22", "{#ADDRESS}": "0.0.0.0", "{#ADDRESSES}": "0.0.0.0",
-           "{#FAMILY}": "ipv4", "{#PROCESS}": "sshd"}
-    return [row, dict(row, **{"{#PROTOCOL}": "udp", "{#PORT}": "53", "{#PROCESS}": "dnsmasq"})]
+           "{#FAMILY}": "ipv4", "{#PROCESS}": "sshd", "{#UNIT}": "ssh.service"}
+    return [row, dict(row, **{"{#PROTOCOL}": "udp", "{#PORT}": "53", "{#PROCESS}": "dnsmasq", "{#UNIT}": "/"})]
 
 
 def test_discovery_file_fresh_rows_filtered_by_protocol(tmp_path):

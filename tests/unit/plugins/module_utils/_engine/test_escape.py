@@ -84,7 +84,8 @@ def test_xml_without_escaping_is_not_well_formed():
 
 def hostile_facts(name):
     listener = {"protocol": "tcp", "family": "ipv4", "address": "127.0.0.1", "port": 9000, "backlog": 2, "queue": 3,
-                "saturation": 1.5, "pid": 42, "process": name, "user": name, "stime": None, "connections": 0}
+                "saturation": 1.5, "pid": 42, "process": name, "user": name, "stime": None, "unit": name,
+                "connections": 0}
     udp = dict(listener, protocol="udp", port=5353, backlog=None, queue=None, saturation=None)
     return {
         "backend": "netlink", "namespace": "host", "kernel": "6.1.0", "duration_ms": 1.0,
@@ -92,6 +93,7 @@ def hostile_facts(name):
         "udp": {"total": 1},
         "listeners": [listener, udp],
         "processes": {name: {"count": 1, "pids": [42], "connections": {"total": 1, "states": {"LISTEN": 1}}}},
+        "units": {name: {"LISTEN": 1}},
         "counters": {"sysctl": {name: 1}},
         "namespaces": [{"namespace": name, "tcp": {"total": 0, "states": {}}}],
     }
@@ -105,6 +107,9 @@ def test_prometheus_label_values_read_back(name):
     assert processes and set(processes) == {expected}
     assert [sample.labels["address"] for sample in families["netstate_tcp_peer_connections"].samples] == [expected]
     assert [sample.labels["name"] for sample in families["netstate_sysctl"].samples] == [expected]
+    # a unit name (a cgroup anyone with a delegated subtree may name) as a label of listeners and units
+    assert {sample.labels["unit"] for sample in families["netstate_tcp_listen_queue"].samples} == {expected}
+    assert {sample.labels["unit"] for sample in families["netstate_unit_connections"].samples} == {expected}
     namespaces = {sample.labels.get("namespace") for sample in families["netstate_tcp_connections"].samples}
     assert namespaces == {None, expected}
 
@@ -130,8 +135,11 @@ def test_zabbix_discovery_is_valid_json_with_intact_macros(name, protocol):
     # the name shown as visible() shows it, its own backslashes doubled; and read back whole
     assert {row["{#PROCESS}"] for row in rows} == {escape.visible(name.replace("\\", "\\\\"))}
     assert {read_macro(row["{#PROCESS}"]) for row in rows} == {name}
+    assert {row["{#UNIT}"] for row in rows} == {escape.visible(name.replace("\\", "\\\\"))}
+    assert {read_macro(row["{#UNIT}"]) for row in rows} == {name}
     assert {row["{#PORT}"] for row in rows} == ({"9000"} if protocol == "tcp" else {"9000", "5353"})
-    assert set(rows[0]) == {"{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}"}
+    assert set(rows[0]) == {"{#PROTOCOL}", "{#PORT}", "{#ADDRESS}", "{#ADDRESSES}", "{#FAMILY}", "{#PROCESS}",
+                            "{#UNIT}"}
     text = collect.render_zabbix_discovery(hostile_facts(name), protocol)
     assert "\n" not in text[:-1] and text.isascii()
 
