@@ -104,10 +104,26 @@ def process_cgroup(pid, proc="/proc"):
         return None
 
 
+def systemd_root(proc="/proc"):
+    """The cgroup systemd (PID 1) takes as its root, as systemd itself finds it (cg_get_root_path): the parent
+    of PID 1's ``init.scope``; "" when PID 1 is not in an ``init.scope`` or is unreadable. Inside a container
+    without a cgroup namespace of its own, /proc/PID/cgroup shows the host's path
+    (``/libpod_parent/libpod-ID/system.slice/app.service``) while the container's systemd runs its units below
+    ``/libpod_parent/libpod-ID``."""
+    path = process_cgroup(1, proc)
+    suffix = "/init.scope"
+    return path[:-len(suffix)] if path is not None and path.endswith(suffix) else ""
+
+
 def process_unit(pid, proc="/proc"):
-    """The unit owning pid (unit_of_path of its cgroup); None when unknown."""
+    """The unit owning pid (unit_of_path of its cgroup below systemd's root); None when unknown."""
     path = process_cgroup(pid, proc)
-    return None if path is None else unit_of_path(path)
+    if path is None:
+        return None
+    root = systemd_root(proc)
+    if root and path.startswith(root + "/"):
+        path = path[len(root):]
+    return unit_of_path(path)
 
 
 # ---------------------------------------------------------------- cgroup v2 ids

@@ -89,6 +89,22 @@ def test_process_unit_from_a_proc_tree(tmp_path):
     assert cgroup.process_unit(43, proc) is None  # gone
 
 
+def test_process_unit_below_systemds_root_in_a_container_without_a_cgroup_namespace(tmp_path):
+    container = b"/libpod_parent/libpod-a5ef4428"
+    proc = _proc_with(tmp_path, 1, b"0::" + container + b"/init.scope\n")
+    _proc_with(tmp_path, 80, b"0::" + container + b"/system.slice/leaky-app.service\n")
+    _proc_with(tmp_path, 81, b"0::/elsewhere/system.slice/other.service\n")
+    assert cgroup.systemd_root(proc) == container.decode()
+    assert cgroup.process_unit(80, proc) == "leaky-app.service"
+    assert cgroup.process_unit(81, proc) == "/elsewhere/system.slice/other.service"  # not below the root
+    assert cgroup.process_unit(1, proc) == "init.scope"
+    # PID 1 at the root (a host, or a container with its own cgroup namespace): paths are taken as they are
+    (tmp_path / "host").mkdir()
+    plain = _proc_with(tmp_path / "host", 1, b"0::/init.scope\n")
+    _proc_with(tmp_path / "host", 80, b"0::/system.slice/leaky-app.service\n")
+    assert cgroup.systemd_root(plain) == "" and cgroup.process_unit(80, plain) == "leaky-app.service"
+
+
 def test_own_process_unit_agrees_with_proc_self_cgroup():
     with open("/proc/self/cgroup", "rb") as handle:
         lines = handle.read().decode().splitlines()
