@@ -229,3 +229,53 @@ def test_a_symptom_already_gone_is_resolved_and_nothing_is_done(hosts, acted, tm
     assert snapshot(hosts) == before
     [record] = records(tmp_path / "audit.jsonl").values()
     assert (record["decision"], record["guard"], record["result"]) == ("resolved", None, None)
+
+
+# ------------------------------------------------------------------------------ the other kinds of remediation
+# A threshold below any value (netstate_health_thresholds, as the health role reads it) makes the rule violated
+# on the healthy host, so that the sysctl and tuning remediations run for real; /proc/sys is the oracle.
+
+
+def test_syn_recv_sets_syncookies_with_the_sysctl_module(hosts, tmp_path):
+    fleet, host = hosts["fleet"], hosts["healthy"]
+    fleet.exec(host, "sysctl -qw net.ipv4.tcp_syncookies=0")
+    run = remediate(hosts, tmp_path / "audit.jsonl", netstate_remediate_hosts=host, netstate_remediate_mode="act",
+                    netstate_remediate_rule="syn_recv_total", netstate_remediate_port="",
+                    netstate_health_thresholds={"syn_recv_total": -1})
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert fleet.exec(host, "cat /proc/sys/net/ipv4/tcp_syncookies").stdout.strip() == "1"
+    assert "net.ipv4.tcp_syncookies" in fleet.exec(host, "cat /etc/sysctl.d/60-netstate-tcp.conf").stdout
+    [record] = records(tmp_path / "audit.jsonl").values()
+    assert (record["decision"], record["action"]["kind"], record["action"]["target"]) == (
+        "act", "sysctl", "net.ipv4.tcp_syncookies=1")
+    assert record["result"] == "not_fixed"  # nothing is below a limit of -1: the proof says so
+
+
+def test_time_wait_share_applies_the_tuning_client_profile(hosts, tmp_path):
+    fleet, host = hosts["fleet"], hosts["healthy"]
+    fleet.exec(host, "sysctl -qw net.ipv4.tcp_tw_reuse=2")
+    # connections this host closes first (the server's banner read: no RST): TIME_WAIT towards a busiest
+    # destination, so the rule has a value
+    fleet.exec(host, "python3 -c \"import socket\nfor _ in range(5): s = socket.create_connection(('127.0.0.1', 22)); s.recv(200); s.close()\"")
+    assert fleet.exec(host, "ss -H -t -n state time-wait '( dport = :22 )'").stdout.strip()
+    run = remediate(hosts, tmp_path / "audit.jsonl", netstate_remediate_hosts=host, netstate_remediate_mode="act",
+                    netstate_remediate_rule="time_wait_ephemeral_share", netstate_remediate_port="",
+                    netstate_health_thresholds={"time_wait_ephemeral_share": -1})
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert fleet.exec(host, "cat /proc/sys/net/ipv4/tcp_tw_reuse").stdout.strip() == "1", run.stdout[-5000:]
+    assert fleet.exec(host, "cat /proc/sys/net/ipv4/ip_local_port_range").stdout.split() == ["16384", "65535"]
+    [record] = records(tmp_path / "audit.jsonl").values()
+    assert (record["decision"], record["action"]) == ("act", {"kind": "tuning_profile", "target": "client_heavy"})
+
+
+def test_accept_queue_rules_are_a_plan_entry_only(hosts, tmp_path):
+    host = hosts["healthy"]
+    before = snapshot(hosts)
+    run = remediate(hosts, tmp_path / "audit.jsonl", netstate_remediate_hosts=host, netstate_remediate_mode="act",
+                    netstate_remediate_rule="accept_queue_full", netstate_remediate_port="",
+                    netstate_health_thresholds={"accept_queue_full": -1})
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert snapshot(hosts) == before
+    found = list(map(json.loads, (tmp_path / "audit.jsonl").read_text().splitlines()))
+    assert found and {(record["decision"], record["guard"], record["action"]["kind"]) for record in found} == {
+        ("plan", None, "plan")}
