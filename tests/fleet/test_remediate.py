@@ -256,7 +256,8 @@ def test_time_wait_share_applies_the_tuning_client_profile(hosts, tmp_path):
     fleet.exec(host, "sysctl -qw net.ipv4.tcp_tw_reuse=2")
     # connections this host closes first (the server's banner read: no RST): TIME_WAIT towards a busiest
     # destination, so the rule has a value
-    fleet.exec(host, "python3 -c \"import socket\nfor _ in range(5): s = socket.create_connection(('127.0.0.1', 22)); s.recv(200); s.close()\"")
+    closer = "import socket\nfor _ in range(5): s = socket.create_connection(('127.0.0.1', 22)); s.recv(200); s.close()"
+    fleet.exec(host, ["python3", "-c", closer])
     assert fleet.exec(host, "ss -H -t -n state time-wait '( dport = :22 )'").stdout.strip()
     run = remediate(hosts, tmp_path / "audit.jsonl", netstate_remediate_hosts=host, netstate_remediate_mode="act",
                     netstate_remediate_rule="time_wait_ephemeral_share", netstate_remediate_port="",
