@@ -25,6 +25,7 @@ import fnmatch
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,6 +257,9 @@ class Ledger:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         descriptor = os.open(self.lock_file, flags, 0o600)
         try:
+            mode = os.fstat(descriptor).st_mode
+            if not stat.S_ISREG(mode):  # replaced between the check and the open
+                raise _files.FileRefused(self.lock_file, f"is {_files.kind(mode)}; only a regular file is a lock")
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             text, _mode = _files.read_text_and_mode(self.state_file)
         except BaseException:
