@@ -251,3 +251,22 @@ class TimerSnapshot:
                 entry["sockets"] += 1
                 entry["retransmits"] += r["retrans"]
         return result
+
+
+def cgroup_states(netns=None):
+    """{cgroup path as bytes: {state: count}} of every TCP socket `ss --cgroup` gives a cgroup (TIME_WAIT and
+    request sockets have none), from `ss -H -n -t -a --cgroup`: the path is the text after "cgroup:" (bytes,
+    as a host may name a cgroup with any of them). ss names a cgroup id by finding it under the cgroup v2
+    mount, which `ip netns exec` hides (it mounts a /sys of the namespace): nsenter enters the network
+    namespace only."""
+    cmd = ["ss", "-H", "-n", "-t", "-a", "--cgroup"]
+    if netns:
+        cmd = ["nsenter", "--net=/run/netns/%s" % netns, "--"] + cmd
+    result = defaultdict(zero_states)
+    for line in subprocess.run(cmd, check=True, capture_output=True).stdout.splitlines():
+        state, _sep, rest = line.partition(b" ")
+        head, sep, path = rest.partition(b" cgroup:")
+        if not sep:
+            continue
+        result[path.rstrip(b" ")][SS_STATES[state.decode()]] += 1
+    return dict(result)

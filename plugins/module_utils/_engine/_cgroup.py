@@ -156,20 +156,22 @@ def map_cgroup_ids(wanted, mount, root="/", limit=CGROUP_DIRECTORY_LIMIT):
     """{cgroup id: cgroup path} for the ids of `wanted` found under the cgroup v2 mount (a cgroup's id is
     its directory's inode number), and whether the walk stopped at `limit` directories. The walk is
     breadth-first and ends as soon as every wanted id is found. Paths are as /proc/PID/cgroup shows
-    them: `root` (the hierarchy's directory the mount shows) joined with the path under the mount."""
+    them: `root` (the hierarchy's directory the mount shows) joined with the path under the mount, read
+    as bytes and made text as parse_cgroup makes them (escape.name_text)."""
     remaining = set(wanted)
     found = {}
     if not remaining:
         return found, False
+    top_directory = os.fsencode(mount)
     try:
-        top = os.stat(mount).st_ino
+        top = os.stat(top_directory).st_ino
     except OSError:
         return found, False
-    base = root.rstrip("/")
+    base = os.fsencode(root).rstrip(b"/")
     if top in remaining:
-        found[top] = base or "/"
+        found[top] = escape.name_text(base or b"/")
         remaining.discard(top)
-    queue = [(mount, base)]
+    queue = [(top_directory, base)]
     read = 1
     while queue and remaining:
         next_queue = []
@@ -188,9 +190,9 @@ def map_cgroup_ids(wanted, mount, root="/", limit=CGROUP_DIRECTORY_LIMIT):
                 if read >= limit:
                     return found, True
                 read += 1
-                path = shown + "/" + entry.name
+                path = shown + b"/" + entry.name
                 if inode in remaining:
-                    found[inode] = path
+                    found[inode] = escape.name_text(path)
                     remaining.discard(inode)
                 next_queue.append((entry.path, path))
         queue = next_queue

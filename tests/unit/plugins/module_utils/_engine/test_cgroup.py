@@ -156,6 +156,13 @@ def test_ids_map_to_directories_by_inode(tmp_path):
     assert sorted(found.values()) == sorted("/outer" + path for path in expected.values())
 
 
+def test_directory_names_are_escaped_as_proc_pid_cgroup_paths_are(tmp_path):
+    hostile = os.path.join(os.fsencode(str(tmp_path)), b"a\\x\xff\x1b.service")
+    os.mkdir(hostile)
+    found, _stopped = cgroup.map_cgroup_ids({os.stat(hostile).st_ino}, str(tmp_path))
+    assert list(found.values()) == [cgroup.parse_cgroup(b"0::/a\\x\xff\x1b.service\n")] == ["/a\\\\x\\xff\x1b.service"]
+
+
 def test_the_directory_walk_is_bounded(tmp_path):
     expected = _tree(tmp_path)
     deepest = [inode for inode, path in expected.items() if path.endswith("/w")]
