@@ -120,10 +120,12 @@ def process_unit(pid, proc="/proc"):
     path = process_cgroup(pid, proc)
     if path is None:
         return None
-    root = systemd_root(proc)
-    if root and path.startswith(root + "/"):
-        path = path[len(root):]
-    return unit_of_path(path)
+    return unit_of_path(below_root(path, systemd_root(proc)))
+
+
+def below_root(path, root):
+    """path as systemd sees it: relative to its root (systemd_root), when path lies below it."""
+    return path[len(root):] if root and path.startswith(root + "/") else path
 
 
 # ---------------------------------------------------------------- cgroup v2 ids
@@ -284,12 +286,13 @@ class UnitCounter:
             paths, stopped = map_cgroup_ids({cgroup for cgroup, _state in self.by_cgroup}, mount, root,
                                             directory_limit)
             lost = 0
+            root_of_systemd = systemd_root(self.proc)
             for (cgroup, state), count in self.by_cgroup.items():
                 path = paths.get(cgroup)
                 if path is None:
                     lost += count
                 else:
-                    add(unit_of_path(path), state, count)
+                    add(unit_of_path(below_root(path, root_of_systemd)), state, count)
             if lost:
                 why = ("the walk of %s stopped at %d directories" % (mount, directory_limit) if stopped
                        else "removed since, or outside the cgroup v2 mount %s" % mount)
