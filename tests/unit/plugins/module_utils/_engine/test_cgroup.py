@@ -99,8 +99,9 @@ def test_process_unit_below_systemds_root_in_a_container_without_a_cgroup_namesp
     assert cgroup.process_unit(81, proc) == "/elsewhere/system.slice/other.service"  # not below the root
     assert cgroup.process_unit(1, proc) == "init.scope"
     # the same for sockets named through their cgroup id (subset units)
-    assert cgroup.below_root(container.decode() + "/system.slice/a.service", container.decode()) == "/system.slice/a.service"
-    assert cgroup.below_root(container.decode() + "x/system.slice/a.service", container.decode()).startswith(container.decode())
+    root = container.decode()
+    assert cgroup.below_root(root + "/system.slice/a.service", root) == "/system.slice/a.service"
+    assert cgroup.below_root(root + "x/system.slice/a.service", root) == root + "x/system.slice/a.service"
     # PID 1 at the root (a host, or a container with its own cgroup namespace): paths are taken as they are
     (tmp_path / "host").mkdir()
     plain = _proc_with(tmp_path / "host", 1, b"0::/init.scope\n")
