@@ -104,6 +104,7 @@ def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk
     owners, denied = found.owners, found.denied
     infos = {}
     units = {}
+    root = cgroup.systemd_root(proc) if owners else None
     missing = 0
     rows = []
     for sock in sockets:
@@ -112,7 +113,7 @@ def _socket_rows(sockets, proc, warnings, namespace=None, walk_budget=None, walk
         if pid is not None:
             if pid not in infos:
                 infos[pid] = procfs.process_info(pid, proc)
-                units[pid] = cgroup.process_unit(pid, proc) if infos[pid] else None
+                units[pid] = cgroup.process_unit(pid, proc, root) if infos[pid] else None
             info = infos[pid]
         if info is None and sock["inode"]:
             missing += 1

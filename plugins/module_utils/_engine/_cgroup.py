@@ -7,9 +7,11 @@ Python 3.8, no ansible import.
 
 - A process's unit comes from /proc/PID/cgroup: the ``name=systemd`` line of a hybrid or v1 layout
   when there is one (the hierarchy systemd itself tracks units in), the cgroup v2 ``0::`` line
-  otherwise. The unit is what systemd's ``cg_path_get_unit`` finds: the first path component after
-  the leading slices, when it is a valid unit name (systemd's grammar, below); else the path itself
-  ("/" for the root, "/docker/ID" for a container under cgroupfs).
+  otherwise. The unit is what systemd's ``sd_pid_get_unit`` finds (``ps -o unit=``): the path shifted
+  by systemd's own root (PID 1's cgroup without its ``/init.scope``: inside a container sharing the
+  host's cgroup tree, the container's directory), then the first component after the leading slices
+  when it is a valid unit name (systemd's grammar, below); else the path itself ("/" for the root,
+  "/docker/ID" for a container under cgroupfs).
 - A socket's owner comes from the kernel's cgroup id of the socket (INET_DIAG_CGROUP_ID, kernel 5.7
   and later), mapped to a directory of the cgroup v2 mount by inode number (UnitCounter).
 
@@ -80,52 +82,60 @@ def unit_of_path(path):
     return path
 
 
-def parse_cgroup(raw):
-    """The cgroup path systemd tracks a process in, from the bytes of /proc/PID/cgroup, as text (escape.name_text);
-    None when the file has neither a ``name=systemd`` line nor a ``0::`` line."""
-    unified = None
+def parse_cgroup(raw, unified=False):
+    """The cgroup path systemd tracks a process in, from the bytes of /proc/PID/cgroup, as text (escape.name_text):
+    the ``name=systemd`` line, else the ``0::`` line (only that one with unified); None when there is none."""
+    found = None
     for line in raw.split(b"\n"):
         parts = line.split(b":", 2)
         if len(parts) != 3:
             continue
-        _hierarchy, controllers, path = parts
-        if b"name=systemd" in controllers.split(b","):
+        hierarchy, controllers, path = parts
+        if not unified and b"name=systemd" in controllers.split(b","):
             return escape.name_text(path)
-        if _hierarchy == b"0" and not controllers and unified is None:
-            unified = escape.name_text(path)
-    return unified
+        if hierarchy == b"0" and not controllers and found is None:
+            found = escape.name_text(path)
+    return found
 
 
-def process_cgroup(pid, proc="/proc"):
+def process_cgroup(pid, proc="/proc", unified=False):
     """pid's cgroup path (parse_cgroup), None when it is gone or unreadable."""
     try:
-        return parse_cgroup(files.read_bytes(os.path.join(proc, str(pid), "cgroup"), CGROUP_FILE_LIMIT))
+        return parse_cgroup(files.read_bytes(os.path.join(proc, str(pid), "cgroup"), CGROUP_FILE_LIMIT), unified)
     except (IOError, OSError):
         return None
 
 
-def systemd_root(proc="/proc"):
-    """The cgroup systemd (PID 1) takes as its root, as systemd itself finds it (cg_get_root_path): the parent
-    of PID 1's ``init.scope``; "" when PID 1 is not in an ``init.scope`` or is unreadable. Inside a container
-    without a cgroup namespace of its own, /proc/PID/cgroup shows the host's path
-    (``/libpod_parent/libpod-ID/system.slice/app.service``) while the container's systemd runs its units below
-    ``/libpod_parent/libpod-ID``."""
-    path = process_cgroup(1, proc)
-    suffix = "/init.scope"
-    return path[:-len(suffix)] if path is not None and path.endswith(suffix) else ""
+# systemd's own cgroup is PID 1's without these last components (cg_get_root_path): inside a container that shares
+# the host's cgroup tree, the container's directory, which systemd there leaves out of every unit's path.
+_ROOT_SUFFIXES = ("/init.scope", "/system.slice", "/system")
 
 
-def process_unit(pid, proc="/proc"):
-    """The unit owning pid (unit_of_path of its cgroup below systemd's root); None when unknown."""
+def systemd_root(proc="/proc", unified=False):
+    """The cgroup systemd runs the units under: "" at the top of the tree (or when PID 1 is unreadable), else
+    a path such as "/machine.slice/libpod-ID.scope" that every unit path of this system starts with."""
+    path = process_cgroup(1, proc, unified) or "/"
+    for suffix in _ROOT_SUFFIXES:
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+            break
+    return path.rstrip("/")
+
+
+def shifted(path, root):
+    """path as systemd at root sees it (cg_pid_get_path_shifted): root cut off the front when under it."""
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
+
+
+def process_unit(pid, proc="/proc", root=None):
+    """The unit owning pid (unit_of_path of its cgroup, shifted by systemd_root(), read when root is None);
+    None when unknown."""
     path = process_cgroup(pid, proc)
     if path is None:
         return None
-    return unit_of_path(below_root(path, systemd_root(proc)))
-
-
-def below_root(path, root):
-    """path as systemd sees it: relative to its root (systemd_root), when path lies below it."""
-    return path[len(root):] if root and path.startswith(root + "/") else path
+    return unit_of_path(shifted(path, systemd_root(proc) if root is None else root))
 
 
 # ---------------------------------------------------------------- cgroup v2 ids
@@ -286,13 +296,13 @@ class UnitCounter:
             paths, stopped = map_cgroup_ids({cgroup for cgroup, _state in self.by_cgroup}, mount, root,
                                             directory_limit)
             lost = 0
-            root_of_systemd = systemd_root(self.proc)
+            root = systemd_root(self.proc, unified=True)
             for (cgroup, state), count in self.by_cgroup.items():
                 path = paths.get(cgroup)
                 if path is None:
                     lost += count
                 else:
-                    add(unit_of_path(below_root(path, root_of_systemd)), state, count)
+                    add(unit_of_path(shifted(path, root)), state, count)
             if lost:
                 why = ("the walk of %s stopped at %d directories" % (mount, directory_limit) if stopped
                        else "removed since, or outside the cgroup v2 mount %s" % mount)
@@ -305,10 +315,11 @@ class UnitCounter:
             owners = owner_of_inode(set(self.without_id))
             names = {}
             unheld = 0
+            root = systemd_root(self.proc)
             for inode, state in self.without_id.items():
                 pid = owners.get(inode)
                 if pid is not None and pid not in names:
-                    names[pid] = process_unit(pid, self.proc)
+                    names[pid] = process_unit(pid, self.proc, root)
                 unit = None if pid is None else names[pid]
                 if unit is None:
                     unheld += 1

@@ -367,6 +367,7 @@ def listener_rows(tcp, udp, options, full_walk, warnings, dump_seconds):
     walk_ms = round((time.monotonic() - started) * 1000, 1)
     infos = {}
     units = {}
+    root = None  # systemd's root cgroup, read with the first process found
     missing = 0
     result = []
     for item in sorted(rows, key=lambda r: (r["protocol"], r["port"], r["family"], r["address"])):
@@ -375,7 +376,9 @@ def listener_rows(tcp, udp, options, full_walk, warnings, dump_seconds):
         if pid is not None:
             if pid not in infos:
                 infos[pid] = procfs.process_info(pid, proc)
-                units[pid] = cgroup.process_unit(pid, proc) if infos[pid] else None
+                if infos[pid] and root is None:
+                    root = cgroup.systemd_root(proc)
+                units[pid] = cgroup.process_unit(pid, proc, root) if infos[pid] else None
             info = infos[pid]
         if info is None:
             missing += 1

@@ -61,6 +61,7 @@ def test_hybrid_layout_reads_the_name_systemd_line_first():
     assert cgroup.parse_cgroup(raw) == "/system.slice/nginx.service"
     # the name=systemd line wins even when the unified line comes first and differs
     assert cgroup.parse_cgroup(b"0::/elsewhere\n1:name=systemd:/system.slice/a.service\n") == "/system.slice/a.service"
+    assert cgroup.parse_cgroup(b"0::/elsewhere\n1:name=systemd:/system.slice/a.service\n", unified=True) == "/elsewhere"
 
 
 def test_unified_layout_reads_the_0_line_and_a_v1_only_layout_has_none():
@@ -89,24 +90,28 @@ def test_process_unit_from_a_proc_tree(tmp_path):
     assert cgroup.process_unit(43, proc) is None  # gone
 
 
-def test_process_unit_below_systemds_root_in_a_container_without_a_cgroup_namespace(tmp_path):
-    container = b"/libpod_parent/libpod-a5ef4428"
-    proc = _proc_with(tmp_path, 1, b"0::" + container + b"/init.scope\n")
-    _proc_with(tmp_path, 80, b"0::" + container + b"/system.slice/leaky-app.service\n")
-    _proc_with(tmp_path, 81, b"0::/elsewhere/system.slice/other.service\n")
-    assert cgroup.systemd_root(proc) == container.decode()
-    assert cgroup.process_unit(80, proc) == "leaky-app.service"
-    assert cgroup.process_unit(81, proc) == "/elsewhere/system.slice/other.service"  # not below the root
-    assert cgroup.process_unit(1, proc) == "init.scope"
-    # the same for sockets named through their cgroup id (subset units)
-    root = container.decode()
-    assert cgroup.below_root(root + "/system.slice/a.service", root) == "/system.slice/a.service"
-    assert cgroup.below_root(root + "x/system.slice/a.service", root) == root + "x/system.slice/a.service"
-    # PID 1 at the root (a host, or a container with its own cgroup namespace): paths are taken as they are
-    (tmp_path / "host").mkdir()
-    plain = _proc_with(tmp_path / "host", 1, b"0::/init.scope\n")
-    _proc_with(tmp_path / "host", 80, b"0::/system.slice/leaky-app.service\n")
-    assert cgroup.systemd_root(plain) == "" and cgroup.process_unit(80, plain) == "leaky-app.service"
+@pytest.mark.parametrize("pid1, root", [
+    (b"1:name=systemd:/init.scope\n0::/init.scope\n", ""),                            # systemd on the host
+    (b"1:name=systemd:/libpod_parent/libpod-3f/init.scope\n0::/libpod_parent/libpod-3f\n", "/libpod_parent/libpod-3f"),
+    (b"0::/machine.slice/libpod-3f.scope/init.scope\n", "/machine.slice/libpod-3f.scope"),
+    (b"1:name=systemd:/lxc/c1/system.slice\n", "/lxc/c1"),                            # an old systemd's own slice
+    (b"1:name=systemd:/\n", ""),                                                       # no systemd as PID 1
+])
+def test_systemd_root_is_pid_1_cgroup_without_its_own_scope(tmp_path, pid1, root):
+    assert cgroup.systemd_root(_proc_with(tmp_path, 1, pid1)) == root
+
+
+def test_units_inside_a_container_sharing_the_host_tree_are_named_as_systemd_there_names_them(tmp_path):
+    # a systemd container under podman with the host's cgroup tree: what `ps -o unit=` says inside
+    proc = _proc_with(tmp_path, 1, b"9:name=systemd:/libpod_parent/libpod-3f/init.scope\n0::/libpod_parent/libpod-3f\n")
+    _proc_with(tmp_path, 81, b"9:name=systemd:/libpod_parent/libpod-3f/system.slice/ssh.service\n0::/libpod_parent/x\n")
+    _proc_with(tmp_path, 82, b"0::/elsewhere/x.service\n")
+    assert cgroup.process_unit(81, proc) == "ssh.service"
+    assert cgroup.process_unit(82, proc) == "/elsewhere/x.service"  # outside systemd's tree: the path as it is
+    assert cgroup.process_unit(81, proc, root="") == "/libpod_parent/libpod-3f/system.slice/ssh.service"
+    assert cgroup.shifted("/libpod_parent/libpod-3f", "/libpod_parent/libpod-3f") == "/"
+    assert cgroup.shifted("/libpod_parent/libpod-3fx/a.service", "/libpod_parent/libpod-3f") == \
+        "/libpod_parent/libpod-3fx/a.service"
 
 
 def test_own_process_unit_agrees_with_proc_self_cgroup():
