@@ -166,10 +166,12 @@ def test_a_unit_not_allow_listed_is_a_plan_entry(hosts, tmp_path):
 
 @pytest.fixture(scope="module")
 def acted(hosts, tmp_path_factory):
-    """One run in mode act with max_hosts 1: one leaking host restarted, the other held by the blast radius."""
+    """One run in mode act with max_hosts 1: one leaking host restarted, the other held by the blast radius.
+    Every port is judged (no netstate_remediate_port): the violating port is found and its unit named."""
     audit = tmp_path_factory.mktemp("remediate") / "audit.jsonl"
     before = snapshot(hosts)
-    run = remediate(hosts, audit, netstate_remediate_mode="act", netstate_remediate_allow_units=[UNIT],
+    run = remediate(hosts, audit, netstate_remediate_port="", netstate_remediate_mode="act",
+                    netstate_remediate_allow_units=[UNIT],
                     netstate_remediate_max_hosts=1, netstate_remediate_window=600, netstate_remediate_cooldown=600)
     found = records(audit)
     restarted = [host for host in hosts["leaking"] if found.get(host, {}).get("decision") == "act"]
@@ -187,6 +189,7 @@ def test_act_restarts_the_allow_listed_unit_and_close_wait_falls(hosts, acted):
     assert unit_after["ActiveEnterTimestamp"] != unit_before["ActiveEnterTimestamp"]
     assert (record["guard"], record["action"], record["result"]) == (None, {"kind": "restart_unit", "target": UNIT},
                                                                      "fixed")
+    assert (record["port"], record["subject"]) == (PORT, "port %d" % PORT)
     assert record["evidence_before"]["value"] >= LEAKED and record["evidence_after"]["value"] < 100
     assert "-> fixed" in acted["run"].stdout
 
