@@ -109,3 +109,13 @@ def test_the_documented_options_and_attributes_are_the_actions():
     assert documented_against_spec(remediation_guard_module.DOCUMENTATION, remediation_guard.ARGUMENT_SPEC) == {}
     attributes = yaml.safe_load(remediation_guard_module.DOCUMENTATION)["attributes"]
     assert attributes["bypass_host_loop"]["support"] == "none"
+
+
+def test_one_action_per_host_and_rule_even_with_several_ports_violating(tmp_path, facts):
+    two = leaking(facts)
+    two["tcp"]["local_ports"]["9090"] = {"total": 300, "states": _helpers.states(CLOSE_WAIT=300)}
+    listeners = LISTENERS + [dict(LISTENERS[0], port=9090, pid=11)]
+    decided = run(tmp_path, "decide", port="", facts=two, listeners=listeners)
+    assert [(record["port"], record["decision"], record["guard"]) for record in decided["records"]] == [
+        (8080, "act", None), (9090, "plan", "cooldown")]
+    assert len(decided["actions"]) == 1
