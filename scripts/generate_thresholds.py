@@ -13,7 +13,8 @@ threshold and severity, and its ``doc``, ``prometheus`` and ``zabbix`` parts. Th
   Zabbix exports it); nothing else in the template changes;
 * roles/zabbix_register/vars/main.yml: which macro holds each rule's threshold, so per-host
   overrides (netstate_health_thresholds) become per-host macros;
-* the rules table of docs/health.md and the trigger table of docs/monitoring.md,
+* the rules table of docs/health.md, the trigger table of docs/monitoring.md and the remediation table
+  of docs/remediation.md,
   between the markers ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->``.
 
     python3 scripts/generate_thresholds.py           # rewrite the files that differ
@@ -39,12 +40,14 @@ TEMPLATE_PATH = os.path.join(ROOT, "roles", "zabbix_agent", "files", "netstate_t
 REGISTER_VARS_PATH = os.path.join(ROOT, "roles", "zabbix_register", "vars", "main.yml")
 HEALTH_DOC_PATH = os.path.join(ROOT, "docs", "health.md")
 MONITORING_DOC_PATH = os.path.join(ROOT, "docs", "monitoring.md")
+REMEDIATION_DOC_PATH = os.path.join(ROOT, "docs", "remediation.md")
 
 # The parts of a rule record this script needs, beyond name, description, max and severity.
 REQUIRED_PARTS = {
     "doc": ("per", "text"),
     "prometheus": ("expr", "summary"),
     "zabbix": ("macro", "doc", "trigger"),
+    "remediation": ("kind", "doc"),
 }
 TRIGGER_FIELDS = ("uuid", "name", "expression", "description")
 TRIGGER_OPTIONAL = ("depends_on",)
@@ -349,6 +352,19 @@ def zabbix_table(rules: list) -> str:
     return "\n".join(rows) + "\n"
 
 
+def remediation_table(rules: list) -> str:
+    rows = ["| Rule | Remediation | Target | What `netstate.tcp.remediate` does in mode `act` |",
+            "|------|-------------|--------|----------------------------------------------|"]
+    for rule in rules:
+        part = rule["remediation"]
+        target = {"restart_unit": "the listener's `unit`",
+                  "sysctl": ", ".join("`%s=%s`" % item for item in sorted((part.get("settings") or {}).items())),
+                  "tuning_profile": "profile `%s`" % part.get("profile"),
+                  "plan": "-"}.get(part["kind"], "-")
+        rows.append("| `%s` | %s | %s | %s |" % (rule["name"], part["kind"], target, _cell(part["doc"])))
+    return "\n".join(rows) + "\n"
+
+
 def replace_generated(text: str, name: str, content: str, path: str) -> str:
     """``content`` between ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME -->``."""
     begin, end = "<!-- generated: %s -->\n" % name, "<!-- end generated: %s -->" % name
@@ -364,7 +380,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rules = load_rules(RULES_PATH)
     current = {}
-    for path in (ALERTS_PATH, TEMPLATE_PATH, REGISTER_VARS_PATH, HEALTH_DOC_PATH, MONITORING_DOC_PATH):
+    for path in (ALERTS_PATH, TEMPLATE_PATH, REGISTER_VARS_PATH, HEALTH_DOC_PATH, MONITORING_DOC_PATH,
+                 REMEDIATION_DOC_PATH):
         current[path] = None
         if os.path.exists(path):
             with open(path, encoding="utf-8") as stream:
@@ -378,6 +395,8 @@ def main(argv=None) -> int:
                                            HEALTH_DOC_PATH),
         MONITORING_DOC_PATH: replace_generated(current[MONITORING_DOC_PATH], "zabbix triggers", zabbix_table(rules),
                                                MONITORING_DOC_PATH),
+        REMEDIATION_DOC_PATH: replace_generated(current[REMEDIATION_DOC_PATH], "remediations",
+                                                remediation_table(rules), REMEDIATION_DOC_PATH),
     }
     stale = []
     for path, text in wanted.items():

@@ -89,6 +89,12 @@ options:
           - Not evaluated. The built-in rules' C(macro), C(doc) and C(trigger), from which
             C(scripts/generate_thresholds.py) writes the Zabbix template's threshold macros and triggers.
         type: dict
+      remediation:
+        description:
+          - Not evaluated here. What the P(netstate.tcp.remediate#role) role does about a violation - C(kind)
+            (V(restart_unit), V(sysctl) with C(settings), V(tuning_profile) with C(profile), or V(plan)) and C(doc),
+            its row of the table in C(docs/remediation.md). Validated with the rule.
+        type: dict
   extra_rules:
     description: Rules appended to O(rules) (or to the built-ins). Same format as O(rules).
     type: list

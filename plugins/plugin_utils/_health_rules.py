@@ -47,11 +47,19 @@ SEVERITIES = ("warning", "critical")  # ascending
 STATUSES = ("ok", "no_data", "warning", "critical", "error")
 #: Parts of a rule record for the files derived from it (scripts/generate_thresholds.py writes the alert
 #: rules, the Zabbix template and the docs tables from the built-in rules' parts): mappings, not evaluated.
-DERIVED_FIELDS = ("doc", "prometheus", "zabbix")
+DERIVED_FIELDS = ("doc", "prometheus", "zabbix", "remediation")
 RULE_FIELDS = ("name", "description", "query", "each", "label", "max", "min", "severity") + DERIVED_FIELDS
 THRESHOLD_FIELDS = ("max", "min", "severity", "enabled")
 # Applied with fullmatch: "$" would accept a trailing newline.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: What netstate.tcp.remediate does about a violation of a rule (its ``remediation`` part), and the fields
+#: each kind takes beside ``kind`` and ``doc``: restart the systemd unit owning the port (the rule's ``each``
+#: must give ports), set sysctl keys, apply a profile of the tuning role, or only write a plan entry.
+REMEDIATION_KINDS = {"restart_unit": (), "sysctl": ("settings",), "tuning_profile": ("profile",), "plan": ()}
+#: The ``each`` collections whose elements are ports (their port is where a unit is looked for).
+PORT_COLLECTIONS = ("tcp.local_ports",)
+SYSCTL_KEY_PATTERN = re.compile(r"net(?:\.[a-z0-9_]{1,64}){1,4}")
+PROFILE_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 #: The longest JMESPath expression a rule may hold (the built-in rules use under 200 characters).
 EXPRESSION_LIMIT = 4096
 #: The largest width or precision of a format() field ("{:>999999999}" would allocate a gigabyte).
@@ -418,12 +426,13 @@ class Rule:
     description: str = ""
     each: str | None = None
     label: str | None = None
+    remediation: dict | None = field(default=None, compare=False)
     compiled: dict = field(default_factory=dict, compare=False, repr=False)
 
     def as_dict(self) -> dict:
         data = {"name": self.name, "description": self.description, "query": self.query,
                 "severity": self.severity}
-        for key in ("each", "label", "max", "min"):
+        for key in ("each", "label", "max", "min", "remediation"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         return data
@@ -553,6 +562,7 @@ def validate_rule(raw: Any, where: str) -> Rule:
     for key in DERIVED_FIELDS:
         if raw.get(key) is not None and not isinstance(raw[key], Mapping):
             raise HealthRuleError(where, f"must be a mapping, got {_shown(raw[key])}", name, key)
+    remediation = check_remediation(raw.get("remediation"), where, name, raw.get("each"))
     compiled = {"query": _compile(raw, "query", where, name, required=True)}
     for key in ("each", "label"):
         expression = _compile(raw, key, where, name, required=False)
@@ -575,8 +585,57 @@ def validate_rule(raw: Any, where: str) -> Rule:
         description=" ".join(description.split()),
         each=None if raw.get("each") is None else str(raw["each"]),
         label=None if raw.get("label") is None else str(raw["label"]),
+        remediation=remediation,
         compiled=compiled,
     )
+
+
+def check_remediation(value: Any, where: str, name: str, each: Any = None) -> dict | None:
+    """A rule's ``remediation`` part as a plain dict (None when the rule has none), or a HealthRuleError
+    naming the rule and the field: a known kind, a non-empty ``doc``, and the fields of that kind only."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise HealthRuleError(where, f"must be a mapping, got {_shown(value)}", name, "remediation")
+    kind = value.get("kind")
+    if kind not in REMEDIATION_KINDS:
+        raise HealthRuleError(where, f"must be one of {', '.join(REMEDIATION_KINDS)}, got {_shown(kind)}", name,
+                              "remediation.kind")
+    allowed = ("kind", "doc") + REMEDIATION_KINDS[kind]
+    unknown = sorted(str(key) for key in value if key not in allowed)
+    if unknown:
+        raise HealthRuleError(where, f"not a field of kind {kind} (allowed: {', '.join(allowed)})", name,
+                              f"remediation.{unknown[0]}")
+    for key in allowed:
+        if key not in value:
+            raise HealthRuleError(where, f"is required for kind {kind}", name, f"remediation.{key}")
+    if not isinstance(value["doc"], str) or not value["doc"].strip():
+        raise HealthRuleError(where, f"must be a non-empty string, got {_shown(value['doc'])}", name,
+                              "remediation.doc")
+    checked = {"kind": kind, "doc": " ".join(value["doc"].split())}
+    if kind == "restart_unit" and each not in PORT_COLLECTIONS:
+        raise HealthRuleError(where, f"restart_unit needs a rule whose each is one of {', '.join(PORT_COLLECTIONS)} "
+                                     f"(the port names the unit), got {_shown(each)}", name, "remediation.kind")
+    if kind == "sysctl":
+        settings = value["settings"]
+        if not isinstance(settings, Mapping) or not settings:
+            raise HealthRuleError(where, f"must be a non-empty mapping of key to value, got {_shown(settings)}",
+                                  name, "remediation.settings")
+        for key, setting in settings.items():
+            if not isinstance(key, str) or not SYSCTL_KEY_PATTERN.fullmatch(key):
+                raise HealthRuleError(where, f"key {_shown(key)} must match {SYSCTL_KEY_PATTERN.pattern}", name,
+                                      "remediation.settings")
+            if isinstance(setting, bool) or not isinstance(setting, int) or not 0 <= setting <= 2**31 - 1:
+                raise HealthRuleError(where, f"value of {key} must be an integer from 0 to {2**31 - 1}, got "
+                                             f"{_shown(setting)}", name, "remediation.settings")
+        checked["settings"] = dict(settings)
+    if kind == "tuning_profile":
+        profile = value["profile"]
+        if not isinstance(profile, str) or not PROFILE_PATTERN.fullmatch(profile):
+            raise HealthRuleError(where, f"must match {PROFILE_PATTERN.pattern}, got {_shown(profile)}", name,
+                                  "remediation.profile")
+        checked["profile"] = profile
+    return checked
 
 
 def validate_rules(rules: Any, source: str = "rules") -> list[Rule]:
@@ -652,7 +711,8 @@ def apply_thresholds(rules: list[Rule], thresholds: Any, source: str = "threshol
         merged.update(changes)
         _check_bounds(merged["max"], merged["min"], source, rule.name)
         by_name[rule.name] = Rule(name=rule.name, query=rule.query, description=rule.description,
-                                  each=rule.each, label=rule.label, compiled=rule.compiled, **merged)
+                                  each=rule.each, label=rule.label, remediation=rule.remediation,
+                                  compiled=rule.compiled, **merged)
     return [by_name[rule.name] for rule in rules if rule.name not in disabled]
 
 

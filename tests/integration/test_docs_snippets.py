@@ -54,7 +54,7 @@ ELSEWHERE = {
     "quickstart": ("the README's quick start, run verbatim from a clone", ["tests/integration/test_quickstart.py"]),
     "fleet": ("needs SSH hosts or a systemd host",
               ["tests/fleet/test_kinds.py", "tests/fleet/test_agents.py", "tests/fleet/test_fleet_gather.py",
-               "tests/fleet/test_health.py"]),
+               "tests/fleet/test_health.py", "tests/fleet/test_remediate.py"]),
     "slices": ("job slices of a hundred hosts each", ["tests/integration/test_health_merge_slices.py",
                                                       "tests/fleet/test_fleet_slices.py"]),
     "server": ("needs a Zabbix or Prometheus server", ["tests/fleet/test_servers.py"]),

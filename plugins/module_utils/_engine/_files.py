@@ -181,6 +181,36 @@ def check_replaceable(path):
     return path
 
 
+def append_line(path, line, mode=0o600):
+    """Append ``line`` (one line of text, a newline added) to the regular file ``path``, created with
+    ``mode`` when missing. Links are not followed and nothing is waited on: a symbolic link, FIFO,
+    device or socket at ``path`` is refused (FileRefused), never written through. One ``write`` of
+    an ``O_APPEND`` descriptor: concurrent appenders never interleave within a line."""
+    check_path(path)
+    if "\n" in line or "\r" in line:
+        raise ValueError("append_line: the line holds a line break")
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW
+             | getattr(os, "O_CLOEXEC", 0))
+    try:
+        descriptor = os.open(path, flags, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileRefused(path, "is a symbolic link, which is never written through")
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads, a socket: O_NONBLOCK makes open fail, not hang
+            raise FileRefused(path, "is %s; only a regular file is appended to" % kind(os.lstat(path).st_mode))
+        raise
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise FileRefused(path, "is %s; only a regular file is appended to" % kind(status.st_mode))
+        data = (line + "\n").encode("utf-8")
+        written = os.write(descriptor, data)
+        if written != len(data):
+            raise OSError(errno.EIO, "%s: short write (%d of %d bytes)" % (_shown(path), written, len(data)))
+    finally:
+        os.close(descriptor)
+
+
 def open_namespace(path, own_namespace="/proc/self/ns/net"):
     """A read-only descriptor of the network namespace file ``path`` (a /run/netns bind mount or a
     /proc/PID/ns/net link), never blocking; FileRefused for anything that is not a namespace file

@@ -786,3 +786,45 @@ def test_a_python_error_inside_a_rule_is_that_rule_s_error(query):
     results = health.evaluate(rules, dict(FACTS, big=10 ** 5000))
     assert [(result["name"], result["status"]) for result in results] == [("r", "error"), ("fine", "ok")]
     assert results[0]["message"].startswith("error: r: evaluation failed: ")
+
+
+def test_every_builtin_rule_declares_its_remediation():
+    rules = {rule.name: rule for rule in health.load_builtin_rules()}
+    assert all(rule.remediation and rule.remediation["doc"] for rule in rules.values())
+    assert rules["close_wait_per_port"].remediation["kind"] == "restart_unit"
+    assert rules["syn_recv_total"].remediation["settings"] == {"net.ipv4.tcp_syncookies": 1}
+    assert rules["time_wait_ephemeral_share"].remediation["profile"] == "client_heavy"
+    assert {rule.remediation["kind"] for name, rule in rules.items() if name.startswith("accept_queue")} == {"plan"}
+    # a threshold override keeps the remediation
+    changed = health.apply_thresholds(list(rules.values()), {"close_wait_per_port": 5})
+    assert changed[1].remediation == rules["close_wait_per_port"].remediation
+
+
+def test_the_tuning_profile_a_remediation_names_exists():
+    with open(os.path.join(os.path.dirname(health.BUILTIN_RULES_PATH), "..", "..", "roles", "tuning", "vars",
+                           "main.yml"), encoding="utf-8") as handle:
+        profiles = yaml.safe_load(handle)["__netstate_tuning_profiles"]
+    named = [rule.remediation["profile"] for rule in health.load_builtin_rules()
+             if rule.remediation["kind"] == "tuning_profile"]
+    assert named and set(named) <= set(profiles) - {"none"}
+
+
+@pytest.mark.parametrize("remediation, field, problem", [
+    ("restart", "remediation", "must be a mapping"),
+    ({"kind": "reboot", "doc": "x"}, "remediation.kind", "must be one of restart_unit, sysctl, tuning_profile, plan"),
+    ({"kind": "plan"}, "remediation.doc", "is required for kind plan"),
+    ({"kind": "plan", "doc": " "}, "remediation.doc", "must be a non-empty string"),
+    ({"kind": "plan", "doc": "x", "profile": "client_heavy"}, "remediation.profile", "not a field of kind plan"),
+    ({"kind": "restart_unit", "doc": "x"}, "remediation.kind", "restart_unit needs a rule whose each is one of"),
+    ({"kind": "sysctl", "doc": "x", "settings": {}}, "remediation.settings", "non-empty mapping"),
+    ({"kind": "sysctl", "doc": "x", "settings": {"kernel.panic": 1}}, "remediation.settings", "must match"),
+    ({"kind": "sysctl", "doc": "x", "settings": {"net.ipv4.tcp_syncookies": "1; reboot"}}, "remediation.settings",
+     "must be an integer"),
+    ({"kind": "tuning_profile", "doc": "x", "profile": "../x"}, "remediation.profile", "must match"),
+])
+def test_a_bad_remediation_names_rule_and_field(remediation, field, problem):
+    rule = {"name": "mine", "query": "tcp.total", "max": 1, "remediation": remediation}
+    with pytest.raises(health.HealthRuleError) as raised:
+        health.validate_rules([rule])
+    assert raised.value.rule == "mine" and raised.value.field == field
+    assert problem in str(raised.value)

@@ -147,3 +147,33 @@ def test_any_path_is_either_usable_or_refused_with_a_bounded_message(path):
         return
     assert isinstance(path, str) and path.startswith("/")
     assert not set(path) & {"\0", "\n", "\r"}
+
+
+def test_lines_are_appended_to_a_regular_file_only(tmp_path, fifo):
+    log = tmp_path / "audit.jsonl"
+    _files.append_line(str(log), '{"a": 1}')
+    _files.append_line(str(log), '{"b": 2}')
+    assert log.read_text() == '{"a": 1}\n{"b": 2}\n'
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
+    link = tmp_path / "link"
+    link.symlink_to(log)
+    sock_path = str(tmp_path / "sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(sock_path)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # with a reader, a FIFO opens: its type refuses it
+    try:
+        for path, what in ((fifo, "a FIFO"), (str(link), "a symbolic link"), (sock_path, "a socket"),
+                           ("/dev/null", "a character device"), (str(tmp_path), "directory")):
+            with pytest.raises((_files.FileRefused, IsADirectoryError), match=what):
+                _files.append_line(path, "x")
+        assert os.read(reader, 100) == b""  # nothing went into the FIFO
+    finally:
+        os.close(reader)
+        listener.close()
+    os.unlink(fifo)
+    os.mkfifo(fifo)  # without a reader: refused at once, not waited on
+    with pytest.raises(_files.FileRefused, match="a FIFO"):
+        _files.append_line(fifo, "x")
+    assert log.read_text() == '{"a": 1}\n{"b": 2}\n'
+    with pytest.raises(ValueError, match="line break"):
+        _files.append_line(str(log), "two\nlines")
