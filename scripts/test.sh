@@ -3,6 +3,8 @@
 #   - pytest over unit, integration and fleet tests, except the two systemd-fleet modules;
 #   - [systemd] pytest over tests/fleet/test_kinds.py and tests/fleet/test_servers.py, the longest
 #     fleet setups (every Debian release with systemd, real Zabbix and Prometheus servers);
+#   - [loop] pytest over tests/fleet/test_closed_loop.py and tests/fleet/test_remediate.py: the closed
+#     loop (Prometheus, Alertmanager, ansible-rulebook, the guarded remediation) on systemd fleets;
 #   - [matrix] the ansible-core matrix (scripts/matrix.py: sanity, units and a smoke run for 2.16-2.21,
 #     the .venv's 2.19 included).
 # Most fleet test time is waiting (package installs, timers, agents' polls), and most matrix time is
@@ -24,11 +26,15 @@ read -r -a pytest_args <<< "${PYTEST_ARGS:-}"
 matrix=$!
 
 systemd_status=0
+loop_status=0
 if [ "${#pytest_args[@]}" -eq 0 ]; then
     systemd_lane=(tests/fleet/test_kinds.py tests/fleet/test_servers.py)
+    loop_lane=(tests/fleet/test_closed_loop.py tests/fleet/test_remediate.py)
     ( $py -m pytest -q --durations=15 "${systemd_lane[@]}" 2>&1 | sed -u 's/^/[systemd] /'; exit "${PIPESTATUS[0]}" ) &
     systemd=$!
-    for path in "${systemd_lane[@]}"; do
+    ( $py -m pytest -q -s --durations=15 "${loop_lane[@]}" 2>&1 | sed -u 's/^/[loop] /'; exit "${PIPESTATUS[0]}" ) &
+    loop=$!
+    for path in "${systemd_lane[@]}" "${loop_lane[@]}"; do
         pytest_args+=("--ignore=$path")
     done
 fi
@@ -41,11 +47,18 @@ if [ -n "${systemd:-}" ]; then
     systemd_status=$?
     echo "$(stamp) test: the systemd lane finished (exit $systemd_status)"
 fi
+if [ -n "${loop:-}" ]; then
+    wait "$loop"
+    loop_status=$?
+    echo "$(stamp) test: the loop lane finished (exit $loop_status)"
+fi
 wait "$matrix"
 matrix_status=$?
 echo "$(stamp) test: matrix finished (exit $matrix_status)"
-if [ "$pytest_status" -ne 0 ] || [ "$systemd_status" -ne 0 ] || [ "$matrix_status" -ne 0 ]; then
-    echo "test: FAILED (pytest exit $pytest_status, systemd lane exit $systemd_status, matrix exit $matrix_status)"
+if [ "$pytest_status" -ne 0 ] || [ "$systemd_status" -ne 0 ] || [ "$loop_status" -ne 0 ] \
+        || [ "$matrix_status" -ne 0 ]; then
+    echo "test: FAILED (pytest exit $pytest_status, systemd lane exit $systemd_status, loop lane exit" \
+         "$loop_status, matrix exit $matrix_status)"
     exit 1
 fi
 echo "test: every lane passed in $(( $(date +%s) - started ))s"

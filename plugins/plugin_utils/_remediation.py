@@ -375,7 +375,7 @@ def decide(inputs: Inputs, rule: health.Rule, item: Evidence, host: str, check_m
 
 
 def now_text(now: float) -> str:
-    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def audit_record(inputs: Inputs, rule: health.Rule, item: Evidence, host: str, check_mode: bool, now: float,

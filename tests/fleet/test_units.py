@@ -61,9 +61,9 @@ def owned(fleet_factory):
                      "cat > /etc/systemd/system/%s <<'EOF'\n%sEOF\n"
                      "systemctl daemon-reload && systemctl restart %s" % (SERVER, UNIT, UNIT_FILE, UNIT))
     try:
-        wait_for("%s holds its connections" % UNIT,
-                 lambda: fleet.exec(host, "ss -H -t -n state close-wait sport = :%d" % PORT).stdout.strip(), 30,
-                 interval=0.5)
+        def held():
+            return fleet.exec(host, "ss -H -t -n state close-wait sport = :%d" % PORT).stdout.strip()
+        wait_for("%s holds its connections" % UNIT, held, 30, interval=0.5)
         yield fleet, host
     finally:
         fleet.exec(host, "systemctl stop %s; rm -f /etc/systemd/system/%s; systemctl daemon-reload" % (UNIT, UNIT),

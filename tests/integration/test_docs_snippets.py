@@ -60,6 +60,8 @@ ELSEWHERE = {
     "server": ("needs a Zabbix or Prometheus server", ["tests/fleet/test_servers.py"]),
     "ci-service": ("runs in a CI service (GitLab, GitHub); its commands are those of the `run` blocks", []),
     "registry": ("builds or runs an execution environment image", ["tests/fleet/test_execution_environment.py"]),
+    "loop": ("needs Prometheus, Alertmanager and ansible-rulebook on a systemd fleet",
+             ["tests/fleet/test_closed_loop.py"]),
     "checkout": ("a make target or script of the checkout, run by make test itself", ["Makefile"]),
     "rulebook": ("runs in ansible-rulebook, a long-running process on a Java runtime",
                  ["tests/integration/test_eda_tcp_health.py"]),

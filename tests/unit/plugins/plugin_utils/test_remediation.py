@@ -225,7 +225,7 @@ def test_records_have_the_contracts_fields_and_prove_says_fixed_or_not(tmp_path,
                            "evidence_before", "decision", "guard", "action", "result", "evidence_after", "reason"}
     assert record["evidence_before"] == {"value": 500, "limit": 100, "unit": "leaky-app.service", "status": "critical"}
     assert record["action"] == {"kind": "restart_unit", "target": "leaky-app.service"}
-    assert record["time"] == "2027-01-15T08:00:00+00:00"
+    assert record["time"] == "2027-01-15T08:00:00.000+00:00"
     fixed = remediation.prove(record, remediation.evidence(RULES["close_wait_per_port"], facts, 8080), None)
     assert fixed["result"] == "fixed" and fixed["evidence_after"]["value"] == 1
     still = remediation.prove(record, remediation.evidence(RULES["close_wait_per_port"], leaking(facts), 8080), None)
