@@ -117,7 +117,8 @@ class ActionModule(ActionBase):
         proven = []
         if actions:
             time.sleep(inputs.settle)
-            facts, listeners = self._evidence(args, rule, inputs, task_vars)
+            # the proof reads the facts only: which unit owns the port was settled by the decision
+            facts, listeners = self._evidence(args, rule, inputs, task_vars, owners=False)
             if facts is None:
                 failed = listeners.get("msg", "facts could not be gathered again")
                 after = []
@@ -141,8 +142,9 @@ class ActionModule(ActionBase):
 
     # --- facts ------------------------------------------------------------------------------
 
-    def _evidence(self, args, rule, inputs, task_vars):
-        """(netstate facts, tcp listeners) gathered fresh on the host, or the ones given; (None, failed result)."""
+    def _evidence(self, args, rule, inputs, task_vars, owners=True):
+        """(netstate facts, tcp listeners) gathered fresh on the host, or the ones given; (None, failed result).
+        Without owners, the listeners are not looked for beyond the facts' own."""
         facts, listeners = args.get("facts"), args.get("listeners")
         if facts is None:
             module_args = {"sample_interval": 1.0} if rule.uses_rates else {}
@@ -152,7 +154,7 @@ class ActionModule(ActionBase):
             facts = (gathered.get("ansible_facts") or {}).get("netstate")
         if facts is None:
             raise AnsibleActionFail(f"{FACTS_MODULE} returned no ansible_facts.netstate")
-        if listeners is None and (rule.remediation or {}).get("kind") == "restart_unit":
+        if owners and listeners is None and (rule.remediation or {}).get("kind") == "restart_unit":
             # the facts' listeners carry their unit; listener_facts lists every one (listeners_limit keeps the
             # fullest accept queues only), so it is asked when the port's listener is not among them
             listeners = [item for item in facts.get("listeners") or []
