@@ -77,6 +77,20 @@ mkdir -p .build/collections/ansible_collections/netstate
 ln -sfn ../../../.. .build/collections/ansible_collections/netstate/tcp
 [ "$level" = run ] && exit 0
 
+# Every systemd fleet host runs systemd, logind and dbus as root of this machine's user namespace, each holding
+# inotify instances (about 10 a host); make test runs three lanes of systemd hosts at once, and the kernel's
+# default of 128 instances per user runs out: systemd's path units then fail and the host comes up degraded.
+inotify_instances=8192
+if [ "$(cat /proc/sys/fs/inotify/max_user_instances)" -lt "$inotify_instances" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: fs.inotify.max_user_instances is below $inotify_instances; run as root or raise it" >&2
+        exit 1
+    fi
+    echo "setup: fs.inotify.max_user_instances = $inotify_instances (/etc/sysctl.d/60-netstate-tests.conf)"
+    echo "fs.inotify.max_user_instances = $inotify_instances" > /etc/sysctl.d/60-netstate-tests.conf
+    sysctl -q -w fs.inotify.max_user_instances="$inotify_instances"
+fi
+
 # community.general.listen_ports_facts, the module listener_facts replaces, as the oracle of
 # tests/integration/test_listen_ports_compat.py: community.general as the ansible package on PyPI ships
 # it, unpacked outside the collection path the other tests use.
