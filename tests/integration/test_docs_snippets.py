@@ -60,6 +60,8 @@ ELSEWHERE = {
     "server": ("needs a Zabbix or Prometheus server", ["tests/fleet/test_servers.py"]),
     "ci-service": ("runs in a CI service (GitLab, GitHub); its commands are those of the `run` blocks", []),
     "registry": ("builds or runs an execution environment image", ["tests/fleet/test_execution_environment.py"]),
+    "execution-node": ("sends a job to an execution node with ansible-runner transmit, worker and process",
+                       ["tests/fleet/test_execution_node.py"]),
     "loop": ("needs Prometheus, Alertmanager and ansible-rulebook on a systemd fleet",
              ["tests/fleet/test_closed_loop.py"]),
     "checkout": ("a make target or script of the checkout, run by make test itself", ["Makefile"]),
