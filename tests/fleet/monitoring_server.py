@@ -8,8 +8,8 @@ prometheus and prometheus-alertmanager. The same names on both server generation
 the release's PostgreSQL and PHP):
 
     generation   Zabbix     PostgreSQL   PHP   Prometheus   Alertmanager
-    debian12     6.0.14     15           8.2   2.42         0.25
-    debian13     7.0.10     17           8.4   2.53         0.28
+    debian12     6.0.14     15           8.2   2.42.0       0.25.0
+    debian13     7.0.22     17           8.4   2.53.3       0.28.1
 
 Intervals are shortened for tests only: the server's configuration cache syncs every few seconds,
 Prometheus scrapes and evaluates every few seconds.
@@ -38,7 +38,7 @@ ZABBIX_PASSWORD = "zabbix"   # the default of a fresh Zabbix database (data.sql)
 SCRAPE_INTERVAL = "5s"
 PROMETHEUS_RULES = "/etc/prometheus/rules/netstate_tcp_alerts.yml"
 PROMETHEUS_FILE_SD = "/etc/prometheus/file_sd/netstate_node_exporter.yml"
-FRONTEND_CONF_LINK = "/usr/share/zabbix/conf/zabbix.conf.php"
+FRONTEND_CONF = "/etc/zabbix/zabbix.conf.php"   # where Debian's frontend package reads it
 
 _INSTALL = """set -e
 export DEBIAN_FRONTEND=noninteractive
@@ -180,13 +180,10 @@ def setup_monitoring_host(fleet, host):
     fleet.exec(host, _DATABASE, timeout=600)
     _write(fleet, host, "/etc/zabbix/zabbix_server.conf.d/netstate-fleet.conf", _SERVER_CONF, mode="0640")
     fleet.exec(host, "chgrp zabbix /etc/zabbix/zabbix_server.conf.d/netstate-fleet.conf")
-    # where the frontend reads its configuration: the link its package puts in its conf/ directory
-    frontend_conf = fleet.exec(host, "readlink -f %s" % FRONTEND_CONF_LINK, check=False).stdout.strip()
-    assert frontend_conf.startswith("/etc/"), "%s on %s: %r" % (FRONTEND_CONF_LINK, host, frontend_conf)
-    _write(fleet, host, frontend_conf, _FRONTEND_CONF, mode="0640")
+    _write(fleet, host, FRONTEND_CONF, _FRONTEND_CONF, mode="0640")
     fleet.exec(host, "chgrp www-data %s && a2enconf -q zabbix-frontend-php >/dev/null"
                      " && systemctl restart apache2"
-                     " && systemctl enable -q zabbix-server && systemctl restart zabbix-server" % frontend_conf)
+                     " && systemctl enable -q zabbix-server && systemctl restart zabbix-server" % FRONTEND_CONF)
     prometheus_url, prometheus_version = _start_prometheus(fleet, host, _PROMETHEUS_CONF + _ALERTING)
     alertmanager_url, alertmanager_version = _start_alertmanager(fleet, host)
     address = fleet.address(host)

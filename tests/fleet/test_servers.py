@@ -5,8 +5,8 @@ monitoring host (tests/fleet/monitoring_server.py): Zabbix server on PostgreSQL 
 API, Prometheus and Alertmanager.
 
     generation   monitoring host (h01)                                   agents (h02-h04)
-    debian12     Zabbix 6.0.14, Prometheus 2.42, Alertmanager 0.25        zabbix 6.0.14, node_exporter 1.5
-    debian13     Zabbix 7.0.10, Prometheus 2.53, Alertmanager 0.28        zabbix 7.0.22, node_exporter 1.9
+    debian12     Zabbix 6.0.14, Prometheus 2.42.0, Alertmanager 0.25.0    zabbix 6.0.14, node_exporter 1.5
+    debian13     Zabbix 7.0.22, Prometheus 2.53.3, Alertmanager 0.28.1    zabbix 7.0.22, node_exporter 1.9
 
 The module's fixture is parametrized by generation, one fleet of four systemd hosts of that release each
 (fleet_factory "srv12" and "srv13"): h01 the monitoring host, h02 Zabbix agent 1 with a CLOSE_WAIT leak, h03
