@@ -3,8 +3,9 @@
 #   - pytest over unit, integration and fleet tests, except the two systemd-fleet modules;
 #   - [systemd] pytest over tests/fleet/test_kinds.py and tests/fleet/test_servers.py, the longest
 #     fleet setups (every Debian release with systemd, real Zabbix and Prometheus servers);
-#   - [loop] pytest over tests/fleet/test_closed_loop.py and tests/fleet/test_remediate.py: the closed
-#     loop (Prometheus, Alertmanager, ansible-rulebook, the guarded remediation) on systemd fleets;
+#   - [loop] pytest over tests/fleet/test_closed_loop.py, tests/fleet/test_remediate.py and
+#     tests/fleet/test_zabbix_route.py: the closed loop (Prometheus, Alertmanager, Zabbix's webhook,
+#     ansible-rulebook, the guarded remediation) on systemd fleets;
 #   - [matrix] the ansible-core matrix (scripts/matrix.py: sanity, units and a smoke run for 2.16-2.21,
 #     the .venv's 2.19 included).
 # Most fleet test time is waiting (package installs, timers, agents' polls), and most matrix time is
@@ -29,7 +30,7 @@ systemd_status=0
 loop_status=0
 if [ "${#pytest_args[@]}" -eq 0 ]; then
     systemd_lane=(tests/fleet/test_kinds.py tests/fleet/test_servers.py)
-    loop_lane=(tests/fleet/test_closed_loop.py tests/fleet/test_remediate.py)
+    loop_lane=(tests/fleet/test_closed_loop.py tests/fleet/test_remediate.py tests/fleet/test_zabbix_route.py)
     ( $py -m pytest -q --durations=15 "${systemd_lane[@]}" 2>&1 | sed -u 's/^/[systemd] /'; exit "${PIPESTATUS[0]}" ) &
     systemd=$!
     ( $py -m pytest -q -s --durations=15 "${loop_lane[@]}" 2>&1 | sed -u 's/^/[loop] /'; exit "${PIPESTATUS[0]}" ) &
