@@ -30,8 +30,9 @@ import yaml
 from zabbix_utils import ZabbixAPI
 
 from monitoring_server import setup_monitoring_host
-from test_closed_loop import (LEAK, LEAKY, MONITOR, REMOTE_LEAKY, ROOT, UNIT_FILE, _connects, ansible_env, audit,
-                              close_wait, free_port, leak, main_pid, write)
+from test_closed_loop import (LEAK, LEAKY, MONITOR, REMOTE_LEAKY, ROOT, UNIT_FILE, _connects, audit, close_wait,
+                              free_port, leak, main_pid, write)
+from test_closed_loop import ansible_env  # noqa: F401 (a fixture: ansible-playbook and ansible-rulebook on PATH)
 from test_servers import run
 
 from tests.support.waiting import wait_for
@@ -47,11 +48,10 @@ MEDIA_TYPE = "netstate.tcp to ansible-rulebook"
 ACTION = "netstate.tcp problems to ansible-rulebook"
 WEBHOOK_SCRIPT = ROOT / "roles" / "zabbix_register" / "files" / "netstate_eda_webhook.js"
 ZABBIX_RUN = "rule: Remediate a Zabbix problem of the netstate template"   # ansible-rulebook -vv, per run
-ansible_env = ansible_env   # the closed loop's fixture: ansible-rulebook and ansible-playbook on PATH
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
-def route(request, fleet_factory, tmp_path_factory, ansible_env):
+def route(request, fleet_factory, tmp_path_factory, ansible_env):  # noqa: F811 (the imported fixture)
     for tool in ("ansible-rulebook", "java"):
         if shutil.which(tool, path=ansible_env["PATH"]) is None:
             pytest.fail("%s is not installed: scripts/setup.sh installs it (make test runs it)" % tool)
