@@ -10,7 +10,8 @@ threshold and severity, and its ``doc``, ``prometheus`` and ``zabbix`` parts. Th
   labels ``rule: <name>`` and ``severity``, the rule's threshold in the expression;
 * in roles/zabbix_agent/files/netstate_tcp_zabbix_template.yaml, the default values of the threshold
   macros and every trigger (one per rule, under the item, the discovery rule or the template, as
-  Zabbix exports it); nothing else in the template changes;
+  Zabbix exports it, tagged ``rule: <name>`` and, on a port's trigger prototype, ``port: {#PORT}``:
+  what the Zabbix media type posts to ansible-rulebook); nothing else in the template changes;
 * roles/zabbix_register/vars/main.yml: which macro holds each rule's threshold, so per-host
   overrides (netstate_health_thresholds) become per-host macros;
 * the rules table of docs/health.md, the trigger table of docs/monitoring.md and the remediation table
@@ -52,6 +53,8 @@ REQUIRED_PARTS = {
 TRIGGER_FIELDS = ("uuid", "name", "expression", "description")
 TRIGGER_OPTIONAL = ("depends_on",)
 PRIORITY = {"warning": "WARNING", "critical": "HIGH"}
+# The LLD macro of a port's trigger prototype; its value becomes the trigger's tag "port".
+PORT_MACRO = "{#PORT}"
 # Folding of the template's single-quoted scalars: a line breaks at the first space past FOLD_WIDTH
 # (how the template was first written), and before a word that would pass LINE_LIMIT (yamllint).
 FOLD_WIDTH = 142
@@ -210,11 +213,11 @@ def _emit_triggers(triggers: list, indent: int) -> str:
         for key, value in trigger.items():
             prefix = " " * indent + lead + key + ":"
             lead = "  "
-            if key == "dependencies":
+            if key in ("dependencies", "tags"):
                 lines.append(prefix + "\n" + _emit_triggers(value, indent + 4))
             elif "\n" in value:
                 fail("trigger %s: %s holds a line break" % (trigger.get("uuid"), key))
-            elif key in ("uuid", "priority") and _plain(key, value):
+            elif key in ("uuid", "priority", "tag", "value") and _plain(key, value):
                 lines.append("%s %s\n" % (prefix, value))
             else:
                 lines.append("%s %s\n" % (prefix, _scalar(value, len(prefix) + 1, indent + 4)))
@@ -258,6 +261,10 @@ def zabbix_triggers(rules: list, template: dict) -> dict:
                 depended = by_name[other]["zabbix"]["trigger"]
                 trigger["dependencies"].append({"name": " ".join(depended["name"].split()),
                                                 "expression": " ".join(depended["expression"].split())})
+        # the tags name what the event is about, for whoever Zabbix tells (extensions/eda/rulebooks/alerts.yml)
+        trigger["tags"] = [{"tag": "rule", "value": rule["name"]}]
+        if place[0] == "discovery" and PORT_MACRO in expression:
+            trigger["tags"].append({"tag": "port", "value": PORT_MACRO})
         placed[rule["name"]] = (place, trigger)
     return placed
 

@@ -4,8 +4,9 @@
 #   - [systemd] pytest over tests/fleet/test_kinds.py and tests/fleet/test_servers.py's Debian 12
 #     generation, the longest fleet setups (every Debian release with systemd, real Zabbix 6.0 and
 #     Prometheus 2.42 servers);
-#   - [loop] pytest over tests/fleet/test_closed_loop.py and tests/fleet/test_remediate.py: the closed
-#     loop (Prometheus, Alertmanager, ansible-rulebook, the guarded remediation) on systemd fleets; then
+#   - [loop] pytest over tests/fleet/test_closed_loop.py, tests/fleet/test_remediate.py and
+#     tests/fleet/test_zabbix_route.py: the closed loop (Prometheus, Alertmanager, Zabbix's webhook,
+#     ansible-rulebook, the guarded remediation) on systemd fleets; then
 #     tests/fleet/test_servers.py's Debian 13 generation (Zabbix 7.0, Prometheus 2.53), beside the other;
 #   - [matrix] the ansible-core matrix (scripts/matrix.py: sanity, units and a smoke run for 2.16-2.21,
 #     the .venv's 2.19 included).
@@ -32,7 +33,8 @@ loop_status=0
 if [ "${#pytest_args[@]}" -eq 0 ]; then
     # test_servers.py runs in both lanes, one server generation in each (its markers, pytest.ini)
     systemd_lane=(tests/fleet/test_kinds.py tests/fleet/test_servers.py -m "not servers_debian13")
-    loop_lane=(tests/fleet/test_closed_loop.py tests/fleet/test_remediate.py tests/fleet/test_servers.py
+    loop_lane=(tests/fleet/test_closed_loop.py tests/fleet/test_remediate.py
+               tests/fleet/test_zabbix_route.py tests/fleet/test_servers.py
                -m "not servers_debian12")
     ( $py -m pytest -q --durations=15 "${systemd_lane[@]}" 2>&1 | sed -u 's/^/[systemd] /'; exit "${PIPESTATUS[0]}" ) &
     systemd=$!

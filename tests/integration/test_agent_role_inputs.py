@@ -28,6 +28,11 @@ PLAYBOOK = os.path.join(BIN, "ansible-playbook")
 CHECK_TASK = "Check the settings no argument spec can express"
 PSK = "0123456789abcdef" * 2
 
+REGISTER = {"netstate_zabbix_register_url": "http://198.18.0.1/zabbix", "netstate_zabbix_register_token": "t",
+            "netstate_zabbix_register_address": "198.18.0.2"}
+EDA_URL = "http://198.18.0.3:5000/zabbix"
+EDA_TOKEN = "a-token with\nUserParameter=x"   # refused, and never shown
+
 CASES = [
     ("zabbix_agent", "netstate_zabbix_agent_collector_dir", "/usr/local/lib/netstate\n", {}),
     ("zabbix_agent", "netstate_zabbix_agent_python", "/usr/bin/python3\n", {}),
@@ -52,6 +57,12 @@ CASES = [
      {"netstate_zabbix_register_url": "http://198.18.0.1/zabbix", "netstate_zabbix_register_token": "t"}),
     ("zabbix_register", "netstate_zabbix_register_url", "http://198.18.0.1/zabbix\n",
      {"netstate_zabbix_register_token": "t", "netstate_zabbix_register_address": "198.18.0.2"}),
+    ("zabbix_register", "netstate_zabbix_register_eda_url", "http://198.18.0.3:5000/zabbix\n",
+     dict(REGISTER, netstate_zabbix_register_eda_token="t", netstate_zabbix_register_eda_user="Admin")),
+    ("zabbix_register", "netstate_zabbix_register_eda_token", EDA_TOKEN,
+     dict(REGISTER, netstate_zabbix_register_eda_url=EDA_URL, netstate_zabbix_register_eda_user="Admin")),
+    ("zabbix_register", "netstate_zabbix_register_eda_user", "Admin\n",
+     dict(REGISTER, netstate_zabbix_register_eda_url=EDA_URL, netstate_zabbix_register_eda_token="t")),
 ]
 
 
@@ -81,3 +92,5 @@ def test_a_value_leaving_its_line_or_path_is_refused_before_any_task(tmp_path, r
     assert failed[0].startswith("failed: [localhost] (item=%s) => " % name), failed
     result = json.loads(failed[0].split(" => ", 1)[1])
     assert result["msg"].startswith(name + ": "), result["msg"]
+    if name == "netstate_zabbix_register_eda_token":
+        assert "a-token" not in output and "UserParameter=x" not in output, "the refused token was shown"

@@ -64,6 +64,8 @@ ELSEWHERE = {
                        ["tests/fleet/test_execution_node.py"]),
     "loop": ("needs Prometheus, Alertmanager and ansible-rulebook on a systemd fleet",
              ["tests/fleet/test_closed_loop.py"]),
+    "zabbix-loop": ("needs a Zabbix server and ansible-rulebook on a systemd fleet",
+                    ["tests/fleet/test_zabbix_route.py"]),
     "checkout": ("a make target or script of the checkout, run by make test itself", ["Makefile"]),
     "rulebook": ("runs in ansible-rulebook, a long-running process on a Java runtime",
                  ["tests/integration/test_eda_tcp_health.py"]),

@@ -139,6 +139,22 @@ def test_zabbix_triggers_are_the_rules_triggers(rules):
         assert trigger["priority"] == SEVERITY_PRIORITY[rule["severity"]], name
 
 
+def test_every_trigger_is_tagged_with_its_rule_and_port(rules):
+    """The tags the Zabbix media type posts to ansible-rulebook: rule on every trigger, port ({#PORT}) on every
+    trigger prototype of a port, on no other."""
+    template = load(TEMPLATE)["zabbix_export"]["templates"][0]
+    prototypes = {trigger["uuid"] for rule in template.get("discovery_rules") or []
+                  for trigger in rule.get("trigger_prototypes") or []}
+    assert prototypes, "the template has no trigger prototype"
+    by_uuid = {trigger["uuid"]: trigger for trigger in template_triggers()}
+    for name, rule in rules.items():
+        uuid = rule["zabbix"]["trigger"]["uuid"]
+        wanted = [{"tag": "rule", "value": name}]
+        if uuid in prototypes:
+            wanted.append({"tag": "port", "value": "{#PORT}"})
+        assert by_uuid[uuid]["tags"] == wanted, name
+
+
 @pytest.mark.parametrize("part", ["doc", "prometheus", "zabbix", "doc.text", "prometheus.expr", "prometheus.summary",
                                   "zabbix.macro", "zabbix.trigger", "zabbix.trigger.expression"])
 def test_generator_refuses_a_rule_without_a_part_naming_it(tmp_path, monkeypatch, generator, part):
