@@ -211,3 +211,14 @@ def node_exporter_host(fleet, tmp_path_factory):
     finally:
         fleet.exec(host, "rm -f /etc/cron.d/netstate-tcp-textfile", check=False)
         fleet.restart_host(host)
+
+
+@pytest.fixture(scope="module")
+def ansible_env():
+    """The environment ansible-playbook and ansible-rulebook run in from a test: this checkout's collection and
+    ansible.cfg, and the virtualenv's tools first on PATH (ansible-rulebook calls ansible-galaxy)."""
+    env = dict(os.environ)
+    env.setdefault("ANSIBLE_COLLECTIONS_PATH", os.path.join(ROOT, ".build", "collections"))
+    env.setdefault("ANSIBLE_CONFIG", os.path.join(ROOT, "ansible.cfg"))
+    env["PATH"] = "%s:%s" % (os.path.dirname(sys.executable), env.get("PATH", ""))
+    return env

@@ -192,8 +192,10 @@ def setup_monitoring_host(fleet, host):
     try:
         version = wait_for("Zabbix API answers", lambda: _api(api, "apiinfo.version", {}).get("result"), 120)
         # the trapper port is opened once the server has checked its database (a refused database stops it)
-        wait_for("Zabbix server listens on 10051", lambda: fleet.exec(
-            host, "ss -H -l -t -n 'sport = :10051'").stdout.strip(), 90)
+
+        def trapper():
+            return fleet.exec(host, "ss -H -l -t -n 'sport = :10051'").stdout.strip()
+        wait_for("Zabbix server listens on 10051", trapper, 90)
     except AssertionError as error:
         logs = fleet.exec(host, "tail -n 15 /var/log/zabbix/zabbix_server.log /var/log/apache2/error.log",
                           check=False)

@@ -124,15 +124,6 @@ def leak(fleet, host, port, name):
 
 
 @pytest.fixture(scope="module")
-def ansible_env():
-    env = dict(os.environ)
-    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".build" / "collections"))
-    env.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
-    env["PATH"] = "%s:%s" % (Path(sys.executable).parent, env.get("PATH", ""))
-    return env
-
-
-@pytest.fixture(scope="module")
 def loop(fleet_factory, tmp_path_factory, ansible_env):
     for tool in ("ansible-rulebook", "java"):
         if shutil.which(tool, path=ansible_env["PATH"]) is None:

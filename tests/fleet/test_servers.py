@@ -111,15 +111,6 @@ def setup(request, fleet_factory, tmp_path_factory, ansible_env):
     print("latencies %s: %s" % (generation, json.dumps(LATENCIES[generation], sort_keys=True)))
 
 
-@pytest.fixture(scope="module")
-def ansible_env():
-    import os  # pylint: disable=import-outside-toplevel
-    env = dict(os.environ)
-    env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(ROOT / ".build" / "collections"))
-    env.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
-    return env
-
-
 def run(env, args, timeout=1500):
     return subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), *args], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, check=False)

@@ -32,7 +32,6 @@ from zabbix_utils import ZabbixAPI
 from monitoring_server import setup_monitoring_host
 from test_closed_loop import (LEAK, LEAKY, MONITOR, REMOTE_LEAKY, ROOT, UNIT_FILE, _connects, audit, close_wait,
                               free_port, leak, main_pid, write)
-from test_closed_loop import ansible_env  # noqa: F401 (a fixture: ansible-playbook and ansible-rulebook on PATH)
 from test_servers import run
 
 from tests.support.waiting import wait_for
@@ -51,7 +50,7 @@ ZABBIX_RUN = "rule: Remediate a Zabbix problem of the netstate template"   # ans
 
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
-def route(request, fleet_factory, tmp_path_factory, ansible_env):  # noqa: F811 (the imported fixture)
+def route(request, fleet_factory, tmp_path_factory, ansible_env):
     for tool in ("ansible-rulebook", "java"):
         if shutil.which(tool, path=ansible_env["PATH"]) is None:
             pytest.fail("%s is not installed: scripts/setup.sh installs it (make test runs it)" % tool)
@@ -62,8 +61,10 @@ def route(request, fleet_factory, tmp_path_factory, ansible_env):  # noqa: F811 
     write(fleet, AGENT, REMOTE_LEAKY, LEAKY.read_text())
     write(fleet, AGENT, "/etc/systemd/system/" + UNIT, UNIT_FILE.format(script=REMOTE_LEAKY, port=PORT))
     fleet.exec(AGENT, "systemctl daemon-reload && systemctl enable -q --now %s" % UNIT)
-    wait_for("%s listens on %d" % (UNIT, PORT), lambda: fleet.exec(
-        AGENT, "ss -H -ltn '( sport = :%d )'" % PORT).stdout.strip(), 30)
+
+    def listening():
+        return fleet.exec(AGENT, "ss -H -ltn '( sport = :%d )'" % PORT).stdout.strip()
+    wait_for("%s listens on %d" % (UNIT, PORT), listening, 30)
 
     tmp = tmp_path_factory.mktemp("zabbix-route")
     gateway = fleet.gateway
