@@ -20,6 +20,7 @@ __metaclass__ = type
 
 import base64
 import calendar
+import contextlib
 import datetime
 import json
 import os
@@ -148,18 +149,11 @@ def loop(fleet_factory, tmp_path_factory, ansible_env):
     gateway = fleet.gateway
     port = free_port(gateway)
     token = secrets.token_urlsafe(24)
-    audit_file = tmp / "audit" / "remediation.jsonl"
-    audit_file.parent.mkdir()
-    # The inventory as an operator keeps it: hosts, then the remediation policy as group variables.
-    inventory = tmp / "inventory"
-    (inventory / "group_vars").mkdir(parents=True)
-    shutil.copy(str(fleet.inventory), str(inventory / "hosts.ini"))
-    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump({
+    inventory, audit_file = policy_inventory(fleet, tmp, {
         "netstate_remediate_mode": "act",
         "netstate_remediate_allow_units": ["leaky-app.service"],
-        "netstate_remediate_audit_file": str(audit_file),
         "netstate_remediate_max_hosts": 2,
-    }))
+    })
     monitor_vars = tmp / "monitor.yml"
     monitor_vars.write_text(yaml.safe_dump({"all": {"children": {
         "agents": {"hosts": {LEAK_HOST: {}, HEALTHY_HOST: {}, HELD_HOST: {}},
@@ -180,31 +174,53 @@ def loop(fleet_factory, tmp_path_factory, ansible_env):
     native_ready = native.submit(install_rulebook, fleet, NATIVE_HOST,
                                  build_collection(tmp_path_factory.mktemp("collection")))
 
-    rulebook_vars = tmp / "rulebook-vars.yml"
-    rulebook_vars.write_text(yaml.safe_dump({"netstate_eda_host": gateway, "netstate_eda_port": port}))
-    log_path = tmp / "rulebook.log"
-    log = open(log_path, "w")  # noqa: SIM115 (held open for the rulebook's life)
-    rulebook = subprocess.Popen(
-        [shutil.which("ansible-rulebook", path=ansible_env["PATH"]), "--rulebook", "netstate.tcp.alerts",
-         "-i", str(inventory), "--vars", str(rulebook_vars), "--env-vars", "NETSTATE_EDA_TOKEN", "-v"],
-        env=dict(ansible_env, NETSTATE_EDA_TOKEN=token, TZ="UTC"), cwd=str(tmp), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for("ansible-rulebook's webhook listens on %s:%d" % (gateway, port),
-                 lambda: rulebook.poll() is None and _connects(gateway, port), 180, interval=0.5)
-    except AssertionError:
-        rulebook.kill()
-        raise AssertionError("ansible-rulebook did not start:\n" + log_path.read_text()[-6000:])
-    yield {"fleet": fleet, "server": server, "audit": audit_file, "log": log_path, "rulebook": rulebook,
-           "inventory": inventory, "env": ansible_env, "native_ready": native_ready}
-    native.shutdown(wait=True)
-    rulebook.terminate()
-    try:
-        rulebook.wait(30)
-    except subprocess.TimeoutExpired:
-        rulebook.kill()
-    log.close()
+    with rulebook_running(ansible_env, tmp, inventory, gateway, port, token) as (rulebook, log_path):
+        yield {"fleet": fleet, "server": server, "audit": audit_file, "log": log_path, "rulebook": rulebook,
+               "inventory": inventory, "env": ansible_env, "native_ready": native_ready}
+        native.shutdown(wait=True)
     for host in UNITS:
         fleet.exec(host, "systemctl stop 'leak-clients-*' 2>/dev/null; true", check=False)
+
+
+def policy_inventory(fleet, directory, policy):
+    """The inventory as an operator keeps it: the fleet's hosts, then the remediation policy as group variables,
+    the audit trail in a directory of its own; (inventory directory, audit file)."""
+    audit_file = directory / "audit" / "remediation.jsonl"
+    audit_file.parent.mkdir()
+    inventory = directory / "inventory"
+    (inventory / "group_vars").mkdir(parents=True)
+    shutil.copy(str(fleet.inventory), str(inventory / "hosts.ini"))
+    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump(
+        dict(policy, netstate_remediate_audit_file=str(audit_file))))
+    return inventory, audit_file
+
+
+@contextlib.contextmanager
+def rulebook_running(ansible_env, directory, inventory, address, port, token, verbosity="-v"):
+    """The real ansible-rulebook with the shipped netstate.tcp.alerts, its webhook on address:port with token, the
+    remediation policy in inventory; (process, its log file) once the webhook listens; stopped at the end."""
+    rulebook_vars = directory / "rulebook-vars.yml"
+    rulebook_vars.write_text(yaml.safe_dump({"netstate_eda_host": address, "netstate_eda_port": port}))
+    log_path = directory / "rulebook.log"
+    with open(log_path, "w") as log:
+        rulebook = subprocess.Popen(
+            [shutil.which("ansible-rulebook", path=ansible_env["PATH"]), "--rulebook", "netstate.tcp.alerts",
+             "-i", str(inventory), "--vars", str(rulebook_vars), "--env-vars", "NETSTATE_EDA_TOKEN", verbosity],
+            env=dict(ansible_env, NETSTATE_EDA_TOKEN=token, TZ="UTC"), cwd=str(directory), stdout=log,
+            stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_for("ansible-rulebook's webhook listens on %s:%d" % (address, port),
+                         lambda: rulebook.poll() is None and _connects(address, port), 180, interval=0.5)
+            except AssertionError:
+                raise AssertionError("ansible-rulebook did not start:\n" + log_path.read_text()[-6000:]) from None
+            yield rulebook, log_path
+        finally:
+            rulebook.terminate()
+            try:
+                rulebook.wait(30)
+            except subprocess.TimeoutExpired:
+                rulebook.kill()
 
 
 def _connects(address, port):

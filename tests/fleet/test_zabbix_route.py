@@ -20,7 +20,6 @@ import json
 import re
 import secrets
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -30,8 +29,8 @@ import yaml
 from zabbix_utils import ZabbixAPI
 
 from monitoring_server import setup_monitoring_host
-from test_closed_loop import (LEAK, LEAKY, MONITOR, REMOTE_LEAKY, ROOT, UNIT_FILE, _connects, audit, close_wait,
-                              free_port, leak, main_pid, write)
+from test_closed_loop import (LEAK, LEAKY, MONITOR, REMOTE_LEAKY, ROOT, UNIT_FILE, audit, close_wait, free_port,
+                              leak, main_pid, policy_inventory, rulebook_running, write)
 from test_servers import run
 
 from tests.support.waiting import wait_for
@@ -71,28 +70,9 @@ def route(request, fleet_factory, tmp_path_factory, ansible_env):
     port = free_port(gateway)
     token = secrets.token_urlsafe(24)
     eda_url = "http://%s:%d/zabbix" % (gateway, port)
-    audit_file = tmp / "audit" / "remediation.jsonl"
-    audit_file.parent.mkdir()
-    inventory = tmp / "inventory"
-    (inventory / "group_vars").mkdir(parents=True)
-    shutil.copy(str(fleet.inventory), str(inventory / "hosts.ini"))
-    (inventory / "group_vars" / "all.yml").write_text(yaml.safe_dump({
-        "netstate_remediate_mode": "plan",
-        "netstate_remediate_allow_units": [UNIT],
-        "netstate_remediate_audit_file": str(audit_file),
-    }))
-    rulebook_vars = tmp / "rulebook-vars.yml"
-    rulebook_vars.write_text(yaml.safe_dump({"netstate_eda_host": gateway, "netstate_eda_port": port}))
-    log_path = tmp / "rulebook.log"
-    log = open(log_path, "w")  # noqa: SIM115 (held open for the rulebook's life)
-    rulebook = subprocess.Popen(
-        [shutil.which("ansible-rulebook", path=ansible_env["PATH"]), "--rulebook", "netstate.tcp.alerts",
-         "-i", str(inventory), "--vars", str(rulebook_vars), "--env-vars", "NETSTATE_EDA_TOKEN", "-vv"],
-        env=dict(ansible_env, NETSTATE_EDA_TOKEN=token, TZ="UTC"), cwd=str(tmp), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for("ansible-rulebook's webhook listens on %s:%d" % (gateway, port),
-                 lambda: rulebook.poll() is None and _connects(gateway, port), 180, interval=0.5)
-
+    inventory, audit_file = policy_inventory(fleet, tmp, {"netstate_remediate_mode": "plan",
+                                                          "netstate_remediate_allow_units": [UNIT]})
+    with rulebook_running(ansible_env, tmp, inventory, gateway, port, token, "-vv") as (_rulebook, log_path):
         monitor_vars = tmp / "monitor.yml"
         monitor_vars.write_text(yaml.safe_dump({"all": {"children": {"agents": {
             "hosts": {AGENT: {"netstate_zabbix_agent_flavor": "agentd"}},
@@ -115,18 +95,8 @@ def route(request, fleet_factory, tmp_path_factory, ansible_env):
         assert token not in done.stdout, "monitor.yml showed the token"
         print("monitor.yml with the route: %.1f s" % (time.monotonic() - started))
         api = ZabbixAPI(url=server["zabbix_url"], user=server["zabbix_user"], password=server["zabbix_password"])
-    except BaseException:
-        rulebook.kill()
-        log.close()
-        raise
-    yield {"fleet": fleet, "server": server, "api": api, "token": token, "eda_url": eda_url, "port": port,
-           "audit": audit_file, "log": log_path, "env": ansible_env, "inventory": [fleet.inventory, monitor_vars]}
-    rulebook.terminate()
-    try:
-        rulebook.wait(30)
-    except subprocess.TimeoutExpired:
-        rulebook.kill()
-    log.close()
+        yield {"fleet": fleet, "server": server, "api": api, "token": token, "eda_url": eda_url, "port": port,
+               "audit": audit_file, "log": log_path, "env": ansible_env, "inventory": [fleet.inventory, monitor_vars]}
     fleet.exec(AGENT, "systemctl stop 'leak-clients-*' 2>/dev/null; true", check=False)
 
 
