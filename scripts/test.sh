@@ -5,8 +5,8 @@
 #     generation, the longest fleet setups (every Debian release with systemd, real Zabbix 6.0 and
 #     Prometheus 2.42 servers);
 #   - [loop] pytest over tests/fleet/test_closed_loop.py, tests/fleet/test_remediate.py and
-#     tests/fleet/test_zabbix_route.py: the closed loop (Prometheus, Alertmanager, Zabbix's webhook,
-#     ansible-rulebook, the guarded remediation) on systemd fleets; then
+#     tests/fleet/test_zabbix_route.py: the closed loop (Prometheus, Alertmanager, Zabbix's webhook on
+#     Zabbix 6.0 and 7.0, ansible-rulebook, the guarded remediation) on systemd fleets; then
 #     tests/fleet/test_servers.py's Debian 13 generation (Zabbix 7.0, Prometheus 2.53), beside the other;
 #   - [matrix] the ansible-core matrix (scripts/matrix.py: sanity, units and a smoke run for 2.16-2.21,
 #     the .venv's 2.19 included).

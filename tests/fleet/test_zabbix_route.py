@@ -7,11 +7,12 @@ type that netstate.tcp.zabbix_register installed (roles/zabbix_register/files/ne
 the action it created, ansible-rulebook running the shipped rulebook (netstate.tcp.alerts) on the controller,
 and the guarded remediation playbook (netstate.tcp.remediate) it starts, in plan mode.
 
-One fleet of two systemd hosts per Zabbix server generation (SERVERS): h01 the Zabbix server, h02 a Zabbix
-agent with `leaky-app.service` listening on PORT, registered by playbooks/monitor.yml with the route to
-ansible-rulebook (netstate_zabbix_register_eda_url and _eda_token). Zabbix's problem.get and alert.get are what
-a user sees; `ss` and `systemctl` on h02 are the oracles of the host; the audit trail (one JSON line per
-decision) is what the remediation says it decided, naming the Zabbix event it came from.
+One fleet of two systemd hosts per Zabbix server generation (SERVERS: 6.0 on Debian 12, 7.0 on Debian 13):
+h01 the Zabbix server, h02 a Zabbix agent with `leaky-app.service` listening on PORT, registered by
+playbooks/monitor.yml with the route to ansible-rulebook (netstate_zabbix_register_eda_url and _eda_token).
+Zabbix's problem.get and alert.get are what a user sees; `ss` and `systemctl` on h02 are the oracles of the
+host; the audit trail (one JSON line per decision) is what the remediation says it decided, naming the Zabbix
+event it came from.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
 
 # Zabbix server generation -> the fleet system of its hosts and the function that sets the server up on h01
-SERVERS = {"debian12": ("debian12", setup_monitoring_host)}
+SERVERS = {"debian12": ("debian12", setup_monitoring_host), "debian13": ("debian13", setup_monitoring_host)}
 SERVER, AGENT = "h01", "h02"
 UNIT, PORT = "leaky-app.service", 18093
 RULE = "close_wait_per_port"
