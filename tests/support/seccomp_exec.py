@@ -1,14 +1,17 @@
 # Copyright: netstate.tcp contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Run a command under a seccomp filter that refuses netlink sock_diag sockets, as a sandbox would.
+"""Run a command under a seccomp filter that refuses netlink sock_diag sockets, or new processes, as a
+sandbox would.
 
-    python3 seccomp_exec.py [--errno EPERM] -- COMMAND [ARG...]
+    python3 seccomp_exec.py [--errno EPERM] [--refuse sock_diag|fork] -- COMMAND [ARG...]
 
-The filter (libseccomp through ctypes) makes socket(AF_NETLINK, any type, NETLINK_SOCK_DIAG)
-fail with the given errno and allows every other system call, so `ip` (NETLINK_ROUTE),
-ansible-playbook and its modules run as usual. It is inherited by every child process. Before
-exec the filter is proven: the refused socket fails with that errno, a NETLINK_ROUTE socket opens.
+The sock_diag filter (libseccomp through ctypes, the default) makes socket(AF_NETLINK, any type,
+NETLINK_SOCK_DIAG) fail with the given errno and allows every other system call, so `ip` (NETLINK_ROUTE),
+ansible-playbook and its modules run as usual. The fork filter makes fork, vfork, clone and clone3 fail
+with it (a process that may not start processes or threads, as a tight sandbox or an exhausted
+RLIMIT_NPROC leaves one). The filter is inherited by every child process. Before exec it is proven: the
+refused socket fails with that errno and a NETLINK_ROUTE socket opens, or os.fork() fails with it.
 """
 
 import ctypes
@@ -35,7 +38,20 @@ def scmp_act_errno(number):
     return 0x00050000 | (number & 0x0000FFFF)
 
 
+FORK_SYSCALLS = (b"fork", b"vfork", b"clone", b"clone3")
+
+
 def refuse_sock_diag(number=errno.EPERM):
+    _load_filter(number, [(b"socket", [ArgCmp(0, SCMP_CMP_EQ, AF_NETLINK, 0),
+                                       ArgCmp(2, SCMP_CMP_EQ, NETLINK_SOCK_DIAG, 0)])])
+
+
+def refuse_fork(number=errno.EAGAIN):
+    _load_filter(number, [(name, []) for name in FORK_SYSCALLS])
+
+
+def _load_filter(number, refused):
+    """Allow every system call but the (name, argument comparisons) of refused, which fail with number."""
     name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     lib = ctypes.CDLL(name, use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
@@ -49,11 +65,12 @@ def refuse_sock_diag(number=errno.EPERM):
     if not context:
         raise OSError("seccomp_init failed")
     try:
-        syscall = lib.seccomp_syscall_resolve_name(b"socket")
-        rules = (ArgCmp * 2)(ArgCmp(0, SCMP_CMP_EQ, AF_NETLINK, 0), ArgCmp(2, SCMP_CMP_EQ, NETLINK_SOCK_DIAG, 0))
-        result = lib.seccomp_rule_add_array(context, scmp_act_errno(number), syscall, 2, rules)
-        if result < 0:
-            raise OSError(-result, "seccomp_rule_add_array: %s" % os.strerror(-result))
+        for syscall_name, comparisons in refused:
+            syscall = lib.seccomp_syscall_resolve_name(syscall_name)
+            rules = (ArgCmp * max(1, len(comparisons)))(*comparisons)
+            result = lib.seccomp_rule_add_array(context, scmp_act_errno(number), syscall, len(comparisons), rules)
+            if result < 0:
+                raise OSError(-result, "seccomp_rule_add_array %s: %s" % (syscall_name.decode(), os.strerror(-result)))
         result = lib.seccomp_load(context)  # sets no_new_privs first (libseccomp's default)
         if result < 0:
             raise OSError(-result, "seccomp_load: %s" % os.strerror(-result))
@@ -72,15 +89,37 @@ def prove(number):
     socket.socket(AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE).close()
 
 
+def prove_fork_refused(number):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        if exc.errno != number:
+            raise
+        return
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    raise SystemExit("seccomp_exec: the filter did not refuse fork")
+
+
 def main(argv):
-    number = errno.EPERM
-    if argv[:1] == ["--errno"]:
-        number = getattr(errno, argv[1])
+    number, refuse = None, "sock_diag"
+    while argv[:1] in (["--errno"], ["--refuse"]):
+        if argv[0] == "--errno":
+            number = getattr(errno, argv[1])
+        else:
+            refuse = argv[1]
         argv = argv[2:]
-    if argv[:1] != ["--"] or len(argv) < 2:
-        raise SystemExit("usage: seccomp_exec.py [--errno NAME] -- COMMAND [ARG...]")
-    refuse_sock_diag(number)
-    prove(number)
+    if argv[:1] != ["--"] or len(argv) < 2 or refuse not in ("sock_diag", "fork"):
+        raise SystemExit("usage: seccomp_exec.py [--errno NAME] [--refuse sock_diag|fork] -- COMMAND [ARG...]")
+    if refuse == "fork":
+        number = errno.EAGAIN if number is None else number
+        refuse_fork(number)
+        prove_fork_refused(number)
+    else:
+        number = errno.EPERM if number is None else number
+        refuse_sock_diag(number)
+        prove(number)
     os.execvp(argv[1], argv[1:])
 
 

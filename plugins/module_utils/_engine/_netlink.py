@@ -16,6 +16,8 @@ __metaclass__ = type
 
 import errno
 import os
+import select
+import signal
 import socket
 import struct
 import threading
@@ -213,15 +215,139 @@ def _end_of_dump(buf, length, stop):
         raise DumpInterrupted("the socket table changed during the dump")
 
 
-def dump(family, protocol, states_mask, consume, sock=None, seq=1):
-    """Run one sock_diag dump in this thread, handing every receive buffer to consume (see take())."""
+def dump(family, protocol, states_mask, consume, sock=None, seq=1, relay_after=None):
+    """Run one sock_diag dump, handing every receive buffer to consume (see take()).
+
+    relay_after (a number of buffers, or None): when the dump has not ended after that many, a child
+    process (Relay) receives the rest from the kernel while this one counts what it has, so the kernel's
+    work for the next buffers and the counting of the last ones run on two CPUs side by side. Small
+    tables end before the fork would pay; where a process cannot be forked the dump goes on here.
+    """
     own = sock is None
     if own:
         sock = open_socket()
+    relay = None
     try:
         request(sock, family, protocol, states_mask, seq)
-        while not take(receive(sock), consume):
-            pass
+        buffers = 0
+        while True:
+            if relay is None and relay_after is not None and buffers >= relay_after:
+                relay = Relay.start(sock)
+                relay_after = None   # one try: a refused fork is not tried again for every buffer
+            if take(relay.receive() if relay is not None else receive(sock), consume):
+                break
+            buffers += 1
     finally:
+        if relay is not None:
+            relay.stop()
         if own:
             sock.close()
+
+
+# How long a relay waits for the kernel's next buffer, or for room to pass it on, before it gives up:
+# the kernel fills the next buffer in the receive call itself, so a wait this long means the dump ended
+# (the parent is done with it and ends the relay) or the parent is gone.
+RELAY_IDLE_MS = 10000
+# A receive-side error the relay passes on: its 1-byte marker and the errno (a netlink buffer is at least a
+# 16-byte header, so a 5-byte message is never one).
+RELAY_ERROR = struct.Struct("=ci")
+
+
+class Relay:
+    """A forked child that receives a dump's buffers from the netlink socket it inherited and passes each,
+    whole, over a SOCK_SEQPACKET pair to the parent, which counts them meanwhile.
+
+    The child runs no code of the caller's: it receives, sends and leaves with os._exit (no atexit, no
+    buffered output flushed twice). The parent ends it when the dump is read (or failed) and reaps it; a
+    child whose parent died ends by itself when the socket pair breaks or after RELAY_IDLE_MS without
+    data. Only a single-threaded process forks (a fork copies one thread of a threaded one, locks held by
+    the others included); Relay.start returns None otherwise, and when fork or socketpair is refused.
+    """
+
+    def __init__(self, pid, channel):
+        self.pid, self.channel = pid, channel
+
+    @classmethod
+    def start(cls, sock):
+        if threading.active_count() != 1 or not hasattr(os, "fork"):
+            return None
+        try:
+            parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            return None
+        for end, option in ((child_end, socket.SO_SNDBUF), (parent_end, socket.SO_RCVBUF)):
+            _raise_buffer(end, option, 4 << 20)
+        try:
+            pid = os.fork()
+        except OSError:
+            parent_end.close()
+            child_end.close()
+            return None
+        if pid == 0:  # the child: nothing below returns
+            code = 1
+            try:
+                parent_end.close()
+                code = _relay(sock, child_end)
+            finally:
+                os._exit(code)
+        child_end.close()
+        return cls(pid, parent_end)
+
+    def receive(self):
+        """The next buffer the child passed on, as receive() returns one from the kernel."""
+        scratch = getattr(_scratch, "buf", None)
+        if scratch is None:
+            scratch = _scratch.buf = memoryview(bytearray(RECV_SIZE))
+        try:
+            length = self.channel.recv_into(scratch)
+        except OSError as exc:
+            raise NetlinkError("sock_diag relay: receive failed: %s" % exc)
+        if length == RELAY_ERROR.size and scratch[0:1] == b"E":
+            code = RELAY_ERROR.unpack_from(scratch)[1]
+            if code == errno.ENOBUFS:
+                raise DumpInterrupted("netlink receive buffer overrun")
+            raise NetlinkError("sock_diag receive failed: %s" % os.strerror(code))
+        if length == 0:
+            raise NetlinkError("sock_diag relay: the receiving process ended before the dump did")
+        return bytes(scratch[:length])
+
+    def stop(self):
+        self.channel.close()
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+
+def _raise_buffer(sock, option, size):
+    """SO_*BUFFORCE (root may pass the system's limit) or else the option itself; best effort."""
+    force = {socket.SO_SNDBUF: 32, socket.SO_RCVBUF: 33}[option]  # SO_SNDBUFFORCE, SO_RCVBUFFORCE
+    for name in (force, option):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, name, size)
+            return
+        except OSError:
+            pass
+
+
+def _relay(sock, channel):
+    """The child's loop: kernel buffer -> channel, until the parent ends it. Returns the exit code."""
+    scratch = memoryview(bytearray(RECV_SIZE))
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    while True:
+        if not poller.poll(RELAY_IDLE_MS):
+            return 0
+        try:
+            length = sock.recv_into(scratch)
+        except OSError as exc:
+            channel.send(RELAY_ERROR.pack(b"E", exc.errno or errno.EIO))
+            return 1
+        try:
+            channel.send(scratch[:length])
+        except OSError:
+            return 1   # the parent is gone or ended the relay

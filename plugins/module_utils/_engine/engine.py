@@ -36,10 +36,17 @@ from ._options import GatherError, check_count, check_int, check_namespace, chec
 
 # ---------------------------------------------------------------- backends
 
+# A connection dump still going after this many receive buffers (each up to 32 KiB, about 300 sockets)
+# is received by a child process while this one counts (_netlink.Relay): below it, a fork costs more
+# than running the kernel's part and the counting side by side saves (docs/performance.md).
+RELAY_AFTER = 16
+
+
 def _netlink_gather(tcp, udp, units=None):
     """The TCP listener, TCP connection and UDP dumps of both families, one after the other: listeners
     first, as counting connections needs their ports. units (a cgroup.UnitCounter, subset units) counts
-    the TCP replies after the aggregation has."""
+    the TCP replies after the aggregation has. A large connection dump is received and counted side by
+    side (RELAY_AFTER)."""
     consume_listeners, consume_connections = tcp.consume_listeners, tcp.consume_netlink
     if units is not None:
         consume_listeners, consume_connections = units.wrap(consume_listeners), units.wrap(consume_connections)
@@ -47,7 +54,7 @@ def _netlink_gather(tcp, udp, units=None):
         netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, consume_listeners)
     tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
     for family, _label in FAMILIES:
-        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, consume_connections)
+        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, consume_connections, relay_after=RELAY_AFTER)
     for family, _label in FAMILIES:
         netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink)
 

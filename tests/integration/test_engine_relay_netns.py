@@ -1,0 +1,119 @@
+# Copyright: netstate.tcp contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""A large connection dump received by a child process while the engine counts (_netlink.Relay), real
+sockets in private network namespaces, `ss` the oracle.
+
+Each gather runs in a fresh Python process (DRIVER), as the modules and the collector run: it prints the
+counts of its second gather and what the children reaped during it cost (getrusage(RUSAGE_CHILDREN)): a
+relay child touches pages of its own, so their minor faults are how the test sees that one ran, and none
+that none did. The relay is
+used only past engine.RELAY_AFTER buffers, only in a single-threaded process, and not when fork is refused
+(a real seccomp filter, tests/support/seccomp_exec.py); the counts are exact in every case.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import COLLECTIONS, Namespace, netns_prerequisites
+from tests.support.ss_oracle import Snapshot
+
+pytestmark = pytest.mark.netns
+
+SECCOMP_EXEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support", "seccomp_exec.py")
+# 6,000 connections (12,000 sockets) make some 40 receive buffers, well past RELAY_AFTER; 20 make one.
+BIG = {"listeners": [{"address": "127.0.0.1", "port": 8080, "backlog": 4096}, {"address": "::1", "port": 8443}],
+       "established": [{"to": ["127.0.0.1", 8080], "from": "127.0.0.2", "count": 4000},
+                       {"to": ["127.0.0.1", 8080], "from": "127.0.0.3", "count": 1500},
+                       {"to": ["::1", 8443], "count": 500}],
+       "close_wait": [{"to": ["127.0.0.1", 8080], "count": 300}]}
+SMALL = {"listeners": [{"address": "127.0.0.1", "port": 8080}],
+         "established": [{"to": ["127.0.0.1", 8080], "from": "127.0.0.2", "count": 20}]}
+
+DRIVER = r"""
+import json, resource, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
+namespace, mode = sys.argv[2], sys.argv[3]
+if mode == "thread":
+    stop = threading.Event()
+    threading.Thread(target=stop.wait, daemon=True).start()
+def run():
+    warnings = []
+    return engine.gather(gather_subset=["states", "ports", "peers"], namespace=namespace, warnings=warnings), warnings
+run()  # the first call may start processes of its own (ctypes looking for libc); the second is measured
+before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+facts, warnings = run()
+after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+print(json.dumps({"states": facts["tcp"]["states"], "local_ports": facts["tcp"]["local_ports"],
+                  "peers": facts["tcp"]["peers"], "relay_after": engine.RELAY_AFTER,
+                  "children_minflt": after - before, "warnings": warnings}))
+"""
+
+
+def gather(namespace, mode="plain", refuse_fork=False):
+    command = [sys.executable, "-c", DRIVER, COLLECTIONS, namespace.name, mode]
+    if refuse_fork:
+        command = [sys.executable, SECCOMP_EXEC, "--refuse", "fork", "--"] + command
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    netns_prerequisites()
+    namespace = Namespace(prefix="nsrl")
+    try:
+        namespace.hold_mix(BIG, tmp_path_factory.mktemp("relay"))
+        yield namespace
+    finally:
+        namespace.close()
+
+
+def agrees_with_ss(facts, namespace):
+    snapshot = Snapshot(namespace.name)
+    assert facts["states"] == snapshot.states()
+    assert facts["local_ports"] == snapshot.local_ports()
+    # fewer than top (10) peers in these mixes: the list is every peer, as ss sees them
+    assert {peer["address"]: {"total": peer["total"], "states": peer["states"]} for peer in facts["peers"]} == \
+        snapshot.peers()
+
+
+def test_a_large_dump_is_received_by_a_child_and_counted_exactly(big):
+    facts = gather(big)
+    assert facts["states"]["ESTABLISHED"] == 12000 and facts["states"]["CLOSE_WAIT"] == 300, facts["states"]
+    agrees_with_ss(facts, big)
+    assert facts["children_minflt"] > 0, "no relay process ran for a dump of %d buffers and more" % facts["relay_after"]
+    assert facts["warnings"] == []
+
+
+def test_a_threaded_process_counts_in_process(big):
+    """A fork copies one thread of a threaded process (and the locks the others hold): no relay there."""
+    facts = gather(big, mode="thread")
+    agrees_with_ss(facts, big)
+    assert facts["children_minflt"] == 0
+    assert facts["warnings"] == []
+
+
+def test_fork_refused_by_seccomp_counts_in_process(big):
+    facts = gather(big, refuse_fork=True)
+    agrees_with_ss(facts, big)
+    assert facts["children_minflt"] == 0
+    assert facts["warnings"] == []
+
+
+def test_a_small_dump_forks_nothing(tmp_path):
+    namespace = Namespace(prefix="nsrs")
+    try:
+        namespace.hold_mix(SMALL, tmp_path)
+        facts = gather(namespace)
+        agrees_with_ss(facts, namespace)
+        assert facts["states"]["ESTABLISHED"] == 40
+        assert facts["children_minflt"] == 0
+    finally:
+        namespace.close()
