@@ -8,9 +8,17 @@ listeners       ~1,000 TCP listeners: listener_facts against community.general's
 many_listeners  10,000 TCP listeners over processes of 2,500: listener_facts and connection_facts (time,
                 JSON size) against `ss -tln | wc -l`, `ss -tlnp | wc -l`, and one listen_ports_facts run
                 when the listeners phase's figure says it fits in --slow-budget seconds.
-sockets         ~10k, ~100k and ~180k TCP sockets (mostly ESTABLISHED, plus TIME_WAIT, CLOSE_WAIT/FIN_WAIT2
-                pairs, a few hundred listeners) spread over many worker processes (benchmarks/_sockfarm.py,
-                <= 19,000 files each), timed round-robin and side by side: connection_facts as a whole
+sockets         ~10k, ~100k and ~180k TCP sockets spread over many worker processes (benchmarks/_sockfarm.py,
+                <= 19,000 files each), in two socket mixes (--mixes), each in a namespace of its own:
+                  default     mostly ESTABLISHED from 1,000 client addresses (127.1.x.y, Zipf-weighted) to
+                              two hot and 45 cold ports per server worker, 15% TIME_WAIT from 50 sources,
+                              1% CLOSE_WAIT/FIN_WAIT2 pairs, 5% IPv6, ~300 listeners;
+                  many_peers  a third TIME_WAIT from 9,000 sources (127.48.0.1 up), the rest ESTABLISHED
+                              pairs from 9,000 client addresses (127.32.0.1 up; half round-robin over all,
+                              half Zipf-weighted) to 20 IPv4 ports per server worker, plus 1% half-closed
+                              pairs and 5% IPv6 (at 180k: ~58k pairs + ~1.8k half-closed, 60k TIME_WAIT);
+                both with a listener nobody accepts from (100 queued clients). Each mix is timed
+                round-robin and side by side, wall and CPU time: connection_facts as a whole
                 process, the collector (plugins/module_utils/_engine/collect.py as roles/_agent installs and runs
                 it, --format json and --format prometheus), one whole scrape of Debian's
                 prometheus-node-exporter with only its tcpstat collector, engine.gather() in-process,
@@ -22,8 +30,12 @@ million         ~1,000,000 sockets: ~500k ESTABLISHED pairs whose client side ea
                 of its own in 127.0.0.0/8 (500k distinct peers), ~1,120 listening ports: connection_facts,
                 the engine, the floor and `ss -tan | awk`, peak RSS and the facts' JSON size.
 
-It checks the engine's state counts against `ss -tan` run just before and after, prints medians,
-ratios, peak RSS and each target with PASS/FAIL, and with --write-doc writes docs/performance.md.
+It checks the engine's state counts against `ss -tan` run just before and after, prints medians of
+wall and CPU time (user + system of the whole process tree), their ratios, peak RSS and each target
+with PASS/FAIL (the socket targets on every mix at its largest size), the collector's CPU time per
+poll, and with --write-doc writes docs/performance.md. Results go to benchmarks/results/bench-*.json:
+the default mix under "sockets" (as before the second mix, so --from-json renders older files),
+many_peers under "sockets_many_peers".
 
 The benchmark enters each namespace with setns(2) (what `ip netns exec` does) and spawns every
 measured process from there, so no `ip netns exec` start-up is counted against any tool.
@@ -999,12 +1011,13 @@ def socket_reports(report):
 
 def distinct_peers(runner):
     """From `ss -tan`: distinct client addresses of the connections the servers accepted (ESTABLISHED or
-    CLOSE_WAIT on a listening port, from a port that is not one) and distinct local addresses of TIME_WAIT."""
+    CLOSE_WAIT on a listening port, from a port that is not one) and distinct local addresses of TIME_WAIT
+    but 127.0.0.1 (the benchmark's own scrapes of node_exporter leave some there)."""
     tcp = rows(runner.run(["ss", "-tanH"], 120)["stdout"])
     listening = {row["lport"] for row in tcp if row["state"] == "LISTEN"}
     peers = {row["peer"] for row in tcp if row["state"] in ("ESTABLISHED", "CLOSE_WAIT")
              and row["lport"] in listening and row["pport"] not in listening}
-    time_wait = {row["local"] for row in tcp if row["state"] == "TIME_WAIT"}
+    time_wait = {row["local"] for row in tcp if row["state"] == "TIME_WAIT" and row["local"] != "127.0.0.1"}
     return {"peers": len(peers), "time_wait_sources": len(time_wait)}
 
 
