@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -35,7 +36,7 @@ SMALL = {"listeners": [{"address": "127.0.0.1", "port": 8080}],
          "established": [{"to": ["127.0.0.1", 8080], "from": "127.0.0.2", "count": 20}]}
 
 DRIVER = r"""
-import json, resource, sys, threading, time
+import json, os, resource, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 namespace, mode = sys.argv[2], sys.argv[3]
@@ -49,9 +50,11 @@ run()  # the first call may start processes of its own (ctypes looking for libc)
 before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
 facts, warnings = run()
 after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
+with open("/proc/%d/task/%d/children" % (os.getpid(), os.getpid())) as handle:
+    left = handle.read().split()
 print(json.dumps({"states": facts["tcp"]["states"], "local_ports": facts["tcp"]["local_ports"],
                   "peers": facts["tcp"]["peers"], "relay_after": engine.RELAY_AFTER,
-                  "children_minflt": after - before, "warnings": warnings}))
+                  "children_minflt": after - before, "children_left": left, "warnings": warnings}))
 """
 
 
@@ -89,6 +92,7 @@ def test_a_large_dump_is_received_by_a_child_and_counted_exactly(big):
     assert facts["states"]["ESTABLISHED"] == 12000 and facts["states"]["CLOSE_WAIT"] == 300, facts["states"]
     agrees_with_ss(facts, big)
     assert facts["children_minflt"] > 0, "no relay process ran for a dump of %d buffers and more" % facts["relay_after"]
+    assert facts["children_left"] == [], "the relay outlived the gather"
     assert facts["warnings"] == []
 
 
@@ -117,3 +121,50 @@ def test_a_small_dump_forks_nothing(tmp_path):
         assert facts["children_minflt"] == 0
     finally:
         namespace.close()
+
+
+LOOP = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
+while True:
+    engine.gather(gather_subset=["states"], namespace=sys.argv[2])
+"""
+
+
+def children_of(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as handle:
+            return [int(child) for child in handle.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_relay_whose_parent_dies_ends(big):
+    """A gatherer killed while its relay receives leaves a relay that ends by itself (its channel breaks, or
+    RELAY_IDLE_MS pass); that one is reaped after each gather is test_a_large_dump_is_received_by_a_child_...'s."""
+    looping = subprocess.Popen([sys.executable, "-c", LOOP, COLLECTIONS, big.name])
+    try:
+        deadline = time.monotonic() + 60
+        relays = []
+        while not relays and time.monotonic() < deadline:
+            relays = children_of(looping.pid)
+        assert relays, "no relay process seen in 60 s of gathers of %s" % big.name
+        looping.kill()
+        looping.wait()
+    finally:
+        if looping.poll() is None:
+            looping.kill()
+            looping.wait()
+    ended = time.monotonic() + 15
+    while any(running(pid) for pid in relays) and time.monotonic() < ended:
+        time.sleep(0.1)
+    assert not any(running(pid) for pid in relays), "relay %s still runs 15 s after its parent died" % relays

@@ -34,11 +34,6 @@ NEW_SYN_RECV = 12
 TCP_ALL_MASK = 0x1FFE
 LISTEN_MASK = 1 << LISTEN
 CONNECTION_MASK = TCP_ALL_MASK & ~LISTEN_MASK
-# The connection dump in two: TIME_WAIT and NEW_SYN_RECV sockets are the kernel's mini sockets, whose
-# messages carry fewer attributes than a full socket's (88 and 96 bytes against about 124 as root): apart,
-# each dump's buffers are mostly of one message length, which TcpAggregate._consume_uniform reads fastest.
-MINI_MASK = (1 << TIME_WAIT) | (1 << NEW_SYN_RECV)
-CONNECTION_DUMPS = (CONNECTION_MASK & ~MINI_MASK, MINI_MASK)
 UDP_ALL_MASK = 0xFFFFFFFF
 
 FAMILIES = ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6"))
@@ -300,9 +295,10 @@ class TcpAggregate:
         self.records.compact_if_piled_up()
 
     def _consume_uniform(self, buf, length):
-        """The hot loop for a receive buffer whose messages all have one length and one family (a dump of full
-        sockets, or of TIME_WAIT ones: each kind's messages carry the same attributes): the messages are
-        unpacked by one Struct.iter_unpack, with no offset arithmetic per socket. NOT_UNIFORM when the
+        """The hot loop for a receive buffer whose messages all have one length and one family (full sockets
+        only, as on a host without TIME_WAIT or SYN_RECV: the kernel gives every full socket the same
+        attributes, the mini sockets fewer): the messages are unpacked by one Struct.iter_unpack, with no
+        offset arithmetic per socket. NOT_UNIFORM when the
         buffer is not such a run (the general loop then reads it), or when every socket is wanted whole.
 
         Uniform means: the buffer is n messages of length L (a multiple of 4, at least MSG_MIN_LEN),

@@ -26,7 +26,7 @@ from . import _listeners as listener_walk
 from . import _netlink as netlink
 from . import _procfs as procfs
 from . import _routes as routes
-from ._aggregate import CONNECTION_DUMPS, FAMILIES, LISTEN, LISTEN_MASK, SPILL_KEYS, UDP_ALL_MASK, TcpAggregate, \
+from ._aggregate import CONNECTION_MASK, FAMILIES, LISTEN, LISTEN_MASK, SPILL_KEYS, UDP_ALL_MASK, TcpAggregate, \
     UdpAggregate, add_proc_entries
 from ._argspec import BACKENDS, DEFAULTS
 from ._netlink import DUMP_ATTEMPTS
@@ -45,8 +45,8 @@ RELAY_AFTER = 16
 def _netlink_gather(tcp, udp, units=None):
     """The TCP listener, TCP connection and UDP dumps of both families, one after the other: listeners
     first, as counting connections needs their ports. units (a cgroup.UnitCounter, subset units) counts
-    the TCP replies after the aggregation has. The connections come in two dumps per family, full sockets
-    and mini sockets (CONNECTION_DUMPS); a large one is received and counted side by side (RELAY_AFTER)."""
+    the TCP replies after the aggregation has. A large connection dump is received and counted side by
+    side (RELAY_AFTER)."""
     consume_listeners, consume_connections = tcp.consume_listeners, tcp.consume_netlink
     if units is not None:
         consume_listeners, consume_connections = units.wrap(consume_listeners), units.wrap(consume_connections)
@@ -54,8 +54,7 @@ def _netlink_gather(tcp, udp, units=None):
         netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, consume_listeners)
     tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
     for family, _label in FAMILIES:
-        for mask in CONNECTION_DUMPS:
-            netlink.dump(family, netlink.IPPROTO_TCP, mask, consume_connections, relay_after=RELAY_AFTER)
+        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, consume_connections, relay_after=RELAY_AFTER)
     for family, _label in FAMILIES:
         netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink)
 
