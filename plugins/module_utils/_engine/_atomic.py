@@ -16,7 +16,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import tempfile
 
 from ._files import check_replaceable
 
@@ -26,6 +25,7 @@ def write_atomically(path, text, mode=0o644, sync_directory=False):
     like the target (node_exporter reads only ``*.prom``)."""
     # a device node, FIFO, socket or link at ``path`` is refused, never renamed over
     check_replaceable(path)
+    import tempfile  # pylint: disable=import-outside-toplevel  (only writers pay for it, not each poll's import)
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
     try:

@@ -13,8 +13,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import ctypes
-import ctypes.util
 import os
 import pwd
 import socket
@@ -339,8 +337,11 @@ def _setns(fd):
     if hasattr(os, "setns"):
         os.setns(fd, CLONE_NEWNET)
         return
+    # Python before 3.12: libc's setns, from the symbols the interpreter has loaded already (no library
+    # search, which would start ldconfig); ctypes only here, so that a gather in its own namespace never loads it
+    import ctypes  # pylint: disable=import-outside-toplevel
     if not _LIBC:
-        _LIBC.append(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True))
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
     if _LIBC[0].setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
