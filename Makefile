@@ -52,7 +52,10 @@ test-matrix: deps
 
 # bench_engine.py's phases: listeners, many_listeners (10,000 listeners), sockets (10k/100k/180k, with the
 # collector, node_exporter and orphan-listener rows) and million (~1M sockets, 500k distinct peers); one
-# part alone with e.g. BENCH_ARGS="--phases million" or BENCH_ARGS="--phases sockets --sizes 180000"
+# part alone with e.g. BENCH_ARGS="--phases million" or BENCH_ARGS="--phases sockets --sizes 180000".
+# The sockets phase runs two socket mixes, each in its own namespace: default (1,000 client addresses) and
+# many_peers (9,000 client addresses, 9,000 more in TIME_WAIT); one alone with
+# BENCH_ARGS="--phases sockets --mixes many_peers"
 bench: deps
 	$(PY) benchmarks/bench_engine.py $(BENCH_ARGS)
 	$(PY) benchmarks/bench_health.py

@@ -25,7 +25,8 @@ def write_atomically(path, text, mode=0o644, sync_directory=False):
     like the target (node_exporter reads only ``*.prom``)."""
     # a device node, FIFO, socket or link at ``path`` is refused, never renamed over
     check_replaceable(path)
-    import tempfile  # pylint: disable=import-outside-toplevel  (only writers pay for it, not each poll's import)
+    # imported here: only a caller that writes pays for it, not every import of the engine
+    import tempfile  # pylint: disable=import-outside-toplevel
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
     try:
