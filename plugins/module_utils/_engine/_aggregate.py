@@ -679,12 +679,17 @@ def _packed(text):
 def _merge_best(best, top, rows):
     """The top smallest of best and rows (rank, raw address, value), the address as text: rows whose rank
     cannot make it are dropped before their address is turned into text (a partition's rows are mostly
-    dropped once best is full). Ties of rank go by the text, as _top_entries sorts."""
+    dropped once best is full, and of many rows only those up to the top-th rank are kept). Ties of rank go
+    by the text, as _top_entries sorts."""
     if len(best) >= top:
         worst = best[-1][0]
         rows = [row for row in rows if row[0] <= worst]
         if not rows:
             return best
+    if len(rows) > top:
+        # a row ranked after the top-th rank of rows has top rows before it whatever the texts: ties kept
+        cutoff = heapq.nsmallest(top, [row[0] for row in rows])[-1]
+        rows = [row for row in rows if row[0] <= cutoff]
     # the records' addresses are plain already: 4 bytes are IPv4
     return heapq.nsmallest(top, best + [
         (rank, _ntoa(raw) if len(raw) == 4 else _ntop(socket.AF_INET6, raw), value) for rank, raw, value in rows])
