@@ -8,8 +8,8 @@ Each gather runs in a fresh Python process (DRIVER), as the modules and the coll
 counts of its second gather and what the children reaped during it cost (getrusage(RUSAGE_CHILDREN)): a
 relay child touches pages of its own, so their minor faults are how the test sees that one ran, and none
 that none did. The relay is
-used only past engine.RELAY_AFTER buffers, only in a single-threaded process, and not when fork is refused
-(a real seccomp filter, tests/support/seccomp_exec.py); the counts are exact in every case.
+used only for a table of engine.RELAY_MIN_SOCKETS sockets and more, only in a single-threaded process, and not
+when fork is refused (a real seccomp filter, tests/support/seccomp_exec.py); the counts are exact in every case.
 """
 
 import json
@@ -26,12 +26,15 @@ from tests.support.ss_oracle import Snapshot
 pytestmark = pytest.mark.netns
 
 SECCOMP_EXEC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support", "seccomp_exec.py")
-# 6,000 connections (12,000 sockets) make some 40 receive buffers, well past RELAY_AFTER; 20 make one.
-BIG = {"listeners": [{"address": "127.0.0.1", "port": 8080, "backlog": 4096}, {"address": "::1", "port": 8443}],
-       "established": [{"to": ["127.0.0.1", 8080], "from": "127.0.0.2", "count": 4000},
-                       {"to": ["127.0.0.1", 8080], "from": "127.0.0.3", "count": 1500},
-                       {"to": ["::1", 8443], "count": 500}],
-       "close_wait": [{"to": ["127.0.0.1", 8080], "count": 300}]}
+# Two processes of some 7,600 connections each (30,400 sockets, over RELAY_MIN_SOCKETS) make some 110 receive buffers;
+# one of them alone (15,202 sockets, under it, yet some 55 buffers) forks nothing, nor do 20 connections.
+HALF = {"listeners": [{"address": "127.0.0.1", "port": 8080, "backlog": 4096}, {"address": "::1", "port": 8443}],
+        "established": [{"to": ["127.0.0.1", 8080], "from": "127.0.0.2", "count": 5000},
+                        {"to": ["127.0.0.1", 8080], "from": "127.0.0.3", "count": 1800},
+                        {"to": ["::1", 8443], "count": 500}],
+        "close_wait": [{"to": ["127.0.0.1", 8080], "count": 300}]}
+OTHER_HALF = {"listeners": [{"address": "127.0.0.1", "port": 9090, "backlog": 4096}],
+              "established": [{"to": ["127.0.0.1", 9090], "from": "127.0.0.4", "count": 7600}]}
 SMALL = {"listeners": [{"address": "127.0.0.1", "port": 8080}],
          "established": [{"to": ["127.0.0.1", 8080], "from": "127.0.0.2", "count": 20}]}
 
@@ -53,7 +56,7 @@ after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
 with open("/proc/%d/task/%d/children" % (os.getpid(), os.getpid())) as handle:
     left = handle.read().split()
 print(json.dumps({"states": facts["tcp"]["states"], "local_ports": facts["tcp"]["local_ports"],
-                  "peers": facts["tcp"]["peers"], "relay_after": engine.RELAY_AFTER,
+                  "peers": facts["tcp"]["peers"], "relay_min": engine.RELAY_MIN_SOCKETS,
                   "children_minflt": after - before, "children_left": left, "warnings": warnings}))
 """
 
@@ -72,7 +75,8 @@ def big(tmp_path_factory):
     netns_prerequisites()
     namespace = Namespace(prefix="nsrl")
     try:
-        namespace.hold_mix(BIG, tmp_path_factory.mktemp("relay"))
+        namespace.hold_mix(HALF, tmp_path_factory.mktemp("relay"))
+        namespace.hold_mix(OTHER_HALF, tmp_path_factory.mktemp("relay"))
         yield namespace
     finally:
         namespace.close()
@@ -89,9 +93,10 @@ def agrees_with_ss(facts, namespace):
 
 def test_a_large_dump_is_received_by_a_child_and_counted_exactly(big):
     facts = gather(big)
-    assert facts["states"]["ESTABLISHED"] == 12000 and facts["states"]["CLOSE_WAIT"] == 300, facts["states"]
+    assert facts["states"]["ESTABLISHED"] == 29800 and facts["states"]["CLOSE_WAIT"] == 300, facts["states"]
+    assert sum(facts["states"].values()) >= facts["relay_min"]
     agrees_with_ss(facts, big)
-    assert facts["children_minflt"] > 0, "no relay process ran for a dump of %d buffers and more" % facts["relay_after"]
+    assert facts["children_minflt"] > 0, "no relay process ran for %d sockets" % sum(facts["states"].values())
     assert facts["children_left"] == [], "the relay outlived the gather"
     assert facts["warnings"] == []
 
@@ -111,14 +116,16 @@ def test_fork_refused_by_seccomp_counts_in_process(big):
     assert facts["warnings"] == []
 
 
-def test_a_small_dump_forks_nothing(tmp_path):
+@pytest.mark.parametrize("mix, sockets", [(HALF, 15202), (SMALL, 41)], ids=["15k-sockets", "41-sockets"])
+def test_a_table_under_relay_min_sockets_forks_nothing(tmp_path, mix, sockets):
     namespace = Namespace(prefix="nsrs")
     try:
-        namespace.hold_mix(SMALL, tmp_path)
+        namespace.hold_mix(mix, tmp_path)
         facts = gather(namespace)
         agrees_with_ss(facts, namespace)
-        assert facts["states"]["ESTABLISHED"] == 40
+        assert sum(facts["states"].values()) == sockets < facts["relay_min"]
         assert facts["children_minflt"] == 0
+        assert facts["children_left"] == []
     finally:
         namespace.close()
 

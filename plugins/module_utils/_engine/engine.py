@@ -36,17 +36,31 @@ from ._options import GatherError, check_count, check_int, check_namespace, chec
 
 # ---------------------------------------------------------------- backends
 
-# A connection dump still going after this many receive buffers (each up to 32 KiB, about 300 sockets)
-# is received by a child process while this one counts (_netlink.Relay): below it, a fork costs more
-# than running the kernel's part and the counting side by side saves (docs/performance.md).
-RELAY_AFTER = 16
+# A TCP table of at least RELAY_MIN_SOCKETS sockets (/proc/net/sockstat and sockstat6: in use, TIME_WAIT) has
+# its connection dumps received by a child process while this one counts (_netlink.Relay), from the second
+# receive buffer on; below it a fork costs more than running the kernel's part and the counting side by side
+# saves (measured on tables of full sockets, whose counting is fastest: docs/performance.md).
+RELAY_MIN_SOCKETS = 24000
+RELAY_AFTER = 1
 
 
-def _netlink_gather(tcp, udp, units=None):
+def relay_after(proc):
+    """RELAY_AFTER when this namespace's TCP table is large enough for a relay, else None (also when sockstat
+    cannot be read: then the dumps run in-process as they always could)."""
+    counts = {}
+    try:
+        for name in ("sockstat", "sockstat6"):
+            counts.update(procfs.parse_sockstat(procfs.read_text(os.path.join(proc, "net", name))))
+    except (IOError, OSError, procfs.ProcFormatError):
+        return None
+    size = counts.get("TCP_inuse", 0) + counts.get("TCP6_inuse", 0) + counts.get("TCP_tw", 0)
+    return RELAY_AFTER if size >= RELAY_MIN_SOCKETS else None
+
+
+def _netlink_gather(tcp, udp, units=None, relay=None):
     """The TCP listener, TCP connection and UDP dumps of both families, one after the other: listeners
     first, as counting connections needs their ports. units (a cgroup.UnitCounter, subset units) counts
-    the TCP replies after the aggregation has. A large connection dump is received and counted side by
-    side (RELAY_AFTER)."""
+    the TCP replies after the aggregation has. relay: the connection dumps' relay_after (see relay_after())."""
     consume_listeners, consume_connections = tcp.consume_listeners, tcp.consume_netlink
     if units is not None:
         consume_listeners, consume_connections = units.wrap(consume_listeners), units.wrap(consume_connections)
@@ -54,7 +68,7 @@ def _netlink_gather(tcp, udp, units=None):
         netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, consume_listeners)
     tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
     for family, _label in FAMILIES:
-        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, consume_connections, relay_after=RELAY_AFTER)
+        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, consume_connections, relay_after=relay)
     for family, _label in FAMILIES:
         netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink)
 
@@ -120,7 +134,7 @@ def _collect_sockets(backend, top_sockets, want_inodes, proc, warnings, spill_ke
         tcp = TcpAggregate(port_range, top_sockets, want_inodes, spill_keys)
         udp = UdpAggregate(top_sockets)
         units = cgroup.UnitCounter(proc) if want_units else None
-        _netlink_gather(tcp, udp, units)
+        _netlink_gather(tcp, udp, units, relay_after(proc))
         return tcp, udp, units
 
     read = netlink_attempts(backend, warnings, attempt)
