@@ -33,27 +33,39 @@ pytestmark = pytest.mark.netns
 SERVER_PORT = 7401
 HOSTILE_PORT = 7402
 
-# One process: listens on a port, accepts what comes, and holds everything until stdin closes.
+# One process: listens on a port, accepts the number of connections it is told, says ACCEPTED once it holds them
+# all (a connection not accepted yet has no process, and the process walk could not name it), and holds everything
+# until stdin closes.
 SERVER = textwrap.dedent("""
     import socket, sys, threading
     listener = socket.socket()
     listener.bind(("127.0.0.1", int(sys.argv[1])))
     listener.listen(16)
     accepted = []
-    threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in iter(int, 1)], daemon=True).start()
+    def accept():
+        for _ in range(int(sys.argv[2])):
+            accepted.append(listener.accept())
+        print("ACCEPTED", flush=True)
+    threading.Thread(target=accept, daemon=True).start()
     print("READY", flush=True)
     sys.stdin.read()
 """)
 
 # One process: connects `count` times to each port given, shuts the sending side of the first connection down
-# (FIN_WAIT2 here, CLOSE_WAIT at the server), and holds everything until stdin closes.
+# (FIN_WAIT2 here, CLOSE_WAIT at the server), says READY once the kernel has the first connection in FIN_WAIT2 (the
+# peer's ACK of the FIN can be handled later than shutdown() returns on a busy machine: FIN_WAIT1 until then), and
+# holds everything until stdin closes.
 CLIENT = textwrap.dedent("""
-    import socket, sys
+    import socket, sys, time
     held = []
     for port, count in zip(sys.argv[1::2], sys.argv[2::2]):
         for _ in range(int(count)):
             held.append(socket.create_connection(("127.0.0.1", int(port))))
     held[0].shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + 30
+    # struct tcp_info begins with tcpi_state; TCP_FIN_WAIT2 is 5
+    while held[0].getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] != 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
     print("READY", flush=True)
     sys.stdin.read()
 """)
@@ -128,10 +140,12 @@ def owned(netns):
         client = cgroups.make(b"b.service")
         hostile = cgroups.make(b"evil-\xff\x1b[31m\\x.srv")
         started = {
-            "server": cgroups.start(server, netns, SERVER, str(SERVER_PORT)),
-            "hostile": cgroups.start(hostile, netns, SERVER, str(HOSTILE_PORT)),
+            "server": cgroups.start(server, netns, SERVER, str(SERVER_PORT), "3"),
+            "hostile": cgroups.start(hostile, netns, SERVER, str(HOSTILE_PORT), "1"),
         }
         started["client"] = cgroups.start(client, netns, CLIENT, str(SERVER_PORT), "3", str(HOSTILE_PORT), "1")
+        for name in ("server", "hostile"):
+            assert started[name].stdout.readline().strip() == "ACCEPTED", name
         # the engine's text of a host-chosen name: bytes that are not UTF-8 as \\xNN, a backslash doubled
         shown = hostile.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
         yield netns, {server: "a.service", client: "b.service", hostile: shown}, started
