@@ -14,6 +14,7 @@ import heapq
 import itertools
 import socket
 import struct
+import sys
 
 from . import _netlink as netlink
 from ._address import address_text as _address_text
@@ -78,7 +79,8 @@ def port_at(buf, at):
 
 
 def _u32(buf, at):
-    return int.from_bytes(buf[at:at + 4], "little")
+    """A 32-bit field of inet_diag_msg the kernel writes in the host's order."""
+    return int.from_bytes(buf[at:at + 4], sys.byteorder)
 
 
 def peer_raw(buf, off):
@@ -204,8 +206,14 @@ def _uniform_layout(msg_len, family):
     return record, expected
 
 
-def _swap16(port):
-    return ((port & 0xFF) << 8) | (port >> 8)
+if sys.byteorder == "little":
+    def _swap16(port):
+        """A port as a native-order unpack of its network-order bytes reads it, and back (its own inverse)."""
+        return ((port & 0xFF) << 8) | (port >> 8)
+else:
+    def _swap16(port):
+        """On a big-endian host, network order is the native order: the port as it is."""
+        return port
 
 
 class TcpAggregate:
@@ -371,20 +379,21 @@ class TcpAggregate:
     # The general hot loop: one call per receive buffer of the connection dump.
     def _consume_netlink(self, buf, length):
         unpack = netlink.MSG_FIXED.unpack_from
-        listen_ports = self.listen_ports
+        # ports as MSG_FIXED reads them (native order): no byte arithmetic per socket
+        listen = self._listen_swapped
         family_states = self.family_states
-        local = self._local
+        local = self._local_swapped
         server_peers = self.server_peers
         client = self.client
         detail = self.want_sockets or self.inode_states is not None
         # the offsets as locals: the loop runs once per socket
         data_type, min_len, ipv4 = netlink.SOCK_DIAG_BY_FAMILY, netlink.MSG_MIN_LEN, socket.AF_INET
-        sport_at, dport_at, dst_at = netlink.OFF_SPORT, netlink.OFF_DPORT, netlink.OFF_DST
-        sport_low, dst_end4, dst_end6 = sport_at + 1, dst_at + 4, dst_at + 16
+        dport_at, dst_at = netlink.OFF_DPORT, netlink.OFF_DST
+        dst_end4, dst_end6 = dst_at + 4, dst_at + 16
         off = 0
         while off < length:
             try:
-                msg_len, msg_type, family, state, timer, retrans, rqueue, wqueue = unpack(buf, off)
+                msg_len, msg_type, family, state, timer, retrans, sport, rqueue, wqueue = unpack(buf, off)
             except struct.error:
                 return off  # less than a whole inet_diag_msg left: the 20-byte NLMSG_DONE
             if msg_type != data_type:
@@ -392,9 +401,8 @@ class TcpAggregate:
             if msg_len < min_len or off + msg_len > length:
                 raise netlink.malformed(off, msg_len, length)
             family_states[family][state | timer << 4] += 1
-            sport = (buf[off + sport_at] << 8) | buf[off + sport_low]
             dst_end = off + (dst_end4 if family == ipv4 else dst_end6)
-            if sport in listen_ports:
+            if sport in listen:
                 counts = local.get(sport)
                 if counts is None:
                     counts = local[sport] = [0] * 16
@@ -409,8 +417,8 @@ class TcpAggregate:
                 side[key] = side.get(key, 0) + 1
             if rqueue or wqueue or retrans:
                 # rare on most hosts: data waiting, or a retransmission/probe under way
-                if sport in listen_ports:
-                    port, side_name = sport, "local"
+                if sport in listen:
+                    port, side_name = _swap16(sport), "local"
                 else:
                     port, side_name = port_at(buf, off + dport_at), "remote"
                 self._queued(port, side_name, buf[off + dst_at:dst_end], timer, retrans, rqueue, wqueue)

@@ -68,9 +68,11 @@ MSG_MIN_LEN = 88
 ADDRESS_WIDTH = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
 # One unpack for what the connection loop reads of every message: nlmsg_len, nlmsg_type, then
-# idiag_family, idiag_state, idiag_timer, idiag_retrans, then idiag_rqueue and idiag_wqueue.
+# idiag_family, idiag_state, idiag_timer, idiag_retrans, id.idiag_sport, then idiag_rqueue and
+# idiag_wqueue. The port is big-endian in the message and read here in native order (byte-swapped
+# on a little-endian host): the loop tests it against the listening ports read the same way.
 # It needs OFF_WQUEUE + 4 bytes: a shorter tail of a buffer can only be NLMSG_DONE (20 bytes).
-MSG_FIXED = struct.Struct("=IH%dxBBBB%dxII" % (OFF_FAMILY - MSG_HEAD.size, OFF_RQUEUE - OFF_RETRANS - 1))
+MSG_FIXED = struct.Struct("=IH%dxBBBBH%dxII" % (OFF_FAMILY - MSG_HEAD.size, OFF_RQUEUE - OFF_SPORT - 2))
 
 # idiag_timer values (net/ipv4/inet_diag.c), named as tcp.timers names them.
 TIMER_NAMES = ("none", "retransmit", "keepalive", "time_wait", "zero_window_probe")
