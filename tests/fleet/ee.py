@@ -139,6 +139,18 @@ def collection_digest(tarball: Path) -> str:
     return _digest(*parts)
 
 
+def health_verdicts(report: dict) -> tuple:
+    """(healthy, {host: (status, {rule: status}, violations)}) of a parsed health.json, violations the
+    sorted (rule, subject) of every result neither ok nor no_data. An ok result's subject is only the
+    busiest item at that instant (the job's own SSH session can be it), so two runs compare on
+    statuses and on what they flagged."""
+    return report["healthy"], {
+        entry["host"]: (entry["status"], {result["name"]: result["status"] for result in entry["results"]},
+                        sorted((result["name"], result["subject"]) for result in entry["results"]
+                               if result["status"] not in ("ok", "no_data")))
+        for entry in report["hosts"]}
+
+
 class Job:
     """One finished ansible-runner job: its private data directory and artifacts."""
 

@@ -17,7 +17,7 @@ from importlib import metadata
 
 import pytest
 import yaml
-from ee import ROOT, ExecutionEnvironment
+from ee import ROOT, ExecutionEnvironment, health_verdicts
 from fleet import FleetError
 from fleetcheck import run_playbook
 
@@ -52,13 +52,6 @@ def loaded(fleet, tmp_path_factory):
         assert plain.returncode == 2, plain.stdout
         yield {"hosts": [healthy, leaking], "plain": plain,
                "report": json.loads((report / "health.json").read_text())}
-
-
-def verdicts(report):
-    """host -> (status, {rule: (status, subject)}) of a parsed health.json."""
-    return {entry["host"]: (entry["status"], {result["name"]: (result["status"], result["subject"])
-                                              for result in entry["results"]})
-            for entry in report["hosts"]}
 
 
 IN_IMAGE = (
@@ -102,8 +95,8 @@ def test_health_under_ansible_runner_matches_a_plain_run(ee, loaded, tmp_path):
     assert job.rc == loaded["plain"].returncode == 2, job.output
     assert LEAK_LINE in job.stdout and LEAK_LINE in loaded["plain"].stdout
     report = json.loads(job.report("health.json").read_text())
-    assert sorted(verdicts(report)) == sorted(loaded["hosts"])
-    assert verdicts(report) == verdicts(loaded["report"])
+    assert sorted(health_verdicts(report)[1]) == sorted(loaded["hosts"])
+    assert health_verdicts(report) == health_verdicts(loaded["report"])
     assert report["healthy"] is loaded["report"]["healthy"] is False
     assert job.report("health.junit.xml").exists() and job.report("health.md").exists()
     # the job's events (what AWX records): every host checked by the EE's own copy of the collection
@@ -129,9 +122,9 @@ def test_job_slices_report_their_own_hosts_and_together_the_plain_verdicts(ee, l
     for ident, members in slices.items():
         job = jobs[ident].result()
         print("%s (%s) in %.1fs" % (ident, ",".join(members), job.seconds))
-        found = verdicts(json.loads(job.report("health.json").read_text()))
+        found = health_verdicts(json.loads(job.report("health.json").read_text()))[1]
         assert sorted(found) == sorted(members), job.output
         leaks = hosts[1] in members
         assert (job.status, job.rc) == (("failed", 2) if leaks else ("successful", 0)), job.output
         combined.update(found)
-    assert combined == verdicts(loaded["report"])
+    assert combined == health_verdicts(loaded["report"])[1]

@@ -42,7 +42,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from ee import ExecutionEnvironment, Job, build_collection
+from ee import ExecutionEnvironment, Job, build_collection, health_verdicts
 from test_quickstart_hosts import PYPI, local_certificate_authorities
 
 pytestmark = [pytest.mark.fleet, pytest.mark.slow]
@@ -164,13 +164,8 @@ def recap(job):
 
 
 def verdicts(job):
-    """host -> (status, {rule: status}, violations as (rule, subject)) of the job's health.json."""
-    report = json.loads((job.artifacts / "netstate-health" / "health.json").read_text())
-    return report["healthy"], {
-        entry["host"]: (entry["status"], {result["name"]: result["status"] for result in entry["results"]},
-                        sorted((result["name"], result["subject"]) for result in entry["results"]
-                               if result["status"] not in ("ok", "no_data")))
-        for entry in report["hosts"]}
+    """health_verdicts of the job's health.json."""
+    return health_verdicts(json.loads((job.artifacts / "netstate-health" / "health.json").read_text()))
 
 
 def task_paths(job):
