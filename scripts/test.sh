@@ -19,13 +19,15 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here" || exit 1
 py=.venv/bin/python
 started=$(date +%s)
-mkdir -p .build
+lanes=.build/lanes
+rm -rf "$lanes"
+mkdir -p "$lanes"
 stamp() { printf '[%4ds]' $(( $(date +%s) - started )); }
 
 echo "$(stamp) test: pytest, the systemd-fleet lane and the ansible-core matrix start side by side"
 read -r -a matrix_args <<< "${MATRIX_ARGS:-}"
 read -r -a pytest_args <<< "${PYTEST_ARGS:-}"
-( $py scripts/matrix.py "${matrix_args[@]}" 2>&1 | sed -u 's/^/[matrix] /'; exit "${PIPESTATUS[0]}" ) &
+( $py scripts/matrix.py "${matrix_args[@]}" 2>&1 | tee "$lanes/matrix.log" | sed -u 's/^/[matrix] /'; exit "${PIPESTATUS[0]}" ) &
 matrix=$!
 
 systemd_status=0
@@ -36,9 +38,11 @@ if [ "${#pytest_args[@]}" -eq 0 ]; then
     loop_lane=(tests/fleet/test_closed_loop.py tests/fleet/test_remediate.py
                tests/fleet/test_zabbix_route.py tests/fleet/test_servers.py
                -m "not servers_debian12")
-    ( $py -m pytest -q --durations=15 "${systemd_lane[@]}" 2>&1 | sed -u 's/^/[systemd] /'; exit "${PIPESTATUS[0]}" ) &
+    ( $py -m pytest -q --durations=15 "${systemd_lane[@]}" 2>&1 | tee "$lanes/systemd.log" | sed -u 's/^/[systemd] /'
+      exit "${PIPESTATUS[0]}" ) &
     systemd=$!
-    ( $py -m pytest -q -s --durations=15 "${loop_lane[@]}" 2>&1 | sed -u 's/^/[loop] /'; exit "${PIPESTATUS[0]}" ) &
+    ( $py -m pytest -q -s --durations=15 "${loop_lane[@]}" 2>&1 | tee "$lanes/loop.log" | sed -u 's/^/[loop] /'
+      exit "${PIPESTATUS[0]}" ) &
     loop=$!
     for path in "${systemd_lane[@]}" "${loop_lane[@]}"; do
         case "$path" in tests/*) pytest_args+=("--ignore=$path") ;; esac
@@ -63,6 +67,16 @@ matrix_status=$?
 echo "$(stamp) test: matrix finished (exit $matrix_status)"
 if [ "$pytest_status" -ne 0 ] || [ "$systemd_status" -ne 0 ] || [ "$loop_status" -ne 0 ] \
         || [ "$matrix_status" -ne 0 ]; then
+    # the side lanes' verdicts again, unprefixed and together, so the end of the output names every failure
+    for lane in systemd loop matrix; do
+        status_name="${lane}_status"
+        if [ "${!status_name}" -ne 0 ] && [ -f "$lanes/$lane.log" ]; then
+            echo "test: the $lane lane failed; its summary ($lanes/$lane.log):"
+            grep -E '^(FAILED|ERROR) ' "$lanes/$lane.log" | head -20
+            grep -E '^(E  |>  )' "$lanes/$lane.log" | head -30
+            tail -n 5 "$lanes/$lane.log"
+        fi
+    done
     echo "test: FAILED (pytest exit $pytest_status, systemd lane exit $systemd_status, loop lane exit" \
          "$loop_status, matrix exit $matrix_status)"
     exit 1
