@@ -22,7 +22,7 @@ from ._address import plain_raw as _plain_raw
 from ._address import plain_text as _printable
 from ._argspec import TCP_STATES as STATES
 
-_ntoa, _ntop = socket.inet_ntoa, socket.inet_ntop
+_aton, _ntoa, _ntop = socket.inet_aton, socket.inet_ntoa, socket.inet_ntop
 
 # Kernel TCP state numbers (include/net/tcp_states.h): 1..11 in STATES' order, 12 NEW_SYN_RECV.
 STATE_NAMES = (None,) + STATES + ("SYN_RECV",)
@@ -586,6 +586,7 @@ class TcpAggregate:
         best_retrans = []   # ((-sockets, -retransmits), text, None)
         busiest = None      # (connections, (address, port)), time_wait
         counted = len(STATE_NAMES)  # states a peer's total counts (as states_from)
+        client_kind, retrans_kind = CLIENT_KIND, RETRANS_SOCKETS
         for records in self._records():
             # A partition's records twice: totals per peer first, then the states of the few peers that
             # make the top N (most peers of a busy server have a single record).
@@ -594,12 +595,14 @@ class TcpAggregate:
             per_peer = {}
             per_destination = {}
             retrans = {}
+            peer_total = per_peer.get
             for address, port, kind, count in records:
-                if kind < RETRANS_SOCKETS:
-                    state = kind if kind < CLIENT_KIND else kind - CLIENT_KIND
-                    per_peer[address] = per_peer.get(address, 0) + (count if state < counted else 0)
-                    if kind < CLIENT_KIND:
-                        continue
+                if kind < client_kind:
+                    # a server-side peer: most records of a host of many peers
+                    per_peer[address] = peer_total(address, 0) + (count if kind < counted else 0)
+                elif kind < retrans_kind:
+                    state = kind - client_kind
+                    per_peer[address] = peer_total(address, 0) + (count if state < counted else 0)
                     counts = per_port.get(port)
                     if counts is None:
                         counts = per_port[port] = [0] * 16
@@ -619,7 +622,7 @@ class TcpAggregate:
                 key, (count, time_wait) = max(per_destination.items(), key=lambda item: (item[1][0], item[0]))
                 if busiest is None or (count, key) > busiest[0]:
                     busiest = (count, key), time_wait
-            best_peers = _merge_best(best_peers, top, [(-total, address, None) for address, total in per_peer.items()])
+            best_peers = _best_peers(best_peers, top, per_peer)
             new = {_packed(text): [0] * 16 for _total, text, counts in best_peers if counts is None}
             if new:
                 for address, _port_number, kind, count in records:
@@ -701,6 +704,41 @@ def _merge_best(best, top, rows):
     # the records' addresses are plain already: 4 bytes are IPv4
     return heapq.nsmallest(top, best + [
         (rank, _ntoa(raw) if len(raw) == 4 else _ntop(socket.AF_INET6, raw), value) for rank, raw, value in rows])
+
+
+def _text_order_v4():
+    """A bytes.translate table: each byte of an IPv4 address becomes the rank of its decimal text among
+    the 256 octets' texts, so that translated addresses compare as their dotted texts compare ('1.' before
+    '10', as '1' before '10'; the dot is below every digit)."""
+    table = bytearray(256)
+    for rank, value in enumerate(sorted(range(256), key=str)):
+        table[value] = rank
+    return bytes(table)
+
+
+_TEXT_ORDER_V4 = _text_order_v4()
+
+
+def _best_peers(best, top, totals):
+    """_merge_best of one partition's peers (plain raw address -> total), ranked (-total, text). Once best
+    holds top rows only a total above its worst one, or equal to it with a smaller text, can enter: those
+    are picked before any address is turned into text (an IPv4 address compared as its text through
+    _TEXT_ORDER_V4), and the rest never are. On a host of many peers with one connection each nearly all
+    totals tie with the worst."""
+    if len(best) < top or not best:
+        return _merge_best(best, top, [(-total, address, None) for address, total in totals.items()])
+    worst_rank, worst_text = best[-1][0], best[-1][1]
+    floor = -worst_rank
+    rows = [(-total, address, None) for address, total in totals.items() if total > floor]
+    tied = [address for address, total in totals.items() if total == floor]
+    if tied:
+        if ":" in worst_text:
+            rows += [(worst_rank, address, None) for address in tied]
+        else:
+            worst_key, order = _aton(worst_text).translate(_TEXT_ORDER_V4), _TEXT_ORDER_V4
+            rows += [(worst_rank, address, None) for address in tied
+                     if len(address) != 4 or address.translate(order) < worst_key]
+    return _merge_best(best, top, rows) if rows else best
 
 
 def _top_entries(per_key, top):

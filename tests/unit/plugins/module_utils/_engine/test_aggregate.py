@@ -229,3 +229,36 @@ def test_a_header_that_lies_at_a_stride_or_a_tail_that_is_not_done_is_not_unifor
     assert tcp._consume_uniform(bytes(tail), len(tail)) is aggregate.NOT_UNIFORM
     detail = aggregate.TcpAggregate((1, 2), want_sockets=1)
     assert detail._consume_uniform(bytes(buf), len(buf)) is aggregate.NOT_UNIFORM
+
+
+@given(st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.integers(0, 255)),
+                min_size=2, max_size=50))
+def test_ipv4_addresses_translated_compare_as_their_texts(octets):
+    raws = [bytes(address) for address in octets]
+    by_text = sorted(raws, key=socket.inet_ntoa)
+    by_key = sorted(raws, key=lambda raw: raw.translate(aggregate._TEXT_ORDER_V4))
+    assert [socket.inet_ntoa(raw) for raw in by_key] == [socket.inet_ntoa(raw) for raw in by_text]
+
+
+def peer_totals():
+    """One partition's peers: plain raw IPv4 (mostly) and IPv6 addresses, totals from a few values (ties)."""
+    v4 = st.binary(min_size=4, max_size=4)
+    v6 = st.binary(min_size=16, max_size=16).filter(lambda raw: raw[:12] != b"\x00" * 10 + b"\xff\xff")
+    return st.dictionaries(st.one_of(v4, v4, v4, v6), st.integers(1, 4), max_size=40)
+
+
+@given(st.lists(peer_totals(), min_size=1, max_size=6), st.integers(1, 12))
+@settings(max_examples=300, deadline=None)
+def test_the_peers_picked_before_their_text_are_the_top_of_all(partitions, top):
+    """_best_peers folds partitions to what _merge_best of every row makes, and to the top by (-total, text)
+    of all peers at once (an address is in one partition only, as KeyRecords partitions by address)."""
+    every, quick, plain = {}, [], []
+    for totals in partitions:
+        totals = {raw: total for raw, total in totals.items() if raw not in every}
+        every.update(totals)
+        quick = aggregate._best_peers(quick, top, totals)
+        plain = aggregate._merge_best(plain, top, [(-total, raw, None) for raw, total in totals.items()])
+    assert quick == plain
+    texts = sorted((-total, socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw))
+                   for raw, total in every.items())
+    assert [(rank, text) for rank, text, _none in quick] == texts[:top]
