@@ -95,6 +95,7 @@ IPV6_SHARE = 0.05
 HOT_SHARE = 0.80           # of the IPv4 connections, to two hot ports per server
 PAIR_CAPACITY = 14500      # connections per client worker (and per server worker, + listeners)
 COLD_LISTENERS = 45        # per server worker, on 127.0.0.1
+NODE_EXPORTER_PORT = 9100    # node_exporter's own port, in each socket mix's namespace
 STUCK_PORT, STUCK_CONNECTIONS = 9999, 100   # a listener nobody accepts from (full-ish queue)
 LISTENERS_APPROX = 300     # listeners of the big phase, counted off each size before the connections
 TIME_WAIT_PORT = 8080
@@ -621,14 +622,12 @@ def die_with_parent():
 
 
 class NodeExporter:
-    """Debian's prometheus-node-exporter with only the tcpstat collector, on 127.0.0.1 of the
-    namespace the benchmark is in when it starts (a free port, taken just before)."""
+    """Debian's prometheus-node-exporter with only the tcpstat collector, on 127.0.0.1:9100 of the
+    namespace the benchmark is in when it starts (its own port: a free one taken at random from the
+    namespace's 1024-65535 once landed on a port the socket mix listens on later)."""
 
     def __init__(self, workdir):
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
+        self.port = NODE_EXPORTER_PORT
         self.log_path = os.path.join(workdir, "node_exporter.log")
         with open(self.log_path, "wb") as log_file:
             self.proc = subprocess.Popen(
