@@ -315,7 +315,11 @@ def test_proof_tw_reuse_lets_the_same_load_through(veth_pair, tmp_path):
         print("tcp_tw_reuse=0:", first)
         wait_for("the first load's connections have closed", lambda: _closes_settled(client), 10, interval=0.05)
         held = _time_wait_to_server(client)
-        assert first["ok"] == ports, first
+        # the range is used up before the load ends: a port for every connection up to the range's size,
+        # and then none. Now and then (seen once in CI, on a loaded machine) one connection more gets
+        # through: a connection that ends without TIME_WAIT gives its port back; what follows does not
+        # depend on it, the TIME_WAIT sockets ss shows are checked below.
+        assert ports <= first["ok"] <= ports + 2 and first["ok"] < count, first
         assert first["first_error"] is not None and first["first_error"]["errno"] == "EADDRNOTAVAIL", first
         assert first["first_error"]["message"] == "Cannot assign requested address"
         assert held == ports, "ss shows %d TIME_WAIT sockets to the server, expected %d" % (held, ports)
