@@ -177,16 +177,10 @@ class Scraper(threading.Thread):
         return None
 
 
-def quarters(values):
-    """(first quarter max, last quarter max) of a list."""
+def quarters(values, pick=max):
+    """(pick of the first quarter, pick of the last quarter) of a list: their maxima, or with min their floors."""
     quarter = max(len(values) // 4, 1)
-    return max(values[:quarter]), max(values[-quarter:])
-
-
-def floors(values):
-    """(first quarter min, last quarter min) of a list."""
-    quarter = max(len(values) // 4, 1)
-    return min(values[:quarter]), min(values[-quarter:])
+    return pick(values[:quarter]), pick(values[-quarter:])
 
 
 def evaluate(runs, exporter, scraper):
@@ -217,7 +211,7 @@ def evaluate(runs, exporter, scraper):
     # have open at that instant (3 more seen); a leak is what stays open, so the quarters' floors compare
     series = [sample["fds"] for sample in exporter]
     first, last = quarters(series)
-    first_floor, last_floor = floors(series)
+    first_floor, last_floor = quarters(series, min)
     figures["node_exporter_fds"] = {"first_quarter_max": first, "last_quarter_max": last,
                                     "first_quarter_min": first_floor, "last_quarter_min": last_floor,
                                     "min": min(series), "max": max(series)}
