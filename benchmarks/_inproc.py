@@ -19,7 +19,7 @@ import sys
 import time
 
 NETLINK_SOCK_DIAG = 4
-SOCK_DIAG_BY_FAMILY = 20
+TCPDIAG_GETSOCK = 18  # the older inet_diag request: both families in one walk
 NLM_F_REQUEST_DUMP = 0x1 | 0x300
 NLMSG_DONE = 3
 TCP_ALL_STATES = 0x1FFE  # TCP states 1..12 (NEW_SYN_RECV included), as the engine asks
@@ -67,9 +67,13 @@ def engine_call(collections, gather_subset=None):
 
 def floor_call(collections, _gather_subset=None):
     """The engine's own dump (its socket, request and receive loop), handing buffers to a consumer that
-    parses nothing, IPv4 and IPv6."""
+    parses nothing, IPv4 and IPv6: in one walk of the kernel's table as the engine asks for them, or one
+    dump per family for a --baseline tree from before it did."""
     _netlink, _engine = engine_modules(collections)
-    if hasattr(_netlink, "dump_raw"):  # a baseline tree from before the floor moved here
+    if hasattr(_netlink, "TCPDIAG_GETSOCK"):
+        def call():
+            return dump_raw(_netlink, None, socket.IPPROTO_TCP, TCP_ALL_STATES)
+    elif hasattr(_netlink, "dump_raw"):  # a baseline tree from before the floor moved here
         def call():
             return sum(_netlink.dump_raw(family, socket.IPPROTO_TCP, TCP_ALL_STATES)
                        for family in (socket.AF_INET, socket.AF_INET6))
@@ -105,16 +109,18 @@ def dump_raw(netlink, family, protocol, states_mask):
 
 
 def floor_raw_call(_collections, _gather_subset=None):
-    """The benchmark's own bare dump: one reused 1 MiB buffer, no extensions, parses nothing."""
+    """The benchmark's own bare dump: one reused 1 MiB buffer, no extensions, parses nothing; both families
+    in one walk (the older inet_diag request, TCPDIAG_GETSOCK, with AF_UNSPEC)."""
     buffer = bytearray(1 << 20)
 
-    def dump(family):
+    def dump():
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            # inet_diag_req_v2: family, protocol, ext, pad, states, then a zeroed inet_diag_sockid
-            request = struct.pack("=BBBxI", family, socket.IPPROTO_TCP, 0, TCP_ALL_STATES) + bytes(48)
-            sock.send(HEADER.pack(HEADER.size + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0)
+            # inet_diag_req: family, src_len, dst_len, ext, a zeroed inet_diag_sockid, states, dbs
+            request = (struct.pack("=BBBB", socket.AF_UNSPEC, 0, 0, 0) + bytes(48)
+                       + struct.pack("=II", TCP_ALL_STATES, 0))
+            sock.send(HEADER.pack(HEADER.size + len(request), TCPDIAG_GETSOCK, NLM_F_REQUEST_DUMP, 1, 0)
                       + request)
             received = 0
             while True:
@@ -126,7 +132,7 @@ def floor_raw_call(_collections, _gather_subset=None):
             sock.close()
 
     def call():
-        return dump(socket.AF_INET) + dump(socket.AF_INET6)
+        return dump()
     return call, lambda received: {"bytes": received}
 
 

@@ -976,6 +976,10 @@ def million_phase(args, runner, workers, payloads, namespaces):
     check = check_engine_against_ss(runner, tools[1], "million before")
     results = round_robin(runner, tools, args.million_reps, label="million")
     results["ss_total"] = check["ss_before"]["total"]
+    results["profile"] = None
+    if args.profile:
+        results["profile"] = runner.run([BENCH_PYTHON, INPROC, "profile", COLLECTIONS], 600)["stdout"]
+        print(results["profile"])
     results["build"] = build
     results["check"] = check
     workers.stop()
@@ -1525,7 +1529,8 @@ def parse_args(argv):
                         help="niceness for the benchmark and everything it measures, e.g. -10 on a busy machine "
                              "(all tools get the same; default: %(default)s)")
     parser.add_argument("--profile", action="store_true",
-                        help="also print a cProfile of engine.gather() at the largest size")
+                        help="also print a cProfile of engine.gather() at the largest size of each socket mix "
+                             "and at ~1M")
     parser.add_argument("--from-json", metavar="RESULTS",
                         help="measure nothing: print (and with --write-doc, write) the table of a saved "
                              "benchmarks/results/bench-*.json")

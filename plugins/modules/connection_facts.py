@@ -17,7 +17,8 @@ description:
     sums receive and send queues and finds the peers being retransmitted to, lists listeners with their process
     and accept queue, and reads the kernel's TCP counters, in one pass over the socket table.
   - On request also reads every routing table through rtnetlink and the multicast groups of every interface.
-  - Reads the socket table through netlink C(NETLINK_SOCK_DIAG) (C(inet_diag_req_v2)) and falls back to
+  - Reads the socket table through netlink C(NETLINK_SOCK_DIAG) (C(inet_diag_req_v2); the TCP connections of both
+    families in one C(inet_diag_req)) and falls back to
     C(/proc/net/tcp), C(/proc/net/tcp6), C(/proc/net/udp) and C(/proc/net/udp6) when netlink is refused.
     Routes come from C(RTM_GETROUTE) dumps, multicast groups from C(/proc/net/igmp) and C(/proc/net/igmp6).
   - Needs nothing but Python on the target. Runs as an unprivileged user too; then the process of a listener is

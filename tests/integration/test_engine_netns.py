@@ -10,6 +10,7 @@ snapshots must agree with the facts exactly. Both backends (netlink and /proc) r
 
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import engine
 from ansible_collections.netstate.tcp.plugins.module_utils._engine._argspec import RANGES, TCP_STATES
+from tests.conftest import COLLECTIONS
 from tests.support.ss_oracle import Snapshot
 
 pytestmark = pytest.mark.netns
@@ -295,9 +297,41 @@ def test_dump_interrupted_is_retried_then_reported(mix_ns, monkeypatch):
         engine.gather(namespace=mix_ns.name)
 
 
+ONE_WALK = r"""
+import json, socket, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _aggregate, _netlink as netlink
+def messages(family):
+    found = []
+    def keep(buf, off):
+        fields = buf[off + netlink.OFF_FAMILY:off + netlink.OFF_DST + 16]   # family to the remote address
+        found.append([netlink.MSG_HEAD.unpack_from(buf, off)[1]] + list(fields))
+    netlink.dump(family, netlink.IPPROTO_TCP, _aggregate.CONNECTION_MASK,
+                 lambda buf, length: _aggregate.each_message(buf, length, keep))
+    return found
+print(json.dumps({"one": messages(None), "each": messages(socket.AF_INET) + messages(socket.AF_INET6)}))
+"""
+
+
+def test_one_dump_of_both_families_is_the_two_per_family_dumps(mix_ns):
+    """The connection dump the engine asks for (the older inet_diag request, both families in one walk of the
+    kernel's table) returns exactly the sockets of the two SOCK_DIAG_BY_FAMILY dumps, IPv4 and IPv6, every
+    message of its own type; as many as `ss` sees outside LISTEN."""
+    out = subprocess.run(["ip", "netns", "exec", mix_ns.name, sys.executable, "-c", ONE_WALK, COLLECTIONS],
+                         capture_output=True, text=True, check=True).stdout
+    found = json.loads(out)
+    one, each = found["one"], found["each"]
+    assert {message[0] for message in one} == {18} and {message[0] for message in each} == {20}
+    assert sorted(message[1:] for message in one) == sorted(message[1:] for message in each)
+    assert {message[1] for message in one} == {socket.AF_INET, socket.AF_INET6}
+    states = Snapshot(mix_ns.name).states()
+    assert len(one) == sum(count for name, count in states.items() if name != "LISTEN")
+
+
 def test_dumps_are_received_in_the_callers_thread(mix_ns, monkeypatch):
-    """Six dumps (listeners, connections, UDP; both families), every one received and counted in the
-    caller's thread: gather() starts no thread, and gives the same facts confined to one CPU."""
+    """Five dumps (listeners and UDP per family, the connections of both families in one), every one
+    received and counted in the caller's thread: gather() starts no thread, and gives the same facts
+    confined to one CPU."""
     started = []
     real_start = threading.Thread.start
 

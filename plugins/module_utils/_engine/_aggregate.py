@@ -62,10 +62,11 @@ def each_message(buf, length, visit):
     inline, because it runs once per socket on busy hosts.
     """
     unpack = netlink.MSG_HEAD.unpack_from
+    data_type = netlink.data_type(buf)
     off = 0
     while off < length:
         msg_len, msg_type = unpack(buf, off)
-        if msg_type != netlink.SOCK_DIAG_BY_FAMILY:
+        if msg_type != data_type:
             return off
         if msg_len < netlink.MSG_MIN_LEN or off + msg_len > length:
             raise netlink.malformed(off, msg_len, length)
@@ -194,14 +195,14 @@ _DONE_HEAD = struct.pack("=IH", netlink.DONE_LEN, netlink.NLMSG_DONE)
 _UNIFORM = {}
 
 
-def _uniform_layout(msg_len, family):
+def _uniform_layout(msg_len, msg_type, family):
     """The Struct reading state, timer, retrans, sport (native order: a byte-swapped port), the client key
     (dport, src, dst: CLIENT_KEY_DST + the address width bytes), rqueue and wqueue of one message, and the
     header and family bytes every message of a uniform buffer must have."""
     key = CLIENT_KEY_DST + netlink.ADDRESS_WIDTH[family]
     record = struct.Struct("=%dxBBBH%ds%dxII%dx" % (
         netlink.OFF_STATE, key, netlink.OFF_RQUEUE - netlink.OFF_DPORT - key, msg_len - netlink.OFF_WQUEUE - 4))
-    head = struct.pack("=IH", msg_len, netlink.SOCK_DIAG_BY_FAMILY)
+    head = struct.pack("=IH", msg_len, msg_type)
     expected = [(at, head[at:at + 1]) for at in range(len(head))] + [(netlink.OFF_FAMILY, bytes((family,)))]
     return record, expected
 
@@ -311,14 +312,14 @@ class TcpAggregate:
 
         Uniform means: the buffer is n messages of length L (a multiple of 4, at least MSG_MIN_LEN),
         perhaps followed by the 20-byte NLMSG_DONE, and at every multiple of L the header says length L
-        and type SOCK_DIAG_BY_FAMILY and the family byte is the first message's. By induction from offset
-        0 every message then starts where the stride says; the checks are strided byte slices, compared
-        whole.
+        and the first message's type (one of netlink.DATA_TYPES) and the family byte is the first
+        message's. By induction from offset 0 every message then starts where the stride says; the checks
+        are strided byte slices, compared whole.
         """
         if self.want_sockets or self.inode_states is not None or length < netlink.MSG_MIN_LEN:
             return NOT_UNIFORM
-        msg_len = netlink.MSG_HEAD.unpack_from(buf, 0)[0]
-        if msg_len < netlink.MSG_MIN_LEN or msg_len & 3:
+        msg_len, msg_type = netlink.MSG_HEAD.unpack_from(buf, 0)
+        if msg_len < netlink.MSG_MIN_LEN or msg_len & 3 or msg_type not in netlink.DATA_TYPES:
             return NOT_UNIFORM
         count, rest = divmod(length, msg_len)
         stop = None
@@ -329,11 +330,11 @@ class TcpAggregate:
             stop = count * msg_len
             buf = buf[:stop]
         family = buf[netlink.OFF_FAMILY]
-        layout = _UNIFORM.get((msg_len, family))
+        layout = _UNIFORM.get((msg_len, msg_type, family))
         if layout is None:
             if family not in netlink.ADDRESS_WIDTH:
                 return NOT_UNIFORM
-            layout = _UNIFORM[(msg_len, family)] = _uniform_layout(msg_len, family)
+            layout = _UNIFORM[(msg_len, msg_type, family)] = _uniform_layout(msg_len, msg_type, family)
         record, expected = layout
         for at, byte in expected:
             if buf[at::msg_len] != byte * count:
@@ -387,7 +388,7 @@ class TcpAggregate:
         client = self.client
         detail = self.want_sockets or self.inode_states is not None
         # the offsets as locals: the loop runs once per socket
-        data_type, min_len, ipv4 = netlink.SOCK_DIAG_BY_FAMILY, netlink.MSG_MIN_LEN, socket.AF_INET
+        data_type, min_len, ipv4 = netlink.data_type(buf), netlink.MSG_MIN_LEN, socket.AF_INET
         dport_at, dst_at = netlink.OFF_DPORT, netlink.OFF_DST
         dst_end4, dst_end6 = dst_at + 4, dst_at + 16
         off = 0

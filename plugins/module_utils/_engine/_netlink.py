@@ -26,6 +26,13 @@ AF_NETLINK = getattr(socket, "AF_NETLINK", 16)
 NETLINK_ROUTE = 0
 NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
+# The older request of inet_diag (struct inet_diag_req), TCP by its type: the kernel's dump for it
+# (inet_diag_dump_compat, in every kernel since 2.6) asks for AF_UNSPEC, so one walk of the established
+# hash table returns the sockets of both families, each reply message of this type. SOCK_DIAG_BY_FAMILY
+# walks that whole table once per family, skipping the other family's sockets (at 1M IPv4 sockets the
+# empty IPv6 dump alone took 124 ms). A kernel refusing it is one without sock_diag, as for the other.
+TCPDIAG_GETSOCK = 18
+DATA_TYPES = (SOCK_DIAG_BY_FAMILY, TCPDIAG_GETSOCK)
 
 NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
@@ -45,6 +52,8 @@ MSG_HEAD = struct.Struct("=IH")
 ERROR_CODE = struct.Struct("=i")
 # inet_diag_req_v2: family, protocol, ext, pad, states, then an all-zero inet_diag_sockid (48 bytes).
 INET_DIAG_REQ_V2 = struct.Struct("=BBBxI48x")
+# inet_diag_req: family (AF_UNSPEC: both), src_len, dst_len, ext, an all-zero inet_diag_sockid, states, dbs.
+INET_DIAG_REQ = struct.Struct("=BBBB48xII")
 
 # Offsets inside one netlink message (nlmsghdr is 16 bytes, inet_diag_msg follows; the kernel's
 # include/uapi/linux/inet_diag.h: idiag_family, idiag_state, idiag_timer, idiag_retrans, the
@@ -145,6 +154,22 @@ def request(sock, family, protocol, states_mask, seq=1):
         raise NetlinkUnavailable("sock_diag request refused: %s" % exc)
 
 
+def request_tcp_both(sock, states_mask, seq=1):
+    """Send the inet_diag_req of one TCP dump of both families; NetlinkUnavailable when it is refused."""
+    try:
+        send_dump_request(sock, TCPDIAG_GETSOCK, INET_DIAG_REQ.pack(socket.AF_UNSPEC, 0, 0, 0, states_mask, 0), seq)
+    except OSError as exc:
+        raise NetlinkUnavailable("sock_diag request refused: %s" % exc)
+
+
+def data_type(buf):
+    """The message type of a receive buffer's sockets: its first message's when that is one of DATA_TYPES (a
+    dump answers one request, all its sockets in one type), else SOCK_DIAG_BY_FAMILY (the buffer then
+    starts with a control message, which every consumer stops at)."""
+    first = MSG_HEAD.unpack_from(buf, 0)[1] if len(buf) >= MSG_HEAD.size else SOCK_DIAG_BY_FAMILY
+    return first if first in DATA_TYPES else SOCK_DIAG_BY_FAMILY
+
+
 # Per thread: the buffer every recv_into() of that thread fills.
 _scratch = threading.local()
 
@@ -218,7 +243,8 @@ def _end_of_dump(buf, length, stop):
 
 
 def dump(family, protocol, states_mask, consume, sock=None, seq=1, relay_after=None):
-    """Run one sock_diag dump, handing every receive buffer to consume (see take()).
+    """Run one sock_diag dump, handing every receive buffer to consume (see take()). family None: a TCP
+    dump of both families in one walk of the kernel's table (request_tcp_both).
 
     relay_after (a number of buffers, or None): when the dump has not ended after that many, a child
     process (Relay) receives the rest from the kernel while this one counts what it has, so the kernel's
@@ -230,7 +256,10 @@ def dump(family, protocol, states_mask, consume, sock=None, seq=1, relay_after=N
         sock = open_socket()
     relay = None
     try:
-        request(sock, family, protocol, states_mask, seq)
+        if family is None:
+            request_tcp_both(sock, states_mask, seq)
+        else:
+            request(sock, family, protocol, states_mask, seq)
         buffers = 0
         while True:
             if relay is None and relay_after is not None and buffers >= relay_after:

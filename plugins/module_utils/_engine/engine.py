@@ -59,7 +59,8 @@ def relay_after(proc):
 
 def _netlink_gather(tcp, udp, units=None, relay=None):
     """The TCP listener, TCP connection and UDP dumps of both families, one after the other: listeners
-    first, as counting connections needs their ports. units (a cgroup.UnitCounter, subset units) counts
+    first, as counting connections needs their ports; the connections of both families in one walk of the
+    kernel's table (netlink.TCPDIAG_GETSOCK). units (a cgroup.UnitCounter, subset units) counts
     the TCP replies after the aggregation has. relay: the connection dumps' relay_after (see relay_after())."""
     consume_listeners, consume_connections = tcp.consume_listeners, tcp.consume_netlink
     if units is not None:
@@ -67,8 +68,7 @@ def _netlink_gather(tcp, udp, units=None, relay=None):
     for family, _label in FAMILIES:
         netlink.dump(family, netlink.IPPROTO_TCP, LISTEN_MASK, consume_listeners)
     tcp.listen_ports = frozenset(item["port"] for item in tcp.listeners)
-    for family, _label in FAMILIES:
-        netlink.dump(family, netlink.IPPROTO_TCP, CONNECTION_MASK, consume_connections, relay_after=relay)
+    netlink.dump(None, netlink.IPPROTO_TCP, CONNECTION_MASK, consume_connections, relay_after=relay)
     for family, _label in FAMILIES:
         netlink.dump(family, netlink.IPPROTO_UDP, UDP_ALL_MASK, udp.consume_netlink)
 

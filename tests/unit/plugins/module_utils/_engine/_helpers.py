@@ -39,7 +39,7 @@ PROC_NET_TCP6 = "\n".join([
 
 
 def diag_message(family, state, sport, dport, src, dst, rqueue=0, wqueue=0, uid=0, inode=0, attrs=b"",
-                 timer=0, retrans=0):
+                 timer=0, retrans=0, msg_type=netlink.SOCK_DIAG_BY_FAMILY):
     width = 4 if family == socket.AF_INET else 16
     src_raw = socket.inet_pton(family, src).ljust(16, b"\0")[:16]
     dst_raw = socket.inet_pton(family, dst).ljust(16, b"\0")[:16]
@@ -47,7 +47,7 @@ def diag_message(family, state, sport, dport, src, dst, rqueue=0, wqueue=0, uid=
     body = struct.pack("=BBBB", family, state, timer, retrans) + struct.pack("!HH", sport, dport) + src_raw + dst_raw
     body += struct.pack("=I", 0) + struct.pack("=II", 0, 0)
     body += struct.pack("=IIIII", 0, rqueue, wqueue, uid, inode) + attrs
-    return netlink.NLMSG_HDR.pack(16 + len(body), netlink.SOCK_DIAG_BY_FAMILY, 2, 1, 0) + body
+    return netlink.NLMSG_HDR.pack(16 + len(body), msg_type, 2, 1, 0) + body
 
 
 def done_message():

@@ -15,10 +15,12 @@ __metaclass__ = type
 import socket
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _aggregate as aggregate
+from ansible_collections.netstate.tcp.plugins.module_utils._engine import _netlink as netlink
 from ansible_collections.netstate.tcp.plugins.module_utils._engine import _procfs as procfs
 
 from tests.unit.plugins.module_utils._engine._helpers import PROC_NET_TCP, PROC_NET_TCP6, diag_message, done_message
@@ -213,6 +215,56 @@ def test_a_buffer_of_mixed_lengths_or_families_is_left_to_the_general_loop(group
     assert aggregate.TcpAggregate((1, 2))._consume_uniform(buf, len(buf)) is aggregate.NOT_UNIFORM
     fast, general, stops = both([buf])
     assert fast == general and stops[0] == stops[1]
+
+
+def retyped(buf, msg_type):
+    """buf's messages (as diag_message and done_message make them) with every data message of msg_type."""
+    out, off = bytearray(buf), 0
+    while off < len(out):
+        msg_len, old = struct.unpack_from("=IH", out, off)
+        if old in netlink.DATA_TYPES:
+            struct.pack_into("=H", out, off + 4, msg_type)
+        off += msg_len
+    return bytes(out)
+
+
+@given(st.sampled_from([socket.AF_INET, socket.AF_INET6]).flatmap(
+    lambda family: st.lists(st.lists(messages(family), min_size=1, max_size=40), min_size=1, max_size=4)),
+    st.lists(messages(socket.AF_INET6, attrs=b""), max_size=3), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_a_dump_of_both_families_counts_as_the_dumps_of_each(groups, odd, done):
+    """The replies to the older request (TCPDIAG_GETSOCK, both families in one dump) count exactly as the same
+    messages in SOCK_DIAG_BY_FAMILY replies, in the uniform loop and in the general one, and each_message
+    visits them all."""
+    buffers = [b"".join(group) for group in groups]
+    buffers[0] += b"".join(odd)
+    if done:
+        buffers[-1] += done_message()
+    older = [retyped(buf, netlink.TCPDIAG_GETSOCK) for buf in buffers]
+    assert both(older) == both(buffers)
+    for new, old in zip(buffers, older):
+        assert (aggregate.TcpAggregate((1, 2))._consume_uniform(old, len(old)) is aggregate.NOT_UNIFORM) == bool(
+            odd and new is buffers[0])
+        offsets = [[], []]
+        stops = [aggregate.each_message(buf, len(buf), lambda _buf, off, seen=seen: seen.append(off))
+                 for buf, seen in zip((new, old), offsets)]
+        assert offsets[0] == offsets[1] and stops[0] == stops[1]
+
+
+def test_a_buffer_of_both_types_ends_at_the_first_message_of_the_other():
+    """One dump answers one request: a message of the other data type is not counted, and take() calls it an
+    unexpected message, in both loops and in each_message."""
+    one = diag_message(socket.AF_INET, 1, 80, 33000, "10.0.0.1", "10.0.0.2", attrs=ATTRS)
+    other = retyped(one, netlink.TCPDIAG_GETSOCK)
+    for first, second in ((one, other), (other, one)):
+        buf = first * 3 + second + first + done_message()
+        tcp = aggregate.TcpAggregate((1, 2))
+        assert tcp._consume_uniform(buf, len(buf)) is aggregate.NOT_UNIFORM
+        assert tcp._consume_netlink(buf, len(buf)) == 3 * len(one)
+        assert sum(tcp.family_states[socket.AF_INET]) == 3
+        assert aggregate.each_message(buf, len(buf), lambda _buf, _off: None) == 3 * len(one)
+        with pytest.raises(netlink.NetlinkError, match="unexpected netlink message type %d" % struct.unpack_from("=H", second, 4)[0]):
+            netlink.take(buf, aggregate.TcpAggregate((1, 2)).consume_netlink)
 
 
 def test_a_header_that_lies_at_a_stride_or_a_tail_that_is_not_done_is_not_uniform():
