@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import heapq
 import itertools
+import re
 import socket
 import struct
 import sys
@@ -193,18 +194,46 @@ CLIENT_KEY_DST = netlink.OFF_DST - netlink.OFF_DPORT
 NOT_UNIFORM = object()
 _DONE_HEAD = struct.pack("=IH", netlink.DONE_LEN, netlink.NLMSG_DONE)
 _UNIFORM = {}
+_UNIFORM_HEADER = {}
+# A dump of both families interleaves them in the kernel's hash order: a uniform buffer is read as runs of
+# one family (a regular expression over the family bytes at every stride finds them), unless its runs are
+# shorter than this many messages on average.
+UNIFORM_RUN = 8
+_FAMILY_RUNS = re.compile(b"|".join(re.escape(bytes((family,))) + b"+" for family in sorted(netlink.ADDRESS_WIDTH)))
 
 
-def _uniform_layout(msg_len, msg_type, family):
+def _uniform_record(msg_len, family):
     """The Struct reading state, timer, retrans, sport (native order: a byte-swapped port), the client key
-    (dport, src, dst: CLIENT_KEY_DST + the address width bytes), rqueue and wqueue of one message, and the
-    header and family bytes every message of a uniform buffer must have."""
-    key = CLIENT_KEY_DST + netlink.ADDRESS_WIDTH[family]
-    record = struct.Struct("=%dxBBBH%ds%dxII%dx" % (
-        netlink.OFF_STATE, key, netlink.OFF_RQUEUE - netlink.OFF_DPORT - key, msg_len - netlink.OFF_WQUEUE - 4))
+    (dport, src, dst: CLIENT_KEY_DST + the address width bytes), rqueue and wqueue of one message."""
+    record = _UNIFORM.get((msg_len, family))
+    if record is None:
+        key = CLIENT_KEY_DST + netlink.ADDRESS_WIDTH[family]
+        record = _UNIFORM[(msg_len, family)] = struct.Struct("=%dxBBBH%ds%dxII%dx" % (
+            netlink.OFF_STATE, key, netlink.OFF_RQUEUE - netlink.OFF_DPORT - key, msg_len - netlink.OFF_WQUEUE - 4))
+    return record
+
+
+def _uniform_header(msg_len, msg_type):
+    """The header bytes every message of a uniform buffer must have: [(offset, byte)]."""
     head = struct.pack("=IH", msg_len, msg_type)
-    expected = [(at, head[at:at + 1]) for at in range(len(head))] + [(netlink.OFF_FAMILY, bytes((family,)))]
-    return record, expected
+    return [(at, head[at:at + 1]) for at in range(len(head))]
+
+
+def _family_runs(buf, msg_len, count):
+    """[(family, the bytes of a run of messages of that family)] of a buffer of count messages of msg_len, as
+    a dump of both families interleaves them; None when a family byte is neither AF_INET nor AF_INET6, or
+    when the runs are shorter than UNIFORM_RUN messages on average (the general loop is then faster)."""
+    families = buf[netlink.OFF_FAMILY::msg_len]
+    first = families[0]
+    if families.count(first) == count:
+        return [(first, buf)] if first in netlink.ADDRESS_WIDTH else None
+    runs, at = [], 0
+    for match in _FAMILY_RUNS.finditer(families):
+        if match.start() != at or (len(runs) + 1) * UNIFORM_RUN > count:
+            return None
+        runs.append((families[at], buf[at * msg_len:match.end() * msg_len]))
+        at = match.end()
+    return runs if at == count else None
 
 
 if sys.byteorder == "little":
@@ -304,17 +333,17 @@ class TcpAggregate:
         self.records.compact_if_piled_up()
 
     def _consume_uniform(self, buf, length):
-        """The hot loop for a receive buffer whose messages all have one length and one family (full sockets
-        only, as on a host without TIME_WAIT or SYN_RECV: the kernel gives every full socket the same
-        attributes, the mini sockets fewer): the messages are unpacked by one Struct.iter_unpack, with no
-        offset arithmetic per socket. NOT_UNIFORM when the
-        buffer is not such a run (the general loop then reads it), or when every socket is wanted whole.
+        """The hot loop for a receive buffer whose messages all have one length (full sockets only, as on a
+        host without TIME_WAIT or SYN_RECV: the kernel gives every full socket the same attributes, the mini
+        sockets fewer): the messages of each run of one family are unpacked by one Struct.iter_unpack, with
+        no offset arithmetic per socket. NOT_UNIFORM when the buffer is not such a run (the general loop then
+        reads it), or when every socket is wanted whole.
 
         Uniform means: the buffer is n messages of length L (a multiple of 4, at least MSG_MIN_LEN),
         perhaps followed by the 20-byte NLMSG_DONE, and at every multiple of L the header says length L
-        and the first message's type (one of netlink.DATA_TYPES) and the family byte is the first
-        message's. By induction from offset 0 every message then starts where the stride says; the checks
-        are strided byte slices, compared whole.
+        and the first message's type (one of netlink.DATA_TYPES), and the family byte is AF_INET or
+        AF_INET6 in runs (_family_runs). By induction from offset 0 every message then starts where the
+        stride says; the checks are strided byte slices, compared whole.
         """
         if self.want_sockets or self.inode_states is not None or length < netlink.MSG_MIN_LEN:
             return NOT_UNIFORM
@@ -329,22 +358,27 @@ class TcpAggregate:
                 return NOT_UNIFORM
             stop = count * msg_len
             buf = buf[:stop]
-        family = buf[netlink.OFF_FAMILY]
-        layout = _UNIFORM.get((msg_len, msg_type, family))
-        if layout is None:
-            if family not in netlink.ADDRESS_WIDTH:
-                return NOT_UNIFORM
-            layout = _UNIFORM[(msg_len, msg_type, family)] = _uniform_layout(msg_len, msg_type, family)
-        record, expected = layout
-        for at, byte in expected:
+        header = _UNIFORM_HEADER.get((msg_len, msg_type))
+        if header is None:
+            header = _UNIFORM_HEADER[(msg_len, msg_type)] = _uniform_header(msg_len, msg_type)
+        for at, byte in header:
             if buf[at::msg_len] != byte * count:
                 return NOT_UNIFORM
-        family_states = self.family_states[family]
+        runs = _family_runs(buf, msg_len, count)
+        if runs is None:
+            return NOT_UNIFORM
         listen = self._listen_swapped
         local = self._local_swapped
         server_peers = self.server_peers
         client = self.client
-        for state, timer, retrans, sport, key, rqueue, wqueue in record.iter_unpack(buf):
+        for family, run in runs:
+            self._count_run(_uniform_record(msg_len, family), run, self.family_states[family], listen, local,
+                            server_peers, client)
+        return stop
+
+    def _count_run(self, record, run, family_states, listen, local, server_peers, client):
+        """The uniform loop's body over a run of messages of one family."""
+        for state, timer, retrans, sport, key, rqueue, wqueue in record.iter_unpack(run):
             family_states[state | timer << 4] += 1
             if sport in listen:
                 counts = local.get(sport)
@@ -364,7 +398,6 @@ class TcpAggregate:
                 else:
                     port, side_name = port_at(key, 0), "remote"
                 self._queued(port, side_name, key[CLIENT_KEY_DST:], timer, retrans, rqueue, wqueue)
-        return stop
 
     def _fold_local(self):
         local = self._local

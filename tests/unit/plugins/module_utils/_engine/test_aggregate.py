@@ -207,12 +207,37 @@ def test_a_uniform_buffer_counts_as_the_general_loop_counts_it(groups, done):
 @given(st.lists(messages(socket.AF_INET), min_size=2, max_size=30), st.data())
 @settings(max_examples=150, deadline=None)
 def test_a_buffer_of_mixed_lengths_or_families_is_left_to_the_general_loop(group, data):
-    """A TIME_WAIT-like message (no attributes) or an IPv6 one among them: not uniform, and counted right."""
+    """A TIME_WAIT-like message (no attributes, either family) among them: not uniform; an IPv6 message of
+    the same length: uniform only when the runs of one family are UNIFORM_RUN messages long on average (one
+    message in a group of 2 to 30 makes 2 or 3 runs); counted right either way."""
     odd = data.draw(st.sampled_from([messages(socket.AF_INET, attrs=b""), messages(socket.AF_INET6, attrs=b""),
                                      messages(socket.AF_INET6)]))
-    group.insert(data.draw(st.integers(1, len(group))), data.draw(odd))
+    at = data.draw(st.integers(1, len(group)))
+    group.insert(at, data.draw(odd))
     buf = b"".join(group) + done_message()
-    assert aggregate.TcpAggregate((1, 2))._consume_uniform(buf, len(buf)) is aggregate.NOT_UNIFORM
+    runs = 2 if at == len(group) - 1 else 3
+    uniform = len(set(map(len, group))) == 1 and runs <= len(group) // aggregate.UNIFORM_RUN
+    assert (aggregate.TcpAggregate((1, 2))._consume_uniform(buf, len(buf)) is not aggregate.NOT_UNIFORM) == uniform
+    fast, general, stops = both([buf])
+    assert fast == general and stops[0] == stops[1]
+
+
+def family_runs(runs):
+    return st.tuples(*[st.lists(messages(family), min_size=size, max_size=size) for family, size in runs])
+
+
+@given(st.lists(st.tuples(st.sampled_from([socket.AF_INET, socket.AF_INET6]), st.integers(1, 40)), min_size=2,
+                max_size=6).flatmap(family_runs), st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_runs_of_both_families_of_one_length_count_as_the_general_loop_counts_them(runs, done):
+    """A dump of both families interleaves them: a buffer of one message length is read as runs of one family
+    (uniform when they are UNIFORM_RUN messages long on average), and counts as the general loop counts it."""
+    group = [message for run in runs for message in run]
+    buf = b"".join(group) + (done_message() if done else b"")
+    families = bytes(message[netlink.OFF_FAMILY] for message in group)
+    changes = sum(1 for left, right in zip(families, families[1:]) if left != right)
+    uniform = changes == 0 or (changes + 1) * aggregate.UNIFORM_RUN <= len(group)
+    assert (aggregate.TcpAggregate((1, 2))._consume_uniform(buf, len(buf)) is not aggregate.NOT_UNIFORM) == uniform
     fast, general, stops = both([buf])
     assert fast == general and stops[0] == stops[1]
 
