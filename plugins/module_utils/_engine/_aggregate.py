@@ -186,8 +186,10 @@ class KeyRecords:
             yield self.partition(number)
 
 
-# Where the remote address starts in a client-side key (the bytes of a message from OFF_DPORT on).
-CLIENT_KEY_DST = netlink.OFF_DST - netlink.OFF_DPORT
+# A client-side key is the remote port's two bytes (network order) and the remote address's raw bytes; the
+# remote address starts here. The local address is left out: nothing counts by it, and with it every source
+# address of a busy client made keys of its own, to be spilled and summed again.
+CLIENT_KEY_DST = 2
 
 # TcpAggregate._consume_uniform: its "not this buffer" answer; the first 6 bytes of NLMSG_DONE (length 20, type 3);
 # (message length, family) -> (Struct of one message, [(offset, the byte every message has there)]).
@@ -203,13 +205,14 @@ _FAMILY_RUNS = re.compile(b"|".join(re.escape(bytes((family,))) + b"+" for famil
 
 
 def _uniform_record(msg_len, family):
-    """The Struct reading state, timer, retrans, sport (native order: a byte-swapped port), the client key
-    (dport, src, dst: CLIENT_KEY_DST + the address width bytes), rqueue and wqueue of one message."""
+    """The Struct reading state, timer, retrans, sport (native order: a byte-swapped port), dport (its two
+    bytes), the remote address (its address width of bytes), rqueue and wqueue of one message."""
     record = _UNIFORM.get((msg_len, family))
     if record is None:
-        key = CLIENT_KEY_DST + netlink.ADDRESS_WIDTH[family]
-        record = _UNIFORM[(msg_len, family)] = struct.Struct("=%dxBBBH%ds%dxII%dx" % (
-            netlink.OFF_STATE, key, netlink.OFF_RQUEUE - netlink.OFF_DPORT - key, msg_len - netlink.OFF_WQUEUE - 4))
+        width = netlink.ADDRESS_WIDTH[family]
+        record = _UNIFORM[(msg_len, family)] = struct.Struct("=%dxBBBH2s%dx%ds%dxII%dx" % (
+            netlink.OFF_STATE, netlink.OFF_DST - netlink.OFF_DPORT - 2, width,
+            netlink.OFF_RQUEUE - netlink.OFF_DST - width, msg_len - netlink.OFF_WQUEUE - 4))
     return record
 
 
@@ -318,14 +321,9 @@ class TcpAggregate:
             peers = self.server_peers[state]
             self.records.add_peers(peers, state)
             peers.clear()
-            # the source address is in a client key only to make it one slice
-            destinations = {}
             for key, count in self.client[state].items():
-                key = key[:2] + key[CLIENT_KEY_DST:]
-                destinations[key] = destinations.get(key, 0) + count
+                add(_plain_raw(key[CLIENT_KEY_DST:]), port_at(key, 0), CLIENT_KIND + state, count)
             self.client[state].clear()
-            for key, count in destinations.items():
-                add(_plain_raw(key[2:]), port_at(key, 0), CLIENT_KIND + state, count)
         for raw, (sockets, retransmits) in self.retransmits.items():
             add(raw, 0, RETRANS_SOCKETS, sockets)
             add(raw, 0, RETRANS_COUNT, retransmits)
@@ -378,7 +376,7 @@ class TcpAggregate:
 
     def _count_run(self, record, run, family_states, listen, local, server_peers, client):
         """The uniform loop's body over a run of messages of one family."""
-        for state, timer, retrans, sport, key, rqueue, wqueue in record.iter_unpack(run):
+        for state, timer, retrans, sport, dport, peer, rqueue, wqueue in record.iter_unpack(run):
             family_states[state | timer << 4] += 1
             if sport in listen:
                 counts = local.get(sport)
@@ -386,18 +384,18 @@ class TcpAggregate:
                     counts = local[sport] = [0] * 16
                 counts[state] += 1
                 peers = server_peers[state]
-                peer = key[CLIENT_KEY_DST:]
                 peers[peer] = peers.get(peer, 0) + 1
             else:
-                # dport, src, dst in one field: the same key the general loop slices
+                # dport and dst: the same key the general loop joins
                 side = client[state]
+                key = dport + peer
                 side[key] = side.get(key, 0) + 1
             if rqueue or wqueue or retrans:
                 if sport in listen:
                     port, side_name = _swap16(sport), "local"
                 else:
-                    port, side_name = port_at(key, 0), "remote"
-                self._queued(port, side_name, key[CLIENT_KEY_DST:], timer, retrans, rqueue, wqueue)
+                    port, side_name = port_at(dport, 0), "remote"
+                self._queued(port, side_name, peer, timer, retrans, rqueue, wqueue)
 
     def _fold_local(self):
         local = self._local
@@ -422,7 +420,7 @@ class TcpAggregate:
         detail = self.want_sockets or self.inode_states is not None
         # the offsets as locals: the loop runs once per socket
         data_type, min_len, ipv4 = netlink.data_type(buf), netlink.MSG_MIN_LEN, socket.AF_INET
-        dport_at, dst_at = netlink.OFF_DPORT, netlink.OFF_DST
+        dport_at, dport_end, dst_at = netlink.OFF_DPORT, netlink.OFF_DPORT + 2, netlink.OFF_DST
         dst_end4, dst_end6 = dst_at + 4, dst_at + 16
         off = 0
         while off < length:
@@ -445,9 +443,9 @@ class TcpAggregate:
                 key = buf[off + dst_at:dst_end]
                 peers[key] = peers.get(key, 0) + 1
             else:
-                # dport, src, dst in one slice: one dict operation for ports, peers and ephemeral use.
+                # dport and dst in one key: one dict operation for ports, peers and ephemeral use.
                 side = client[state]
-                key = buf[off + dport_at:dst_end]
+                key = buf[off + dport_at:off + dport_end] + buf[off + dst_at:dst_end]
                 side[key] = side.get(key, 0) + 1
             if rqueue or wqueue or retrans:
                 # rare on most hosts: data waiting, or a retransmission/probe under way
@@ -531,8 +529,7 @@ class TcpAggregate:
                 peers[peer] = peers.get(peer, 0) + 1
                 port, side_name = lport, "local"
             else:
-                src = socket.inet_pton(socket.AF_INET6 if ":" in laddr else socket.AF_INET, laddr)
-                key = rport.to_bytes(2, "big") + src.ljust(16, b"\0") + peer
+                key = rport.to_bytes(2, "big") + peer
                 side = self.client[state]
                 side[key] = side.get(key, 0) + 1
                 port, side_name = rport, "remote"
