@@ -192,7 +192,8 @@ class KeyRecords:
 CLIENT_KEY_DST = 2
 
 # TcpAggregate._consume_uniform: its "not this buffer" answer; the first 6 bytes of NLMSG_DONE (length 20, type 3);
-# (message length, family) -> (Struct of one message, [(offset, the byte every message has there)]).
+# (message length, family) -> Struct of one message; (message length, type) -> [(offset, the byte every message
+# has there)].
 NOT_UNIFORM = object()
 _DONE_HEAD = struct.pack("=IH", netlink.DONE_LEN, netlink.NLMSG_DONE)
 _UNIFORM = {}
@@ -218,8 +219,11 @@ def _uniform_record(msg_len, family):
 
 def _uniform_header(msg_len, msg_type):
     """The header bytes every message of a uniform buffer must have: [(offset, byte)]."""
-    head = struct.pack("=IH", msg_len, msg_type)
-    return [(at, head[at:at + 1]) for at in range(len(head))]
+    header = _UNIFORM_HEADER.get((msg_len, msg_type))
+    if header is None:
+        head = struct.pack("=IH", msg_len, msg_type)
+        header = _UNIFORM_HEADER[(msg_len, msg_type)] = [(at, head[at:at + 1]) for at in range(len(head))]
+    return header
 
 
 def _family_runs(buf, msg_len, count):
@@ -356,10 +360,7 @@ class TcpAggregate:
                 return NOT_UNIFORM
             stop = count * msg_len
             buf = buf[:stop]
-        header = _UNIFORM_HEADER.get((msg_len, msg_type))
-        if header is None:
-            header = _UNIFORM_HEADER[(msg_len, msg_type)] = _uniform_header(msg_len, msg_type)
-        for at, byte in header:
+        for at, byte in _uniform_header(msg_len, msg_type):
             if buf[at::msg_len] != byte * count:
                 return NOT_UNIFORM
         runs = _family_runs(buf, msg_len, count)

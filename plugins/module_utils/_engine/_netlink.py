@@ -147,17 +147,14 @@ def open_socket():
 
 
 def request(sock, family, protocol, states_mask, seq=1):
-    """Send the inet_diag_req_v2 of one dump; NetlinkUnavailable when it is refused."""
+    """Send the inet_diag_req_v2 of one dump, or with family None the inet_diag_req of one TCP dump of both
+    families (TCPDIAG_GETSOCK); NetlinkUnavailable when it is refused."""
+    if family is None:
+        msg_type, payload = TCPDIAG_GETSOCK, INET_DIAG_REQ.pack(socket.AF_UNSPEC, 0, 0, 0, states_mask, 0)
+    else:
+        msg_type, payload = SOCK_DIAG_BY_FAMILY, INET_DIAG_REQ_V2.pack(family, protocol, 0, states_mask)
     try:
-        send_dump_request(sock, SOCK_DIAG_BY_FAMILY, INET_DIAG_REQ_V2.pack(family, protocol, 0, states_mask), seq)
-    except OSError as exc:
-        raise NetlinkUnavailable("sock_diag request refused: %s" % exc)
-
-
-def request_tcp_both(sock, states_mask, seq=1):
-    """Send the inet_diag_req of one TCP dump of both families; NetlinkUnavailable when it is refused."""
-    try:
-        send_dump_request(sock, TCPDIAG_GETSOCK, INET_DIAG_REQ.pack(socket.AF_UNSPEC, 0, 0, 0, states_mask, 0), seq)
+        send_dump_request(sock, msg_type, payload, seq)
     except OSError as exc:
         raise NetlinkUnavailable("sock_diag request refused: %s" % exc)
 
@@ -244,7 +241,7 @@ def _end_of_dump(buf, length, stop):
 
 def dump(family, protocol, states_mask, consume, sock=None, seq=1, relay_after=None):
     """Run one sock_diag dump, handing every receive buffer to consume (see take()). family None: a TCP
-    dump of both families in one walk of the kernel's table (request_tcp_both).
+    dump of both families in one walk of the kernel's table (see request()).
 
     relay_after (a number of buffers, or None): when the dump has not ended after that many, a child
     process (Relay) receives the rest from the kernel while this one counts what it has, so the kernel's
@@ -256,10 +253,7 @@ def dump(family, protocol, states_mask, consume, sock=None, seq=1, relay_after=N
         sock = open_socket()
     relay = None
     try:
-        if family is None:
-            request_tcp_both(sock, states_mask, seq)
-        else:
-            request(sock, family, protocol, states_mask, seq)
+        request(sock, family, protocol, states_mask, seq)
         buffers = 0
         while True:
             if relay is None and relay_after is not None and buffers >= relay_after:
