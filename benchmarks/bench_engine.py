@@ -952,6 +952,16 @@ def ip_text(number):
     return socket.inet_ntoa(number.to_bytes(4, "big"))
 
 
+def profile_gather(args, runner):
+    """With --profile: a cProfile of one warm engine.gather() in the namespace the benchmark is in, printed and
+    returned as text; else None."""
+    if not args.profile:
+        return None
+    profile = runner.run([BENCH_PYTHON, INPROC, "profile", COLLECTIONS], 600)["stdout"]
+    print(profile)
+    return profile
+
+
 def million_phase(args, runner, workers, payloads, namespaces):
     """A million sockets (by default): 500k ESTABLISHED pairs, 500k distinct peers, ~1,120 listening ports."""
     with open("/proc/sys/fs/file-max") as handle:
@@ -976,10 +986,7 @@ def million_phase(args, runner, workers, payloads, namespaces):
     check = check_engine_against_ss(runner, tools[1], "million before")
     results = round_robin(runner, tools, args.million_reps, label="million")
     results["ss_total"] = check["ss_before"]["total"]
-    results["profile"] = None
-    if args.profile:
-        results["profile"] = runner.run([BENCH_PYTHON, INPROC, "profile", COLLECTIONS], 600)["stdout"]
-        print(results["profile"])
+    results["profile"] = profile_gather(args, runner)
     results["build"] = build
     results["check"] = check
     workers.stop()
@@ -1118,10 +1125,7 @@ def socket_phase(args, runner, workers, payloads, namespaces, site_packages, col
         orphan.want(False)
         per_size[size]["ss_total"] = checks[-1]["ss_before"]["total"]
         checks.append(check_engine_against_ss(runner, engine_tool, label + " after"))
-    profile = None
-    if args.profile:
-        profile = runner.run([BENCH_PYTHON, INPROC, "profile", COLLECTIONS], 600)["stdout"]
-        print(profile)
+    profile = profile_gather(args, runner)
     workers.stop()
     ns.delete()
     return {"mix": mix_name, "description": description, "builds": builds, "workers": len(mix.servers) * 2 + 1,
